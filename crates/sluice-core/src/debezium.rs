@@ -1,0 +1,1 @@
+//! Debezium's event schemas and envelope (filled in by the codec work).

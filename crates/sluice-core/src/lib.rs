@@ -1,0 +1,16 @@
+//! Sluice's core: the Kafka Connect data model (schemas and values), the
+//! record types that flow between sources, the transport and sinks, the
+//! converters that turn records into bytes exactly as Kafka Connect does, the
+//! Debezium event schemas, and the traits every connector implements.
+
+pub mod config;
+pub mod connector;
+pub mod converter;
+pub mod debezium;
+pub mod record;
+pub mod schema;
+pub mod value;
+
+pub use record::{Header, Record, SourceOffset, SourceRecord};
+pub use schema::{Field, Schema, SchemaBuilder, SchemaRef, SchemaType};
+pub use value::Value;

@@ -1,0 +1,71 @@
+//! Records: what a source task emits ([`SourceRecord`], structured, with the
+//! offset it has reached), and what travels through the transport and reaches
+//! sink tasks ([`Record`], serialized by the converters, exactly the bytes a
+//! Kafka topic would hold).
+
+use std::sync::Arc;
+
+use crate::schema::SchemaRef;
+use crate::value::Value;
+
+/// A record header (`org.apache.kafka.connect.header.Header`), already
+/// serialized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// Header key.
+    pub key: String,
+    /// Header value bytes, or null.
+    pub value: Option<Vec<u8>>,
+}
+
+/// A source partition and offset, as Kafka Connect stores them:
+/// `partition` is e.g. `{"server":"myserver"}`, `offset` is the connector's
+/// position (Debezium's `lsn`, `txId`, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceOffset {
+    /// The source partition.
+    pub partition: serde_json::Map<String, serde_json::Value>,
+    /// The offset within that partition.
+    pub offset: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A record produced by a source task, before conversion.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    /// Destination topic.
+    pub topic: Arc<str>,
+    /// Key schema (None when the key is schemaless null).
+    pub key_schema: Option<SchemaRef>,
+    /// Key value; None for a null key.
+    pub key: Option<Value>,
+    /// Value schema.
+    pub value_schema: Option<SchemaRef>,
+    /// Value; None for a tombstone.
+    pub value: Option<Value>,
+    /// Record timestamp in ms since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// Headers (already serialized).
+    pub headers: Vec<Header>,
+    /// The source position reached once this record is delivered. A record
+    /// without an offset is delivered as part of the next one that has one.
+    pub offset: Option<Arc<SourceOffset>>,
+}
+
+/// A serialized record as it sits in a topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition within the topic.
+    pub partition: i32,
+    /// Offset within the partition (a sequence number in-process).
+    pub offset: i64,
+    /// Record timestamp in ms since the epoch.
+    pub timestamp_ms: i64,
+    /// Serialized key; None for null.
+    pub key: Option<Vec<u8>>,
+    /// Serialized value; None for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<Header>,
+}
