@@ -1,1 +1,3 @@
 //! placeholder
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]

@@ -79,3 +79,62 @@ pub trait SinkTask: Send {
         Ok(())
     }
 }
+
+/// Whether a connector reads from (source) or writes to (sink) an external
+/// system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorKind {
+    /// Produces records.
+    Source,
+    /// Consumes records.
+    Sink,
+}
+
+/// A connector implementation the worker can run, chosen by
+/// `connector.class` (a Java class name or a short alias).
+pub trait ConnectorPlugin: Send + Sync {
+    /// The Java class name users put in `connector.class`.
+    fn class(&self) -> &'static str;
+    /// Other accepted names (short aliases such as `postgres`).
+    fn aliases(&self) -> &'static [&'static str];
+    /// Source or sink.
+    fn kind(&self) -> ConnectorKind;
+    /// Plugin version.
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+    /// The declared configuration keys.
+    fn config_def(&self) -> crate::config::ConfigDef;
+    /// Checks a connector config (beyond the declared keys' own checks) and
+    /// returns warnings; errors name the key, the value and what is allowed.
+    fn validate(
+        &self,
+        props: &crate::config::Props,
+    ) -> Result<Vec<String>, crate::config::ConfigErrors>;
+    /// Splits the connector config into at most `max_tasks` task configs.
+    fn task_configs(
+        &self,
+        props: &crate::config::Props,
+        max_tasks: usize,
+    ) -> Vec<crate::config::Props> {
+        let _ = max_tasks;
+        vec![props.clone()]
+    }
+    /// Creates a source task from a task config.
+    fn create_source_task(
+        &self,
+        props: &crate::config::Props,
+    ) -> anyhow::Result<Box<dyn SourceTask>> {
+        let _ = props;
+        anyhow::bail!("{} is not a source connector", self.class())
+    }
+    /// Creates a sink task from a task config.
+    fn create_sink_task(
+        &self,
+        props: &crate::config::Props,
+        ctx: SinkContext,
+    ) -> anyhow::Result<Box<dyn SinkTask>> {
+        let _ = (props, ctx);
+        anyhow::bail!("{} is not a sink connector", self.class())
+    }
+}

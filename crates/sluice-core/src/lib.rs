@@ -3,6 +3,8 @@
 //! converters that turn records into bytes exactly as Kafka Connect does, the
 //! Debezium event schemas, and the traits every connector implements.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod config;
 pub mod connector;
 pub mod converter;

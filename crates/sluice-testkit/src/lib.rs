@@ -5,6 +5,8 @@
 //! database of its own. A watchdog process stops the cluster and removes its
 //! directory when the test process exits, however it exits.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
