@@ -1,0 +1,96 @@
+//! The offset committer: gathers the offsets whose records every sink task
+//! made durable, writes them to the offset file, and only once the file is
+//! durable tells each source task through its `committed` channel — a source
+//! may release upstream data (confirm an LSN) when it hears, so the file must
+//! never lag behind what a source was told.
+
+use std::sync::Arc;
+
+use sluice_core::record::SourceOffset;
+use tokio::sync::watch;
+
+use crate::delivery::DeliveryTracker;
+use crate::offset_file::{OffsetFileError, OffsetStore};
+
+/// One source task as the committer sees it.
+pub struct CommitSource {
+    /// Connector name (the offset entry's first key element).
+    pub connector: String,
+    /// Task number (for logs).
+    pub task_id: u32,
+    /// The task's delivery state.
+    pub tracker: Arc<DeliveryTracker>,
+    /// Where the task hears about committed offsets.
+    pub committed: watch::Sender<Option<Arc<SourceOffset>>>,
+    /// Written to the store but not yet durable, or durable but not yet
+    /// announced (a failed write is retried at the next commit).
+    unannounced: Option<Arc<SourceOffset>>,
+}
+
+impl CommitSource {
+    /// A committer entry for a source task.
+    pub fn new(
+        connector: String,
+        task_id: u32,
+        tracker: Arc<DeliveryTracker>,
+        committed: watch::Sender<Option<Arc<SourceOffset>>>,
+    ) -> Self {
+        CommitSource {
+            connector,
+            task_id,
+            tracker,
+            committed,
+            unannounced: None,
+        }
+    }
+}
+
+/// Commits source offsets to one offset store.
+pub struct Committer {
+    store: OffsetStore,
+    sources: Vec<CommitSource>,
+    dirty: bool,
+}
+
+impl Committer {
+    /// A committer over `store` for `sources`.
+    pub fn new(store: OffsetStore, sources: Vec<CommitSource>) -> Self {
+        Committer {
+            store,
+            sources,
+            dirty: false,
+        }
+    }
+
+    /// Commits whatever became delivered since the last commit.
+    pub async fn commit(&mut self) -> Result<(), OffsetFileError> {
+        for s in &mut self.sources {
+            for o in s.tracker.take_committable() {
+                self.store.set(&s.connector, &o.partition, &o.offset);
+                s.unannounced = Some(o);
+                self.dirty = true;
+            }
+        }
+        if self.dirty {
+            let snapshot = self.store.clone();
+            // The write fsyncs: keep it off the async worker threads.
+            let saved = tokio::task::spawn_blocking(move || snapshot.save())
+                .await
+                .map_err(|e| OffsetFileError::Io {
+                    path: self.store.path().display().to_string(),
+                    action: "writing (writer thread failed)",
+                    source: std::io::Error::other(e),
+                })?;
+            saved?;
+            self.dirty = false;
+            tracing::debug!(file = %self.store.path().display(), "committed source offsets");
+        }
+        for s in &mut self.sources {
+            if let Some(o) = s.unannounced.take() {
+                tracing::trace!(connector = %s.connector, task = s.task_id, offset = ?o.offset, "offset committed");
+                s.committed.send_replace(Some(o));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,286 @@
+//! Checking every connector configuration before anything starts, so a user
+//! sees all problems of all connectors at once, each naming the connector,
+//! its file and the key.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sluice_core::config::{split_list, ConfigError, Props};
+use sluice_core::connector::{ConnectorKind, ConnectorPlugin};
+use sluice_core::converter::Converter;
+
+use crate::config_files::ConnectorFile;
+use crate::converters;
+use crate::registry::Registry;
+use crate::worker_config::WorkerConfig;
+
+/// Keys the worker interprets, never reported as unknown to a connector.
+pub const WORKER_LEVEL_PREFIXES: &[&str] = &[
+    "name",
+    "connector.class",
+    "tasks.max",
+    "key.converter",
+    "value.converter",
+    "header.converter",
+    "transforms",
+    "predicates",
+    "errors.",
+    "topics",
+    "topics.regex",
+    "config.action.reload",
+    "producer.override.",
+    "consumer.override.",
+    "topic.creation.",
+    "exactly.once.",
+    "offsets.storage.topic",
+    "transaction.boundary",
+];
+
+/// All configuration problems found, reported together.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} configuration error{}:\n  - {}", .errors.len(), if .errors.len() == 1 { "" } else { "s" }, .errors.join("\n  - "))]
+pub struct ConfigReport {
+    /// One line per problem, naming where and which key.
+    pub errors: Vec<String>,
+}
+
+/// Which topics a sink connector reads.
+#[derive(Debug, Clone)]
+pub enum Subscription {
+    /// `topics`: an explicit list.
+    Topics(HashSet<String>),
+    /// `topics.regex`: matched against whole topic names, as Java's
+    /// `Pattern.matcher(topic).matches()`.
+    Regex(regex::Regex),
+}
+
+impl Subscription {
+    /// Whether the connector reads `topic`.
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            Subscription::Topics(t) => t.contains(topic),
+            Subscription::Regex(r) => r.is_match(topic),
+        }
+    }
+}
+
+/// A validated connector, ready to start.
+#[derive(Clone)]
+pub struct ConnectorSpec {
+    /// `name`.
+    pub name: String,
+    /// Where its config came from.
+    pub origin: String,
+    /// The plugin chosen by `connector.class`.
+    pub plugin: Arc<dyn ConnectorPlugin>,
+    /// Source or sink.
+    pub kind: ConnectorKind,
+    /// The full connector config.
+    pub props: Props,
+    /// `tasks.max`.
+    pub tasks_max: usize,
+    /// For sinks: what it reads.
+    pub subscription: Option<Subscription>,
+    /// Its key converter.
+    pub key_converter: Arc<dyn Converter>,
+    /// Its value converter.
+    pub value_converter: Arc<dyn Converter>,
+}
+
+impl std::fmt::Debug for ConnectorSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorSpec")
+            .field("name", &self.name)
+            .field("class", &self.plugin.class())
+            .field("kind", &self.kind)
+            .field("tasks_max", &self.tasks_max)
+            .finish_non_exhaustive()
+    }
+}
+
+fn subscription(props: &Props, errors: &mut Vec<ConfigError>) -> Option<Subscription> {
+    let topics = props.get("topics").filter(|v| !v.trim().is_empty());
+    let regex = props.get("topics.regex").filter(|v| !v.trim().is_empty());
+    match (topics, regex) {
+        (Some(_), Some(_)) => {
+            errors.push(ConfigError::new(
+                "topics",
+                None,
+                "topics and topics.regex are mutually exclusive options, but both are set",
+            ));
+            None
+        }
+        (None, None) => {
+            errors.push(ConfigError::new(
+                "topics",
+                None,
+                "Must configure one of topics or topics.regex",
+            ));
+            None
+        }
+        (Some(t), None) => Some(Subscription::Topics(split_list(t).into_iter().collect())),
+        (None, Some(r)) => match regex::Regex::new(&format!("^(?:{})$", r.trim())) {
+            Ok(re) => Some(Subscription::Regex(re)),
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    "topics.regex",
+                    Some(r),
+                    format!("not a valid regular expression: {e}"),
+                ));
+                None
+            }
+        },
+    }
+}
+
+/// Validates one connector; returns the spec (when valid) and warnings.
+fn validate_one(
+    registry: &Registry,
+    worker: &WorkerConfig,
+    file: &ConnectorFile,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Option<ConnectorSpec> {
+    let props = &file.props;
+    let name = props.get("name").map(|n| n.trim().to_string());
+    if name.as_deref().is_none_or(str::is_empty) {
+        errors.push(ConfigError::missing("name"));
+    }
+    let plugin = match props.get("connector.class") {
+        None => {
+            errors.push(ConfigError::missing("connector.class"));
+            None
+        }
+        Some(c) => registry.lookup(c).map_err(|e| errors.push(e)).ok(),
+    };
+    let tasks_max = match props.get("tasks.max") {
+        None => 1,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                errors.push(ConfigError::new(
+                    "tasks.max",
+                    Some(v),
+                    "Expected a positive integer",
+                ));
+                1
+            }
+        },
+    };
+    let plugin = plugin?;
+    let kind = plugin.kind();
+    let subscription = match kind {
+        ConnectorKind::Sink => subscription(props, errors),
+        ConnectorKind::Source => None,
+    };
+    match plugin.config_def().parse(props, WORKER_LEVEL_PREFIXES) {
+        Ok(parsed) => {
+            for key in parsed.unknown {
+                warnings.push(format!(
+                    "configuration '{key}' is not used by {}",
+                    plugin.class()
+                ));
+            }
+            for (alias, canonical) in parsed.aliases_used {
+                warnings.push(format!(
+                    "configuration '{alias}' is deprecated; use '{canonical}'"
+                ));
+            }
+        }
+        Err(e) => errors.extend(e.0),
+    }
+    match plugin.validate(props) {
+        Ok(w) => warnings.extend(w),
+        Err(e) => errors.extend(e.0),
+    }
+    let mut converter = |prefix: &str, worker_spec, is_key| {
+        let (spec, warning) = converters::for_connector(props, worker_spec, prefix);
+        warnings.extend(warning);
+        converters::build(&spec, is_key)
+            .map_err(|e| {
+                // The worker's converter is at fault unless the connector chose its own.
+                let key = if props.contains_key(prefix) {
+                    e.key.clone()
+                } else {
+                    format!("{} (worker)", e.key)
+                };
+                errors.push(ConfigError {
+                    key,
+                    value: e.value,
+                    message: e.message,
+                })
+            })
+            .ok()
+    };
+    let key_converter = converter("key.converter", &worker.key_converter, true);
+    let value_converter = converter("value.converter", &worker.value_converter, false);
+    Some(ConnectorSpec {
+        name: name?,
+        origin: file.path.display().to_string(),
+        plugin,
+        kind,
+        props: props.clone(),
+        tasks_max,
+        subscription: if kind == ConnectorKind::Sink {
+            Some(subscription?)
+        } else {
+            None
+        },
+        key_converter: key_converter?,
+        value_converter: value_converter?,
+    })
+}
+
+/// Validates all connectors against the registry and worker config. Returns
+/// the specs and warnings (one line per unknown key), or every error found.
+pub fn validate_connectors(
+    registry: &Registry,
+    worker: &WorkerConfig,
+    files: &[ConnectorFile],
+) -> Result<(Vec<ConnectorSpec>, Vec<String>), ConfigReport> {
+    let mut report = Vec::new();
+    let mut warnings = Vec::new();
+    let mut specs = Vec::new();
+    let mut names = HashSet::new();
+    for file in files {
+        let label = format!(
+            "connector '{}' ({})",
+            file.props.get("name").map(String::as_str).unwrap_or("?"),
+            file.path.display()
+        );
+        let mut errors = Vec::new();
+        let mut w = Vec::new();
+        let spec = validate_one(registry, worker, file, &mut errors, &mut w);
+        warnings.extend(w.into_iter().map(|w| format!("{label}: {w}")));
+        report.extend(errors.iter().map(|e| format!("{label}: {e}")));
+        if let Some(spec) = spec {
+            if errors.is_empty() {
+                if !names.insert(spec.name.clone()) {
+                    report.push(format!(
+                        "{label}: Configuration 'name': another connector is already named '{}'",
+                        spec.name
+                    ));
+                }
+                specs.push(spec);
+            }
+        }
+    }
+    let has_source = specs.iter().any(|s| s.kind == ConnectorKind::Source)
+        || files.iter().any(|f| {
+            f.props
+                .get("connector.class")
+                .and_then(|c| registry.lookup(c).ok())
+                .is_some_and(|p| p.kind() == ConnectorKind::Source)
+        });
+    if has_source && worker.offset_file.is_none() {
+        report.push(format!(
+            "worker: {}",
+            ConfigError::missing("offset.storage.file.filename")
+        ));
+    }
+    if report.is_empty() {
+        Ok((specs, warnings))
+    } else {
+        Err(ConfigReport { errors: report })
+    }
+}

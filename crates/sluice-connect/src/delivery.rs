@@ -1,0 +1,238 @@
+//! Delivery bookkeeping: which of a source task's records every sink task
+//! they went to has made durable, and so which source offsets may be
+//! committed.
+//!
+//! Each record a source task sends gets the next sequence number. A sink task
+//! receives one source's records in sequence order and acknowledges them in
+//! that order after its `flush`, so per (source task, sink task) pair two
+//! watermarks suffice: the highest sequence dispatched to that sink task and
+//! the highest it acknowledged. A pair with nothing outstanding holds nothing
+//! back; a pair with records outstanding holds the committable point at or
+//! below its acknowledged watermark (its first unacknowledged record is
+//! above it). That bound can lag by records that went to other sink tasks,
+//! never run ahead of an unacknowledged one, and it moves on as soon as the
+//! lagging sink task acknowledges: safe and cheap (O(1) per record and sink
+//! task it goes to; O(sink tasks) per commit).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sluice_core::record::SourceOffset;
+
+/// A sink task's index among all sink tasks of the worker.
+pub type SinkTaskIndex = usize;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Pair {
+    dispatched: u64,
+    acked: u64,
+}
+
+/// The watermarks of one source task across all sink tasks.
+#[derive(Debug, Clone)]
+pub struct Watermarks {
+    last: u64,
+    pairs: Vec<Pair>,
+}
+
+impl Watermarks {
+    /// Watermarks for a worker with `sink_tasks` sink tasks.
+    pub fn new(sink_tasks: usize) -> Self {
+        Watermarks {
+            last: 0,
+            pairs: vec![Pair::default(); sink_tasks],
+        }
+    }
+
+    /// Registers the next record as dispatched to `sinks` (possibly none);
+    /// returns its sequence number (1, 2, ...). Must be called before the
+    /// record is handed to those sink tasks, so an ack never precedes it.
+    pub fn dispatch(&mut self, sinks: &[SinkTaskIndex]) -> u64 {
+        self.last += 1;
+        for &s in sinks {
+            self.pairs[s].dispatched = self.last;
+        }
+        self.last
+    }
+
+    /// Sink task `sink` made every record of this source up to `seq` durable.
+    pub fn ack(&mut self, sink: SinkTaskIndex, seq: u64) {
+        let p = &mut self.pairs[sink];
+        p.acked = p.acked.max(seq.min(p.dispatched));
+    }
+
+    /// The highest S such that every record with sequence <= S is delivered.
+    pub fn delivered_up_to(&self) -> u64 {
+        self.pairs
+            .iter()
+            .filter(|p| p.acked < p.dispatched)
+            .map(|p| p.acked)
+            .min()
+            .unwrap_or(self.last)
+    }
+}
+
+struct State {
+    marks: Watermarks,
+    /// Offsets of dispatched records not yet known delivered, oldest first.
+    offsets: VecDeque<(u64, Arc<SourceOffset>)>,
+}
+
+/// One source task's delivery state, shared by its sender, the sink drivers
+/// (acks) and the offset committer.
+pub struct DeliveryTracker {
+    state: Mutex<State>,
+}
+
+impl DeliveryTracker {
+    /// A tracker for a worker with `sink_tasks` sink tasks.
+    pub fn new(sink_tasks: usize) -> Self {
+        DeliveryTracker {
+            state: Mutex::new(State {
+                marks: Watermarks::new(sink_tasks),
+                offsets: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent between statements; a panic elsewhere
+        // must not stop offsets from being committed.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a record (see [`Watermarks::dispatch`]) with the offset it
+    /// carries.
+    pub fn dispatch(&self, sinks: &[SinkTaskIndex], offset: Option<&Arc<SourceOffset>>) -> u64 {
+        let mut st = self.lock();
+        let seq = st.marks.dispatch(sinks);
+        if let Some(o) = offset {
+            st.offsets.push_back((seq, Arc::clone(o)));
+        }
+        seq
+    }
+
+    /// See [`Watermarks::ack`].
+    pub fn ack(&self, sink: SinkTaskIndex, seq: u64) {
+        self.lock().marks.ack(sink, seq);
+    }
+
+    /// Removes and returns, oldest first, the offsets of records that are now
+    /// delivered. The last one per source partition is what to commit.
+    pub fn take_committable(&self) -> Vec<Arc<SourceOffset>> {
+        let mut st = self.lock();
+        let upto = st.marks.delivered_up_to();
+        let mut out = Vec::new();
+        while st.offsets.front().is_some_and(|(seq, _)| *seq <= upto) {
+            if let Some((_, o)) = st.offsets.pop_front() {
+                out.push(o);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn records_without_sinks_are_delivered_at_once() {
+        let mut w = Watermarks::new(2);
+        w.dispatch(&[]);
+        w.dispatch(&[]);
+        assert_eq!(w.delivered_up_to(), 2);
+        w.dispatch(&[1]);
+        assert_eq!(w.delivered_up_to(), 0);
+        w.ack(1, 3);
+        assert_eq!(w.delivered_up_to(), 3);
+    }
+
+    #[test]
+    fn offsets_are_released_in_order() {
+        let t = DeliveryTracker::new(1);
+        let off = |n: i64| {
+            let mut o = serde_json::Map::new();
+            o.insert("n".into(), n.into());
+            Arc::new(SourceOffset {
+                partition: serde_json::Map::new(),
+                offset: o,
+            })
+        };
+        t.dispatch(&[0], Some(&off(1)));
+        t.dispatch(&[0], None);
+        t.dispatch(&[0], Some(&off(3)));
+        assert!(t.take_committable().is_empty());
+        t.ack(0, 2);
+        let got = t.take_committable();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].offset.get("n"), Some(&1.into()));
+        t.ack(0, 3);
+        let got = t.take_committable();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].offset.get("n"), Some(&3.into()));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Dispatch the next record to this subset (bitmask) of sink tasks.
+        Dispatch(u8),
+        /// Sink task `.0` acks this many more of its received records.
+        Ack(usize, usize),
+    }
+
+    fn ops(sinks: usize) -> impl Strategy<Value = Vec<Op>> {
+        let mask = (1u8 << sinks) - 1;
+        proptest::collection::vec(
+            prop_oneof![
+                (0..=mask).prop_map(Op::Dispatch),
+                (0..sinks, 0usize..4).prop_map(|(s, n)| Op::Ack(s, n)),
+            ],
+            0..200,
+        )
+    }
+
+    proptest! {
+        /// Whatever the interleaving, the committable point never covers a
+        /// record some sink task it went to has not acknowledged, and once
+        /// everything is acknowledged, everything is committable.
+        #[test]
+        fn never_commits_an_unacked_record((sinks, ops) in (1usize..5).prop_flat_map(|s| (Just(s), ops(s)))) {
+            let mut w = Watermarks::new(sinks);
+            // Ground truth: per record its sinks; per sink its received
+            // sequences in order and how many it acked.
+            let mut dests: Vec<Vec<usize>> = Vec::new();
+            let mut received: Vec<Vec<u64>> = vec![Vec::new(); sinks];
+            let mut acked: Vec<usize> = vec![0; sinks];
+            for op in ops {
+                match op {
+                    Op::Dispatch(mask) => {
+                        let d: Vec<usize> = (0..sinks).filter(|s| mask & (1 << s) != 0).collect();
+                        let seq = w.dispatch(&d);
+                        for &s in &d { received[s].push(seq); }
+                        dests.push(d);
+                    }
+                    Op::Ack(s, n) => {
+                        acked[s] = (acked[s] + n).min(received[s].len());
+                        if acked[s] > 0 {
+                            w.ack(s, received[s][acked[s] - 1]);
+                        }
+                    }
+                }
+                let upto = w.delivered_up_to();
+                prop_assert!(upto as usize <= dests.len());
+                for seq in 1..=upto {
+                    for &s in &dests[(seq - 1) as usize] {
+                        let done = received[s][..acked[s]].contains(&seq);
+                        prop_assert!(done, "record {} committable but sink {} has not acked it", seq, s);
+                    }
+                }
+            }
+            for s in 0..sinks {
+                if let Some(&last) = received[s].last() { w.ack(s, last); }
+            }
+            prop_assert_eq!(w.delivered_up_to() as usize, dests.len());
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Drives one sink task: takes records from its queue in batches, `put`s
+//! them, `flush`es when enough accumulated or a short interval passed, and
+//! only after a successful flush acknowledges those records to their source
+//! tasks' delivery trackers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sluice_core::connector::SinkTask;
+use sluice_core::record::Record;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::{DeliveryTracker, SinkTaskIndex};
+use crate::transport::QueueReceiver;
+
+/// Most records handed to one `put`.
+const MAX_BATCH: usize = 1024;
+
+/// How a sink task is driven.
+#[derive(Debug, Clone, Copy)]
+pub struct FlushPolicy {
+    /// Flush at the latest this long after the first unflushed `put`.
+    pub interval: Duration,
+    /// Flush once this many records were put since the last flush.
+    pub max_records: usize,
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        FlushPolicy {
+            interval: Duration::from_secs(1),
+            max_records: 10_000,
+        }
+    }
+}
+
+/// One running sink task and its queue.
+pub struct SinkDriver {
+    /// Connector name.
+    pub connector: String,
+    /// Task number within the connector.
+    pub task_id: u32,
+    /// Index among all sink tasks of the worker (for acknowledgements).
+    pub index: SinkTaskIndex,
+    /// The task.
+    pub task: Box<dyn SinkTask>,
+    /// Its queue.
+    pub queue: QueueReceiver,
+    /// Cancelled once no source will send more: drain, flush, stop.
+    pub stop: CancellationToken,
+    /// When to flush.
+    pub policy: FlushPolicy,
+}
+
+/// Acknowledgements waiting for the next flush: per source tracker, the
+/// highest sequence put.
+#[derive(Default)]
+struct Pending {
+    acks: Vec<(Arc<DeliveryTracker>, u64)>,
+    records: usize,
+    since: Option<Instant>,
+}
+
+impl SinkDriver {
+    /// Runs until stopped (Ok after a final flush) or the task fails.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let mut pending = Pending::default();
+        let mut batch: Vec<Record> = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let deadline = pending.since.map(|s| s + self.policy.interval);
+            let stopping = tokio::select! {
+                biased;
+                d = self.queue.recv() => match d {
+                    Some(d) => {
+                        self.take(d, &mut batch, &mut pending);
+                        while batch.len() < MAX_BATCH {
+                            match self.queue.try_recv() {
+                                Some(d) => self.take(d, &mut batch, &mut pending),
+                                None => break,
+                            }
+                        }
+                        false
+                    }
+                    None => true,
+                },
+                _ = sleep_until(deadline) => {
+                    self.flush(&mut pending).await?;
+                    false
+                }
+                _ = self.stop.cancelled() => true,
+            };
+            if stopping {
+                // Sources have stopped: whatever is queued is all there is.
+                while let Some(d) = self.queue.try_recv() {
+                    self.take(d, &mut batch, &mut pending);
+                    if batch.len() >= MAX_BATCH {
+                        self.put(&mut batch).await?;
+                    }
+                }
+                self.put(&mut batch).await?;
+                self.flush(&mut pending).await?;
+                self.task
+                    .stop()
+                    .await
+                    .with_context(|| self.what("stopping"))?;
+                return Ok(());
+            }
+            self.put(&mut batch).await?;
+            if pending.records >= self.policy.max_records {
+                self.flush(&mut pending).await?;
+            }
+        }
+    }
+
+    fn what(&self, action: &str) -> String {
+        format!(
+            "sink connector '{}' task {}: {action}",
+            self.connector, self.task_id
+        )
+    }
+
+    fn take(&self, d: crate::transport::Delivery, batch: &mut Vec<Record>, pending: &mut Pending) {
+        let origin = d.origin;
+        match pending
+            .acks
+            .iter_mut()
+            .find(|(t, _)| Arc::ptr_eq(t, &origin.tracker))
+        {
+            Some((_, seq)) => *seq = (*seq).max(origin.seq),
+            None => pending.acks.push((origin.tracker, origin.seq)),
+        }
+        pending.records += 1;
+        pending.since.get_or_insert_with(Instant::now);
+        batch.push(d.record);
+    }
+
+    async fn put(&mut self, batch: &mut Vec<Record>) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.task.put(batch).await.with_context(|| {
+            let first = &batch[0];
+            format!(
+                "sink connector '{}' task {}: put of {} records (first: topic '{}' offset {})",
+                self.connector,
+                self.task_id,
+                batch.len(),
+                first.topic,
+                first.offset
+            )
+        })?;
+        batch.clear();
+        Ok(())
+    }
+
+    async fn flush(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+        if pending.acks.is_empty() {
+            pending.since = None;
+            return Ok(());
+        }
+        self.task
+            .flush()
+            .await
+            .with_context(|| self.what("flush"))?;
+        for (tracker, seq) in pending.acks.drain(..) {
+            tracker.ack(self.index, seq);
+        }
+        pending.records = 0;
+        pending.since = None;
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,345 @@
+//! The in-process transport used when the worker has no `bootstrap.servers`:
+//! source records are converted exactly as Kafka Connect's WorkerSourceTask
+//! converts them before producing, given a topic offset (one partition per
+//! topic, partition 0), and handed to every sink connector subscribed to the
+//! topic, to the task Kafka's partitioner would pick for the key.
+//!
+//! Each sink task reads from a queue bounded by record count and by bytes, so
+//! a slow sink slows the sources instead of growing memory.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use sluice_core::connector::RecordSender;
+use sluice_core::converter::Converter;
+use sluice_core::record::{Record, SourceOffset, SourceRecord};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::connector_config::Subscription;
+use crate::delivery::{DeliveryTracker, SinkTaskIndex};
+use crate::murmur2::task_for_key;
+
+/// Where a record came from, so its sink task can acknowledge it.
+#[derive(Clone)]
+pub struct Origin {
+    /// The source task's delivery state.
+    pub tracker: Arc<DeliveryTracker>,
+    /// The record's sequence number in that source task.
+    pub seq: u64,
+}
+
+/// A record in a sink task's queue.
+pub struct Delivery {
+    /// The serialized record.
+    pub record: Record,
+    /// Its source task and sequence number.
+    pub origin: Origin,
+    // Returns the record's bytes to the queue's budget when dequeued.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The bytes a record holds while queued, for the byte bound.
+fn footprint(r: &Record) -> usize {
+    const OVERHEAD: usize = 64;
+    OVERHEAD
+        + r.topic.len()
+        + r.key.as_ref().map_or(0, Vec::len)
+        + r.value.as_ref().map_or(0, Vec::len)
+        + r.headers
+            .iter()
+            .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len) + 16)
+            .sum::<usize>()
+}
+
+/// The sending half of a sink task's queue.
+#[derive(Clone)]
+pub struct QueueSender {
+    tx: mpsc::Sender<Delivery>,
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+/// The receiving half of a sink task's queue; dropping it (a failed sink)
+/// makes senders fail fast instead of waiting forever.
+pub struct QueueReceiver {
+    rx: mpsc::Receiver<Delivery>,
+    bytes: Arc<Semaphore>,
+}
+
+/// The sink task is gone; its records will never be acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueClosed;
+
+/// A queue bounded by `max_records` and `max_bytes`.
+pub fn queue(max_records: usize, max_bytes: usize) -> (QueueSender, QueueReceiver) {
+    let (tx, rx) = mpsc::channel(max_records.max(1));
+    // Semaphore permits are counted in u32 per acquire; bound the budget so
+    // any single record's request fits.
+    let max_bytes = max_bytes.clamp(1, u32::MAX as usize);
+    let bytes = Arc::new(Semaphore::new(max_bytes));
+    (
+        QueueSender {
+            tx,
+            bytes: Arc::clone(&bytes),
+            max_bytes,
+        },
+        QueueReceiver { rx, bytes },
+    )
+}
+
+impl QueueSender {
+    /// Enqueues a record, waiting while the queue is full.
+    pub async fn send(&self, record: Record, origin: Origin) -> Result<(), QueueClosed> {
+        // A record larger than the whole budget takes all of it, so it still
+        // passes (alone) rather than blocking forever.
+        let want = footprint(&record).min(self.max_bytes) as u32;
+        let permit = Arc::clone(&self.bytes)
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| QueueClosed)?;
+        self.tx
+            .send(Delivery {
+                record,
+                origin,
+                _permit: permit,
+            })
+            .await
+            .map_err(|_| QueueClosed)
+    }
+}
+
+impl QueueReceiver {
+    /// The next record; None once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+    /// The next record if one is queued.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for QueueReceiver {
+    fn drop(&mut self) {
+        self.bytes.close();
+        self.rx.close();
+    }
+}
+
+/// A sink connector's place in the routing table.
+pub struct SinkRoute {
+    /// Connector name.
+    pub connector: String,
+    /// What it reads.
+    pub subscription: Subscription,
+    /// Its tasks' global indices and queues, in task order.
+    pub tasks: Vec<(SinkTaskIndex, QueueSender)>,
+}
+
+struct TopicState {
+    next_offset: i64,
+    /// Indices into `Router::sinks` of the connectors reading this topic.
+    routes: Vec<usize>,
+}
+
+/// Routes converted records from sources to the sink tasks that read them.
+pub struct Router {
+    sinks: Vec<SinkRoute>,
+    topics: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<TopicState>>>>,
+    warned: Mutex<HashSet<Arc<str>>>,
+}
+
+impl Router {
+    /// A router over the given sink connectors.
+    pub fn new(sinks: Vec<SinkRoute>) -> Self {
+        Router {
+            sinks,
+            topics: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn topic(&self, topic: &Arc<str>) -> Arc<tokio::sync::Mutex<TopicState>> {
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = topics.get(topic) {
+            return Arc::clone(t);
+        }
+        let routes: Vec<usize> = self
+            .sinks
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.subscription.matches(topic))
+            .map(|(i, _)| i)
+            .collect();
+        if routes.is_empty()
+            && self
+                .warned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(Arc::clone(topic))
+        {
+            tracing::warn!(
+                topic = %topic,
+                "no sink connector subscribes to topic '{topic}': its records are not stored anywhere"
+            );
+        } else if !routes.is_empty() {
+            let names: Vec<&str> = routes
+                .iter()
+                .map(|&i| self.sinks[i].connector.as_str())
+                .collect();
+            tracing::debug!(topic = %topic, sinks = ?names, "routing new topic");
+        }
+        let state = Arc::new(tokio::sync::Mutex::new(TopicState {
+            next_offset: 0,
+            routes,
+        }));
+        topics.insert(Arc::clone(topic), Arc::clone(&state));
+        state
+    }
+}
+
+/// The [`RecordSender`] of one source task.
+pub struct SourceSender {
+    connector: String,
+    task_id: u32,
+    router: Arc<Router>,
+    tracker: Arc<DeliveryTracker>,
+    key_converter: Arc<dyn Converter>,
+    value_converter: Arc<dyn Converter>,
+    // `send` takes &self; records of one task must still be dispatched in
+    // order, so concurrent calls are serialized.
+    serial: tokio::sync::Mutex<()>,
+}
+
+impl SourceSender {
+    /// A sender for source task `task_id` of `connector`.
+    pub fn new(
+        connector: String,
+        task_id: u32,
+        router: Arc<Router>,
+        tracker: Arc<DeliveryTracker>,
+        key_converter: Arc<dyn Converter>,
+        value_converter: Arc<dyn Converter>,
+    ) -> Self {
+        SourceSender {
+            connector,
+            task_id,
+            router,
+            tracker,
+            key_converter,
+            value_converter,
+            serial: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn convert(&self, r: &SourceRecord) -> anyhow::Result<Record> {
+        let key = self
+            .key_converter
+            .from_connect(&r.topic, r.key_schema.as_deref(), r.key.as_ref())
+            .with_context(|| {
+                format!(
+                    "connector '{}' task {}: converting the key of a record for topic '{}'",
+                    self.connector, self.task_id, r.topic
+                )
+            })?;
+        let value = self
+            .value_converter
+            .from_connect(&r.topic, r.value_schema.as_deref(), r.value.as_ref())
+            .with_context(|| {
+                format!(
+                    "connector '{}' task {}: converting the value of a record for topic '{}'",
+                    self.connector, self.task_id, r.topic
+                )
+            })?;
+        Ok(Record {
+            topic: Arc::clone(&r.topic),
+            partition: 0,
+            offset: 0,
+            // A producer stamps records without a timestamp with its clock.
+            timestamp_ms: r.timestamp_ms.unwrap_or_else(now_ms),
+            key,
+            value,
+            headers: r.headers.clone(),
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl RecordSender for SourceSender {
+    async fn send(&self, records: Vec<SourceRecord>) -> anyhow::Result<()> {
+        let _serial = self.serial.lock().await;
+        // Convert the whole batch first: a conversion error fails the task
+        // before any of the batch is dispatched.
+        let mut converted: Vec<(Record, Option<Arc<SourceOffset>>)> =
+            Vec::with_capacity(records.len());
+        for r in records {
+            let rec = self.convert(&r)?;
+            converted.push((rec, r.offset));
+        }
+        let mut current: Option<(Arc<str>, tokio::sync::OwnedMutexGuard<TopicState>)> = None;
+        let mut dests: Vec<(SinkTaskIndex, QueueSender)> = Vec::new();
+        for (mut rec, offset) in converted {
+            // The topic lock is held while the record is enqueued so records
+            // reach every queue in topic-offset order, even with several
+            // source tasks writing one topic.
+            let state = match &mut current {
+                Some((t, g)) if *t == rec.topic => g,
+                _ => {
+                    current = None;
+                    let lock = self.router.topic(&rec.topic);
+                    let guard = lock.lock_owned().await;
+                    &mut current.insert((Arc::clone(&rec.topic), guard)).1
+                }
+            };
+            rec.offset = state.next_offset;
+            state.next_offset += 1;
+            dests.clear();
+            for &route in &state.routes {
+                let sink = &self.router.sinks[route];
+                let (idx, q) = &sink.tasks[task_for_key(rec.key.as_deref(), sink.tasks.len())];
+                dests.push((*idx, q.clone()));
+            }
+            let indices: Vec<SinkTaskIndex> = dests.iter().map(|(i, _)| *i).collect();
+            let seq = self.tracker.dispatch(&indices, offset.as_ref());
+            let origin = Origin {
+                tracker: Arc::clone(&self.tracker),
+                seq,
+            };
+            for (i, (_, q)) in dests.iter().enumerate() {
+                let r = if i + 1 == dests.len() {
+                    std::mem::replace(&mut rec, empty_record())
+                } else {
+                    rec.clone()
+                };
+                if q.send(r, origin.clone()).await.is_err() {
+                    // The sink task failed and the worker is stopping; the
+                    // record stays unacknowledged, so its offset is never
+                    // committed.
+                    tracing::debug!(connector = %self.connector, "dropping a record for a stopped sink task");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn empty_record() -> Record {
+    Record {
+        topic: Arc::from(""),
+        partition: 0,
+        offset: 0,
+        timestamp_ms: 0,
+        key: None,
+        value: None,
+        headers: Vec::new(),
+    }
+}
