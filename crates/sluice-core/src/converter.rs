@@ -7,6 +7,23 @@ use crate::config::Props;
 use crate::schema::{Schema, SchemaRef};
 use crate::value::Value;
 
+mod bignum;
+pub mod javafmt;
+mod json;
+mod json_tree;
+mod string;
+
+pub use json::{
+    DecimalFormat, JsonConverter, JsonConverterConfig, DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME,
+    TIMESTAMP_LOGICAL_NAME, TIME_LOGICAL_NAME,
+};
+pub use string::{java_date_string, StringConverter, StringEncoding};
+
+/// The Java class of Kafka Connect's JSON converter.
+pub const JSON_CONVERTER_CLASS: &str = "org.apache.kafka.connect.json.JsonConverter";
+/// The Java class of Kafka Connect's string converter.
+pub const STRING_CONVERTER_CLASS: &str = "org.apache.kafka.connect.storage.StringConverter";
+
 /// A conversion failure, naming the topic and what was wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("converting record of topic '{topic}': {message}")]
@@ -34,6 +51,26 @@ pub trait Converter: Send + Sync {
     ) -> Result<(Option<SchemaRef>, Option<Value>), ConvertError>;
 }
 
+/// Which converter a class name or alias selects. Kafka Connect accepts the
+/// class name, its simple name and the simple name without the `Converter`
+/// suffix; the lower-case short forms are Sluice's own.
+fn converter_kind(class: &str) -> Option<bool> {
+    let c = class.trim();
+    if c == JSON_CONVERTER_CLASS
+        || ["JsonConverter", "Json"].contains(&c)
+        || c.eq_ignore_ascii_case("json")
+    {
+        Some(true)
+    } else if c == STRING_CONVERTER_CLASS
+        || ["StringConverter", "String"].contains(&c)
+        || c.eq_ignore_ascii_case("string")
+    {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// Builds a converter from its class name and its own properties (the
 /// `key.converter.` / `value.converter.` prefixed keys, prefix removed).
 pub fn converter_from_config(
@@ -41,14 +78,24 @@ pub fn converter_from_config(
     props: &Props,
     is_key: bool,
 ) -> Result<Arc<dyn Converter>, crate::config::ConfigError> {
-    let _ = (props, is_key);
-    Err(crate::config::ConfigError::new(
-        if is_key {
-            "key.converter"
-        } else {
-            "value.converter"
-        },
-        Some(class),
-        "converter not implemented yet",
-    ))
+    let key = if is_key {
+        "key.converter"
+    } else {
+        "value.converter"
+    };
+    let prefix = format!("{key}.");
+    match converter_kind(class) {
+        Some(true) => Ok(Arc::new(JsonConverter::new(JsonConverterConfig::from_props(
+            props, &prefix,
+        )?))),
+        Some(false) => Ok(Arc::new(StringConverter::from_props(props, &prefix)?)),
+        None => Err(crate::config::ConfigError::new(
+            key,
+            Some(class),
+            format!(
+                "Class {} could not be found; allowed converters are {JSON_CONVERTER_CLASS} (alias json) and {STRING_CONVERTER_CLASS} (alias string)",
+                class.trim()
+            ),
+        )),
+    }
 }
