@@ -64,7 +64,7 @@ pub enum DecodeError {
         reason: &'static str,
     },
     /// The first byte does not identify any known message.
-    #[error("{context}: unknown message type {}", display_tag(*.tag))]
+    #[error("{context} message: field `message type` at byte offset 0: unknown message type {}", display_tag(*.tag))]
     UnknownMessageType {
         /// Which protocol layer was being decoded (`"CopyData"` or `"logical replication"`).
         context: &'static str,

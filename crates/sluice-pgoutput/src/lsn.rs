@@ -34,7 +34,7 @@ pub fn parse_lsn(s: &str) -> Result<Lsn, DecodeError> {
         input: s.to_owned(),
         offset,
     };
-    let Some((hi, lo)) = s.split_once('/') else {
+    let Some(slash) = s.find('/') else {
         return Err(err(s.len()));
     };
     let part = |text: &str, base: usize| -> Result<u64, DecodeError> {
@@ -46,13 +46,9 @@ pub fn parse_lsn(s: &str) -> Result<Lsn, DecodeError> {
         }
         u64::from_str_radix(text, 16).map_err(|_| err(base))
     };
-    let hi = part(hi, 0)?;
-    let lo = part(lo, hi_len(s) + 1)?;
+    let hi = part(s.get(..slash).unwrap_or_default(), 0)?;
+    let lo = part(s.get(slash + 1..).unwrap_or_default(), slash + 1)?;
     Ok((hi << 32) | lo)
-}
-
-fn hi_len(s: &str) -> usize {
-    s.find('/').unwrap_or(s.len())
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ use crate::lsn::Lsn;
 
 /// Bookkeeping charged per in-memory record on top of its payload, so that
 /// many tiny messages cannot exceed the limit through per-record overhead.
-const RECORD_OVERHEAD: usize = std::mem::size_of::<MemRecord>();
+/// Twice the record size covers the slack of a `Vec` that grows by doubling.
+const RECORD_OVERHEAD: usize = 2 * std::mem::size_of::<MemRecord>();
 
 /// Spill record header: WAL start (8 bytes) and payload length (4 bytes).
 const RECORD_HEADER: usize = 8 + 4;
@@ -226,7 +227,7 @@ impl StreamedTxns {
             // must reach the file first so the file stays in arrival order.
             self.evict(xid)?;
         } else {
-            while self.memory_used + record_cost > self.memory_limit {
+            while self.memory_used.saturating_add(record_cost) > self.memory_limit {
                 let Some(victim) = self.largest_in_memory() else {
                     break;
                 };
@@ -354,6 +355,10 @@ impl StreamedTxns {
     /// messages as `(wal_start, message)` in arrival order. The spill file is
     /// deleted when the returned iterator is dropped. An xid with nothing
     /// buffered yields an empty iterator.
+    ///
+    /// The transaction's in-memory messages move into the iterator and stop
+    /// counting against the limit, so replay one commit before buffering
+    /// more data (the replication stream is sequential, so this is natural).
     pub fn commit(&mut self, xid: u32) -> Result<Replay, SpillError> {
         let Some(txn) = self.txns.remove(&xid) else {
             return Ok(Replay::empty(xid));
