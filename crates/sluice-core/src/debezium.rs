@@ -1,1 +1,448 @@
-//! Debezium's event schemas and envelope (filled in by the codec work).
+//! Debezium's PostgreSQL event schemas and values, as Debezium 2.7
+//! (2.7.3.Final) builds them: the change-event envelope, the
+//! `io.debezium.connector.postgresql.Source` block, the transaction block,
+//! heartbeats and transaction metadata events.
+//!
+//! Field order, optionality, names and versions follow Debezium's own
+//! sources (`SchemaFactory`, `Envelope`, `AbstractSourceInfoStructMaker`,
+//! `PostgresSourceInfoStructMaker`, `TableSchemaBuilder`,
+//! `AbstractTransactionStructMaker`, `HeartbeatImpl`), not its documentation,
+//! whose JSON examples are hand-written and differ in places.
+//!
+//! Values mirror what Debezium puts in its Java `Struct`s, including the
+//! fields it leaves unset (null): e.g. `source.snapshot` is left null for
+//! ordinary streaming events and the JSON converter then writes the schema
+//! default `"false"` (unless `replace.null.with.default=false`).
+
+use std::sync::{Arc, OnceLock};
+
+use crate::schema::{prim, Schema, SchemaBuilder, SchemaRef, SchemaType};
+use crate::value::Value;
+
+/// The Debezium release whose events Sluice reproduces; written in
+/// `source.version`.
+pub const DEBEZIUM_VERSION: &str = "2.7.3.Final";
+
+/// `source.connector` for PostgreSQL.
+pub const CONNECTOR_NAME: &str = "postgresql";
+
+/// Name of the source block schema.
+pub const SOURCE_SCHEMA_NAME: &str = "io.debezium.connector.postgresql.Source";
+
+/// `Envelope.SCHEMA_VERSION` (bumped from 1 to 2 in Debezium 2.6 by DBZ-7107).
+pub const ENVELOPE_SCHEMA_VERSION: i32 = 2;
+
+/// The values Debezium 2.7 allows in `source.snapshot`
+/// (`AbstractSourceInfoStructMaker.SNAPSHOT_RECORD_SCHEMA`). The field may
+/// still carry `first`, `first_in_data_collection` and
+/// `last_in_data_collection`, which `SnapshotRecord` has but the list lacks.
+pub const SNAPSHOT_ALLOWED: &str = "true,last,false,incremental";
+
+/// `io.debezium.data.Enum`.
+pub const ENUM_LOGICAL_NAME: &str = "io.debezium.data.Enum";
+
+/// An envelope's `op`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Insert (`c`).
+    Create,
+    /// Update (`u`).
+    Update,
+    /// Delete (`d`).
+    Delete,
+    /// Snapshot read (`r`).
+    Read,
+    /// Truncate (`t`).
+    Truncate,
+    /// Logical decoding message (`m`).
+    Message,
+}
+
+impl Op {
+    /// The one-letter code Debezium writes.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+            Op::Truncate => "t",
+            Op::Message => "m",
+        }
+    }
+
+    /// The operation for a code (case-insensitive, as `Operation.forCode`).
+    pub fn from_code(code: &str) -> Option<Op> {
+        Some(match code.to_ascii_lowercase().as_str() {
+            "c" => Op::Create,
+            "u" => Op::Update,
+            "d" => Op::Delete,
+            "r" => Op::Read,
+            "t" => Op::Truncate,
+            "m" => Op::Message,
+            _ => return None,
+        })
+    }
+}
+
+fn shared(cell: &'static OnceLock<SchemaRef>, build: impl FnOnce() -> SchemaRef) -> SchemaRef {
+    Arc::clone(cell.get_or_init(build))
+}
+
+/// The `source.snapshot` schema: `io.debezium.data.Enum` version 1, optional,
+/// default `"false"`.
+pub fn snapshot_schema() -> SchemaRef {
+    static CELL: OnceLock<SchemaRef> = OnceLock::new();
+    shared(&CELL, || {
+        SchemaBuilder::new(SchemaType::String)
+            .name(ENUM_LOGICAL_NAME)
+            .version(1)
+            .parameter("allowed", SNAPSHOT_ALLOWED)
+            .default_value(Value::String("false".into()))
+            .optional()
+            .build()
+    })
+}
+
+/// `io.debezium.connector.postgresql.Source`: version, connector, name,
+/// ts_ms, snapshot, db, sequence, ts_us, ts_ns, schema, table, txId, lsn,
+/// xmin. No schema version (Debezium 2.7 sets none).
+pub fn source_schema() -> SchemaRef {
+    static CELL: OnceLock<SchemaRef> = OnceLock::new();
+    shared(&CELL, || {
+        SchemaBuilder::structure()
+            .name(SOURCE_SCHEMA_NAME)
+            .field("version", prim::string())
+            .field("connector", prim::string())
+            .field("name", prim::string())
+            .field("ts_ms", prim::int64())
+            .field("snapshot", snapshot_schema())
+            .field("db", prim::string())
+            .field("sequence", prim::opt_string())
+            .field("ts_us", prim::opt_int64())
+            .field("ts_ns", prim::opt_int64())
+            .field("schema", prim::string())
+            .field("table", prim::string())
+            .field("txId", prim::opt_int64())
+            .field("lsn", prim::opt_int64())
+            .field("xmin", prim::opt_int64())
+            .build()
+    })
+}
+
+/// Values for one event's source block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceInfo<'a> {
+    /// `topic.prefix`.
+    pub name: &'a str,
+    /// Commit (or snapshot) time, ms since the epoch.
+    pub ts_ms: i64,
+    /// The same instant in µs.
+    pub ts_us: i64,
+    /// The same instant in ns.
+    pub ts_ns: i64,
+    /// `true`, `first`, `first_in_data_collection`, `last_in_data_collection`,
+    /// `last`, `false` or `incremental`.
+    pub snapshot: &'a str,
+    /// Database name.
+    pub db: &'a str,
+    /// `source.sequence`, already formatted (see [`sequence_text`]).
+    pub sequence: Option<&'a str>,
+    /// Schema of the table.
+    pub schema: &'a str,
+    /// Table name.
+    pub table: &'a str,
+    /// Transaction id.
+    pub tx_id: Option<i64>,
+    /// LSN of the event.
+    pub lsn: Option<i64>,
+    /// xmin (only with `xmin.fetch.interval.ms`).
+    pub xmin: Option<i64>,
+}
+
+fn opt_i64(v: Option<i64>) -> Value {
+    v.map_or(Value::Null, Value::Int64)
+}
+
+/// The source block's value, as `PostgresSourceInfoStructMaker.struct`
+/// fills it: `snapshot` stays null for `"false"` (Debezium only sets it
+/// otherwise, so the converter writes the default), and txId / lsn / xmin
+/// stay null for incremental-snapshot events.
+pub fn source_value(info: &SourceInfo<'_>) -> Value {
+    let snapshot = if info.snapshot == "false" {
+        Value::Null
+    } else {
+        Value::String(info.snapshot.to_string())
+    };
+    let incremental = info.snapshot == "incremental";
+    Value::Struct(vec![
+        Value::String(DEBEZIUM_VERSION.to_string()),
+        Value::String(CONNECTOR_NAME.to_string()),
+        Value::String(info.name.to_string()),
+        Value::Int64(info.ts_ms),
+        snapshot,
+        Value::String(info.db.to_string()),
+        info.sequence
+            .map_or(Value::Null, |s| Value::String(s.to_string())),
+        Value::Int64(info.ts_us),
+        Value::Int64(info.ts_ns),
+        Value::String(info.schema.to_string()),
+        Value::String(info.table.to_string()),
+        if incremental {
+            Value::Null
+        } else {
+            opt_i64(info.tx_id)
+        },
+        if incremental {
+            Value::Null
+        } else {
+            opt_i64(info.lsn)
+        },
+        if incremental {
+            Value::Null
+        } else {
+            opt_i64(info.xmin)
+        },
+    ])
+}
+
+/// `source.sequence` as Debezium's `SourceInfo.sequence()` writes it: a JSON
+/// array (Jackson, compact) of the last commit LSN and the event's LSN as
+/// decimal strings of their signed 64-bit values, or `null`, e.g.
+/// `["24023119","24023128"]` or `[null,"24023128"]`.
+pub fn sequence_text(last_commit_lsn: Option<u64>, lsn: Option<u64>) -> String {
+    let part = |v: Option<u64>| match v {
+        // Lsn.asLong() is a Java long.
+        Some(v) => format!("\"{}\"", v as i64),
+        None => "null".to_string(),
+    };
+    format!("[{},{}]", part(last_commit_lsn), part(lsn))
+}
+
+/// `event.block` (version 1, optional): id, total_order,
+/// data_collection_order.
+pub fn transaction_block_schema() -> SchemaRef {
+    static CELL: OnceLock<SchemaRef> = OnceLock::new();
+    shared(&CELL, || {
+        SchemaBuilder::structure()
+            .optional()
+            .name("event.block")
+            .version(1)
+            .field("id", prim::string())
+            .field("total_order", prim::int64())
+            .field("data_collection_order", prim::int64())
+            .build()
+    })
+}
+
+/// An `event.block` value. Debezium's PostgreSQL transaction id is
+/// `"<txId>:<LSN>"`.
+pub fn transaction_block_value(id: &str, total_order: i64, data_collection_order: i64) -> Value {
+    Value::Struct(vec![
+        Value::String(id.to_string()),
+        Value::Int64(total_order),
+        Value::Int64(data_collection_order),
+    ])
+}
+
+/// The optional copy of a row schema that `before` and `after` share.
+fn optional_copy(value_schema: &SchemaRef) -> SchemaRef {
+    if value_schema.optional {
+        Arc::clone(value_schema)
+    } else {
+        let mut s: Schema = (**value_schema).clone();
+        s.optional = true;
+        Arc::new(s)
+    }
+}
+
+/// The `<prefix>.<schema>.<table>.Envelope` schema (version 2), in Debezium
+/// 2.7's field order: before, after, source, transaction, op, ts_ms, ts_us,
+/// ts_ns. `TableSchemaBuilder` adds the transaction block before
+/// `Envelope.Builder.build()` appends op and the timestamps, so it comes
+/// right after source. `before` and `after` are the row schema made
+/// optional (Debezium builds the `.Value` schema optional).
+pub fn envelope_schema(envelope_name: &str, value_schema: &SchemaRef) -> SchemaRef {
+    let row = optional_copy(value_schema);
+    SchemaBuilder::structure()
+        .version(ENVELOPE_SCHEMA_VERSION)
+        .name(envelope_name)
+        .field("before", Arc::clone(&row))
+        .field("after", row)
+        .field("source", source_schema())
+        .field("transaction", transaction_block_schema())
+        .field("op", prim::string())
+        .field("ts_ms", prim::opt_int64())
+        .field("ts_us", prim::opt_int64())
+        .field("ts_ns", prim::opt_int64())
+        .build()
+}
+
+/// Builds an envelope value laid out by `envelope`'s fields (so any
+/// envelope schema built by [`envelope_schema`] gets its order right).
+/// Missing `before` / `after` / `transaction` are null, as Debezium leaves
+/// them (a truncate has neither before nor after).
+#[allow(clippy::too_many_arguments)]
+pub fn envelope_value(
+    envelope: &Schema,
+    before: Option<Value>,
+    after: Option<Value>,
+    source: Value,
+    op: Op,
+    ts_ms: i64,
+    ts_us: i64,
+    ts_ns: i64,
+    transaction: Option<Value>,
+) -> Value {
+    let mut before = before;
+    let mut after = after;
+    let mut source = Some(source);
+    let mut transaction = transaction;
+    let values = envelope
+        .fields
+        .iter()
+        .map(|f| match f.name.as_str() {
+            "before" => before.take().unwrap_or(Value::Null),
+            "after" => after.take().unwrap_or(Value::Null),
+            "source" => source.take().unwrap_or(Value::Null),
+            "transaction" => transaction.take().unwrap_or(Value::Null),
+            "op" => Value::String(op.code().to_string()),
+            "ts_ms" => Value::Int64(ts_ms),
+            "ts_us" => Value::Int64(ts_us),
+            "ts_ns" => Value::Int64(ts_ns),
+            _ => Value::Null,
+        })
+        .collect();
+    Value::Struct(values)
+}
+
+/// The heartbeat topic: `__debezium-heartbeat.<prefix>`.
+pub fn heartbeat_topic(prefix: &str) -> String {
+    format!("__debezium-heartbeat.{prefix}")
+}
+
+/// `io.debezium.connector.common.ServerNameKey` (version 1): serverName.
+pub fn heartbeat_key_schema() -> SchemaRef {
+    static CELL: OnceLock<SchemaRef> = OnceLock::new();
+    shared(&CELL, || {
+        SchemaBuilder::structure()
+            .name("io.debezium.connector.common.ServerNameKey")
+            .version(1)
+            .field("serverName", prim::string())
+            .build()
+    })
+}
+
+/// A heartbeat key: the topic prefix.
+pub fn heartbeat_key(prefix: &str) -> Value {
+    Value::Struct(vec![Value::String(prefix.to_string())])
+}
+
+/// `io.debezium.connector.common.Heartbeat` (version 1): ts_ms.
+pub fn heartbeat_value_schema() -> SchemaRef {
+    static CELL: OnceLock<SchemaRef> = OnceLock::new();
+    shared(&CELL, || {
+        SchemaBuilder::structure()
+            .name("io.debezium.connector.common.Heartbeat")
+            .version(1)
+            .field("ts_ms", prim::int64())
+            .build()
+    })
+}
+
+/// A heartbeat value (the wall-clock time it was sent).
+pub fn heartbeat_value(ts_ms: i64) -> Value {
+    Value::Struct(vec![Value::Int64(ts_ms)])
+}
+
+/// The transaction metadata topic: `<prefix>.transaction`.
+pub fn transaction_topic(prefix: &str) -> String {
+    format!("{prefix}.transaction")
+}
+
+/// `io.debezium.connector.common.TransactionMetadataKey` (version 1): id.
+pub fn transaction_key_schema() -> SchemaRef {
+    static CELL: OnceLock<SchemaRef> = OnceLock::new();
+    shared(&CELL, || {
+        SchemaBuilder::structure()
+            .name("io.debezium.connector.common.TransactionMetadataKey")
+            .version(1)
+            .field("id", prim::string())
+            .build()
+    })
+}
+
+/// `event.collection` (version 1, optional): data_collection, event_count.
+pub fn transaction_collection_schema() -> SchemaRef {
+    static CELL: OnceLock<SchemaRef> = OnceLock::new();
+    shared(&CELL, || {
+        SchemaBuilder::structure()
+            .optional()
+            .name("event.collection")
+            .version(1)
+            .field("data_collection", prim::string())
+            .field("event_count", prim::int64())
+            .build()
+    })
+}
+
+/// `io.debezium.connector.common.TransactionMetadataValue` (version 1):
+/// status, id, event_count (optional), data_collections (optional array of
+/// `event.collection`), ts_ms — ts_ms comes last.
+pub fn transaction_value_schema() -> SchemaRef {
+    static CELL: OnceLock<SchemaRef> = OnceLock::new();
+    shared(&CELL, || {
+        SchemaBuilder::structure()
+            .name("io.debezium.connector.common.TransactionMetadataValue")
+            .version(1)
+            .field("status", prim::string())
+            .field("id", prim::string())
+            .field("event_count", prim::opt_int64())
+            .field(
+                "data_collections",
+                SchemaBuilder::array(transaction_collection_schema())
+                    .optional()
+                    .build(),
+            )
+            .field("ts_ms", prim::int64())
+            .build()
+    })
+}
+
+/// A transaction metadata key.
+pub fn transaction_key(id: &str) -> Value {
+    Value::Struct(vec![Value::String(id.to_string())])
+}
+
+/// A BEGIN event: event_count and data_collections null.
+pub fn transaction_begin_value(id: &str, ts_ms: i64) -> Value {
+    Value::Struct(vec![
+        Value::String("BEGIN".into()),
+        Value::String(id.to_string()),
+        Value::Null,
+        Value::Null,
+        Value::Int64(ts_ms),
+    ])
+}
+
+/// An END event with the total and per-table (`<schema>.<table>`) counts,
+/// in the order given.
+pub fn transaction_end_value(
+    id: &str,
+    ts_ms: i64,
+    event_count: i64,
+    per_collection: &[(String, i64)],
+) -> Value {
+    Value::Struct(vec![
+        Value::String("END".into()),
+        Value::String(id.to_string()),
+        Value::Int64(event_count),
+        Value::Array(
+            per_collection
+                .iter()
+                .map(|(name, n)| Value::Struct(vec![Value::String(name.clone()), Value::Int64(*n)]))
+                .collect(),
+        ),
+        Value::Int64(ts_ms),
+    ])
+}

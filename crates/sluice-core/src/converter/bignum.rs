@@ -26,7 +26,11 @@ pub(crate) fn twos_complement_to_decimal(bytes: &[u8]) -> (bool, Vec<u8>) {
     let mut limbs: Vec<u32> = Vec::with_capacity(mag.len() / 4 + 1);
     let head = mag.len() % 4;
     if head != 0 {
-        limbs.push(mag[..head].iter().fold(0u32, |a, b| (a << 8) | u32::from(*b)));
+        limbs.push(
+            mag[..head]
+                .iter()
+                .fold(0u32, |a, b| (a << 8) | u32::from(*b)),
+        );
     }
     for chunk in mag[head..].chunks(4) {
         limbs.push(chunk.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b)));
@@ -158,7 +162,11 @@ mod tests {
         ] {
             let bytes = minimal(v);
             let (neg, digits) = twos_complement_to_decimal(&bytes);
-            let text = format!("{}{}", if neg { "-" } else { "" }, String::from_utf8_lossy(&digits));
+            let text = format!(
+                "{}{}",
+                if neg { "-" } else { "" },
+                String::from_utf8_lossy(&digits)
+            );
             assert_eq!(text, v.to_string());
             let back = decimal_to_twos_complement(v < 0, v.unsigned_abs().to_string().as_bytes());
             assert_eq!(back, bytes, "{v}");

@@ -126,7 +126,11 @@ macro_rules! java_float_impl {
                 return;
             }
             if v == 0.0 {
-                out.extend_from_slice(if v.is_sign_negative() { b"-0.0" } else { b"0.0" });
+                out.extend_from_slice(if v.is_sign_negative() {
+                    b"-0.0"
+                } else {
+                    b"0.0"
+                });
                 return;
             }
             let mut short = StackBuf::new();
@@ -182,7 +186,12 @@ pub fn big_decimal_to_string(unscaled: &[u8], scale: i32) -> String {
 
 /// `BigDecimal.toString()` from the magnitude's decimal digits (no leading
 /// zeros, "0" for zero).
-pub(crate) fn write_big_decimal_digits(out: &mut Vec<u8>, negative: bool, digits: &[u8], scale: i32) {
+pub(crate) fn write_big_decimal_digits(
+    out: &mut Vec<u8>,
+    negative: bool,
+    digits: &[u8],
+    scale: i32,
+) {
     if negative {
         out.push(b'-');
     }

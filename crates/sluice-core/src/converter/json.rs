@@ -418,7 +418,12 @@ impl Writer<'_> {
     }
 
     /// `convertToJson`.
-    fn value(&self, out: &mut Vec<u8>, schema: Option<&Schema>, v: &Value) -> Result<(), PathError> {
+    fn value(
+        &self,
+        out: &mut Vec<u8>,
+        schema: Option<&Schema>,
+        v: &Value,
+    ) -> Result<(), PathError> {
         if v.is_null() {
             return self.null(out, schema);
         }
@@ -491,7 +496,8 @@ impl Writer<'_> {
                     }
                     write_str(out, &f.name);
                     out.push(b':');
-                    self.value(out, Some(&f.schema), fv).map_err(|e| e.at(&f.name))?;
+                    self.value(out, Some(&f.schema), fv)
+                        .map_err(|e| e.at(&f.name))?;
                 }
                 out.push(b'}');
             }
@@ -573,7 +579,11 @@ impl Writer<'_> {
     }
 
     /// An object-mode map key: Jackson's `asText()` of the converted key.
-    fn key_text<'v>(&self, schema: Option<&'v Schema>, k: &'v Value) -> Result<Cow<'v, str>, PathError> {
+    fn key_text<'v>(
+        &self,
+        schema: Option<&'v Schema>,
+        k: &'v Value,
+    ) -> Result<Cow<'v, str>, PathError> {
         match k {
             Value::String(s) => Ok(Cow::Borrowed(s)),
             Value::Null => {
@@ -584,7 +594,9 @@ impl Writer<'_> {
                         }
                     }
                     if !s.optional {
-                        return Err(PathError::new("null map key for a required STRING key schema"));
+                        return Err(PathError::new(
+                            "null map key for a required STRING key schema",
+                        ));
                     }
                 }
                 Ok(Cow::Borrowed("null"))
@@ -631,8 +643,7 @@ fn same_schema(a: &Schema, b: &Schema) -> bool {
         && a.parameters == b.parameters
         && a.default == b.default
         && a.fields.len() == b.fields.len()
-        && a
-            .fields
+        && a.fields
             .iter()
             .zip(&b.fields)
             .all(|(x, y): (&Field, &Field)| x.name == y.name && same_child(&x.schema, &y.schema))
@@ -822,7 +833,8 @@ fn to_value(
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     out.push(
-                        to_value(item_schema, Some(item), cfg).map_err(|e| e.at(format!("[{i}]")))?,
+                        to_value(item_schema, Some(item), cfg)
+                            .map_err(|e| e.at(format!("[{i}]")))?,
                     );
                 }
                 Value::Array(out)
@@ -845,7 +857,10 @@ fn to_value(
                         Some(ks) => to_value(Some(ks), Some(&Json::Str(k.clone())), cfg)?,
                         None => Value::String(k.clone()),
                     };
-                    out.push((key, to_value(value_schema, Some(v), cfg).map_err(|e| e.at(k))?));
+                    out.push((
+                        key,
+                        to_value(value_schema, Some(v), cfg).map_err(|e| e.at(k))?,
+                    ));
                 }
                 Value::Map(out)
             } else {
@@ -889,7 +904,9 @@ fn to_value(
             }
             let mut out = Vec::with_capacity(s.fields.len());
             for f in &s.fields {
-                out.push(to_value(Some(&f.schema), j.get(&f.name), cfg).map_err(|e| e.at(&f.name))?);
+                out.push(
+                    to_value(Some(&f.schema), j.get(&f.name), cfg).map_err(|e| e.at(&f.name))?,
+                );
             }
             Value::Struct(out)
         }
@@ -944,7 +961,11 @@ fn to_schema(j: &Json, cfg: &JsonConverterConfig) -> Result<Option<SchemaRef>, P
                 .ok_or_else(|| PathError::new(format!("{what} schema cannot be null"))),
             None => Err(PathError::new(format!(
                 "{} schema did not specify the {what} type",
-                if ty == SchemaType::Array { "Array" } else { "Map" }
+                if ty == SchemaType::Array {
+                    "Array"
+                } else {
+                    "Map"
+                }
             ))),
         }
     };
@@ -1127,7 +1148,11 @@ impl Converter for JsonConverter {
         schema: Option<&Schema>,
         value: Option<&Value>,
     ) -> Result<Option<Vec<u8>>, ConvertError> {
-        let mut out = Vec::with_capacity(if self.config.schemas_enable { 2048 } else { 256 });
+        let mut out = Vec::with_capacity(if self.config.schemas_enable {
+            2048
+        } else {
+            256
+        });
         if self.write(&mut out, topic, schema, value)? {
             Ok(Some(out))
         } else {

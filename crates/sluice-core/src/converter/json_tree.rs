@@ -75,7 +75,9 @@ impl Number {
         // value = digits × 10^-scale; keep the integer part modulo 2^64.
         let mut acc: u64 = 0;
         if scale >= 0 {
-            let keep = digits.len().saturating_sub(usize::try_from(scale).unwrap_or(usize::MAX));
+            let keep = digits
+                .len()
+                .saturating_sub(usize::try_from(scale).unwrap_or(usize::MAX));
             for d in &digits[..keep] {
                 acc = acc.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
             }
@@ -307,7 +309,10 @@ impl Parser<'_> {
                 }
                 Some(b'\\') => {
                     self.i += 1;
-                    let c = *self.s.get(self.i).ok_or_else(|| self.err("unterminated string"))?;
+                    let c = *self
+                        .s
+                        .get(self.i)
+                        .ok_or_else(|| self.err("unterminated string"))?;
                     self.i += 1;
                     match c {
                         b'"' => out.push('"'),

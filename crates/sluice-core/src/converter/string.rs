@@ -136,9 +136,7 @@ fn java_string(out: &mut String, schema: Option<&Schema>, v: &Value) -> Result<(
         Value::Int8(x) => out.push_str(&x.to_string()),
         Value::Int16(x) => out.push_str(&x.to_string()),
         Value::Int32(x) => match logical {
-            Some(DATE_LOGICAL_NAME) => {
-                out.push_str(&java_date_string(i64::from(*x) * 86_400_000))
-            }
+            Some(DATE_LOGICAL_NAME) => out.push_str(&java_date_string(i64::from(*x) * 86_400_000)),
             Some(TIME_LOGICAL_NAME) => out.push_str(&java_date_string(i64::from(*x))),
             _ => out.push_str(&x.to_string()),
         },
@@ -259,7 +257,13 @@ impl Converter for StringConverter {
             StringEncoding::Utf8 => String::from_utf8_lossy(data).into_owned(),
             StringEncoding::Ascii => data
                 .iter()
-                .map(|b| if b.is_ascii() { char::from(*b) } else { '\u{FFFD}' })
+                .map(|b| {
+                    if b.is_ascii() {
+                        char::from(*b)
+                    } else {
+                        '\u{FFFD}'
+                    }
+                })
                 .collect(),
             StringEncoding::Latin1 => data.iter().map(|b| char::from(*b)).collect(),
         };
@@ -274,8 +278,14 @@ mod tests {
     #[test]
     fn dates_print_like_java_in_utc() {
         assert_eq!(java_date_string(0), "Thu Jan 01 00:00:00 UTC 1970");
-        assert_eq!(java_date_string(1_478_267_490_123), "Fri Nov 04 13:51:30 UTC 2016");
+        assert_eq!(
+            java_date_string(1_478_267_490_123),
+            "Fri Nov 04 13:51:30 UTC 2016"
+        );
         assert_eq!(java_date_string(-1), "Wed Dec 31 23:59:59 UTC 1969");
-        assert_eq!(java_date_string(951_782_400_000), "Tue Feb 29 00:00:00 UTC 2000");
+        assert_eq!(
+            java_date_string(951_782_400_000),
+            "Tue Feb 29 00:00:00 UTC 2000"
+        );
     }
 }
