@@ -1,1 +1,243 @@
-fn main() {}
+//! `sluice`: change-data-capture in one binary. `sluice connect` runs Kafka
+//! Connect's standalone mode with Sluice's built-in connectors.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use sluice_connect::config_files::{self, ConnectorFile};
+use sluice_connect::{Registry, Worker, WorkerError};
+use sluice_core::config::Props;
+use sluice_core::connector::ConnectorPlugin;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a clean stop.
+const EXIT_OK: u8 = 0;
+/// Exit code when a task failed (or the runtime could not keep going).
+const EXIT_TASK_FAILED: u8 = 1;
+/// Exit code for invalid configuration (every error is printed).
+const EXIT_BAD_CONFIG: u8 = 2;
+
+/// Where offsets go when no worker config names a file.
+const DEFAULT_OFFSET_FILE: &str = "./sluice.offsets";
+
+/// The connector plugins this binary offers. Source plugins are registered
+/// here (e.g. the PostgreSQL source's `sluice_postgres::plugin()`).
+fn plugins() -> Vec<Arc<dyn ConnectorPlugin>> {
+    vec![
+        // Sinks.
+        sluice_connect::file_sink::plugin(),
+        // Sources: add `sluice_postgres::plugin()` here once it exists.
+    ]
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Change-data-capture in a single binary: Kafka Connect's runtime, connectors and transport in one process."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prints the version.
+    Version,
+    /// Runs connectors in Kafka Connect's standalone mode.
+    Connect(ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "sluice connect [WORKER_CONFIG] CONNECTOR_CONFIG...",
+    long_about = "Runs connectors in Kafka Connect's standalone mode, like \
+`connect-standalone worker.properties connector1.properties ...`.\n\n\
+WORKER_CONFIG is a worker configuration (.properties or a flat .json object) \
+with Kafka Connect's keys: offset.storage.file.filename, key.converter, \
+value.converter (and their key.converter.* / value.converter.* options), \
+offset.flush.interval.ms, ... Without bootstrap.servers, records flow from \
+sources to sinks inside this process. The first file is taken as the worker \
+config when it has neither connector.class nor name and more files follow; \
+otherwise worker defaults apply and offsets go to ./sluice.offsets.\n\n\
+Each CONNECTOR_CONFIG is a .properties file with name= and connector.class=, \
+or a .json file in the form of POST /connectors ({\"name\": ..., \"config\": {...}}) \
+or flat with \"name\".\n\n\
+All configuration errors are reported before anything starts. SIGINT or \
+SIGTERM stops the sources, drains their records into the sinks, flushes the \
+sinks and commits offsets.\n\n\
+Exit codes: 0 clean stop, 1 task failure, 2 invalid configuration. Logs go to \
+standard error (RUST_LOG, default info)."
+)]
+struct ConnectArgs {
+    /// [WORKER_CONFIG] CONNECTOR_CONFIG...
+    #[arg(required = true, value_name = "CONFIG")]
+    files: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("sluice {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::from(EXIT_OK)
+        }
+        Command::Connect(args) => {
+            init_logging();
+            ExitCode::from(connect(&args.files))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Standard output belongs to the file sink (file=-); logs go to stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Splits the command line's files into worker props and connector configs,
+/// collecting every error.
+fn load_configs(files: &[PathBuf]) -> Result<(Props, Vec<ConnectorFile>), Vec<String>> {
+    let mut errors = Vec::new();
+    let loaded: Vec<(&Path, Option<Props>)> = files
+        .iter()
+        .map(|f| match config_files::load_props(f) {
+            Ok(p) => (f.as_path(), Some(p)),
+            Err(e) => {
+                errors.push(e.to_string());
+                (f.as_path(), None)
+            }
+        })
+        .collect();
+    let first_is_worker = files.len() > 1
+        && loaded[0]
+            .1
+            .as_ref()
+            .is_some_and(|p| !config_files::looks_like_connector(p));
+    let (mut worker, connectors) = if first_is_worker {
+        (loaded[0].1.clone().unwrap_or_default(), &loaded[1..])
+    } else {
+        (Props::new(), &loaded[..])
+    };
+    if !first_is_worker {
+        tracing::info!(
+            "no worker config given: using worker defaults, offsets in {DEFAULT_OFFSET_FILE}"
+        );
+        worker.insert(
+            "offset.storage.file.filename".to_string(),
+            DEFAULT_OFFSET_FILE.to_string(),
+        );
+    }
+    let mut out = Vec::new();
+    for (path, props) in connectors {
+        let Some(props) = props else { continue };
+        match props.get("name") {
+            Some(n) if !n.trim().is_empty() => out.push(ConnectorFile {
+                path: path.to_path_buf(),
+                props: props.clone(),
+            }),
+            _ => errors.push(format!(
+                "{}: Configuration 'name': a connector config must set the connector's name",
+                path.display()
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok((worker, out))
+    } else {
+        Err(errors)
+    }
+}
+
+fn print_config_errors(errors: &[String]) {
+    eprintln!(
+        "sluice: invalid configuration ({} error{}):",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+    for e in errors {
+        eprintln!("  - {e}");
+    }
+}
+
+fn connect(files: &[PathBuf]) -> u8 {
+    let (worker_props, connectors) = match load_configs(files) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_config_errors(&errors);
+            return EXIT_BAD_CONFIG;
+        }
+    };
+    let registry = Registry::new(plugins());
+    let worker = match Worker::new(&registry, &worker_props, &connectors) {
+        Ok(w) => w,
+        Err(WorkerError::Config(report)) => {
+            print_config_errors(&report.errors);
+            return EXIT_BAD_CONFIG;
+        }
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return EXIT_TASK_FAILED;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice: starting the async runtime: {e}");
+            return EXIT_TASK_FAILED;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        match worker.run(shutdown).await {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                EXIT_TASK_FAILED
+            }
+        }
+    })
+}
+
+/// First SIGINT/SIGTERM: orderly stop. Second: give up at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot listen for SIGINT/SIGTERM: {e}; stop with SIGKILL");
+            return;
+        }
+    };
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        seen += 1;
+        if seen == 1 {
+            tracing::info!("signal received: stopping (send again to exit at once)");
+            shutdown.cancel();
+        } else {
+            tracing::warn!("second signal: exiting without finishing the orderly stop");
+            std::process::exit(i32::from(EXIT_TASK_FAILED));
+        }
+    }
+}

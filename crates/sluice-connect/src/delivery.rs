@@ -229,8 +229,8 @@ mod tests {
                     }
                 }
             }
-            for s in 0..sinks {
-                if let Some(&last) = received[s].last() { w.ack(s, last); }
+            for (s, got) in received.iter().enumerate() {
+                if let Some(&last) = got.last() { w.ack(s, last); }
             }
             prop_assert_eq!(w.delivered_up_to() as usize, dests.len());
         }
