@@ -1,3 +1,32 @@
-//! placeholder
+//! PostgreSQL values in TEXT output format, decoded into exactly the Kafka
+//! Connect schemas and values that Debezium's PostgreSQL connector (2.x)
+//! produces for them.
+//!
+//! Sluice reads text both from pgoutput (streaming) and from
+//! `COPY ... TO STDOUT` (snapshot, with COPY escaping already removed), on
+//! sessions that set `DateStyle=ISO, MDY`, `TimeZone=UTC`,
+//! `IntervalStyle=iso_8601`, `extra_float_digits=3`, `bytea_output=hex` and
+//! `lc_monetary=C`, so one decoder per type serves both paths.
+//!
+//! Build a [`ColumnCodec`] once per column (from a [`TypeRegistry`] that knows
+//! the column's type and the [`TypeModes`] of the connector), then call
+//! [`ColumnCodec::decode_text`] for every value of that column.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod array;
+mod codec;
+mod datetime;
+mod error;
+mod hstore;
+mod interval;
+mod md5;
+mod modes;
+mod numeric;
+mod registry;
+mod schemas;
+
+pub use codec::ColumnCodec;
+pub use error::TypeError;
+pub use modes::{BinaryMode, DecimalMode, HstoreMode, IntervalMode, TimePrecisionMode, TypeModes};
+pub use registry::{oid, TypeInfo, TypeKind, TypeRegistry};
