@@ -37,6 +37,8 @@ pub struct ConvertError {
 /// `org.apache.kafka.connect.storage.Converter`.
 pub trait Converter: Send + Sync {
     /// Serializes a value; None for null (a tombstone or null key).
+    // Named after Kafka's `Converter.fromConnectData`.
+    #[allow(clippy::wrong_self_convention)]
     fn from_connect(
         &self,
         topic: &str,

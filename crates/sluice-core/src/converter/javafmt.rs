@@ -57,11 +57,9 @@ fn split_exp(text: &[u8]) -> ([u8; 24], usize, i32) {
             b'-' => {}
             b'e' => in_exp = true,
             b'0'..=b'9' if in_exp => exp = exp * 10 + i32::from(c - b'0'),
-            b'0'..=b'9' => {
-                if n < digits.len() {
-                    digits[n] = c;
-                    n += 1;
-                }
+            b'0'..=b'9' if n < digits.len() => {
+                digits[n] = c;
+                n += 1;
             }
             _ => {}
         }
