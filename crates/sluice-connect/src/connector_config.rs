@@ -14,8 +14,8 @@ use crate::converters;
 use crate::registry::Registry;
 use crate::worker_config::WorkerConfig;
 
-/// Keys the worker interprets, never reported as unknown to a connector.
-pub const WORKER_LEVEL_PREFIXES: &[&str] = &[
+/// Keys the worker itself interprets, exactly.
+const WORKER_LEVEL_KEYS: &[&str] = &[
     "name",
     "connector.class",
     "tasks.max",
@@ -24,17 +24,32 @@ pub const WORKER_LEVEL_PREFIXES: &[&str] = &[
     "header.converter",
     "transforms",
     "predicates",
-    "errors.",
     "topics",
     "topics.regex",
     "config.action.reload",
+    "offsets.storage.topic",
+];
+
+/// Key families the worker itself interprets.
+const WORKER_LEVEL_PREFIXES: &[&str] = &[
+    "key.converter.",
+    "value.converter.",
+    "header.converter.",
+    "transforms.",
+    "predicates.",
+    "errors.",
     "producer.override.",
     "consumer.override.",
     "topic.creation.",
     "exactly.once.",
-    "offsets.storage.topic",
     "transaction.boundary",
 ];
+
+/// Whether a connector config key belongs to the worker rather than the
+/// connector (so it is never reported as unknown to the connector).
+pub fn is_worker_level(key: &str) -> bool {
+    WORKER_LEVEL_KEYS.contains(&key) || WORKER_LEVEL_PREFIXES.iter().any(|p| key.starts_with(p))
+}
 
 /// All configuration problems found, reported together.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -173,9 +188,9 @@ fn validate_one(
         ConnectorKind::Sink => subscription(props, errors),
         ConnectorKind::Source => None,
     };
-    match plugin.config_def().parse(props, WORKER_LEVEL_PREFIXES) {
+    match plugin.config_def().parse(props, &[]) {
         Ok(parsed) => {
-            for key in parsed.unknown {
+            for key in parsed.unknown.iter().filter(|k| !is_worker_level(k)) {
                 warnings.push(format!(
                     "configuration '{key}' is not used by {}",
                     plugin.class()
@@ -282,5 +297,74 @@ pub fn validate_connectors(
         Ok((specs, warnings))
     } else {
         Err(ConfigReport { errors: report })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn file(kv: &[(&str, &str)]) -> ConnectorFile {
+        ConnectorFile {
+            path: PathBuf::from("c.properties"),
+            props: kv
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn worker() -> WorkerConfig {
+        let mut p = Props::new();
+        p.insert(
+            "key.converter".into(),
+            crate::converters::BYTE_ARRAY_CONVERTER.into(),
+        );
+        p.insert(
+            "value.converter".into(),
+            crate::converters::BYTE_ARRAY_CONVERTER.into(),
+        );
+        WorkerConfig::from_props(&p).expect("worker").0
+    }
+
+    #[test]
+    fn unknown_keys_warn_once_each_worker_keys_do_not() {
+        let registry = Registry::new(vec![crate::file_sink::plugin()]);
+        let (specs, warnings) = validate_connectors(
+            &registry,
+            &worker(),
+            &[file(&[
+                ("name", "s"),
+                ("connector.class", "file"),
+                ("topics.regex", "a|b"),
+                ("transforms", "unwrap"),
+                ("transforms.unwrap.type", "x"),
+                ("errors.tolerance", "all"),
+                ("consumer.override.max.poll.records", "5"),
+                ("namespace", "x"),
+                ("fiel", "typo"),
+            ])],
+        )
+        .expect("valid");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("'namespace'")));
+        assert!(warnings
+            .iter()
+            .any(|w| w.contains("'fiel'") && w.contains("c.properties")));
+        let sub = specs[0].subscription.as_ref().expect("sink");
+        assert!(sub.matches("a") && sub.matches("b"));
+        // topics.regex matches whole names, as Java's Pattern.matches does.
+        assert!(!sub.matches("ab") && !sub.matches("xa"));
+    }
+
+    #[test]
+    fn duplicate_names_are_errors() {
+        let registry = Registry::new(vec![crate::file_sink::plugin()]);
+        let sink = file(&[("name", "s"), ("connector.class", "file"), ("topics", "t")]);
+        let err = validate_connectors(&registry, &worker(), &[sink.clone(), sink])
+            .expect_err("duplicate")
+            .to_string();
+        assert!(err.contains("already named 's'"), "{err}");
     }
 }

@@ -98,3 +98,75 @@ impl Converter for ByteArrayConverter {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(kv: &[(&str, &str)]) -> Props {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn connector_overrides_worker_only_with_its_own_class() {
+        let worker = ConverterSpec {
+            class: "org.apache.kafka.connect.json.JsonConverter".into(),
+            props: props(&[("schemas.enable", "true")]),
+        };
+        let (spec, warning) = for_connector(
+            &props(&[
+                (
+                    "value.converter",
+                    "org.apache.kafka.connect.storage.StringConverter",
+                ),
+                ("value.converter.encoding", "UTF-8"),
+            ]),
+            &worker,
+            "value.converter",
+        );
+        assert!(warning.is_none());
+        assert_eq!(
+            spec.class,
+            "org.apache.kafka.connect.storage.StringConverter"
+        );
+        assert_eq!(spec.props, props(&[("encoding", "UTF-8")]));
+
+        let (spec, warning) = for_connector(
+            &props(&[("value.converter.schemas.enable", "false")]),
+            &worker,
+            "value.converter",
+        );
+        assert_eq!(spec, worker);
+        let warning = warning.expect("prefixed options without a class are ignored");
+        assert!(
+            warning.contains("value.converter.schemas.enable"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn byte_array_converter_passes_bytes_through() {
+        let c = build(
+            &ConverterSpec {
+                class: BYTE_ARRAY_CONVERTER.into(),
+                props: Props::new(),
+            },
+            false,
+        )
+        .map_err(|e| e.to_string())
+        .expect("known class");
+        let bytes = prim::of(SchemaType::Bytes, false);
+        assert_eq!(
+            c.from_connect("t", Some(&bytes), Some(&Value::Bytes(vec![0, 255])))
+                .expect("bytes"),
+            Some(vec![0, 255])
+        );
+        assert_eq!(c.from_connect("t", None, None).expect("null"), None);
+        let err = c
+            .from_connect("t", Some(&prim::string()), Some(&Value::String("x".into())))
+            .expect_err("not bytes");
+        assert!(err.to_string().contains("'t'"), "{err}");
+    }
+}

@@ -66,9 +66,7 @@ impl ConnectorPlugin for FileStreamSink {
         props: &Props,
         _ctx: SinkContext,
     ) -> anyhow::Result<Box<dyn SinkTask>> {
-        let parsed = self
-            .config_def()
-            .parse(props, crate::connector_config::WORKER_LEVEL_PREFIXES)?;
+        let parsed = self.config_def().parse(props, &[])?;
         let format = match parsed.get("sluice.file.format") {
             Some("record") => Format::Record,
             _ => Format::Value,

@@ -108,7 +108,12 @@ impl SinkDriver {
                 return Ok(());
             }
             self.put(&mut batch).await?;
-            if pending.records >= self.policy.max_records {
+            // Checked here too: with records always waiting, the timer
+            // branch above would never be chosen.
+            let due = pending
+                .since
+                .is_some_and(|s| s.elapsed() >= self.policy.interval);
+            if due || pending.records >= self.policy.max_records {
                 self.flush(&mut pending).await?;
             }
         }

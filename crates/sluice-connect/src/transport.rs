@@ -286,7 +286,9 @@ impl RecordSender for SourceSender {
             converted.push((rec, r.offset));
         }
         let mut current: Option<(Arc<str>, tokio::sync::OwnedMutexGuard<TopicState>)> = None;
-        let mut dests: Vec<(SinkTaskIndex, QueueSender)> = Vec::new();
+        // (route, task within the route's connector), reused across records.
+        let mut dests: Vec<(usize, usize)> = Vec::new();
+        let mut indices: Vec<SinkTaskIndex> = Vec::new();
         for (mut rec, offset) in converted {
             // The topic lock is held while the record is enqueued so records
             // reach every queue in topic-offset order, even with several
@@ -303,24 +305,26 @@ impl RecordSender for SourceSender {
             rec.offset = state.next_offset;
             state.next_offset += 1;
             dests.clear();
+            indices.clear();
             for &route in &state.routes {
-                let sink = &self.router.sinks[route];
-                let (idx, q) = &sink.tasks[task_for_key(rec.key.as_deref(), sink.tasks.len())];
-                dests.push((*idx, q.clone()));
+                let tasks = &self.router.sinks[route].tasks;
+                let task = task_for_key(rec.key.as_deref(), tasks.len());
+                dests.push((route, task));
+                indices.push(tasks[task].0);
             }
-            let indices: Vec<SinkTaskIndex> = dests.iter().map(|(i, _)| *i).collect();
             let seq = self.tracker.dispatch(&indices, offset.as_ref());
             let origin = Origin {
                 tracker: Arc::clone(&self.tracker),
                 seq,
             };
-            for (i, (_, q)) in dests.iter().enumerate() {
+            for (i, &(route, task)) in dests.iter().enumerate() {
                 let r = if i + 1 == dests.len() {
                     std::mem::replace(&mut rec, empty_record())
                 } else {
                     rec.clone()
                 };
-                if q.send(r, origin.clone()).await.is_err() {
+                let queue = &self.router.sinks[route].tasks[task].1;
+                if queue.send(r, origin.clone()).await.is_err() {
                     // The sink task failed and the worker is stopping; the
                     // record stays unacknowledged, so its offset is never
                     // committed.
@@ -341,5 +345,77 @@ fn empty_record() -> Record {
         key: None,
         value: None,
         headers: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt as _;
+
+    fn rec(value_len: usize) -> Record {
+        Record {
+            value: Some(vec![b'x'; value_len]),
+            ..empty_record()
+        }
+    }
+
+    fn origin() -> Origin {
+        Origin {
+            tracker: Arc::new(DeliveryTracker::new(1)),
+            seq: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn queue_is_bounded_by_records() {
+        let (tx, mut rx) = queue(2, 1 << 20);
+        for _ in 0..2 {
+            tx.send(rec(1), origin())
+                .now_or_never()
+                .expect("room")
+                .expect("open");
+        }
+        let mut third = Box::pin(tx.send(rec(1), origin()));
+        assert!(
+            (&mut third).now_or_never().is_none(),
+            "a full queue makes the sender wait"
+        );
+        assert!(rx.recv().await.is_some());
+        third.await.expect("room after a receive");
+    }
+
+    #[tokio::test]
+    async fn queue_is_bounded_by_bytes() {
+        let (tx, mut rx) = queue(100, 1000);
+        tx.send(rec(600), origin())
+            .now_or_never()
+            .expect("room")
+            .expect("open");
+        let mut second = Box::pin(tx.send(rec(600), origin()));
+        assert!(
+            (&mut second).now_or_never().is_none(),
+            "over the byte budget waits"
+        );
+        let first = rx.recv().await.expect("first");
+        drop(first);
+        second
+            .await
+            .expect("budget returned once the first left the queue");
+        // A record bigger than the whole budget still passes, alone.
+        drop(rx.recv().await);
+        tx.send(rec(5000), origin())
+            .now_or_never()
+            .expect("alone")
+            .expect("open");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_receiver_fails_waiting_senders() {
+        let (tx, rx) = queue(1, 1 << 20);
+        tx.send(rec(1), origin()).await.expect("open");
+        let waiting = tx.send(rec(1), origin());
+        drop(rx);
+        assert!(waiting.await.is_err());
     }
 }

@@ -80,7 +80,15 @@ impl Worker {
         let for_connectors = match &worker {
             Some(w) => w,
             None => {
-                fallback = WorkerConfig::from_props(&Props::new())
+                // Keep the offset file, so its absence is not misreported.
+                let kept: Props = worker_props
+                    .iter()
+                    .filter(|(k, v)| {
+                        k.as_str() == "offset.storage.file.filename" && !v.trim().is_empty()
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                fallback = WorkerConfig::from_props(&kept)
                     .map(|(w, _)| w)
                     .map_err(|e| ConfigReport {
                         errors: vec![e.to_string()],

@@ -426,11 +426,13 @@ fn every_config_error_of_every_connector_is_reported_together() {
     });
     let mut worker_props = s.worker_props.clone();
     worker_props.insert("bootstrap.servers".into(), "localhost:9092".into());
+    worker_props.remove("offset.storage.file.filename");
     let err = Worker::new(&s.registry, &worker_props, &connectors).expect_err("invalid");
     let text = err.to_string();
     for needle in [
         "'bootstrap.servers'",
         "Kafka transport not available",
+        "'offset.storage.file.filename'",
         "connector 'numbers'",
         "'tasks.max'",
         "'topic'",
