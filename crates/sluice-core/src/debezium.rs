@@ -147,6 +147,8 @@ pub struct SourceInfo<'a> {
     /// Database name.
     pub db: &'a str,
     /// `source.sequence`, already formatted (see [`sequence_text`]).
+    /// Debezium's PostgreSQL connector always fills it (at worst
+    /// `[null,null]`), so pass `Some` to match it.
     pub sequence: Option<&'a str>,
     /// Schema of the table.
     pub schema: &'a str,
@@ -444,5 +446,84 @@ pub fn transaction_end_value(
                 .collect(),
         ),
         Value::Int64(ts_ms),
+    ])
+}
+
+/// The logical decoding message topic: `<prefix>.message`.
+pub fn message_topic(prefix: &str) -> String {
+    format!("{prefix}.message")
+}
+
+/// `io.debezium.connector.postgresql.MessageKey` (version 1): prefix
+/// (optional).
+pub fn message_key_schema() -> SchemaRef {
+    static CELL: OnceLock<SchemaRef> = OnceLock::new();
+    shared(&CELL, || {
+        SchemaBuilder::structure()
+            .name("io.debezium.connector.postgresql.MessageKey")
+            .version(1)
+            .field("prefix", prim::opt_string())
+            .build()
+    })
+}
+
+/// `io.debezium.connector.postgresql.Message` (version 1): prefix and
+/// content, both optional; content is bytes with `binary.handling.mode=bytes`
+/// (the default) and a string for base64 / base64-url-safe / hex.
+pub fn message_block_schema(content_as_string: bool) -> SchemaRef {
+    static BYTES: OnceLock<SchemaRef> = OnceLock::new();
+    static STRING: OnceLock<SchemaRef> = OnceLock::new();
+    let build = move || {
+        let content = if content_as_string {
+            SchemaType::String
+        } else {
+            SchemaType::Bytes
+        };
+        SchemaBuilder::structure()
+            .name("io.debezium.connector.postgresql.Message")
+            .version(1)
+            .field("prefix", prim::opt_string())
+            .field("content", prim::of(content, true))
+            .build()
+    };
+    shared(if content_as_string { &STRING } else { &BYTES }, build)
+}
+
+/// `io.debezium.connector.postgresql.MessageValue` (version 1): op, ts_ms
+/// (optional), source, message.
+pub fn message_value_schema(content_as_string: bool) -> SchemaRef {
+    static BYTES: OnceLock<SchemaRef> = OnceLock::new();
+    static STRING: OnceLock<SchemaRef> = OnceLock::new();
+    let build = move || {
+        SchemaBuilder::structure()
+            .name("io.debezium.connector.postgresql.MessageValue")
+            .version(1)
+            .field("op", prim::string())
+            .field("ts_ms", prim::opt_int64())
+            .field("source", source_schema())
+            .field("message", message_block_schema(content_as_string))
+            .build()
+    };
+    shared(if content_as_string { &STRING } else { &BYTES }, build)
+}
+
+/// A logical decoding message key.
+pub fn message_key(prefix: Option<&str>) -> Value {
+    Value::Struct(vec![
+        prefix.map_or(Value::Null, |p| Value::String(p.to_string()))
+    ])
+}
+
+/// A logical decoding message value (`op` = `m`); `content` is
+/// `Value::Bytes` or, for the textual binary handling modes, `Value::String`.
+pub fn message_value(prefix: Option<&str>, content: Value, source: Value, ts_ms: i64) -> Value {
+    Value::Struct(vec![
+        Value::String(Op::Message.code().to_string()),
+        Value::Int64(ts_ms),
+        source,
+        Value::Struct(vec![
+            prefix.map_or(Value::Null, |p| Value::String(p.to_string())),
+            content,
+        ]),
     ])
 }

@@ -336,3 +336,38 @@ fn envelope_reads_back_identically() {
         .expect("bytes");
     assert_eq!(again, bytes);
 }
+
+#[test]
+fn logical_decoding_message_schema() {
+    let c = json(&[]);
+    let v = debezium::message_value(Some("audit"), Value::Bytes(b"hi".to_vec()), Value::Null, 5);
+    // The source block is required: a null source is refused.
+    assert!(c
+        .from_connect(
+            "p.message",
+            Some(&debezium::message_value_schema(false)),
+            Some(&v)
+        )
+        .is_err());
+    assert_eq!(debezium::message_topic("p"), "p.message");
+    assert_eq!(
+        text(
+            &*c,
+            &debezium::message_key_schema(),
+            &debezium::message_key(Some("audit"))
+        ),
+        r#"{"schema":{"type":"struct","fields":[{"type":"string","optional":true,"field":"prefix"}],"optional":false,"name":"io.debezium.connector.postgresql.MessageKey","version":1},"payload":{"prefix":"audit"}}"#
+    );
+    let block = debezium::message_block_schema(false);
+    assert_eq!(
+        text(
+            &*c,
+            &block,
+            &Value::Struct(vec![
+                Value::String("audit".into()),
+                Value::Bytes(b"hi".to_vec())
+            ])
+        ),
+        r#"{"schema":{"type":"struct","fields":[{"type":"string","optional":true,"field":"prefix"},{"type":"bytes","optional":true,"field":"content"}],"optional":false,"name":"io.debezium.connector.postgresql.Message","version":1},"payload":{"prefix":"audit","content":"aGk="}}"#
+    );
+}
