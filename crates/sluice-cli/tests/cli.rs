@@ -146,3 +146,30 @@ fn send_sigterm(pid: u32) {
         .expect("run kill");
     assert!(status.success(), "kill -TERM {pid}: {status}");
 }
+
+#[test]
+fn corrupt_offset_file_is_named_and_never_reset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("worker.json"),
+        r#"{"offset.storage.file.filename": "connect.offsets", "offset.flush.interval.ms": 1000}"#,
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("connect.offsets"), "{\"truncated").expect("write");
+    std::fs::write(
+        dir.path().join("sink.properties"),
+        "name=out\nconnector.class=file\ntopics=t\n",
+    )
+    .expect("write");
+    let out = sluice(&["connect", "worker.json", "sink.properties"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("connect.offsets") && err.contains("corrupt"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("connect.offsets")).expect("still there"),
+        "{\"truncated"
+    );
+}
