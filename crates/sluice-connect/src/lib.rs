@@ -15,6 +15,7 @@
 //! [`committer`]) before sources hear of them.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![warn(missing_docs)]
 
 pub mod committer;
 pub mod config_files;
