@@ -658,12 +658,10 @@ impl Kind {
             }
             Kind::Text => Value::String(s.to_string()),
             Kind::Date => Value::Int32(match datetime::parse_date(s)? {
-                // Java's (int) cast of LocalDate.toEpochDay, which Debezium
-                // applies to its stand-in infinity dates too: those land on
-                // i32::MAX and i32::MIN.
+                // Java's (int) cast of LocalDate.toEpochDay.
                 Point::Finite(days) => days as i32,
-                Point::PosInfinity => i32::MAX,
-                Point::NegInfinity => i32::MIN,
+                Point::PosInfinity => datetime::DATE_POS_INFINITY_DAYS,
+                Point::NegInfinity => datetime::DATE_NEG_INFINITY_DAYS,
             }),
             Kind::Time { millis } => {
                 let micros = datetime::parse_time(s)?;

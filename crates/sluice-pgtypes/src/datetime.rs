@@ -15,6 +15,12 @@ pub(crate) const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 pub(crate) const TS_POS_INFINITY_MICROS: i64 = 9_223_372_036_825_200_000;
 pub(crate) const TS_NEG_INFINITY_MICROS: i64 = -9_223_372_036_832_400_000;
 
+/// Debezium's stand-ins for `infinity` / `-infinity` dates are the dates
+/// -5877611-06-21 and -5877611-06-22 (`PostgresValueConverter`), which
+/// become these epoch days: +infinity is the smaller one.
+pub(crate) const DATE_POS_INFINITY_DAYS: i32 = -2_147_472_692;
+pub(crate) const DATE_NEG_INFINITY_DAYS: i32 = -2_147_472_691;
+
 /// A parsed date or timestamp: a finite instant or one of the infinities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Point<T> {
@@ -337,6 +343,18 @@ mod tests {
             let (y, m, d) = civil_from_days(z);
             assert_eq!(days_from_civil(y, m, d), z);
         }
+    }
+
+    #[test]
+    fn infinity_stand_ins() {
+        assert_eq!(
+            days_from_civil(-5_877_611, 6, 21),
+            i64::from(DATE_POS_INFINITY_DAYS)
+        );
+        assert_eq!(
+            days_from_civil(-5_877_611, 6, 22),
+            i64::from(DATE_NEG_INFINITY_DAYS)
+        );
     }
 
     #[test]

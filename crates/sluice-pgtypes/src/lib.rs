@@ -16,6 +16,8 @@
 
 mod array;
 mod codec;
+#[cfg(test)]
+mod codec_tests;
 mod datetime;
 mod error;
 mod hstore;
