@@ -13,6 +13,10 @@ use std::collections::HashMap;
 const MAX_DEPTH: usize = 1000;
 /// Jackson's default maximum number length (`StreamReadConstraints`).
 const MAX_NUMBER_LEN: usize = 1000;
+/// Jackson's default maximum string length (`StreamReadConstraints`).
+const MAX_STRING_LEN: usize = 20_000_000;
+/// Jackson's default maximum field name length (`StreamReadConstraints`).
+const MAX_NAME_LEN: usize = 50_000;
 /// Objects larger than this get a key index so duplicates stay cheap.
 const INDEX_AT: usize = 16;
 
@@ -194,7 +198,7 @@ impl Parser<'_> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Json, String> {
-        if depth > MAX_DEPTH {
+        if depth >= MAX_DEPTH && matches!(self.s.get(self.i), Some(b'{' | b'[')) {
             return Err(self.err("nesting deeper than 1000 levels"));
         }
         match self.s.get(self.i) {
@@ -305,6 +309,9 @@ impl Parser<'_> {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
                     self.i += 1;
+                    if out.len() > MAX_STRING_LEN {
+                        return Err(self.err("string longer than 20000000 characters"));
+                    }
                     return Ok(out);
                 }
                 Some(b'\\') => {
@@ -393,6 +400,9 @@ impl Parser<'_> {
                 return Err(self.err("expected a quoted field name"));
             }
             let key = self.string()?;
+            if key.len() > MAX_NAME_LEN {
+                return Err(self.err("field name longer than 50000 characters"));
+            }
             self.skip_ws();
             if self.s.get(self.i) != Some(&b':') {
                 return Err(self.err("expected ':' after field name"));
@@ -475,5 +485,10 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = "[".repeat(5000);
         assert!(parse(deep.as_bytes()).is_err());
+        // Jackson accepts 1000 levels and refuses 1001.
+        let ok = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        assert!(parse(ok.as_bytes()).is_ok());
+        let too_deep = format!("{}{}", "[".repeat(1001), "]".repeat(1001));
+        assert!(parse(too_deep.as_bytes()).is_err());
     }
 }
