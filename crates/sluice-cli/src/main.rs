@@ -30,7 +30,8 @@ fn plugins() -> Vec<Arc<dyn ConnectorPlugin>> {
     vec![
         // Sinks.
         sluice_connect::file_sink::plugin(),
-        // Sources: add `sluice_postgres::plugin()` here once it exists.
+        // Sources.
+        sluice_postgres::plugin(),
     ]
 }
 

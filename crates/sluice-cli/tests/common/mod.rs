@@ -1,0 +1,291 @@
+//! Shared helpers: run the real `sluice` binary against a throwaway
+//! PostgreSQL cluster and read what the file sink wrote.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+pub use sluice_testkit::shared as cluster;
+
+/// A pipeline: configs in a temp dir, a running `sluice connect`.
+pub struct Pipeline {
+    pub dir: tempfile::TempDir,
+    pub db: String,
+    pub slot: String,
+    pub child: Option<Child>,
+    pub out: PathBuf,
+    pub log: PathBuf,
+    runs: u32,
+}
+
+pub fn sluice_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice")
+}
+
+impl Pipeline {
+    /// Configs for database `db` with extra source properties.
+    pub fn new(db: &str, source_extra: &[(&str, &str)]) -> Pipeline {
+        Self::with_sink(db, source_extra, &[])
+    }
+
+    pub fn with_sink(
+        db: &str,
+        source_extra: &[(&str, &str)],
+        sink_extra: &[(&str, &str)],
+    ) -> Pipeline {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = cluster();
+        let slot = format!("slot_{db}");
+        let out = dir.path().join("events.jsonl");
+        let mut source = serde_json::Map::new();
+        for (k, v) in [
+            (
+                "connector.class",
+                "io.debezium.connector.postgresql.PostgresConnector",
+            ),
+            ("database.hostname", "127.0.0.1"),
+            ("database.user", "postgres"),
+            ("database.dbname", db),
+            ("topic.prefix", "test"),
+            ("slot.name", slot.as_str()),
+            ("publication.name", &format!("pub_{db}")),
+            ("database.sslmode", "disable"),
+            ("status.update.interval.ms", "1000"),
+        ] {
+            source.insert(k.into(), Json::String(v.into()));
+        }
+        source.insert("database.port".into(), Json::String(c.port().to_string()));
+        for (k, v) in source_extra {
+            source.insert((*k).into(), Json::String((*v).into()));
+        }
+        let source = serde_json::json!({"name": "pg-source", "config": source});
+        let mut sink = serde_json::Map::new();
+        sink.insert(
+            "connector.class".into(),
+            "org.apache.kafka.connect.file.FileStreamSinkConnector".into(),
+        );
+        sink.insert("file".into(), Json::String(out.display().to_string()));
+        sink.insert(
+            "topics.regex".into(),
+            "test\\..*|__debezium-heartbeat\\..*".into(),
+        );
+        sink.insert("sluice.file.format".into(), "record".into());
+        for (k, v) in sink_extra {
+            sink.insert((*k).into(), Json::String((*v).into()));
+        }
+        let sink = serde_json::json!({"name": "file-sink", "config": sink});
+        std::fs::write(dir.path().join("source.json"), source.to_string()).expect("write");
+        std::fs::write(dir.path().join("sink.json"), sink.to_string()).expect("write");
+        std::fs::write(
+            dir.path().join("worker.properties"),
+            format!(
+                "offset.storage.file.filename={}\noffset.flush.interval.ms=200\n\
+                 key.converter=org.apache.kafka.connect.json.JsonConverter\n\
+                 value.converter=org.apache.kafka.connect.json.JsonConverter\n",
+                dir.path().join("offsets.json").display()
+            ),
+        )
+        .expect("write");
+        let log = dir.path().join("sluice.log");
+        Pipeline {
+            dir,
+            db: db.to_string(),
+            slot,
+            child: None,
+            out,
+            log,
+            runs: 0,
+        }
+    }
+
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    /// Rewrites one source property.
+    pub fn set_source(&self, key: &str, value: &str) {
+        let p = self.path("source.json");
+        let mut j: Json = serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+        j["config"][key] = Json::String(value.into());
+        std::fs::write(p, j.to_string()).expect("write");
+    }
+
+    /// Starts `sluice connect worker source sink`.
+    pub fn start(&mut self) {
+        self.runs += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(sluice_bin())
+            .arg("connect")
+            .arg(self.path("worker.properties"))
+            .arg(self.path("source.json"))
+            .arg(self.path("sink.json"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sluice");
+        self.child = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let pid = c.id() as i32;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let c = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Every record the file sink wrote so far.
+    pub fn records(&self) -> Vec<Json> {
+        read_records(&self.out)
+    }
+
+    /// Waits until `pred(records)` holds; panics with the log otherwise.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[Json]) -> bool,
+    ) -> Vec<Json> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let recs = self.records();
+            if pred(&recs) {
+                return recs;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; {} records so far; log:\n{}",
+                    recs.len(),
+                    tail(&self.log_text(), 60)
+                );
+            }
+            if let Some(c) = self.child.as_ref() {
+                let _ = c;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for at least `n` records with a value on `topic`.
+    pub fn wait_events(&self, topic: &str, n: usize, timeout: Duration) -> Vec<Json> {
+        let recs = self.wait_until(&format!("{n} events on {topic}"), timeout, |r| {
+            r.iter()
+                .filter(|x| x["topic"] == topic && !x["value"].is_null())
+                .count()
+                >= n
+        });
+        recs.into_iter()
+            .filter(|x| x["topic"] == topic && !x["value"].is_null())
+            .collect()
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn read_records(path: &Path) -> Vec<Json> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The payload of a record's value (schemas.enable=true form).
+pub fn payload(rec: &Json) -> &Json {
+    if rec["value"].get("payload").is_some() {
+        &rec["value"]["payload"]
+    } else {
+        &rec["value"]
+    }
+}
+
+pub fn key_payload(rec: &Json) -> &Json {
+    if rec["key"].get("payload").is_some() {
+        &rec["key"]["payload"]
+    } else {
+        &rec["key"]
+    }
+}
+
+/// A fresh database on the shared cluster, and a client to it.
+pub async fn fresh_db(hint: &str) -> (String, tokio_postgres::Client) {
+    let c = cluster();
+    let db = c.create_database(hint).await.expect("create database");
+    let client = c.connect(&db).await.expect("connect");
+    (db, client)
+}
+
+/// Peak resident memory (VmHWM) of a process in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+pub const LONG: Duration = Duration::from_secs(120);

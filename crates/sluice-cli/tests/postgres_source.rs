@@ -1,0 +1,505 @@
+//! End-to-end tests of the PostgreSQL source through the real `sluice`
+//! binary, its standalone worker and the file sink, against a throwaway
+//! PostgreSQL cluster.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value as Json};
+
+const ORDERS: &str = "CREATE SCHEMA retail; CREATE TABLE retail.orders_info (
+    orderid SERIAL NOT NULL PRIMARY KEY, custid INTEGER NOT NULL, amount INTEGER NOT NULL,
+    city VARCHAR(255) NOT NULL, purchase_time VARCHAR(20) NOT NULL);";
+
+fn ops(recs: &[Json]) -> Vec<String> {
+    recs.iter()
+        .filter(|r| !r["value"].is_null())
+        .map(|r| payload(r)["op"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_then_streaming_as_debezium_events() {
+    let (db, pg) = fresh_db("basic").await;
+    pg.batch_execute(ORDERS).await.unwrap();
+    pg.batch_execute(
+        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time) VALUES
+         (306, 183, 'Austin', '2020-10-09 07:23:10'), (12, 150, 'Seattle', '2020-10-09 07:23:13')",
+    )
+    .await
+    .unwrap();
+    let mut p = Pipeline::new(&db, &[("table.include.list", "retail.orders_info")]);
+    p.start();
+    let topic = "test.retail.orders_info";
+    let snap = p.wait_events(topic, 2, LONG);
+    let first = payload(&snap[0]);
+    assert_eq!(first["op"], "r");
+    assert_eq!(first["before"], Json::Null);
+    assert_eq!(first["after"]["custid"], 306);
+    assert_eq!(first["after"]["city"], "Austin");
+    assert_eq!(first["source"]["snapshot"], "first");
+    assert_eq!(payload(&snap[1])["source"]["snapshot"], "last");
+    assert_eq!(first["source"]["connector"], "postgresql");
+    assert_eq!(first["source"]["name"], "test");
+    assert_eq!(first["source"]["db"], db.as_str());
+    assert_eq!(first["source"]["schema"], "retail");
+    assert_eq!(first["source"]["table"], "orders_info");
+    assert_eq!(key_payload(&snap[0]), &json!({"orderid": 1}));
+    // The key and value schemas are Debezium's.
+    assert_eq!(
+        snap[0]["key"]["schema"]["name"],
+        "test.retail.orders_info.Key"
+    );
+    assert_eq!(
+        snap[0]["value"]["schema"]["name"],
+        "test.retail.orders_info.Envelope"
+    );
+
+    pg.batch_execute(
+        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time) VALUES (7, 101, 'Chicago', '2020-10-09 07:24:00');
+         UPDATE retail.orders_info SET amount = 199 WHERE orderid = 1;
+         DELETE FROM retail.orders_info WHERE orderid = 2;",
+    )
+    .await
+    .unwrap();
+    let recs = p.wait_until("streamed changes", LONG, |r| {
+        r.iter().filter(|x| x["topic"] == topic).count() >= 6
+    });
+    let topic_recs: Vec<&Json> = recs.iter().filter(|x| x["topic"] == topic).collect();
+    let c = payload(topic_recs[2]);
+    assert_eq!(c["op"], "c");
+    assert_eq!(c["after"]["city"], "Chicago");
+    assert_eq!(c["source"]["snapshot"], "false");
+    assert!(c["source"]["lsn"].as_i64().unwrap() > 0);
+    assert!(c["source"]["txId"].as_i64().unwrap() > 0);
+    let u = payload(topic_recs[3]);
+    assert_eq!(u["op"], "u");
+    assert_eq!(
+        u["before"],
+        Json::Null,
+        "REPLICA IDENTITY DEFAULT has no before"
+    );
+    assert_eq!(u["after"]["amount"], 199);
+    let d = payload(topic_recs[4]);
+    assert_eq!(d["op"], "d");
+    assert_eq!(d["before"]["orderid"], 2);
+    assert_eq!(d["after"], Json::Null);
+    // Tombstone: same key, null value.
+    assert_eq!(key_payload(topic_recs[5]), &json!({"orderid": 2}));
+    assert!(topic_recs[5]["value"].is_null());
+    assert_eq!(p.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handoff_under_concurrent_writes_is_exactly_once() {
+    let (db, pg) = fresh_db("handoff").await;
+    pg.batch_execute("CREATE TABLE seqs (id bigint PRIMARY KEY, payload text)")
+        .await
+        .unwrap();
+    pg.batch_execute("INSERT INTO seqs SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+        .await
+        .unwrap();
+    let mut p = Pipeline::new(
+        &db,
+        &[
+            ("table.include.list", "public.seqs"),
+            ("snapshot.max.threads", "3"),
+        ],
+    );
+    // Writers run before, during and after the snapshot.
+    let writer_db = db.clone();
+    let writer = tokio::spawn(async move {
+        let c = cluster().connect(&writer_db).await.unwrap();
+        for i in 20001..=23000i64 {
+            c.execute("INSERT INTO seqs VALUES ($1, 'w')", &[&i])
+                .await
+                .unwrap();
+        }
+    });
+    p.start();
+    writer.await.unwrap();
+    let recs = p.wait_events("test.public.seqs", 23000, LONG);
+    let mut seen = BTreeMap::new();
+    for r in &recs {
+        let id = payload(r)["after"]["id"].as_i64().unwrap();
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 23000, "every row arrives");
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "no row twice: {:?}",
+        &dups[..dups.len().min(10)]
+    );
+    assert_eq!(p.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_and_restart_loses_nothing() {
+    let (db, pg) = fresh_db("kill9").await;
+    pg.batch_execute("CREATE TABLE k (id bigint PRIMARY KEY, v int)")
+        .await
+        .unwrap();
+    let mut p = Pipeline::new(&db, &[("table.include.list", "public.k")]);
+    p.start();
+    // Wait until streaming started (snapshot of an empty table is instant).
+    p.wait_until("startup", LONG, |_| {
+        p.log_text().contains("streaming changes")
+    });
+    let mut next = 1i64;
+    for round in 0..3 {
+        for _ in 0..2000 {
+            pg.execute("INSERT INTO k VALUES ($1, 0)", &[&next])
+                .await
+                .unwrap();
+            next += 1;
+        }
+        std::thread::sleep(Duration::from_millis(300 + 200 * round));
+        p.kill9();
+        p.start();
+    }
+    for _ in 0..500 {
+        pg.execute("INSERT INTO k VALUES ($1, 0)", &[&next])
+            .await
+            .unwrap();
+        next += 1;
+    }
+    let total = (next - 1) as usize;
+    let recs = p.wait_until("all rows after restarts", LONG, |r| {
+        let ids: BTreeSet<i64> = r
+            .iter()
+            .filter(|x| x["topic"] == "test.public.k" && !x["value"].is_null())
+            .filter_map(|x| payload(x)["after"]["id"].as_i64())
+            .collect();
+        ids.len() >= total
+    });
+    // Duplicates carry the same LSN as their first delivery.
+    let mut lsn_of: BTreeMap<i64, i64> = BTreeMap::new();
+    for r in recs
+        .iter()
+        .filter(|x| x["topic"] == "test.public.k" && !x["value"].is_null())
+    {
+        let id = payload(r)["after"]["id"].as_i64().unwrap();
+        let lsn = payload(r)["source"]["lsn"].as_i64().unwrap();
+        if let Some(prev) = lsn_of.insert(id, lsn) {
+            assert_eq!(prev, lsn, "a duplicate of row {id} has another LSN");
+        }
+    }
+    assert_eq!(p.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn update_changing_the_key_is_delete_tombstone_create() {
+    let (db, pg) = fresh_db("keychange").await;
+    pg.batch_execute("CREATE TABLE kc (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mut p = Pipeline::new(
+        &db,
+        &[
+            ("table.include.list", "public.kc"),
+            ("snapshot.mode", "no_data"),
+        ],
+    );
+    p.start();
+    p.wait_until("startup", LONG, |_| {
+        p.log_text().contains("streaming changes")
+    });
+    pg.batch_execute("INSERT INTO kc VALUES (1, 'a'); UPDATE kc SET id = 2 WHERE id = 1;")
+        .await
+        .unwrap();
+    let recs = p.wait_until("key change", LONG, |r| r.len() >= 4);
+    assert_eq!(ops(&recs), vec!["c", "d", "c"]);
+    assert_eq!(key_payload(&recs[1]), &json!({"id": 1}));
+    assert!(recs[2]["value"].is_null(), "tombstone for the old key");
+    assert_eq!(key_payload(&recs[2]), &json!({"id": 1}));
+    assert_eq!(key_payload(&recs[3]), &json!({"id": 2}));
+    assert_eq!(p.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replica_identity_full_toast_truncate_and_no_key() {
+    let (db, pg) = fresh_db("misc").await;
+    pg.batch_execute(
+        "CREATE TABLE full_t (id int PRIMARY KEY, v text); ALTER TABLE full_t REPLICA IDENTITY FULL;
+         CREATE TABLE toast_t (id int PRIMARY KEY, big text, n int);
+         ALTER TABLE toast_t ALTER COLUMN big SET STORAGE EXTERNAL;
+         CREATE TABLE nokey (a int, b text);",
+    )
+    .await
+    .unwrap();
+    let mut p = Pipeline::new(
+        &db,
+        &[
+            ("table.include.list", "public\\.(full_t|toast_t|nokey)"),
+            ("skipped.operations", "none"),
+            ("snapshot.mode", "no_data"),
+        ],
+    );
+    p.start();
+    p.wait_until("startup", LONG, |_| {
+        p.log_text().contains("streaming changes")
+    });
+    let big = "x".repeat(100_000);
+    pg.batch_execute(&format!(
+        "INSERT INTO full_t VALUES (1, 'old'); UPDATE full_t SET v = 'new' WHERE id = 1;
+         INSERT INTO toast_t VALUES (1, '{big}', 1); UPDATE toast_t SET n = 2 WHERE id = 1;
+         INSERT INTO nokey VALUES (1, 'x'); TRUNCATE full_t;"
+    ))
+    .await
+    .unwrap();
+    let recs = p.wait_until("changes", LONG, |r| r.len() >= 6);
+    let by_topic = |t: &str| -> Vec<&Json> { recs.iter().filter(|r| r["topic"] == t).collect() };
+    let full = by_topic("test.public.full_t");
+    assert_eq!(payload(full[1])["op"], "u");
+    assert_eq!(
+        payload(full[1])["before"]["v"],
+        "old",
+        "FULL identity carries before"
+    );
+    assert_eq!(payload(full[2])["op"], "t");
+    assert!(full[2]["key"].is_null(), "truncate has a null key");
+    let toast = by_topic("test.public.toast_t");
+    assert_eq!(
+        payload(toast[0])["after"]["big"].as_str().unwrap().len(),
+        100_000
+    );
+    assert_eq!(
+        payload(toast[1])["after"]["big"],
+        "__debezium_unavailable_value"
+    );
+    assert_eq!(payload(toast[1])["after"]["n"], 2);
+    let nokey = by_topic("test.public.nokey");
+    assert!(
+        nokey[0]["key"].is_null(),
+        "a table without key has null keys"
+    );
+    assert_eq!(payload(nokey[0])["after"]["b"], "x");
+    assert!(
+        p.log_text().contains("REPLICA IDENTITY FULL"),
+        "the fix for a keyless table is logged"
+    );
+    assert_eq!(p.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alter_table_mid_stream_changes_the_schema() {
+    let (db, pg) = fresh_db("alter").await;
+    pg.batch_execute("CREATE TABLE al (id int PRIMARY KEY, a int)")
+        .await
+        .unwrap();
+    let mut p = Pipeline::new(
+        &db,
+        &[
+            ("table.include.list", "public.al"),
+            ("snapshot.mode", "no_data"),
+        ],
+    );
+    p.start();
+    p.wait_until("startup", LONG, |_| {
+        p.log_text().contains("streaming changes")
+    });
+    pg.batch_execute(
+        "INSERT INTO al VALUES (1, 1);
+         ALTER TABLE al ADD COLUMN b text;
+         INSERT INTO al VALUES (2, 2, 'bee');
+         ALTER TABLE al DROP COLUMN a;
+         INSERT INTO al VALUES (3, 'three');
+         ALTER TABLE al ALTER COLUMN b TYPE int USING 7;
+         INSERT INTO al VALUES (4, 4);",
+    )
+    .await
+    .unwrap();
+    let recs = p.wait_events("test.public.al", 4, LONG);
+    assert_eq!(payload(&recs[0])["after"], json!({"id": 1, "a": 1}));
+    assert_eq!(
+        payload(&recs[1])["after"],
+        json!({"id": 2, "a": 2, "b": "bee"})
+    );
+    assert_eq!(payload(&recs[2])["after"], json!({"id": 3, "b": "three"}));
+    assert_eq!(payload(&recs[3])["after"], json!({"id": 4, "b": 4}));
+    let b_schema = |r: &Json| -> Json {
+        r["value"]["schema"]["fields"][1]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == "b")
+            .cloned()
+            .unwrap_or(Json::Null)
+    };
+    assert_eq!(b_schema(&recs[2])["type"], "string");
+    assert_eq!(b_schema(&recs[3])["type"], "int32");
+    assert_eq!(p.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn include_and_exclude_filters() {
+    let (db, pg) = fresh_db("filters").await;
+    pg.batch_execute(
+        "CREATE SCHEMA s1; CREATE SCHEMA s2;
+         CREATE TABLE s1.a (id int PRIMARY KEY, secret text, keep text);
+         CREATE TABLE s1.b (id int PRIMARY KEY); CREATE TABLE s2.c (id int PRIMARY KEY);
+         INSERT INTO s1.a VALUES (1, 'pw', 'k'); INSERT INTO s1.b VALUES (1); INSERT INTO s2.c VALUES (1);",
+    )
+    .await
+    .unwrap();
+    let mut p = Pipeline::new(
+        &db,
+        &[
+            ("schema.whitelist", "s1"),
+            ("table.blacklist", "s1\\.b"),
+            ("column.exclude.list", "s1\\.a\\.secret"),
+        ],
+    );
+    p.start();
+    let recs = p.wait_events("test.s1.a", 1, LONG);
+    assert_eq!(payload(&recs[0])["after"], json!({"id": 1, "keep": "k"}));
+    pg.batch_execute("INSERT INTO s1.b VALUES (2); INSERT INTO s2.c VALUES (2); INSERT INTO s1.a VALUES (2, 'pw', 'k2');")
+        .await
+        .unwrap();
+    let recs = p.wait_events("test.s1.a", 2, LONG);
+    assert_eq!(payload(&recs[1])["after"], json!({"id": 2, "keep": "k2"}));
+    let all = p.records();
+    assert!(
+        all.iter().all(|r| r["topic"] == "test.s1.a"),
+        "only s1.a is captured"
+    );
+    assert_eq!(p.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_advance_the_slot_of_an_idle_capture() {
+    let (db, pg) = fresh_db("heartbeat").await;
+    pg.batch_execute(
+        "CREATE TABLE hb (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY);",
+    )
+    .await
+    .unwrap();
+    let mut p = Pipeline::new(
+        &db,
+        &[
+            ("table.include.list", "public.hb"),
+            ("heartbeat.interval.ms", "300"),
+            ("snapshot.mode", "no_data"),
+            ("publication.autocreate.mode", "filtered"),
+        ],
+    );
+    p.start();
+    p.wait_until("startup", LONG, |_| {
+        p.log_text().contains("streaming changes")
+    });
+    let before = slot_lsn(&pg, &p.slot).await;
+    // Only changes to a table that is not captured.
+    for i in 0..200 {
+        pg.execute("INSERT INTO other VALUES ($1)", &[&i])
+            .await
+            .unwrap();
+    }
+    let target: i64 = pg
+        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut advanced = None;
+    let deadline = std::time::Instant::now() + LONG;
+    while std::time::Instant::now() < deadline {
+        let now = slot_lsn(&pg, &p.slot).await;
+        if now >= target {
+            advanced = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        advanced.is_some(),
+        "slot stayed at {before}, WAL is at {target}; log:\n{}",
+        tail(&p.log_text(), 30)
+    );
+    let recs = p.records();
+    assert!(recs
+        .iter()
+        .any(|r| r["topic"] == "__debezium-heartbeat.test"));
+    assert_eq!(p.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transaction_metadata_events() {
+    let (db, pg) = fresh_db("txmeta").await;
+    pg.batch_execute("CREATE TABLE tm (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut p = Pipeline::with_sink(
+        &db,
+        &[
+            ("table.include.list", "public.tm"),
+            ("provide.transaction.metadata", "true"),
+            ("snapshot.mode", "no_data"),
+        ],
+        &[("topics.regex", "test\\..*")],
+    );
+    p.start();
+    p.wait_until("startup", LONG, |_| {
+        p.log_text().contains("streaming changes")
+    });
+    pg.batch_execute("BEGIN; INSERT INTO tm VALUES (1); INSERT INTO tm VALUES (2); COMMIT;")
+        .await
+        .unwrap();
+    let recs = p.wait_until("tx events", LONG, |r| r.len() >= 4);
+    assert_eq!(recs[0]["topic"], "test.transaction");
+    assert_eq!(payload(&recs[0])["status"], "BEGIN");
+    let id = payload(&recs[0])["id"].clone();
+    assert_eq!(payload(&recs[1])["transaction"]["id"], id);
+    assert_eq!(payload(&recs[1])["transaction"]["total_order"], 1);
+    assert_eq!(payload(&recs[2])["transaction"]["total_order"], 2);
+    assert_eq!(payload(&recs[3])["status"], "END");
+    assert_eq!(payload(&recs[3])["event_count"], 2);
+    assert_eq!(p.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_million_row_transaction_with_bounded_memory() {
+    let (db, pg) = fresh_db("bigtx").await;
+    pg.batch_execute("CREATE TABLE big (id bigint PRIMARY KEY, pad text)")
+        .await
+        .unwrap();
+    let mut p = Pipeline::new(
+        &db,
+        &[
+            ("table.include.list", "public.big"),
+            ("snapshot.mode", "no_data"),
+        ],
+    );
+    p.start();
+    p.wait_until("startup", LONG, |_| {
+        p.log_text().contains("streaming changes")
+    });
+    pg.batch_execute(
+        "INSERT INTO big SELECT g, repeat('p', 40) FROM generate_series(1, 1000000) g",
+    )
+    .await
+    .unwrap();
+    let pid = p.pid().unwrap();
+    p.wait_until("one million events", Duration::from_secs(900), |r| {
+        r.iter().filter(|x| x["topic"] == "test.public.big").count() >= 1_000_000
+    });
+    let peak = peak_rss_kib(pid).unwrap();
+    assert!(
+        peak < 256 * 1024,
+        "peak RSS {} MiB through a one-million-row transaction",
+        peak / 1024
+    );
+    assert_eq!(p.stop(), Some(0));
+}
+
+async fn slot_lsn(pg: &tokio_postgres::Client, slot: &str) -> i64 {
+    pg.query_one(
+        "SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::int8 FROM pg_replication_slots WHERE slot_name = $1",
+        &[&slot],
+    )
+    .await
+    .unwrap()
+    .get::<_, i64>(0)
+}

@@ -1,0 +1,290 @@
+//! Builds Debezium change events (key, envelope, offsets) from decoded rows.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value as Json};
+use sluice_core::debezium::{self, Op, SourceInfo};
+use sluice_core::{SourceOffset, SourceRecord, Value};
+
+use crate::config::PostgresConfig;
+use crate::table::TableSchema;
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Where an event sits in the source: what goes into `source` and into the
+/// stored offset.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    /// Commit (or snapshot) time, µs since the Unix epoch.
+    pub ts_us: i64,
+    /// Transaction id.
+    pub tx_id: Option<i64>,
+    /// LSN of the event.
+    pub lsn: Option<u64>,
+    /// End LSN of the last completely delivered transaction.
+    pub last_commit: Option<u64>,
+    /// `source.snapshot`.
+    pub snapshot: &'static str,
+}
+
+/// Record building, shared by snapshot and streaming.
+#[derive(Debug, Clone)]
+pub struct EventFactory {
+    prefix: String,
+    db: String,
+    tombstones: bool,
+    partition: Map<String, Json>,
+}
+
+/// The transaction block of an event, when transaction metadata is on.
+#[derive(Debug, Clone)]
+pub struct TxBlock {
+    /// `"<txId>:<lsn>"`.
+    pub id: String,
+    /// Order of the event within the transaction.
+    pub total_order: i64,
+    /// Order within its table.
+    pub data_collection_order: i64,
+}
+
+impl EventFactory {
+    /// A factory for a connector config.
+    pub fn new(cfg: &PostgresConfig) -> Self {
+        EventFactory {
+            prefix: cfg.prefix.clone(),
+            db: cfg.conn.dbname.clone(),
+            tombstones: cfg.tombstones_on_delete,
+            partition: cfg.partition(),
+        }
+    }
+
+    /// The source partition.
+    pub fn partition(&self) -> &Map<String, Json> {
+        &self.partition
+    }
+
+    fn source(&self, table: &TableSchema, pos: &Position) -> Value {
+        let seq = debezium::sequence_text(pos.last_commit, pos.lsn);
+        debezium::source_value(&SourceInfo {
+            name: &self.prefix,
+            ts_ms: pos.ts_us.div_euclid(1000),
+            ts_us: pos.ts_us,
+            ts_ns: pos.ts_us.saturating_mul(1000),
+            snapshot: pos.snapshot,
+            db: &self.db,
+            sequence: Some(&seq),
+            schema: &table.id.schema,
+            table: &table.id.table,
+            tx_id: pos.tx_id,
+            lsn: pos.lsn.map(|l| l as i64),
+            xmin: None,
+        })
+    }
+
+    /// A change event (and, for deletes, its tombstone) into `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn change(
+        &self,
+        out: &mut Vec<SourceRecord>,
+        table: &TableSchema,
+        op: Op,
+        key: Option<Value>,
+        before: Option<Value>,
+        after: Option<Value>,
+        pos: &Position,
+        tx: Option<&TxBlock>,
+    ) {
+        let now = now_micros();
+        let transaction = tx.map(|t| {
+            debezium::transaction_block_value(&t.id, t.total_order, t.data_collection_order)
+        });
+        let value = debezium::envelope_value(
+            &table.envelope,
+            before,
+            after,
+            self.source(table, pos),
+            op,
+            now / 1000,
+            now,
+            now.saturating_mul(1000),
+            transaction,
+        );
+        let tombstone = matches!(op, Op::Delete) && self.tombstones;
+        out.push(SourceRecord {
+            topic: table.topic.clone(),
+            key_schema: table.key_schema.clone(),
+            key: key.clone(),
+            value_schema: Some(table.envelope.clone()),
+            value: Some(value),
+            timestamp_ms: None,
+            headers: Vec::new(),
+            offset: None,
+        });
+        if tombstone {
+            out.push(SourceRecord {
+                topic: table.topic.clone(),
+                key_schema: table.key_schema.clone(),
+                key,
+                value_schema: None,
+                value: None,
+                timestamp_ms: None,
+                headers: Vec::new(),
+                offset: None,
+            });
+        }
+    }
+
+    /// A truncate event for a table (null key).
+    pub fn truncate(
+        &self,
+        out: &mut Vec<SourceRecord>,
+        table: &TableSchema,
+        pos: &Position,
+        tx: Option<&TxBlock>,
+    ) {
+        self.change(out, table, Op::Truncate, None, None, None, pos, tx);
+        if let Some(last) = out.last_mut() {
+            last.key_schema = None;
+        }
+    }
+
+    /// A heartbeat record.
+    pub fn heartbeat(&self, topic_prefix: &str, offset: Arc<SourceOffset>) -> SourceRecord {
+        let ts = now_micros() / 1000;
+        SourceRecord {
+            topic: Arc::from(format!("{topic_prefix}.{}", self.prefix)),
+            key_schema: Some(debezium::heartbeat_key_schema()),
+            key: Some(debezium::heartbeat_key(&self.prefix)),
+            value_schema: Some(debezium::heartbeat_value_schema()),
+            value: Some(debezium::heartbeat_value(ts)),
+            timestamp_ms: None,
+            headers: Vec::new(),
+            offset: Some(offset),
+        }
+    }
+
+    /// Transaction BEGIN or END metadata event.
+    pub fn transaction_event(&self, value: Value, id: &str) -> SourceRecord {
+        SourceRecord {
+            topic: Arc::from(debezium::transaction_topic(&self.prefix)),
+            key_schema: Some(debezium::transaction_key_schema()),
+            key: Some(debezium::transaction_key(id)),
+            value_schema: Some(debezium::transaction_value_schema()),
+            value: Some(value),
+            timestamp_ms: None,
+            headers: Vec::new(),
+            offset: None,
+        }
+    }
+
+    /// A streaming offset, with Debezium's keys.
+    pub fn stream_offset(
+        &self,
+        lsn_proc: u64,
+        lsn_commit: u64,
+        lsn: u64,
+        tx_id: u32,
+        ts_usec: i64,
+        message_type: &str,
+        transaction_id: Option<&str>,
+    ) -> Arc<SourceOffset> {
+        let mut o = Map::new();
+        o.insert(
+            "transaction_id".into(),
+            transaction_id.map_or(Json::Null, |t| json!(t)),
+        );
+        o.insert("lsn_proc".into(), json!(lsn_proc));
+        o.insert("messageType".into(), json!(message_type));
+        o.insert("lsn_commit".into(), json!(lsn_commit));
+        o.insert("lsn".into(), json!(lsn));
+        o.insert("txId".into(), json!(tx_id));
+        o.insert("ts_usec".into(), json!(ts_usec));
+        Arc::new(SourceOffset {
+            partition: self.partition.clone(),
+            offset: o,
+        })
+    }
+
+    /// A snapshot offset.
+    pub fn snapshot_offset(
+        &self,
+        lsn: u64,
+        tx_id: i64,
+        ts_usec: i64,
+        last: bool,
+    ) -> Arc<SourceOffset> {
+        let mut o = Map::new();
+        o.insert("last_snapshot_record".into(), json!(last));
+        o.insert("lsn".into(), json!(lsn));
+        o.insert("txId".into(), json!(tx_id));
+        o.insert("ts_usec".into(), json!(ts_usec));
+        o.insert("snapshot".into(), json!(true));
+        if last {
+            o.insert("lsn_commit".into(), json!(lsn));
+        }
+        Arc::new(SourceOffset {
+            partition: self.partition.clone(),
+            offset: o,
+        })
+    }
+}
+
+/// What a stored offset says about where to resume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// Snapshot state: None = no snapshot offsets, Some(false) = a snapshot
+    /// was interrupted, Some(true) = a snapshot completed.
+    pub snapshot_completed: Option<bool>,
+    /// End LSN of the last completely delivered transaction: transactions
+    /// committed before it are skipped, and it is safe to confirm.
+    pub complete_end: Option<u64>,
+    /// A transaction delivered only up to an LSN: (xid, last delivered LSN).
+    pub partial: Option<(u32, u64)>,
+}
+
+impl Resume {
+    /// Reads a stored offset.
+    pub fn from_offset(o: &Map<String, Json>) -> Resume {
+        let u = |k: &str| o.get(k).and_then(Json::as_u64);
+        let snapshot = o
+            .get("snapshot")
+            .is_some_and(|v| v.as_bool() == Some(true) || v.is_string());
+        if snapshot {
+            let last = o.get("last_snapshot_record").and_then(Json::as_bool) == Some(true);
+            return Resume {
+                snapshot_completed: Some(last),
+                complete_end: if last {
+                    u("lsn_commit").or(u("lsn"))
+                } else {
+                    None
+                },
+                partial: None,
+            };
+        }
+        let complete_end = u("lsn_commit");
+        let partial = match o.get("messageType").and_then(Json::as_str) {
+            Some("COMMIT") | None => None,
+            Some(_) => match (u("txId"), u("lsn_proc")) {
+                (Some(x), Some(l)) => Some((x as u32, l)),
+                _ => None,
+            },
+        };
+        Resume {
+            snapshot_completed: None,
+            complete_end,
+            partial,
+        }
+    }
+
+    /// The LSN that may be confirmed to the slot for this offset.
+    pub fn confirmable(o: &Map<String, Json>) -> Option<u64> {
+        Resume::from_offset(o).complete_end
+    }
+}

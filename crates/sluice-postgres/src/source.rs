@@ -1,0 +1,432 @@
+//! The PostgreSQL source task: checks, publication and slot management, the
+//! snapshot decision, streaming, offset confirmation, and retries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use async_trait::async_trait;
+use sluice_core::connector::{SourceContext, SourceTask};
+use sluice_pgoutput::{format_lsn, ReplicationMessage};
+use sluice_pgtypes::TypeRegistry;
+
+use crate::catalog::{self, CatalogTable};
+use crate::config::{PostgresConfig, SnapshotMode};
+use crate::error::{is_transient, PgError};
+use crate::events::{EventFactory, Resume};
+use crate::replication::{quote_literal, ReplicationConn};
+use crate::snapshot::{self, SnapshotJob};
+use crate::stream::{stream_decoder, ChangeStream};
+use crate::table::{RelColumn, TableSchema};
+
+/// The source task.
+pub struct PostgresSourceTask {
+    cfg: Arc<PostgresConfig>,
+}
+
+impl PostgresSourceTask {
+    /// A task for a checked config.
+    pub fn new(cfg: PostgresConfig) -> Self {
+        PostgresSourceTask { cfg: Arc::new(cfg) }
+    }
+}
+
+/// State kept across reconnects within one process.
+struct RunState {
+    /// Where to resume (None until known).
+    resume: Option<Resume>,
+    /// Whether a snapshot is still to be taken in this process.
+    snapshot_pending: bool,
+    /// End LSN of the last fully sent transaction.
+    last_commit_end: u64,
+}
+
+fn slot_busy(slot: &str, pid: i32) -> anyhow::Error {
+    anyhow::Error::new(PgError {
+        severity: "ERROR".into(),
+        code: "55006".into(),
+        message: format!(
+            "replication slot \"{slot}\" is active for PID {pid}: another process streams from it. \
+             Stop that process, or run SELECT pg_terminate_backend({pid}); or use another slot.name"
+        ),
+        detail: None,
+        hint: None,
+    })
+}
+
+#[async_trait]
+impl SourceTask for PostgresSourceTask {
+    async fn run(&mut self, ctx: SourceContext) -> Result<()> {
+        let cfg = self.cfg.clone();
+        let stored = ctx.offsets.read(&cfg.partition());
+        let resume = stored.as_ref().map(Resume::from_offset);
+        let snapshot_pending = match (cfg.snapshot_mode, resume) {
+            (SnapshotMode::Always, _) => true,
+            (SnapshotMode::NoData, _) => false,
+            (_, None) => true,
+            (_, Some(r)) => r.snapshot_completed == Some(false),
+        };
+        if let Some(r) = &resume {
+            if r.snapshot_completed == Some(false) {
+                tracing::warn!(
+                    "the previous snapshot of {} was interrupted; it restarts from a clean state",
+                    cfg.name
+                );
+            }
+        }
+        let mut state = RunState {
+            resume: if snapshot_pending { None } else { resume },
+            snapshot_pending,
+            last_commit_end: resume.and_then(|r| r.complete_end).unwrap_or(0),
+        };
+        let mut attempt: i64 = 0;
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.session(&ctx, &mut state).await {
+                Ok(()) => break,
+                Err(e) if ctx.shutdown.is_cancelled() => {
+                    tracing::debug!("stopping after shutdown: {e:#}");
+                    break;
+                }
+                Err(e)
+                    if is_transient(&e) && (cfg.max_retries < 0 || attempt < cfg.max_retries) =>
+                {
+                    attempt += 1;
+                    tracing::warn!(
+                        "connector {} lost PostgreSQL ({e:#}); retry {attempt}{} in {delay:?}",
+                        cfg.name,
+                        if cfg.max_retries < 0 {
+                            String::new()
+                        } else {
+                            format!(" of {}", cfg.max_retries)
+                        }
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = ctx.shutdown.cancelled() => break,
+                    }
+                    delay = (delay * 2).min(cfg.retry_max_wait);
+                }
+                Err(e) if is_transient(&e) => {
+                    return Err(e.context(format!(
+                        "giving up after {attempt} retries (errors.max.retries={})",
+                        cfg.max_retries
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if cfg.slot_drop_on_stop {
+            if let Ok(c) = cfg.conn.connect().await {
+                match catalog::drop_slot(&c, &cfg.slot_name).await {
+                    Ok(()) => tracing::info!(
+                        "dropped replication slot {} (slot.drop.on.stop)",
+                        cfg.slot_name
+                    ),
+                    Err(e) => tracing::warn!("could not drop slot {}: {e:#}", cfg.slot_name),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PostgresSourceTask {
+    async fn session(&self, ctx: &SourceContext, state: &mut RunState) -> Result<()> {
+        let cfg = &self.cfg;
+        let control = cfg.conn.connect().await?;
+        let version = catalog::preflight(&control, cfg).await?;
+        let tables = catalog::discover_tables(&control, cfg).await?;
+        if tables.is_empty() {
+            tracing::warn!(
+                "connector {}: no table matches the include/exclude lists yet; changes to tables created later are captured",
+                cfg.name
+            );
+        }
+        let mut cat: HashMap<u32, CatalogTable> = HashMap::new();
+        for t in &tables {
+            if let Some(ct) = catalog::load_table(&control, t).await? {
+                cat.insert(ct.oid, ct);
+            }
+        }
+        for w in catalog::key_warnings(&cat) {
+            tracing::warn!("{w}");
+        }
+        catalog::ensure_publication(&control, cfg, &tables).await?;
+        let mut registry = TypeRegistry::new();
+        let oids: Vec<u32> = cat
+            .values()
+            .flat_map(|t| t.columns.iter().map(|c| c.type_oid))
+            .collect();
+        let missing = registry.missing(oids);
+        if !missing.is_empty() {
+            registry
+                .load(&control, &missing)
+                .await
+                .context("loading column types")?;
+        }
+        let slot = catalog::slot_info(&control, &cfg.slot_name).await?;
+        if let Some(s) = &slot {
+            if s.plugin.as_deref() != Some("pgoutput") {
+                bail!(
+                    "replication slot '{}' exists with plugin '{}', but Sluice decodes pgoutput. Fix: \
+                     drop it (SELECT pg_drop_replication_slot({});) once no consumer needs it, or set \
+                     slot.name to another slot",
+                    cfg.slot_name,
+                    s.plugin.as_deref().unwrap_or("?"),
+                    quote_literal(&cfg.slot_name)
+                );
+            }
+            if s.database.as_deref() != Some(cfg.conn.dbname.as_str()) {
+                bail!(
+                    "replication slot '{}' belongs to database '{}', not '{}': set slot.name to a slot of this database",
+                    cfg.slot_name,
+                    s.database.as_deref().unwrap_or("?"),
+                    cfg.conn.dbname
+                );
+            }
+            if let Some(pid) = s.active_pid {
+                return Err(slot_busy(&cfg.slot_name, pid));
+            }
+        }
+        // when_needed: a stored position the slot can no longer serve means
+        // a new snapshot.
+        if cfg.snapshot_mode == SnapshotMode::WhenNeeded && !state.snapshot_pending {
+            let stored = state.resume.and_then(|r| r.complete_end).unwrap_or(0);
+            let lost = match &slot {
+                None => true,
+                Some(s) => s.confirmed_flush.is_some_and(|c| c > stored && stored > 0),
+            };
+            if lost {
+                tracing::warn!("stored offsets cannot be resumed from slot {}; taking a new snapshot (when_needed)", cfg.slot_name);
+                state.snapshot_pending = true;
+                state.resume = None;
+            }
+        }
+        if slot.is_none() && !state.snapshot_pending {
+            if let Some(r) = state.resume {
+                if r.complete_end.is_some() && cfg.snapshot_mode != SnapshotMode::NoData {
+                    bail!(
+                        "replication slot '{}' is missing but stored offsets say streaming had reached LSN {}: \
+                         changes since then are lost. Fix: set snapshot.mode=when_needed to take a new snapshot, \
+                         or remove the connector's offsets",
+                        cfg.slot_name,
+                        format_lsn(r.complete_end.unwrap_or(0))
+                    );
+                }
+            }
+        }
+        let mut repl = ReplicationConn::connect(&cfg.conn).await?;
+        let events = EventFactory::new(cfg);
+        if state.snapshot_pending {
+            if slot.is_some() {
+                tracing::info!(
+                    "dropping slot {} to take a consistent snapshot",
+                    cfg.slot_name
+                );
+                catalog::drop_slot(&control, &cfg.slot_name).await?;
+            }
+            let created = repl.create_slot(&cfg.slot_name, true).await?;
+            let snapshot_name = created
+                .snapshot_name
+                .clone()
+                .ok_or_else(|| anyhow!("CREATE_REPLICATION_SLOT exported no snapshot"))?;
+            tracing::info!(
+                "created slot {} at {}; snapshot of {} table(s)",
+                cfg.slot_name,
+                format_lsn(created.consistent_point),
+                tables.len()
+            );
+            let mut schemas = Vec::new();
+            let mut by_name: Vec<&CatalogTable> = cat.values().collect();
+            by_name.sort_by(|a, b| a.id.cmp(&b.id));
+            for ct in by_name {
+                let cols: Vec<RelColumn> = ct
+                    .columns
+                    .iter()
+                    .map(|c| RelColumn {
+                        name: c.name.clone(),
+                        type_oid: c.type_oid,
+                        typmod: c.typmod,
+                    })
+                    .collect();
+                schemas.push(Arc::new(TableSchema::build(
+                    cfg,
+                    &registry,
+                    ct.oid,
+                    ct.id.clone(),
+                    &cols,
+                    Some(ct),
+                )?));
+            }
+            let started = std::time::Instant::now();
+            let stats = snapshot::run(
+                cfg,
+                SnapshotJob {
+                    tables: schemas,
+                    snapshot_name,
+                    lsn: created.consistent_point,
+                    server_version: version,
+                },
+                &events,
+                &ctx.sender,
+                &ctx.shutdown,
+            )
+            .await?;
+            let secs = started.elapsed().as_secs_f64();
+            tracing::info!(
+                "snapshot done: {} rows from {} tables in {:.1}s ({:.0} rows/s)",
+                stats.rows,
+                stats.tables,
+                secs,
+                stats.rows as f64 / secs.max(1e-9)
+            );
+            state.snapshot_pending = false;
+            state.last_commit_end = created.consistent_point;
+            state.resume = Some(Resume {
+                snapshot_completed: None,
+                complete_end: Some(created.consistent_point),
+                partial: None,
+            });
+            if cfg.snapshot_mode == SnapshotMode::InitialOnly {
+                tracing::info!("snapshot.mode=initial_only: not streaming");
+                return Ok(());
+            }
+        } else if slot.is_none() {
+            let created = repl.create_slot(&cfg.slot_name, false).await?;
+            tracing::info!(
+                "created slot {} at {}",
+                cfg.slot_name,
+                format_lsn(created.consistent_point)
+            );
+        }
+        if cfg.snapshot_mode == SnapshotMode::InitialOnly {
+            return Ok(());
+        }
+        // Streaming.
+        let protocol = if cfg.stream_in_progress && version >= 140000 {
+            2
+        } else {
+            1
+        };
+        let mut options = vec![
+            ("proto_version", protocol.to_string()),
+            (
+                "publication_names",
+                format!("\"{}\"", cfg.publication_name.replace('"', "\"\"")),
+            ),
+        ];
+        if protocol >= 2 {
+            options.push(("streaming", "on".into()));
+        }
+        let opts: Vec<(&str, String)> = options.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut stream = repl
+            .start_replication(&cfg.slot_name, 0, &opts, cfg.status_interval)
+            .await?;
+        tracing::info!(
+            "streaming changes from slot {} (pgoutput protocol {protocol})",
+            cfg.slot_name
+        );
+        let mut changes = ChangeStream::new(
+            cfg.clone(),
+            control,
+            registry,
+            ctx.sender.clone(),
+            state.resume.unwrap_or_default(),
+            state.last_commit_end,
+        );
+        let mut decoder = sluice_pgoutput::Decoder::new(protocol);
+        let mut spill = sluice_pgoutput::spill::StreamedTxns::new(
+            cfg.spill_dir.as_ref().map(std::path::PathBuf::from),
+            cfg.spill_memory_bytes,
+        );
+        let mut committed = ctx.committed.clone();
+        let mut heartbeat = cfg.heartbeat_interval.map(tokio::time::interval);
+        if let Some(h) = heartbeat.as_mut() {
+            h.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            h.tick().await;
+        }
+        let mut idle_lsn: u64 = 0;
+        let mut stream_top: Option<u32> = None;
+        let partition = cfg.partition();
+        let result: Result<()> = async {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                    changed = committed.changed() => {
+                        if changed.is_err() { return Ok(()); }
+                        let off = committed.borrow_and_update().clone();
+                        if let Some(off) = off {
+                            if off.partition == partition {
+                                if let Some(lsn) = Resume::confirmable(&off.offset) {
+                                    stream.confirm(lsn);
+                                }
+                            }
+                        }
+                    }
+                    _ = async { match heartbeat.as_mut() { Some(h) => { h.tick().await; } None => std::future::pending::<()>().await } } => {
+                        if let Some(q) = &cfg.heartbeat_action_query {
+                            if let Err(e) = catalog::run_action_query(changes.control(), q).await {
+                                tracing::warn!("{e:#}");
+                            }
+                        }
+                        if !changes.in_transaction() && spill.is_empty() {
+                            changes.heartbeat(idle_lsn).await?;
+                        }
+                    }
+                    msg = stream.recv() => {
+                        match msg? {
+                            ReplicationMessage::PrimaryKeepalive { wal_end, .. } => {
+                                stream.set_received(wal_end);
+                                if !changes.in_transaction() {
+                                    idle_lsn = idle_lsn.max(wal_end);
+                                }
+                            }
+                            ReplicationMessage::XLogData { wal_start, wal_end, data, .. } => {
+                                stream.set_received(wal_end);
+                                let in_stream = decoder.in_stream();
+                                let msg = decoder.decode(&data).map_err(|e| anyhow!(
+                                    "undecodable pgoutput message at LSN {}: {e}", format_lsn(wal_start)))?;
+                                use sluice_pgoutput::LogicalMessage as M;
+                                match msg {
+                                    M::StreamStart { xid, .. } => stream_top = Some(xid),
+                                    M::StreamStop => stream_top = None,
+                                    M::StreamAbort { xid, subxid, .. } => spill.abort(xid, subxid),
+                                    M::StreamCommit { xid, commit_lsn, end_lsn, commit_ts, .. } => {
+                                        changes.handle(commit_lsn, M::Begin { final_lsn: commit_lsn, commit_ts, xid }).await?;
+                                        let mut d = stream_decoder(protocol, xid)?;
+                                        for item in spill.commit(xid).map_err(|e| anyhow!("reading spilled transaction {xid}: {e}"))? {
+                                            let (lsn, bytes) = item.map_err(|e| anyhow!("reading spilled transaction {xid}: {e}"))?;
+                                            let m = d.decode(&bytes).map_err(|e| anyhow!("undecodable spilled message at LSN {}: {e}", format_lsn(lsn)))?;
+                                            changes.handle(lsn, m).await?;
+                                        }
+                                        changes.handle(end_lsn, M::Commit { flags: 0, commit_lsn, end_lsn, commit_ts }).await?;
+                                    }
+                                    _ if in_stream => {
+                                        let xid = stream_top.ok_or_else(|| anyhow!(
+                                            "streamed message outside a stream block at LSN {}", format_lsn(wal_start)))?;
+                                        spill.push(xid, wal_start, &data).map_err(|e| anyhow!("spilling transaction {xid}: {e}"))?;
+                                    }
+                                    other => {
+                                        if let M::Commit { end_lsn, .. } = &other {
+                                            idle_lsn = idle_lsn.max(*end_lsn);
+                                        }
+                                        changes.handle(wal_start, other).await?;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        state.last_commit_end = changes.last_commit_end;
+        state.resume = Some(changes.resume_point());
+        changes.reset_connection_state();
+        stream.close().await;
+        result
+    }
+}

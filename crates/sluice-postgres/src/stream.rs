@@ -1,0 +1,528 @@
+//! Streaming: pgoutput messages become Debezium events, transaction by
+//! transaction.
+//!
+//! Records are handed to the worker at each commit (and in batches of
+//! `max.batch.size` inside large transactions). Each batch's last record
+//! carries the offset reached; a transaction's final record carries a
+//! `COMMIT` offset whose `lsn_commit` is the transaction's end LSN, the only
+//! LSN ever confirmed to the slot, and only once the worker reports it
+//! durable. On resume (restart or reconnect), transactions that committed
+//! before the stored `lsn_commit` are skipped, and so are the already
+//! delivered events of a partly delivered transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use sluice_core::connector::RecordSender;
+use sluice_core::debezium::{self, Op};
+use sluice_core::{SourceRecord, Value};
+use sluice_pgoutput::{Decoder, LogicalMessage, Relation, TupleData, TupleValue};
+use sluice_pgtypes::TypeRegistry;
+
+use crate::catalog::{self, CatalogTable, TableId};
+use crate::config::PostgresConfig;
+use crate::events::{EventFactory, Position, Resume, TxBlock};
+use crate::table::{Cell, RelColumn, TableSchema};
+
+/// Micros between 1970-01-01 and 2000-01-01.
+const PG_EPOCH: i64 = sluice_pgoutput::PG_EPOCH_OFFSET_MICROS;
+
+struct Txn {
+    xid: u32,
+    final_lsn: u64,
+    ts_us: i64,
+    /// Skip every event (committed before the resume point).
+    skip_all: bool,
+    /// Skip events at or before this LSN (partly delivered before).
+    skip_until: Option<u64>,
+    /// Events emitted so far (for transaction metadata).
+    total_order: i64,
+    per_table: Vec<(String, i64)>,
+    began: bool,
+    /// LSN of the last event put in `pending`.
+    last_lsn: Option<u64>,
+}
+
+/// Turns decoded messages into records.
+pub struct ChangeStream {
+    cfg: Arc<PostgresConfig>,
+    events: EventFactory,
+    control: tokio_postgres::Client,
+    /// Types known so far.
+    pub registry: TypeRegistry,
+    tables: HashMap<u32, Option<Arc<TableSchema>>>,
+    catalog: HashMap<u32, CatalogTable>,
+    txn: Option<Txn>,
+    pending: Vec<SourceRecord>,
+    sender: Arc<dyn RecordSender>,
+    /// End LSN of the last transaction whose records were all sent.
+    pub last_commit_end: u64,
+    /// xid and LSN of the last sent event of the open transaction.
+    pub sent_partial: Option<(u32, u64)>,
+    resume: Resume,
+    /// Events sent (for progress reports).
+    pub events_sent: u64,
+}
+
+fn tuple_cells(t: &TupleData) -> Vec<Cell<'_>> {
+    t.values
+        .iter()
+        .map(|v| match v {
+            TupleValue::Null => Cell::Null,
+            TupleValue::UnchangedToast => Cell::UnchangedToast,
+            TupleValue::Text(b) | TupleValue::Binary(b) => Cell::Text(b),
+        })
+        .collect()
+}
+
+impl ChangeStream {
+    /// A new stream state.
+    pub fn new(
+        cfg: Arc<PostgresConfig>,
+        control: tokio_postgres::Client,
+        registry: TypeRegistry,
+        sender: Arc<dyn RecordSender>,
+        resume: Resume,
+        last_commit_end: u64,
+    ) -> Self {
+        ChangeStream {
+            events: EventFactory::new(&cfg),
+            cfg,
+            control,
+            registry,
+            tables: HashMap::new(),
+            catalog: HashMap::new(),
+            txn: None,
+            pending: Vec::new(),
+            sender,
+            last_commit_end,
+            sent_partial: None,
+            resume,
+            events_sent: 0,
+        }
+    }
+
+    /// The control session (for heartbeat queries).
+    pub fn control(&self) -> &tokio_postgres::Client {
+        &self.control
+    }
+
+    /// Whether a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Resume point for a reconnect in this process.
+    pub fn resume_point(&self) -> Resume {
+        Resume {
+            snapshot_completed: None,
+            complete_end: Some(self.last_commit_end),
+            partial: self.sent_partial,
+        }
+    }
+
+    /// Forgets per-connection state before a reconnect.
+    pub fn reset_connection_state(&mut self) {
+        self.txn = None;
+        self.pending.clear();
+        self.resume = self.resume_point();
+    }
+
+    /// Handles one decoded message at `wal_start`.
+    pub async fn handle(&mut self, wal_start: u64, msg: LogicalMessage) -> Result<()> {
+        match msg {
+            LogicalMessage::Begin {
+                final_lsn,
+                commit_ts,
+                xid,
+            } => self.begin(xid, final_lsn, commit_ts),
+            LogicalMessage::Commit { end_lsn, .. } => self.commit(end_lsn).await?,
+            LogicalMessage::Relation { relation, .. } => self.relation(relation).await?,
+            LogicalMessage::Insert {
+                relation_id, new, ..
+            } => {
+                if let Some(t) = self.table_for(relation_id, wal_start)? {
+                    if !self.cfg.skipped.create {
+                        let cells = tuple_cells(&new);
+                        let after = t.row_value(cells.iter().copied())?;
+                        let key = t.key_value(&cells)?;
+                        self.emit(&t, Op::Create, key, None, Some(after), wal_start)
+                            .await?;
+                    }
+                }
+            }
+            LogicalMessage::Update {
+                relation_id,
+                old,
+                key,
+                new,
+                ..
+            } => {
+                if let Some(t) = self.table_for(relation_id, wal_start)? {
+                    self.update(&t, old, key, new, wal_start).await?;
+                }
+            }
+            LogicalMessage::Delete {
+                relation_id,
+                old,
+                key,
+                ..
+            } => {
+                if let Some(t) = self.table_for(relation_id, wal_start)? {
+                    if !self.cfg.skipped.delete {
+                        let tuple = old.or(key).ok_or_else(|| {
+                            anyhow!(
+                                "delete on {} at LSN {} carries no old row",
+                                t.id,
+                                sluice_pgoutput::format_lsn(wal_start)
+                            )
+                        })?;
+                        let cells = tuple_cells(&tuple);
+                        let before = t.row_value(cells.iter().copied())?;
+                        let k = t.key_value(&cells)?;
+                        self.emit(&t, Op::Delete, k, Some(before), None, wal_start)
+                            .await?;
+                    }
+                }
+            }
+            LogicalMessage::Truncate { relation_ids, .. } => {
+                if !self.cfg.skipped.truncate {
+                    for rel in relation_ids {
+                        if let Some(t) = self.table_for(rel, wal_start)? {
+                            self.emit(&t, Op::Truncate, None, None, None, wal_start)
+                                .await?;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, xid: u32, final_lsn: u64, commit_ts: i64) {
+        let skip_all = self.resume.complete_end.is_some_and(|ce| final_lsn < ce);
+        let skip_until = match self.resume.partial {
+            Some((x, l)) if x == xid => Some(l),
+            _ => None,
+        };
+        self.txn = Some(Txn {
+            xid,
+            final_lsn,
+            ts_us: commit_ts + PG_EPOCH,
+            skip_all,
+            skip_until,
+            total_order: 0,
+            per_table: Vec::new(),
+            began: false,
+            last_lsn: None,
+        });
+    }
+
+    async fn commit(&mut self, end_lsn: u64) -> Result<()> {
+        let Some(txn) = self.txn.take() else {
+            return Err(anyhow!(
+                "COMMIT without BEGIN at LSN {}",
+                sluice_pgoutput::format_lsn(end_lsn)
+            ));
+        };
+        if txn.skip_all {
+            return Ok(());
+        }
+        if self.cfg.transaction_metadata && txn.began {
+            let id = format!("{}:{}", txn.xid, txn.final_lsn);
+            let v = debezium::transaction_end_value(
+                &id,
+                txn.ts_us / 1000,
+                txn.total_order,
+                &txn.per_table,
+            );
+            let rec = self.events.transaction_event(v, &id);
+            self.pending.push(rec);
+        }
+        let tx_id_text = self
+            .cfg
+            .transaction_metadata
+            .then(|| format!("{}:{}", txn.xid, txn.final_lsn));
+        if let Some(last) = self.pending.last_mut() {
+            last.offset = Some(self.events.stream_offset(
+                end_lsn,
+                end_lsn,
+                txn.last_lsn.unwrap_or(end_lsn),
+                txn.xid,
+                txn.ts_us,
+                "COMMIT",
+                tx_id_text.as_deref(),
+            ));
+        }
+        self.flush().await?;
+        self.last_commit_end = end_lsn;
+        self.sent_partial = None;
+        // The resume point is passed once a transaction completed after it.
+        self.resume = Resume {
+            snapshot_completed: None,
+            complete_end: Some(end_lsn),
+            partial: None,
+        };
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.events_sent += batch.len() as u64;
+        self.sender.send(batch).await
+    }
+
+    async fn relation(&mut self, rel: Relation) -> Result<()> {
+        if !self.cfg.table_included(&rel.namespace, &rel.name) {
+            self.tables.insert(rel.id, None);
+            return Ok(());
+        }
+        let cols: Vec<RelColumn> = rel
+            .columns
+            .iter()
+            .map(|c| RelColumn {
+                name: c.name.clone(),
+                type_oid: c.type_oid,
+                typmod: c.type_modifier,
+            })
+            .collect();
+        if let Some(Some(t)) = self.tables.get(&rel.id) {
+            if t.same_columns(&cols) && t.id.schema == rel.namespace && t.id.table == rel.name {
+                return Ok(());
+            }
+        }
+        let missing = self.registry.missing(cols.iter().map(|c| c.type_oid));
+        if !missing.is_empty() {
+            self.registry
+                .load(&self.control, &missing)
+                .await
+                .context("loading column types")?;
+        }
+        let id = TableId {
+            schema: rel.namespace.clone(),
+            table: rel.name.clone(),
+        };
+        let ident = rel.replica_identity as char;
+        let cat = catalog::load_table_by_oid(&self.control, rel.id, id.clone(), ident).await?;
+        let schema = TableSchema::build(&self.cfg, &self.registry, rel.id, id, &cols, Some(&cat))?;
+        if self.tables.get(&rel.id).is_some_and(Option::is_some) {
+            tracing::info!(
+                "schema of {} changed; following events use the new schema",
+                schema.id
+            );
+        }
+        self.catalog.insert(rel.id, cat);
+        self.tables.insert(rel.id, Some(Arc::new(schema)));
+        Ok(())
+    }
+
+    /// The table of a change, or None when it is not captured or the event
+    /// was already delivered before a restart.
+    fn table_for(&mut self, rel: u32, lsn: u64) -> Result<Option<Arc<TableSchema>>> {
+        if let Some(txn) = &self.txn {
+            if txn.skip_all || txn.skip_until.is_some_and(|l| lsn <= l) {
+                return Ok(None);
+            }
+        }
+        match self.tables.get(&rel) {
+            Some(t) => Ok(t.clone()),
+            None => Err(anyhow!(
+                "change for relation {rel} at LSN {} arrived before its RELATION message",
+                sluice_pgoutput::format_lsn(lsn)
+            )),
+        }
+    }
+
+    async fn update(
+        &mut self,
+        t: &Arc<TableSchema>,
+        old: Option<TupleData>,
+        key: Option<TupleData>,
+        new: TupleData,
+        lsn: u64,
+    ) -> Result<()> {
+        let new_cells = tuple_cells(&new);
+        let after = t.row_value(new_cells.iter().copied())?;
+        let new_key = t.key_value(&new_cells)?;
+        let old_tuple = old.as_ref().or(key.as_ref());
+        let (before, old_key) = match old_tuple {
+            Some(o) => {
+                let cells = tuple_cells(o);
+                let before = if old.is_some() {
+                    Some(t.row_value(cells.iter().copied())?)
+                } else {
+                    None
+                };
+                (before, t.key_value(&cells)?)
+            }
+            None => (None, None),
+        };
+        let key_changed = match (&old_key, &new_key) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        };
+        if key_changed {
+            // As Debezium: a key change is a delete of the old key (with its
+            // tombstone) and a create of the new one.
+            let before_row = match before {
+                Some(b) => b,
+                None => {
+                    let cells = old_tuple.map(tuple_cells).unwrap_or_default();
+                    t.row_value(cells.iter().copied())?
+                }
+            };
+            if !self.cfg.skipped.delete {
+                self.emit(t, Op::Delete, old_key, Some(before_row), None, lsn)
+                    .await?;
+            }
+            if !self.cfg.skipped.create {
+                self.emit(t, Op::Create, new_key, None, Some(after), lsn)
+                    .await?;
+            }
+        } else if !self.cfg.skipped.update {
+            self.emit(t, Op::Update, new_key, before, Some(after), lsn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn emit(
+        &mut self,
+        t: &Arc<TableSchema>,
+        op: Op,
+        key: Option<Value>,
+        before: Option<Value>,
+        after: Option<Value>,
+        lsn: u64,
+    ) -> Result<()> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Err(anyhow!(
+                "change outside a transaction at LSN {}",
+                sluice_pgoutput::format_lsn(lsn)
+            ));
+        };
+        let meta = self.cfg.transaction_metadata;
+        let tx_id_text = format!("{}:{}", txn.xid, txn.final_lsn);
+        if meta && !txn.began {
+            let v = debezium::transaction_begin_value(&tx_id_text, txn.ts_us / 1000);
+            self.pending
+                .push(self.events.transaction_event(v, &tx_id_text));
+        }
+        txn.began = true;
+        let block = if meta {
+            txn.total_order += 1;
+            let name = format!("{}.{}", t.id.schema, t.id.table);
+            let dco = match txn.per_table.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, c)) => {
+                    *c += 1;
+                    *c
+                }
+                None => {
+                    txn.per_table.push((name, 1));
+                    1
+                }
+            };
+            Some(TxBlock {
+                id: tx_id_text.clone(),
+                total_order: txn.total_order,
+                data_collection_order: dco,
+            })
+        } else {
+            None
+        };
+        let pos = Position {
+            ts_us: txn.ts_us,
+            tx_id: Some(i64::from(txn.xid)),
+            lsn: Some(lsn),
+            last_commit: Some(self.last_commit_end),
+            snapshot: "false",
+        };
+        if op == Op::Truncate {
+            self.events
+                .truncate(&mut self.pending, t, &pos, block.as_ref());
+        } else {
+            self.events.change(
+                &mut self.pending,
+                t,
+                op,
+                key,
+                before,
+                after,
+                &pos,
+                block.as_ref(),
+            );
+        }
+        txn.last_lsn = Some(lsn);
+        if self.pending.len() >= self.cfg.max_batch_size {
+            let (xid, ts) = (txn.xid, txn.ts_us);
+            let off = self.events.stream_offset(
+                lsn,
+                self.last_commit_end,
+                lsn,
+                xid,
+                ts,
+                op_message_type(op),
+                meta.then_some(tx_id_text.as_str()),
+            );
+            if let Some(last) = self.pending.last_mut() {
+                last.offset = Some(off);
+            }
+            self.flush().await?;
+            self.sent_partial = Some((xid, lsn));
+        }
+        Ok(())
+    }
+
+    /// A heartbeat record carrying a COMMIT offset at `lsn`, when no
+    /// transaction is open: lets the slot advance while nothing captured
+    /// changes.
+    pub async fn heartbeat(&mut self, lsn: u64) -> Result<()> {
+        if self.txn.is_some() {
+            return Ok(());
+        }
+        let lsn = lsn.max(self.last_commit_end);
+        let off = self.events.stream_offset(
+            lsn,
+            lsn,
+            lsn,
+            0,
+            crate::events::now_micros(),
+            "COMMIT",
+            None,
+        );
+        let rec = self
+            .events
+            .heartbeat(&self.cfg.heartbeat_topics_prefix, off);
+        self.sender.send(vec![rec]).await?;
+        self.last_commit_end = lsn;
+        Ok(())
+    }
+}
+
+fn op_message_type(op: Op) -> &'static str {
+    match op {
+        Op::Create => "INSERT",
+        Op::Update => "UPDATE",
+        Op::Delete => "DELETE",
+        Op::Truncate => "TRUNCATE",
+        _ => "INSERT",
+    }
+}
+
+/// Feeds spilled messages of a committed streamed transaction through a
+/// decoder that is told it is inside a stream (their xid fields are set).
+pub fn stream_decoder(protocol: u32, xid: u32) -> Result<Decoder> {
+    let mut d = Decoder::new(protocol);
+    let mut start = vec![b'S'];
+    start.extend_from_slice(&xid.to_be_bytes());
+    start.push(1);
+    d.decode(&Bytes::from(start))
+        .map_err(|e| anyhow!("initialising the stream decoder: {e}"))?;
+    Ok(d)
+}
