@@ -202,11 +202,39 @@ fn validate_one(
                 ));
             }
         }
-        Err(e) => errors.extend(e.0),
+        Err(e) => {
+            // Unknown keys are worth a warning even when the config is
+            // rejected: they are often the misspelling behind the error.
+            let def = plugin.config_def();
+            for key in props
+                .keys()
+                .filter(|k| def.key(k).is_none() && !is_worker_level(k))
+            {
+                warnings.push(format!(
+                    "configuration '{key}' is not used by {}",
+                    plugin.class()
+                ));
+            }
+            errors.extend(e.0)
+        }
     }
+    // A plugin's own validation may repeat what its declared keys already
+    // reported; each problem is reported once.
     match plugin.validate(props) {
-        Ok(w) => warnings.extend(w),
-        Err(e) => errors.extend(e.0),
+        Ok(w) => {
+            for w in w {
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
+        }
+        Err(e) => {
+            for e in e.0 {
+                if !errors.contains(&e) {
+                    errors.push(e);
+                }
+            }
+        }
     }
     let mut converter = |prefix: &str, worker_spec, is_key| {
         let (spec, warning) = converters::for_connector(props, worker_spec, prefix);
@@ -296,6 +324,10 @@ pub fn validate_connectors(
     if report.is_empty() {
         Ok((specs, warnings))
     } else {
+        // The errors stop start-up; the warnings still help explain them.
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
         Err(ConfigReport { errors: report })
     }
 }

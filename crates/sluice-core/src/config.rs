@@ -379,7 +379,7 @@ mod tests {
             )
             .expect_err("invalid");
         let text = e.to_string();
-        assert!(text.contains("3 configuration errors"), "{text}");
+        assert!(text.contains("4 configuration errors"), "{text}");
         assert!(text.contains("'topic.prefix'"), "{text}");
         assert!(
             text.contains("'sometimes'") && text.contains("initial, never"),

@@ -465,11 +465,8 @@ impl PostgresConfig {
     /// Parses and checks a connector config; returns the config and warnings.
     pub fn parse(props: &Props) -> Result<(PostgresConfig, Vec<String>), ConfigErrors> {
         let p = config_def().parse(props, WORKER_KEYS)?;
-        let mut warnings: Vec<String> = p
-            .unknown
-            .iter()
-            .map(|k| format!("Unknown configuration '{k}' is ignored"))
-            .collect();
+        // Unknown keys are reported by the worker, which knows its own keys.
+        let mut warnings: Vec<String> = Vec::new();
         let mut errors = Vec::new();
         let plugin = p.string("plugin.name");
         if plugin != "pgoutput" {

@@ -42,10 +42,8 @@ impl ConnectorPlugin for PostgresConnector {
         config::PostgresConfig::parse(props).map(|(_, w)| w)
     }
     fn create_source_task(&self, props: &Props) -> anyhow::Result<Box<dyn SourceTask>> {
-        let (cfg, warnings) = config::PostgresConfig::parse(props)?;
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
+        // Warnings were reported when the worker validated the config.
+        let (cfg, _warnings) = config::PostgresConfig::parse(props)?;
         Ok(Box::new(source::PostgresSourceTask::new(cfg)))
     }
 }

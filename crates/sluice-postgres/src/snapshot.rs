@@ -234,6 +234,14 @@ pub async fn run(
         stats.tables += 1;
     }
     if let Some(mut h) = held.take() {
+        // As Debezium: the final record is always "last", even when it comes
+        // from a table before an empty last table.
+        let idx = job
+            .tables
+            .iter()
+            .find(|t| t.topic == h.topic)
+            .and_then(|t| snapshot_field(t));
+        mark(&mut h, idx, "last");
         h.offset = Some(events.snapshot_offset(lsn, tx_id, now_micros(), true));
         sender.send(vec![h]).await?;
     }
