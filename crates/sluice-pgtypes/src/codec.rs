@@ -625,6 +625,21 @@ impl Kind {
             Kind::Float32 => Value::Float32(parse_float(s)?),
             Kind::Float64 => Value::Float64(parse_float(s)?),
             Kind::Numeric { mode, scale } => {
+                // Most values fit in 128 bits: skip the digit vectors.
+                if *mode == DecimalMode::Precise {
+                    if let Some((bytes, got_scale)) = numeric::fast_unscaled(s, *scale) {
+                        return Ok(match scale {
+                            Some(_) => Value::Bytes(bytes),
+                            None => Value::Struct(vec![
+                                Value::Int32(
+                                    i32::try_from(got_scale)
+                                        .map_err(|_| bad("scale out of range"))?,
+                                ),
+                                Value::Bytes(bytes),
+                            ]),
+                        });
+                    }
+                }
                 let t = numeric::parse_numeric(s)?;
                 let NumericText::Number(d) = &t else {
                     return special_decimal(*mode, &t);

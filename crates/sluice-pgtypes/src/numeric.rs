@@ -194,6 +194,57 @@ impl Dec {
     }
 }
 
+/// `BigInteger.toByteArray()` of a value that fits in 128 bits.
+pub(crate) fn i128_bytes(v: i128) -> Vec<u8> {
+    let b = v.to_be_bytes();
+    let mut start = 0;
+    // Drop sign-extension bytes while the next byte still carries the sign.
+    while start < 15
+        && ((b[start] == 0x00 && b[start + 1] & 0x80 == 0)
+            || (b[start] == 0xff && b[start + 1] & 0x80 != 0))
+    {
+        start += 1;
+    }
+    b[start..].to_vec()
+}
+
+/// The unscaled value of plain decimal text at `scale` fraction digits
+/// (`None`: the text's own scale with trailing fraction zeros stripped),
+/// without intermediate allocations, when it fits in 38 digits. Returns the
+/// unscaled bytes and the scale, or None to let the general path decide
+/// (including about errors).
+pub(crate) fn fast_unscaled(s: &str, scale: Option<i64>) -> Option<(Vec<u8>, i64)> {
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    if int.is_empty()
+        || !int.bytes().all(|c| c.is_ascii_digit())
+        || !frac.bytes().all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let frac = match scale {
+        Some(_) => frac,
+        None => frac.trim_end_matches('0'),
+    };
+    let target = scale.unwrap_or(frac.len() as i64);
+    let pad = usize::try_from(target).ok()?.checked_sub(frac.len())?;
+    let int = int.trim_start_matches('0');
+    if int.len() + frac.len() + pad > 38 {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for c in int.bytes().chain(frac.bytes()) {
+        v = v * 10 + i128::from(c - b'0');
+    }
+    for _ in 0..pad {
+        v *= 10;
+    }
+    Some((i128_bytes(if neg { -v } else { v }), target))
+}
+
 /// Adds one unit in the last place of a decimal digit string.
 fn increment(digits: &mut Vec<u8>) {
     for d in digits.iter_mut().rev() {
@@ -295,6 +346,39 @@ mod tests {
             vec![1, 0, 0, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(dec("10.1111").unscaled_bytes(), vec![0x01, 0x8a, 0xf7]);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_general_path() {
+        for (text, scale) in [
+            ("0", Some(2)),
+            ("1.1", Some(2)),
+            ("-1.28", Some(2)),
+            ("-0.01", Some(4)),
+            ("99999999999999999999999999999999999999", Some(0)),
+            ("-170141183460469231731687303715884105728", Some(0)),
+            ("22.2200", None),
+            ("100.500", None),
+            ("0.000", None),
+            ("-12345678901234567890.123456789", None),
+        ] {
+            let general = parse_plain(text, false).unwrap();
+            let general = match scale {
+                Some(s) => general.rescaled(s, false).unwrap(),
+                None => general.stripped(),
+            };
+            let want = (general.unscaled_bytes(), general.scale);
+            match fast_unscaled(text, scale) {
+                Some(got) => assert_eq!(got, want, "{text}"),
+                None => assert!(text.len() > 38, "{text} should take the fast path"),
+            }
+        }
+        assert_eq!(i128_bytes(0), vec![0]);
+        assert_eq!(i128_bytes(-1), vec![0xff]);
+        assert_eq!(i128_bytes(128), vec![0, 128]);
+        assert_eq!(i128_bytes(i128::MIN).len(), 16);
+        assert_eq!(fast_unscaled("1.234", Some(2)), None);
+        assert_eq!(fast_unscaled("1e5", Some(2)), None);
     }
 
     #[test]
