@@ -68,6 +68,8 @@ enum Kind {
     Hstore {
         mode: HstoreMode,
     },
+    /// PostGIS geometry / geography: hex EWKB, kept whole, plus its SRID.
+    Geometry,
     /// ltree[]: Debezium splits the text on commas without unquoting.
     LtreeArray,
     Array {
@@ -250,6 +252,8 @@ fn scalar(reg: &TypeRegistry, type_oid: u32, typmod: i32, m: &TypeModes) -> Opti
                 (TypeKind::Base, "ltree") => {
                     mapping(Kind::Text, named(SchemaType::String, schemas::LTREE))
                 }
+                (TypeKind::Base, "geometry") => mapping(Kind::Geometry, schemas::geometry()),
+                (TypeKind::Base, "geography") => mapping(Kind::Geometry, schemas::geography()),
                 (TypeKind::Base, "hstore") => {
                     mapping(Kind::Hstore { mode: m.hstore }, hstore_schema(m.hstore))
                 }
@@ -420,8 +424,11 @@ impl ColumnCodec {
             .get(type_oid)
             .map(|t| t.name.clone())
             .unwrap_or_else(|| format!("oid {type_oid}"));
+        // Like Debezium's TableSchemaBuilder, only ever make a schema
+        // optional: Geometry is optional even for NOT NULL columns.
+        let schema = if optional { schema.optional() } else { schema };
         ColumnCodec {
-            schema: schema.optional_if(optional).build(),
+            schema: schema.build(),
             kind,
             type_name,
             toast,
@@ -587,6 +594,25 @@ fn parse_money(s: &str) -> Result<numeric::Dec, Reason> {
     Ok(d)
 }
 
+/// The SRID of an EWKB geometry, if its type word carries the SRID flag
+/// (Debezium's `PostgisGeometry.parseSrid`).
+fn ewkb_srid(ewkb: &[u8]) -> Result<Option<i32>, Reason> {
+    if ewkb.len() < 9 {
+        return Err(bad("EWKB too short"));
+    }
+    let little = ewkb[0] != 0;
+    let word = |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3]];
+        if little {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    const EWKB_SRID: u32 = 0x2000_0000;
+    Ok((word(&ewkb[1..5]) & EWKB_SRID != 0).then(|| word(&ewkb[5..9]) as i32))
+}
+
 fn special_decimal(mode: DecimalMode, t: &NumericText) -> Result<Value, Reason> {
     let (f, name) = match t {
         NumericText::NaN => (f64::NAN, "NAN"),
@@ -749,6 +775,14 @@ impl Kind {
                             .collect(),
                     ),
                 }
+            }
+            Kind::Geometry => {
+                let ewkb = decode_hex(s.as_bytes()).ok_or_else(|| bad("hex EWKB expected"))?;
+                let srid = ewkb_srid(&ewkb)?;
+                Value::Struct(vec![
+                    Value::Bytes(ewkb),
+                    srid.map_or(Value::Null, Value::Int32),
+                ])
             }
             Kind::LtreeArray => {
                 let inner = s

@@ -591,6 +591,16 @@ fn registry_with_extras() -> TypeRegistry {
             base_typmod: -1,
         },
     );
+    add(90011, "geometry", TypeKind::Base);
+    add(
+        90012,
+        "_geometry",
+        TypeKind::Array {
+            elem_oid: 90011,
+            delim: b':',
+        },
+    );
+    add(90013, "geography", TypeKind::Base);
     r
 }
 
@@ -794,4 +804,48 @@ fn errors_name_type_and_text() {
         .decode_text(long.as_bytes())
         .unwrap_err();
     assert!(e.text().chars().count() <= 65);
+}
+
+#[test]
+fn postgis() {
+    let r = registry_with_extras();
+    let m = TypeModes::default();
+    let g = ColumnCodec::new(&r, 90011, -1, false, &m);
+    assert_eq!(g.schema().name_str(), "io.debezium.data.geometry.Geometry");
+    assert_eq!(g.schema().doc.as_deref(), Some("Geometry"));
+    // Debezium's Geometry schema is optional whatever the column says.
+    assert!(g.schema().optional);
+    let hex = "0101000020E6100000000000000000F03F0000000000000040";
+    let ewkb = crate::codec::decode_hex(hex.as_bytes()).unwrap();
+    assert_eq!(
+        g.decode_text(hex.as_bytes()).unwrap(),
+        Value::Struct(vec![Value::Bytes(ewkb), Value::Int32(4326)])
+    );
+    let plain = "0101000000000000000000F03F0000000000000040";
+    match g.decode_text(plain.as_bytes()).unwrap() {
+        Value::Struct(f) => assert_eq!(f[1], Value::Null),
+        v => panic!("{v:?}"),
+    }
+    assert!(g.decode_text(b"0101").is_err());
+    let geog = ColumnCodec::new(&r, 90013, -1, false, &m);
+    assert_eq!(
+        geog.schema().name_str(),
+        "io.debezium.data.geometry.Geography"
+    );
+    assert!(!geog.schema().optional);
+    let ga = ColumnCodec::new(&r, 90012, -1, true, &m);
+    assert_eq!(
+        ga.decode_text(format!("{{{hex}:{plain}}}").as_bytes())
+            .unwrap(),
+        Value::Array(vec![
+            Value::Struct(vec![
+                Value::Bytes(crate::codec::decode_hex(hex.as_bytes()).unwrap()),
+                Value::Int32(4326)
+            ]),
+            Value::Struct(vec![
+                Value::Bytes(crate::codec::decode_hex(plain.as_bytes()).unwrap()),
+                Value::Null
+            ]),
+        ])
+    );
 }

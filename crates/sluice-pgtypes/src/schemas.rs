@@ -16,6 +16,8 @@ pub(crate) const UUID: &str = "io.debezium.data.Uuid";
 pub(crate) const ENUM: &str = "io.debezium.data.Enum";
 pub(crate) const LTREE: &str = "io.debezium.data.Ltree";
 pub(crate) const POINT: &str = "io.debezium.data.geometry.Point";
+pub(crate) const GEOMETRY: &str = "io.debezium.data.geometry.Geometry";
+pub(crate) const GEOGRAPHY: &str = "io.debezium.data.geometry.Geography";
 pub(crate) const DATE: &str = "io.debezium.time.Date";
 pub(crate) const TIME: &str = "io.debezium.time.Time";
 pub(crate) const MICRO_TIME: &str = "io.debezium.time.MicroTime";
@@ -75,5 +77,24 @@ pub(crate) fn point() -> SchemaBuilder {
         .field("x", of(SchemaType::Float64, false))
         .field("y", of(SchemaType::Float64, false))
         .field("wkb", of(SchemaType::Bytes, true))
+        .field("srid", of(SchemaType::Int32, true))
+}
+
+/// `geometry.Geometry`: struct {wkb, srid}, optional by construction.
+pub(crate) fn geometry() -> SchemaBuilder {
+    use sluice_core::schema::prim::of;
+    named(SchemaType::Struct, GEOMETRY)
+        .doc("Geometry")
+        .optional()
+        .field("wkb", of(SchemaType::Bytes, false))
+        .field("srid", of(SchemaType::Int32, true))
+}
+
+/// `geometry.Geography`: struct {wkb, srid}.
+pub(crate) fn geography() -> SchemaBuilder {
+    use sluice_core::schema::prim::of;
+    named(SchemaType::Struct, GEOGRAPHY)
+        .doc("Geography")
+        .field("wkb", of(SchemaType::Bytes, false))
         .field("srid", of(SchemaType::Int32, true))
 }

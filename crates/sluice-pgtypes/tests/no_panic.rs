@@ -65,6 +65,7 @@ fn registry() -> TypeRegistry {
             delim: b',',
         },
     );
+    add(90009, "geometry", TypeKind::Base);
     r
 }
 
