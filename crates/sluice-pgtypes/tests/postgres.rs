@@ -378,6 +378,47 @@ fn columns() -> Vec<Col> {
             Value::Array(vec![Value::Int32(17109), Value::Null]),
         ),
         col("c_empty_arr", "int8[]", "'{}'", Value::Array(vec![])),
+        // Debezium's RecordsStreamProducerIT.shouldStreamTimeArrayTypesAsKnownTypes.
+        col(
+            "c_time_arr",
+            "time[]",
+            "'{00:01:02,01:02:03}'",
+            Value::Array(vec![Value::Int64(62_000_000), Value::Int64(3_723_000_000)]),
+        ),
+        col(
+            "c_timetz_arr",
+            "timetz[]",
+            "'{13:51:02+0200,14:51:03+0200}'",
+            Value::Array(vec![s("11:51:02Z"), s("12:51:03Z")]),
+        ),
+        col(
+            "c_ts_arr",
+            "timestamp[]",
+            "'{2020-04-01 00:01:02,2020-04-01 01:02:03}'",
+            Value::Array(vec![
+                Value::Int64(days(2020, 4, 1) * 86_400_000_000 + 62_000_000),
+                Value::Int64(days(2020, 4, 1) * 86_400_000_000 + 3_723_000_000),
+            ]),
+        ),
+        col(
+            "c_uuid_arr",
+            "uuid[]",
+            "'{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}'",
+            Value::Array(vec![s("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")]),
+        ),
+        col(
+            "c_jsonb_arr",
+            "jsonb[]",
+            r#"ARRAY['{"a": [1, 2]}'::jsonb]"#,
+            Value::Array(vec![s(r#"{"a": [1, 2]}"#)]),
+        ),
+        col(
+            "c_hstore_arr",
+            "hstore[]",
+            r#"ARRAY['"k"=>"v"'::hstore]"#,
+            Value::Array(vec![s(r#"{"k":"v"}"#)]),
+        )
+        .needs("hstore"),
         col(
             "c_int_2d",
             "int4[][]",
