@@ -159,6 +159,10 @@ async fn kill_9_and_restart_loses_nothing() {
         }
         std::thread::sleep(Duration::from_millis(300 + 200 * round));
         p.kill9();
+        eprintln!(
+            "offsets after kill {round}: {}",
+            std::fs::read_to_string(p.path("offsets.json")).unwrap_or_default()
+        );
         p.start();
     }
     for _ in 0..500 {
@@ -185,7 +189,16 @@ async fn kill_9_and_restart_loses_nothing() {
         let id = payload(r)["after"]["id"].as_i64().unwrap();
         let lsn = payload(r)["source"]["lsn"].as_i64().unwrap();
         if let Some(prev) = lsn_of.insert(id, lsn) {
-            assert_eq!(prev, lsn, "a duplicate of row {id} has another LSN");
+            assert_eq!(
+                prev,
+                lsn,
+                "a duplicate of row {id} has another LSN; records of it: {:?}; log:\n{}",
+                recs.iter()
+                    .filter(|x| x["topic"] == "test.public.k" && payload(x)["after"]["id"] == id)
+                    .map(|x| payload(x).clone())
+                    .collect::<Vec<_>>(),
+                tail(&p.log_text(), 80)
+            );
         }
     }
     assert_eq!(p.stop(), Some(0));

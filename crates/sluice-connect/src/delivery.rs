@@ -4,15 +4,16 @@
 //!
 //! Each record a source task sends gets the next sequence number. A sink task
 //! receives one source's records in sequence order and acknowledges them in
-//! that order after its `flush`, so per (source task, sink task) pair two
-//! watermarks suffice: the highest sequence dispatched to that sink task and
-//! the highest it acknowledged. A pair with nothing outstanding holds nothing
-//! back; a pair with records outstanding holds the committable point at or
-//! below its acknowledged watermark (its first unacknowledged record is
-//! above it). That bound can lag by records that went to other sink tasks,
-//! never run ahead of an unacknowledged one, and it moves on as soon as the
-//! lagging sink task acknowledges: safe and cheap (O(1) per record and sink
-//! task it goes to; O(sink tasks) per commit).
+//! that order after its `flush`, so per (source task, sink task) pair three
+//! numbers suffice: the highest sequence dispatched to that sink task, the
+//! highest it acknowledged, and the first sequence it has outstanding. A pair
+//! with nothing outstanding holds nothing back; a pair with records
+//! outstanding holds the committable point just below its first outstanding
+//! record. When an acknowledgement covers only part of what is outstanding,
+//! the first outstanding record is only known to be above the
+//! acknowledgement, so the bound is conservative until the next full
+//! acknowledgement; it never runs ahead of an unacknowledged record. O(1) per
+//! record and sink task it goes to; O(sink tasks) per commit.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,6 +27,9 @@ pub type SinkTaskIndex = usize;
 struct Pair {
     dispatched: u64,
     acked: u64,
+    /// Sequence of the first record this sink task has not acknowledged
+    /// (meaningful while `acked < dispatched`).
+    first_outstanding: u64,
 }
 
 /// The watermarks of one source task across all sink tasks.
@@ -50,7 +54,11 @@ impl Watermarks {
     pub fn dispatch(&mut self, sinks: &[SinkTaskIndex]) -> u64 {
         self.last += 1;
         for &s in sinks {
-            self.pairs[s].dispatched = self.last;
+            let p = &mut self.pairs[s];
+            if p.acked >= p.dispatched {
+                p.first_outstanding = self.last;
+            }
+            p.dispatched = self.last;
         }
         self.last
     }
@@ -59,6 +67,9 @@ impl Watermarks {
     pub fn ack(&mut self, sink: SinkTaskIndex, seq: u64) {
         let p = &mut self.pairs[sink];
         p.acked = p.acked.max(seq.min(p.dispatched));
+        if p.acked < p.dispatched {
+            p.first_outstanding = p.first_outstanding.max(p.acked + 1);
+        }
     }
 
     /// The highest S such that every record with sequence <= S is delivered.
@@ -66,7 +77,7 @@ impl Watermarks {
         self.pairs
             .iter()
             .filter(|p| p.acked < p.dispatched)
-            .map(|p| p.acked)
+            .map(|p| p.first_outstanding - 1)
             .min()
             .unwrap_or(self.last)
     }
@@ -144,7 +155,8 @@ mod tests {
         w.dispatch(&[]);
         assert_eq!(w.delivered_up_to(), 2);
         w.dispatch(&[1]);
-        assert_eq!(w.delivered_up_to(), 0);
+        // Records 1 and 2 went nowhere: only record 3 is outstanding.
+        assert_eq!(w.delivered_up_to(), 2);
         w.ack(1, 3);
         assert_eq!(w.delivered_up_to(), 3);
     }

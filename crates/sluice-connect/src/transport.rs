@@ -290,6 +290,12 @@ impl RecordSender for SourceSender {
         let mut dests: Vec<(usize, usize)> = Vec::new();
         let mut indices: Vec<SinkTaskIndex> = Vec::new();
         for (mut rec, offset) in converted {
+            if rec.topic.is_empty() {
+                // An offset-only marker: no destination, so it is delivered
+                // as soon as everything dispatched before it is.
+                self.tracker.dispatch(&[], offset.as_ref());
+                continue;
+            }
             // The topic lock is held while the record is enqueued so records
             // reach every queue in topic-offset order, even with several
             // source tasks writing one topic.

@@ -236,11 +236,11 @@ impl ConfigDef {
                 ConfigType::Bool => parse_bool(v).map(|b| b.to_string()).ok_or_else(|| {
                     ConfigError::new(&given_key, Some(shown), "Expected a boolean: true or false")
                 }),
-                ConfigType::Int => v
-                    .trim()
-                    .parse::<i64>()
-                    .map(|i| i.to_string())
-                    .map_err(|_| ConfigError::new(&given_key, Some(shown), "Expected an integer")),
+                ConfigType::Int => {
+                    v.trim().parse::<i64>().map(|i| i.to_string()).map_err(|_| {
+                        ConfigError::new(&given_key, Some(shown), "Expected an integer")
+                    })
+                }
                 ConfigType::Enum => {
                     let lv = v.trim().to_ascii_lowercase();
                     key.allowed
@@ -359,7 +359,11 @@ mod tests {
     fn aliases_defaults_and_unknown() {
         let p = def()
             .parse(
-                &props(&[("database.server.name", "s"), ("x.y", "1"), ("transforms", "a")]),
+                &props(&[
+                    ("database.server.name", "s"),
+                    ("x.y", "1"),
+                    ("transforms", "a"),
+                ]),
                 &["transforms"],
             )
             .expect("valid");
@@ -374,7 +378,11 @@ mod tests {
     fn every_error_names_key_value_and_allowed() {
         let e = def()
             .parse(
-                &props(&[("snapshot.mode", "sometimes"), ("flag", "yes"), ("re", "a(")]),
+                &props(&[
+                    ("snapshot.mode", "sometimes"),
+                    ("flag", "yes"),
+                    ("re", "a("),
+                ]),
                 &[],
             )
             .expect_err("invalid");

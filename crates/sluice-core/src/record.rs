@@ -69,3 +69,27 @@ pub struct Record {
     /// Headers.
     pub headers: Vec<Header>,
 }
+
+impl SourceRecord {
+    /// A record that carries only an offset: it reaches no topic, but the
+    /// worker commits its offset once every record sent before it was
+    /// delivered. Sources use it to record progress that produced no event
+    /// (e.g. a snapshot of empty tables).
+    pub fn offset_only(offset: Arc<SourceOffset>) -> SourceRecord {
+        SourceRecord {
+            topic: Arc::from(""),
+            key_schema: None,
+            key: None,
+            value_schema: None,
+            value: None,
+            timestamp_ms: None,
+            headers: Vec::new(),
+            offset: Some(offset),
+        }
+    }
+
+    /// Whether this is an [`SourceRecord::offset_only`] marker.
+    pub fn is_offset_only(&self) -> bool {
+        self.topic.is_empty()
+    }
+}

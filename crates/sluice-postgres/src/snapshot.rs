@@ -244,6 +244,11 @@ pub async fn run(
         mark(&mut h, idx, "last");
         h.offset = Some(events.snapshot_offset(lsn, tx_id, now_micros(), true));
         sender.send(vec![h]).await?;
+    } else {
+        // Nothing to read: the completion still needs an offset, or a
+        // restart would take the snapshot again.
+        let done = events.snapshot_offset(lsn, tx_id, now_micros(), true);
+        sender.send(vec![SourceRecord::offset_only(done)]).await?;
     }
     for r in readers {
         let _ = r.batch_execute("COMMIT").await;

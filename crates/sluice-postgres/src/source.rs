@@ -382,6 +382,9 @@ impl PostgresSourceTask {
                                 stream.set_received(wal_end);
                                 if !changes.in_transaction() {
                                     idle_lsn = idle_lsn.max(wal_end);
+                                    if spill.is_empty() {
+                                        changes.advance(wal_end).await?;
+                                    }
                                 }
                             }
                             ReplicationMessage::XLogData { wal_start, wal_end, data, .. } => {

@@ -64,7 +64,13 @@ pub struct ChangeStream {
     resume: Resume,
     /// Events sent (for progress reports).
     pub events_sent: u64,
+    /// When progress without events was last recorded.
+    last_marker: Option<std::time::Instant>,
 }
+
+/// How often progress without events (filtered transactions, idle WAL) is
+/// recorded, so the slot advances without a marker per transaction.
+const MARKER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn tuple_cells(t: &TupleData) -> Vec<Cell<'_>> {
     t.values
@@ -101,6 +107,7 @@ impl ChangeStream {
             sent_partial: None,
             resume,
             events_sent: 0,
+            last_marker: None,
         }
     }
 
@@ -230,6 +237,11 @@ impl ChangeStream {
         };
         if txn.skip_all {
             return Ok(());
+        }
+        if self.pending.is_empty() && !txn.began {
+            // Nothing captured in this transaction: record the progress
+            // anyway (throttled) so the slot does not hold WAL for it.
+            return self.advance(end_lsn).await;
         }
         if self.cfg.transaction_metadata && txn.began {
             let id = format!("{}:{}", txn.xid, txn.final_lsn);
@@ -476,6 +488,41 @@ impl ChangeStream {
             self.flush().await?;
             self.sent_partial = Some((xid, lsn));
         }
+        Ok(())
+    }
+
+    /// Records that everything before `lsn` was seen while no transaction
+    /// is open, with an offset-only marker (at most once per second): once
+    /// the records before it are delivered, the slot may advance to `lsn`.
+    pub async fn advance(&mut self, lsn: u64) -> Result<()> {
+        if self.txn.as_ref().is_some_and(|t| !t.skip_all) || lsn <= self.last_commit_end {
+            return Ok(());
+        }
+        if self
+            .last_marker
+            .is_some_and(|t| t.elapsed() < MARKER_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.last_marker = Some(std::time::Instant::now());
+        let off = self.events.stream_offset(
+            lsn,
+            lsn,
+            lsn,
+            0,
+            crate::events::now_micros(),
+            "COMMIT",
+            None,
+        );
+        self.sender
+            .send(vec![SourceRecord::offset_only(off)])
+            .await?;
+        self.last_commit_end = lsn;
+        self.resume = Resume {
+            snapshot_completed: None,
+            complete_end: Some(lsn),
+            partial: None,
+        };
         Ok(())
     }
 

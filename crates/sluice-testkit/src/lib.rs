@@ -194,7 +194,11 @@ impl PgCluster {
                 pg_ctl.display(),
                 data.display()
             ),
-            None => format!("{} -D {} -m immediate stop", pg_ctl.display(), data.display()),
+            None => format!(
+                "{} -D {} -m immediate stop",
+                pg_ctl.display(),
+                data.display()
+            ),
         };
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {}",
@@ -247,7 +251,13 @@ impl PgCluster {
         static N: AtomicU32 = AtomicU32::new(0);
         let clean: String = hint
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
         let name = format!("t_{}_{}", clean, N.fetch_add(1, Ordering::Relaxed));
@@ -263,7 +273,14 @@ impl PgCluster {
     pub fn stop(&self) -> Result<()> {
         self.run_checked(
             "pg_ctl",
-            &["-D", &self.dir.join("data").to_string_lossy(), "-m", "fast", "-w", "stop"],
+            &[
+                "-D",
+                &self.dir.join("data").to_string_lossy(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
         )
     }
 
