@@ -94,9 +94,12 @@ pub mod oid {
 pub enum TypeKind {
     /// A base (scalar) type.
     Base,
-    /// An enum, with its labels in `enumsortorder`.
+    /// An enum, with its labels in the order Debezium lists them.
     Enum {
-        /// The labels, in sort order.
+        /// The labels in catalog (physical) order, i.e. creation order:
+        /// Debezium aggregates `pg_enum` without an ORDER BY, so a label
+        /// added with `ADD VALUE ... BEFORE` comes last, not in
+        /// `enumsortorder` position.
         labels: Vec<String>,
     },
     /// A domain over `base_oid`, with the domain's own type modifier.
@@ -255,9 +258,11 @@ const BUILTIN_ARRAYS: &[(u32, u32)] = &[
 ];
 
 /// Reads every row of `pg_type` (and its enum labels) for the given OIDs.
+/// Enum labels come in heap order, which is the order Debezium's own
+/// unordered `array_agg` over a scan of `pg_enum` yields.
 const LOAD_SQL: &str = "SELECT t.oid, t.typname::text, n.nspname::text, t.typtype::text, \
      t.typcategory::text, t.typelem, t.typdelim::text, t.typbasetype, t.typtypmod, \
-     (SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) \
+     (SELECT array_agg(e.enumlabel::text ORDER BY e.ctid) \
         FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid) \
      FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
      WHERE t.oid = ANY($1::oid[])";

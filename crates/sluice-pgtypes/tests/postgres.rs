@@ -195,7 +195,9 @@ fn columns() -> Vec<Col> {
         .named("io.debezium.data.Uuid"),
         col("c_enum", "mood", "'happy'", s("happy"))
             .named("io.debezium.data.Enum")
-            .params(&[("allowed", "sad,meh,ok,happy")]),
+            // Debezium lists labels in catalog order: 'meh', added BEFORE 'ok',
+            // comes last.
+            .params(&[("allowed", "sad,ok,happy,meh")]),
         col(
             "c_domain",
             "money_amount",
