@@ -11,6 +11,20 @@
 //! Build a [`ColumnCodec`] once per column (from a [`TypeRegistry`] that knows
 //! the column's type and the [`TypeModes`] of the connector), then call
 //! [`ColumnCodec::decode_text`] for every value of that column.
+//!
+//! Where Debezium's streaming and snapshot paths disagree, or Debezium
+//! misbehaves, this crate does the following (so callers know what to
+//! expect):
+//! - Columns Debezium leaves out of its events (types it cannot map, such as
+//!   tsvector or box, and arrays it declares unsupported, such as interval[]
+//!   or arrays of domains) still get a codec; [`ColumnCodec::debezium_omits`]
+//!   says so, and the caller decides.
+//! - `name` columns decode to their text (Debezium's snapshot value; its
+//!   streaming path yields null for them).
+//! - NaN and infinite numerics in `precise` mode are a [`TypeError`]: Debezium
+//!   fails the connector on them too.
+//! - Multi-dimensional arrays give one null per sub-array, which is what
+//!   Debezium's element converters make of them for non-string elements.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
