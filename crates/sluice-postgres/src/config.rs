@@ -75,6 +75,8 @@ pub struct PostgresConfig {
     pub snapshot_mode: SnapshotMode,
     /// Parallel snapshot readers (`snapshot.max.threads`).
     pub snapshot_threads: usize,
+    /// Smallest block range one snapshot reader takes (`sluice.snapshot.chunk.blocks`).
+    pub snapshot_chunk_blocks: u64,
     /// `snapshot.fetch.size`: rows per chunk hand-off.
     pub snapshot_fetch_size: usize,
     /// `table.include.list`.
@@ -272,6 +274,12 @@ pub fn config_def() -> ConfigDef {
             String,
             "Key columns per table: 'schema.table:col1,col2;...'.",
         ),
+        ConfigKey::new(
+            "sluice.snapshot.chunk.blocks",
+            Int,
+            "Smallest range of 8 KiB heap blocks one snapshot reader takes; smaller tables are read whole.",
+        )
+        .default("1024"),
         ConfigKey::new(
             "tombstones.on.delete",
             Bool,
@@ -528,6 +536,7 @@ impl PostgresConfig {
         };
         let max_batch_size = positive("max.batch.size", &mut errors) as usize;
         let snapshot_fetch_size = positive("snapshot.fetch.size", &mut errors) as usize;
+        let positive_chunk = positive("sluice.snapshot.chunk.blocks", &mut errors) as u64;
         let status_ms = positive("status.update.interval.ms", &mut errors);
         let hb = p.int("heartbeat.interval.ms");
         if hb < 0 {
@@ -603,6 +612,7 @@ impl PostgresConfig {
             snapshot_mode,
             snapshot_threads,
             snapshot_fetch_size,
+            snapshot_chunk_blocks: positive_chunk,
             table_include: regexes(&p, "table.include.list"),
             table_exclude: regexes(&p, "table.exclude.list"),
             schema_include: regexes(&p, "schema.include.list"),

@@ -551,8 +551,11 @@ async fn reader_loop(
             },
             b'E' => Err(anyhow::Error::new(parse_error_fields(m.body))
                 .context("PostgreSQL ended replication with an error")),
-            b'c' => Err(anyhow!(
-                "PostgreSQL ended the replication stream (CopyDone)"
+            // The server ends the copy on shutdown (CopyDone, then the
+            // command's completion): a disconnect, worth a retry.
+            b'c' | b'C' | b'Z' => Err(anyhow!(
+                "replication stream closed by the server (message '{}')",
+                m.tag as char
             )),
             b'N' => continue,
             t => Err(anyhow!(

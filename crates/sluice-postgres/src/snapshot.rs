@@ -26,9 +26,6 @@ use crate::events::{now_micros, EventFactory, Position};
 use crate::replication::quote_literal;
 use crate::table::TableSchema;
 
-/// Tables smaller than this many blocks are read in one piece.
-const MIN_CHUNK_BLOCKS: u64 = 1024;
-
 /// What the snapshot reads.
 pub struct SnapshotJob {
     /// Tables in the order they are snapshotted.
@@ -122,10 +119,10 @@ pub async fn run(
         let blocks: i64 = row.get(0);
         let blocks = blocks.max(0) as u64;
         let mut chunks = Vec::new();
-        if !tid_range_scan || threads == 1 || blocks < MIN_CHUNK_BLOCKS * 2 {
+        if !tid_range_scan || threads == 1 || blocks < cfg.snapshot_chunk_blocks * 2 {
             chunks.push(Chunk { from: 0, to: None });
         } else {
-            let per = (blocks / (threads as u64 * 4)).max(MIN_CHUNK_BLOCKS);
+            let per = (blocks / (threads as u64 * 4)).max(cfg.snapshot_chunk_blocks);
             let mut from = 0;
             while from < blocks {
                 let to = from + per;

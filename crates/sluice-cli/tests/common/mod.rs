@@ -181,12 +181,28 @@ impl Pipeline {
         }
     }
 
+    fn exited(&self) -> bool {
+        // try_wait needs &mut; /proc tells without reaping.
+        self.child.as_ref().is_some_and(|c| {
+            std::fs::read_to_string(format!("/proc/{}/stat", c.id()))
+                .map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+                .unwrap_or(true)
+        })
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Lines the file sink wrote so far (cheap: no parsing).
+    pub fn line_count(&self) -> usize {
+        std::fs::read(&self.out)
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0)
     }
 
     /// Every record the file sink wrote so far.
@@ -214,8 +230,16 @@ impl Pipeline {
                     tail(&self.log_text(), 60)
                 );
             }
-            if let Some(c) = self.child.as_ref() {
-                let _ = c;
+            if self.child.is_none() || self.exited() {
+                let recs = self.records();
+                if pred(&recs) {
+                    return recs;
+                }
+                panic!(
+                    "sluice exited while waiting for {what}; {} records; log:\n{}",
+                    recs.len(),
+                    tail(&self.log_text(), 60)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
