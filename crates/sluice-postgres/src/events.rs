@@ -184,7 +184,8 @@ impl EventFactory {
         }
     }
 
-    /// A streaming offset, with Debezium's keys.
+    /// A streaming offset, with Debezium's keys (one argument per key).
+    #[allow(clippy::too_many_arguments)]
     pub fn stream_offset(
         &self,
         lsn_proc: u64,

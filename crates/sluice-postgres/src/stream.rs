@@ -194,13 +194,11 @@ impl ChangeStream {
                     }
                 }
             }
-            LogicalMessage::Truncate { relation_ids, .. } => {
-                if !self.cfg.skipped.truncate {
-                    for rel in relation_ids {
-                        if let Some(t) = self.table_for(rel, wal_start)? {
-                            self.emit(&t, Op::Truncate, None, None, None, wal_start)
-                                .await?;
-                        }
+            LogicalMessage::Truncate { relation_ids, .. } if !self.cfg.skipped.truncate => {
+                for rel in relation_ids {
+                    if let Some(t) = self.table_for(rel, wal_start)? {
+                        self.emit(&t, Op::Truncate, None, None, None, wal_start)
+                            .await?;
                     }
                 }
             }
