@@ -202,7 +202,14 @@ fn connect(files: &[PathBuf]) -> u8 {
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
+        // Listen before anything starts, so an early signal is an orderly
+        // stop rather than the default (immediate) termination.
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        );
+        tokio::spawn(watch_signals(shutdown.clone(), signals));
         match worker.run(shutdown).await {
             Ok(()) => EXIT_OK,
             Err(e) => {
@@ -214,12 +221,14 @@ fn connect(files: &[PathBuf]) -> u8 {
 }
 
 /// First SIGINT/SIGTERM: orderly stop. Second: give up at once.
-async fn watch_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut int, mut term) = match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
+async fn watch_signals(
+    shutdown: CancellationToken,
+    signals: (
+        std::io::Result<tokio::signal::unix::Signal>,
+        std::io::Result<tokio::signal::unix::Signal>,
+    ),
+) {
+    let (mut int, mut term) = match signals {
         (Ok(i), Ok(t)) => (i, t),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!("cannot listen for SIGINT/SIGTERM: {e}; stop with SIGKILL");
