@@ -3,6 +3,8 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod demo;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -52,6 +54,8 @@ enum Command {
     Version,
     /// Runs connectors in Kafka Connect's standalone mode.
     Connect(ConnectArgs),
+    /// Shows Sluice end to end: a throwaway PostgreSQL, live changes, captured and verified.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             init_logging();
             ExitCode::from(connect(&args.files))
         }
+        Command::Demo(args) => ExitCode::from(demo::run(&args, plugins())),
     }
 }
 
