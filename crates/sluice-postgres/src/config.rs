@@ -410,31 +410,6 @@ pub fn config_def() -> ConfigDef {
     ])
 }
 
-/// Keys that belong to the worker, not this connector.
-pub const WORKER_KEYS: &[&str] = &[
-    "name",
-    "connector.class",
-    "tasks.max",
-    "key.converter",
-    "value.converter",
-    "header.converter",
-    "transforms",
-    "predicates",
-    "errors.",
-    "topic.creation.",
-    "producer.",
-    "consumer.",
-    "config.action.reload",
-    "exactly.once",
-    "offsets.storage.topic",
-    "transaction.boundary",
-    "database.history",
-    "schema.history",
-    "signal.",
-    "incremental.snapshot",
-    "snapshot.select.statement.overrides",
-];
-
 fn regexes(p: &Parsed, key: &str) -> Vec<Regex> {
     p.regexes(key)
 }
@@ -472,7 +447,7 @@ fn parse_key_columns(v: &str) -> Result<Vec<(Regex, Vec<String>)>, ConfigError> 
 impl PostgresConfig {
     /// Parses and checks a connector config; returns the config and warnings.
     pub fn parse(props: &Props) -> Result<(PostgresConfig, Vec<String>), ConfigErrors> {
-        let p = config_def().parse(props, WORKER_KEYS)?;
+        let p = config_def().parse(props, &[])?;
         // Unknown keys are reported by the worker, which knows its own keys.
         let mut warnings: Vec<String> = Vec::new();
         let mut errors = Vec::new();
