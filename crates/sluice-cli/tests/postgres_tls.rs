@@ -474,9 +474,6 @@ async fn verify_full_with_the_right_ca_accepts_a_dns_san() {
 /// The wrong root is a definite error: reported once, exit code 1, with the
 /// default `errors.max.retries=-1`.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "sluice-postgres error.rs is_transient() classes TLS certificate failures as \
-            transient (tokio_postgres::Error without SQLSTATE, io::Error wrapping \
-            rustls::Error), so with errors.max.retries=-1 the connector retries forever"]
 async fn verify_full_with_another_ca_fails_naming_the_certificate() {
     let c = main_cluster().await;
     let wrong = pki().await.wrong_ca.display().to_string();
@@ -644,13 +641,10 @@ async fn require_refuses_a_server_without_tls() {
     assert_no_slot(c, &p).await;
 }
 
-/// An unreadable `database.sslrootcert` (here a directory: the config check
-/// only asks whether the path exists) is a configuration error, not a lost
-/// connection: reported once, exit code 1, with the default retries.
+/// An unreadable `database.sslrootcert` (here a directory) is caught before
+/// anything starts: a configuration error, exit code 2,
+/// naming the key, never a retry.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "sluice-postgres conn.rs tls_config() keeps the std::io::Error of reading \
-            database.sslrootcert in the error chain, which is_transient() takes for \
-            connection trouble, so with errors.max.retries=-1 the connector retries forever"]
 async fn unreadable_sslrootcert_fails_at_once() {
     let c = main_cluster().await;
     let dir = pki()
@@ -669,7 +663,7 @@ async fn unreadable_sslrootcert_fails_at_once() {
         ],
     );
     let (code, log) = run_to_exit(&mut p);
-    assert_eq!(code, Some(1), "{log}");
+    assert_eq!(code, Some(2), "{log}");
     assert!(
         log.contains("database.sslrootcert") && log.contains(&dir),
         "{log}"
@@ -681,9 +675,6 @@ async fn unreadable_sslrootcert_fails_at_once() {
 /// require against a server without TLS is a definite error too: exit code 1
 /// with the default retries.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "sluice-postgres error.rs is_transient() takes tokio-postgres's \
-            'server does not support TLS' (an error without SQLSTATE) for connection \
-            trouble, so with errors.max.retries=-1 the connector retries forever"]
 async fn require_refuses_a_server_without_tls_at_once() {
     let c = plain_cluster().await;
     let (db, _pg) = c.fresh_db("require_plain_strict").await;

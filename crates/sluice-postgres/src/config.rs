@@ -543,11 +543,11 @@ impl PostgresConfig {
         let sslmode = SslMode::parse(&p.string("database.sslmode")).unwrap_or(SslMode::Prefer);
         if matches!(sslmode, SslMode::VerifyCa | SslMode::VerifyFull) {
             if let Some(path) = p.get("database.sslrootcert") {
-                if !std::path::Path::new(path).exists() {
+                if !std::path::Path::new(path).is_file() {
                     errors.push(ConfigError::new(
                         "database.sslrootcert",
                         Some(path),
-                        "File does not exist",
+                        "Must be a readable PEM file of trusted root certificates",
                     ));
                 }
             }

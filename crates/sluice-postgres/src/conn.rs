@@ -193,12 +193,15 @@ impl ConnParams {
                 let mut roots = RootCertStore::empty();
                 match &self.sslrootcert {
                     Some(path) => {
-                        let pem = std::fs::read(path).with_context(|| {
-                            format!("reading database.sslrootcert file '{path}'")
+                        // Not an io::Error in the chain: a bad file is not worth a retry.
+                        let pem = std::fs::read(path).map_err(|e| {
+                            anyhow::anyhow!("reading database.sslrootcert file '{path}': {e}")
                         })?;
                         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                            let cert = cert.with_context(|| {
-                                format!("database.sslrootcert '{path}' is not valid PEM")
+                            let cert = cert.map_err(|e| {
+                                anyhow::anyhow!(
+                                    "database.sslrootcert '{path}' is not valid PEM: {e}"
+                                )
                             })?;
                             roots.add(cert).with_context(|| {
                                 format!("database.sslrootcert '{path}' holds a bad certificate")

@@ -52,6 +52,9 @@ pub fn sqlstate(e: &anyhow::Error) -> Option<String> {
 /// Whether an error is worth retrying: connection trouble, a server
 /// restarting, or a slot held by another process.
 pub fn is_transient(e: &anyhow::Error) -> bool {
+    if is_definite_tls_failure(e) {
+        return false;
+    }
     if let Some(code) = sqlstate(e) {
         return matches!(
             code.as_str(),
@@ -82,5 +85,31 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
                     || s.contains("timed out")
                     || s.contains("connection closed")
             }
+    })
+}
+
+/// A TLS failure that no retry can fix: a certificate that does not verify,
+/// or a server that does not offer TLS when the config requires it.
+fn is_definite_tls_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        // io::Error hides the error it wraps from `source()`, so look inside.
+        let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        matches!(
+            tls,
+            Some(
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::PeerIncompatible(_)
+                    | rustls::Error::UnsupportedNameType
+            )
+        ) || {
+            let s = c.to_string();
+            s.ends_with("server does not support TLS")
+                || s.contains("does not accept TLS but database.sslmode")
+        }
     })
 }

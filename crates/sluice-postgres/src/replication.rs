@@ -115,7 +115,8 @@ async fn read_msg(
             }
             buf.reserve(len + 1 - buf.len());
         } else {
-            buf.reserve(8192);
+            // Large reads: one syscall brings many WAL messages.
+            buf.reserve(256 * 1024);
         }
         let n = io.read_buf(buf).await.context("reading from PostgreSQL")?;
         if n == 0 {

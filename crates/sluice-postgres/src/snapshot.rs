@@ -149,7 +149,9 @@ pub async fn run(
         let (first_table, last_table) = (ti == 0, ti + 1 == table_count);
         tracing::info!("snapshot of {}: {} chunk(s)", table.id, chunks.len());
         let queue = Arc::new(Mutex::new(chunks.into_iter().collect::<VecDeque<_>>()));
-        let (tx, mut rx) = mpsc::channel::<Result<Vec<SourceRecord>>>(threads * 2);
+        // One batch in flight per reader, plus the one each reader fills: memory
+        // is bounded by (2 x readers + 1) x max.batch.size records.
+        let (tx, mut rx) = mpsc::channel::<Result<Vec<SourceRecord>>>(threads);
         let mut workers = Vec::new();
         for reader in &readers {
             let reader = reader.clone();
@@ -157,7 +159,8 @@ pub async fn run(
             let tx = tx.clone();
             let table = table.clone();
             let events = events.clone();
-            let fetch = cfg.snapshot_fetch_size;
+            // Hand-over batches follow max.batch.size, as Debezium's queue does.
+            let fetch = cfg.max_batch_size.min(cfg.snapshot_fetch_size);
             let shutdown = shutdown.clone();
             workers.push(tokio::spawn(async move {
                 loop {
