@@ -5,6 +5,9 @@
 #
 #   bench/file-throughput.sh [N]        (default N = 1000000)
 #
+# SLUICE_WRAP_STREAMING="perf record -F 499 -g -e cpu-clock -o /tmp/perf.data"
+# runs the streaming phase under a profiler.
+#
 # Uses target/release/sluice (under $CARGO_TARGET_DIR if set): build it
 # first with `cargo build --release`.
 set -euo pipefail
@@ -50,17 +53,17 @@ cat > "$WORK/sink.json" <<EOK
 {"name": "file-sink", "config": {"connector.class": "file", "topics": "myserver.retail.orders_info", "file": "$OUT"}}
 EOK
 lines() { [ -f "$OUT" ] && wc -l < "$OUT" || echo 0; }
-run_until() {  # $1 = lines to reach
+run_until() {  # $1 = lines to reach, $2 = optional command prefix
   local start end
   start=$(date +%s.%N)
-  "$BIN" connect "$WORK/worker.properties" "$WORK/source.json" "$WORK/sink.json" 2>>"$WORK/sluice.log" &
+  ${2:-} "$BIN" connect "$WORK/worker.properties" "$WORK/source.json" "$WORK/sink.json" 2>>"$WORK/sluice.log" &
   SPID=$!
   while [ "$(lines)" -lt "$1" ]; do
     kill -0 "$SPID" 2>/dev/null || { echo "sluice exited; log:" >&2; tail -20 "$WORK/sluice.log" >&2; exit 1; }
     sleep 0.05
   done
   end=$(date +%s.%N)
-  RSS=$(awk '/VmHWM/ {print int($2/1024)}' /proc/$SPID/status)
+  RSS=$(awk '/VmHWM/ {print int($2/1024)}' /proc/"$(pgrep -f "^$BIN connect" | head -1)"/status 2>/dev/null || echo "?")
   kill -TERM "$SPID"; wait "$SPID" || true; SPID=
   ELAPSED=$(python3 -c "print($end - $start)")
 }
@@ -70,5 +73,5 @@ printf 'snapshot:  %d rows in %.2f s = %.0f rows/s, peak RSS %s MiB\n' "$N" "$EL
 # 1000 rows), then captured from the slot.
 PSQL -c "DO \$\$ BEGIN FOR i IN 1..$((N / 1000)) LOOP
   INSERT INTO retail.orders_info (custid, amount, city, purchase_time) $ROWS FROM generate_series(1, 1000); COMMIT; END LOOP; END \$\$"
-run_until "$((2 * N))"
+run_until "$((2 * N))" "${SLUICE_WRAP_STREAMING:-}"
 printf 'streaming: %d rows in %.2f s = %.0f rows/s, peak RSS %s MiB\n' "$N" "$ELAPSED" "$(python3 -c "print($N / $ELAPSED)")" "$RSS"
