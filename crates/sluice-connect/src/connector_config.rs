@@ -12,6 +12,8 @@ use sluice_core::converter::Converter;
 use crate::config_files::ConnectorFile;
 use crate::converters;
 use crate::registry::Registry;
+use crate::sink_driver::SinkTransforms;
+use crate::transforms::TransformChain;
 use crate::worker_config::WorkerConfig;
 
 /// Keys the worker itself interprets, exactly.
@@ -100,6 +102,20 @@ pub struct ConnectorSpec {
     pub key_converter: Arc<dyn Converter>,
     /// Its value converter.
     pub value_converter: Arc<dyn Converter>,
+    /// Its `transforms` chain (empty when none is configured).
+    pub transforms: Arc<TransformChain>,
+}
+
+impl ConnectorSpec {
+    /// What a sink task needs to apply the chain (None when the chain is
+    /// empty, so records go to `put` untouched).
+    pub fn sink_transforms(&self) -> Option<SinkTransforms> {
+        (!self.transforms.is_empty()).then(|| SinkTransforms {
+            chain: Arc::clone(&self.transforms),
+            key_converter: Arc::clone(&self.key_converter),
+            value_converter: Arc::clone(&self.value_converter),
+        })
+    }
 }
 
 impl std::fmt::Debug for ConnectorSpec {
@@ -236,6 +252,9 @@ fn validate_one(
             }
         }
     }
+    let transforms = TransformChain::from_props(props)
+        .map_err(|e| errors.extend(e))
+        .ok();
     let mut converter = |prefix: &str, worker_spec, is_key| {
         let (spec, warning) = converters::for_connector(props, worker_spec, prefix);
         warnings.extend(warning);
@@ -271,6 +290,7 @@ fn validate_one(
         },
         key_converter: key_converter?,
         value_converter: value_converter?,
+        transforms: Arc::new(transforms?),
     })
 }
 
@@ -371,7 +391,10 @@ mod tests {
                 ("connector.class", "file"),
                 ("topics.regex", "a|b"),
                 ("transforms", "unwrap"),
-                ("transforms.unwrap.type", "x"),
+                (
+                    "transforms.unwrap.type",
+                    "io.debezium.transforms.ExtractNewRecordState",
+                ),
                 ("errors.tolerance", "all"),
                 ("consumer.override.max.poll.records", "5"),
                 ("namespace", "x"),

@@ -28,6 +28,7 @@ pub mod offset_file;
 pub mod properties;
 pub mod registry;
 pub mod sink_driver;
+pub mod transforms;
 pub mod transport;
 pub mod worker;
 pub mod worker_config;

@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_core::connector::SinkTask;
+use sluice_core::converter::Converter;
 use sluice_core::record::Record;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{DeliveryTracker, SinkTaskIndex};
+use crate::transforms::{ConnectRecord, TransformChain};
 use crate::transport::QueueReceiver;
 
 /// Most records handed to one `put`.
@@ -36,6 +38,64 @@ impl Default for FlushPolicy {
     }
 }
 
+/// A sink connector's transform chain and the converters its records are
+/// read and rewritten with.
+#[derive(Clone)]
+pub struct SinkTransforms {
+    /// The chain (never empty: an empty chain is no `SinkTransforms`).
+    pub chain: Arc<TransformChain>,
+    /// The connector's key converter.
+    pub key_converter: Arc<dyn Converter>,
+    /// The connector's value converter.
+    pub value_converter: Arc<dyn Converter>,
+}
+
+impl SinkTransforms {
+    /// Kafka Connect's `WorkerSinkTask.convertAndTransformRecord`: the
+    /// converters read the record, the chain transforms it; then, since
+    /// Sluice's sink tasks take serialized records, the same converters
+    /// write it back. None when a transform dropped it.
+    pub fn apply(&self, r: Record) -> anyhow::Result<Option<Record>> {
+        let (key_schema, key) = self.key_converter.to_connect(&r.topic, r.key.as_deref())?;
+        let (value_schema, value) = self
+            .value_converter
+            .to_connect(&r.topic, r.value.as_deref())?;
+        let cr = ConnectRecord {
+            topic: Arc::clone(&r.topic),
+            partition: Some(r.partition),
+            offset: Some(r.offset),
+            key_schema,
+            key,
+            value_schema,
+            value,
+            timestamp_ms: Some(r.timestamp_ms),
+            headers: r.headers,
+        };
+        let Some(out) = self.chain.apply(cr)? else {
+            return Ok(None);
+        };
+        let key = self.key_converter.from_connect(
+            &out.topic,
+            out.key_schema.as_deref(),
+            out.key.as_ref(),
+        )?;
+        let value = self.value_converter.from_connect(
+            &out.topic,
+            out.value_schema.as_deref(),
+            out.value.as_ref(),
+        )?;
+        Ok(Some(Record {
+            topic: out.topic,
+            partition: out.partition.unwrap_or(r.partition),
+            offset: r.offset,
+            timestamp_ms: out.timestamp_ms.unwrap_or(r.timestamp_ms),
+            key,
+            value,
+            headers: out.headers,
+        }))
+    }
+}
+
 /// One running sink task and its queue.
 pub struct SinkDriver {
     /// Connector name.
@@ -52,6 +112,9 @@ pub struct SinkDriver {
     pub stop: CancellationToken,
     /// When to flush.
     pub policy: FlushPolicy,
+    /// The connector's transforms; None when it has none, so records reach
+    /// `put` without being read and rewritten.
+    pub transforms: Option<SinkTransforms>,
 }
 
 /// Acknowledgements waiting for the next flush: per source tracker, the
@@ -144,6 +207,26 @@ impl SinkDriver {
     async fn put(&mut self, batch: &mut Vec<Record>) -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
+        }
+        if let Some(t) = &self.transforms {
+            let mut kept = Vec::with_capacity(batch.len());
+            for r in batch.drain(..) {
+                let (topic, partition, offset) = (Arc::clone(&r.topic), r.partition, r.offset);
+                // A dropped record is still acknowledged at the next flush:
+                // it was consumed, as Kafka Connect commits its offset.
+                if let Some(r) = t.apply(r).with_context(|| {
+                    format!(
+                        "sink connector '{}' task {}: transforming the record at topic '{topic}' partition {partition} offset {offset}",
+                        self.connector, self.task_id
+                    )
+                })? {
+                    kept.push(r);
+                }
+            }
+            *batch = kept;
+            if batch.is_empty() {
+                return Ok(());
+            }
         }
         self.task.put(batch).await.with_context(|| {
             let first = &batch[0];

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use crate::connector_config::Subscription;
 use crate::delivery::{DeliveryTracker, SinkTaskIndex};
 use crate::murmur2::task_for_key;
+use crate::transforms::{ConnectRecord, TransformChain};
 
 /// Where a record came from, so its sink task can acknowledge it.
 #[derive(Clone)]
@@ -208,6 +209,8 @@ pub struct SourceSender {
     tracker: Arc<DeliveryTracker>,
     key_converter: Arc<dyn Converter>,
     value_converter: Arc<dyn Converter>,
+    /// The connector's transforms; None when it has none.
+    transforms: Option<Arc<TransformChain>>,
     // `send` takes &self; records of one task must still be dispatched in
     // order, so concurrent calls are serialized.
     serial: tokio::sync::Mutex<()>,
@@ -230,8 +233,80 @@ impl SourceSender {
             tracker,
             key_converter,
             value_converter,
+            transforms: None,
             serial: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Applies `chain` to every record before conversion (an empty chain
+    /// is skipped entirely).
+    pub fn with_transforms(mut self, chain: Arc<TransformChain>) -> Self {
+        self.transforms = (!chain.is_empty()).then_some(chain);
+        self
+    }
+
+    /// Runs the chain over one record, as `WorkerSourceTask` does before
+    /// converting. A dropped record that carried an offset becomes an
+    /// offset-only marker: Kafka Connect still commits a filtered record's
+    /// offset.
+    fn transform(
+        &self,
+        chain: &TransformChain,
+        r: SourceRecord,
+    ) -> anyhow::Result<Option<SourceRecord>> {
+        if r.is_offset_only() {
+            return Ok(Some(r));
+        }
+        let SourceRecord {
+            topic,
+            key_schema,
+            key,
+            value_schema,
+            value,
+            timestamp_ms,
+            headers,
+            offset,
+        } = r;
+        let cr = ConnectRecord {
+            topic: Arc::clone(&topic),
+            partition: None,
+            offset: None,
+            key_schema,
+            key,
+            value_schema,
+            value,
+            timestamp_ms,
+            headers,
+        };
+        let out = chain.apply(cr).with_context(|| {
+            format!(
+                "connector '{}' task {}: transforming a record for topic '{}' (source offset {})",
+                self.connector,
+                self.task_id,
+                topic,
+                offset
+                    .as_ref()
+                    .map_or("none".to_string(), |o| serde_json::Value::Object(
+                        o.offset.clone()
+                    )
+                    .to_string())
+            )
+        })?;
+        Ok(match out {
+            Some(t) => Some(SourceRecord {
+                topic: t.topic,
+                key_schema: t.key_schema,
+                key: t.key,
+                value_schema: t.value_schema,
+                value: t.value,
+                timestamp_ms: t.timestamp_ms,
+                headers: t.headers,
+                offset,
+            }),
+            // Nothing to deliver, and without an offset no progress to
+            // record either.
+            None => offset.map(SourceRecord::offset_only),
+        })
     }
 
     fn convert(&self, r: &SourceRecord) -> anyhow::Result<Record> {
@@ -282,6 +357,13 @@ impl RecordSender for SourceSender {
         let mut converted: Vec<(Record, Option<Arc<SourceOffset>>)> =
             Vec::with_capacity(records.len());
         for r in records {
+            let r = match &self.transforms {
+                Some(chain) => match self.transform(chain, r)? {
+                    Some(r) => r,
+                    None => continue,
+                },
+                None => r,
+            };
             let rec = self.convert(&r)?;
             converted.push((rec, r.offset));
         }

@@ -178,6 +178,7 @@ impl Worker {
                             queue: rx,
                             stop: sink_stop.clone(),
                             policy: flush_policy,
+                            transforms: c.sink_transforms(),
                         });
                         next_index += 1;
                     }
@@ -226,14 +227,17 @@ impl Worker {
                         let ctx = SourceContext {
                             connector: c.name.clone(),
                             task_id,
-                            sender: Arc::new(SourceSender::new(
-                                c.name.clone(),
-                                task_id,
-                                Arc::clone(&router),
-                                tracker,
-                                Arc::clone(&c.key_converter),
-                                Arc::clone(&c.value_converter),
-                            )),
+                            sender: Arc::new(
+                                SourceSender::new(
+                                    c.name.clone(),
+                                    task_id,
+                                    Arc::clone(&router),
+                                    tracker,
+                                    Arc::clone(&c.key_converter),
+                                    Arc::clone(&c.value_converter),
+                                )
+                                .with_transforms(Arc::clone(&c.transforms)),
+                            ),
                             offsets: Arc::clone(&reader),
                             committed: rx,
                             shutdown: source_stop.clone(),

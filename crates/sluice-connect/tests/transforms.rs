@@ -1,0 +1,798 @@
+//! Transforms: ExtractNewRecordState over Debezium-shaped envelopes under
+//! every delete mode, Kafka's InsertField / ReplaceField / RegexRouter,
+//! predicates, config errors, and the chain applied by a running worker.
+
+use std::sync::Arc;
+
+use sluice_connect::transforms::{ConnectRecord, TransformChain};
+use sluice_core::config::Props;
+use sluice_core::converter::{Converter, JsonConverter, JsonConverterConfig};
+use sluice_core::debezium::{
+    envelope_schema, envelope_value, heartbeat_key, heartbeat_key_schema, heartbeat_value,
+    heartbeat_value_schema, source_value, Op, SourceInfo,
+};
+use sluice_core::record::Header;
+use sluice_core::schema::{prim, SchemaBuilder, SchemaRef, SchemaType};
+use sluice_core::value::Value;
+
+const TOPIC: &str = "shop.retail.orders_info";
+
+fn props(kv: &[(&str, &str)]) -> Props {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `shop.retail.orders_info.Value` as Debezium builds it (optional).
+fn row_schema() -> SchemaRef {
+    SchemaBuilder::structure()
+        .optional()
+        .name("shop.retail.orders_info.Value")
+        .field("orderid", prim::of(SchemaType::Int32, false))
+        .field("custid", prim::of(SchemaType::Int32, false))
+        .field("amount", prim::of(SchemaType::Int32, false))
+        .field("city", prim::string())
+        .field("purchase_time", prim::string())
+        .build()
+}
+
+fn key_schema() -> SchemaRef {
+    SchemaBuilder::structure()
+        .name("shop.retail.orders_info.Key")
+        .field("orderid", prim::of(SchemaType::Int32, false))
+        .build()
+}
+
+fn row(orderid: i32, custid: i32, amount: i32) -> Value {
+    Value::Struct(vec![
+        Value::Int32(orderid),
+        Value::Int32(custid),
+        Value::Int32(amount),
+        Value::String("Paris".into()),
+        Value::String("2026-11-23 22:00:00".into()),
+    ])
+}
+
+fn source(snapshot: &str) -> Value {
+    source_value(&SourceInfo {
+        name: "shop",
+        ts_ms: 1_700_000_000_123,
+        ts_us: 1_700_000_000_123_000,
+        ts_ns: 1_700_000_000_123_000_000,
+        snapshot,
+        db: "postgres",
+        sequence: Some("[null,\"24023128\"]"),
+        schema: "retail",
+        table: "orders_info",
+        tx_id: Some(771),
+        lsn: Some(24_023_128),
+        xmin: None,
+    })
+}
+
+/// A change event for orders_info: `before`/`after` as given.
+fn event(op: Op, before: Option<Value>, after: Option<Value>) -> ConnectRecord {
+    let env = envelope_schema("shop.retail.orders_info.Envelope", &row_schema());
+    let value = envelope_value(
+        &env,
+        before,
+        after,
+        source("false"),
+        op,
+        1_700_000_000_456,
+        1_700_000_000_456_000,
+        1_700_000_000_456_000_000,
+        None,
+    );
+    ConnectRecord {
+        topic: Arc::from(TOPIC),
+        partition: None,
+        offset: None,
+        key_schema: Some(key_schema()),
+        key: Some(Value::Struct(vec![Value::Int32(51)])),
+        value_schema: Some(env),
+        value: Some(value),
+        timestamp_ms: Some(1_700_000_000_500),
+        headers: Vec::new(),
+    }
+}
+
+fn create() -> ConnectRecord {
+    event(Op::Create, None, Some(row(51, 306, 7000)))
+}
+fn update() -> ConnectRecord {
+    event(
+        Op::Update,
+        Some(row(51, 306, 7000)),
+        Some(row(51, 306, 7500)),
+    )
+}
+fn delete() -> ConnectRecord {
+    event(Op::Delete, Some(row(51, 306, 7500)), None)
+}
+fn truncate() -> ConnectRecord {
+    event(Op::Truncate, None, None)
+}
+fn tombstone() -> ConnectRecord {
+    ConnectRecord {
+        value_schema: None,
+        value: None,
+        ..delete()
+    }
+}
+
+fn unwrap_chain(extra: &[(&str, &str)]) -> TransformChain {
+    let mut p = props(&[
+        ("transforms", "unwrap"),
+        (
+            "transforms.unwrap.type",
+            "io.debezium.transforms.ExtractNewRecordState",
+        ),
+    ]);
+    for (k, v) in extra {
+        p.insert(format!("transforms.unwrap.{k}"), v.to_string());
+    }
+    TransformChain::from_props(&p).expect("valid chain")
+}
+
+fn json(schemas: bool) -> JsonConverter {
+    let mut p = Props::new();
+    p.insert("schemas.enable".into(), schemas.to_string());
+    JsonConverter::new(JsonConverterConfig::from_props(&p, "x.").expect("json config"))
+}
+
+/// The value as the JSON converter writes it.
+fn value_json(r: &ConnectRecord, schemas: bool) -> Option<String> {
+    json(schemas)
+        .from_connect(&r.topic, r.value_schema.as_deref(), r.value.as_ref())
+        .expect("converts")
+        .map(|b| String::from_utf8(b).expect("utf-8"))
+}
+
+const ROW_51: &str = r#"{"orderid":51,"custid":306,"amount":7000,"city":"Paris","purchase_time":"2026-11-23 22:00:00"}"#;
+
+#[test]
+fn create_and_update_become_the_after_row() {
+    let chain = unwrap_chain(&[]);
+    let out = chain.apply(create()).expect("ok").expect("kept");
+    assert_eq!(value_json(&out, false).as_deref(), Some(ROW_51));
+    let schema = out.value_schema.as_ref().expect("schema");
+    // Debezium's copy of the `.Value` schema: same name, but required.
+    assert_eq!(schema.name_str(), "shop.retail.orders_info.Value");
+    assert!(!schema.optional);
+    assert_eq!(out.topic.as_ref(), TOPIC);
+    assert_eq!(out.key, Some(Value::Struct(vec![Value::Int32(51)])));
+    let out = chain.apply(update()).expect("ok").expect("kept");
+    assert!(value_json(&out, false)
+        .expect("value")
+        .contains(r#""amount":7500"#));
+    let with_schema = value_json(&out, true).expect("value");
+    assert!(
+        with_schema.starts_with(
+            r#"{"schema":{"type":"struct","fields":[{"type":"int32","optional":false,"field":"orderid"}"#
+        ),
+        "{with_schema}"
+    );
+    assert!(
+        with_schema
+            .contains(r#""optional":false,"name":"shop.retail.orders_info.Value"},"payload""#),
+        "{with_schema}"
+    );
+}
+
+#[test]
+fn defaults_drop_deletes_tombstones_and_truncates() {
+    // Neither delete.tombstone.handling.mode nor the legacy keys: Debezium
+    // 2.7.3 uses the legacy defaults, delete.handling.mode=drop and
+    // drop.tombstones=true.
+    let chain = unwrap_chain(&[]);
+    assert_eq!(chain.apply(delete()).expect("ok"), None);
+    assert_eq!(chain.apply(tombstone()).expect("ok"), None);
+    assert_eq!(chain.apply(truncate()).expect("ok"), None);
+}
+
+#[test]
+fn tombstone_mode_turns_deletes_into_tombstones() {
+    let chain = unwrap_chain(&[("delete.tombstone.handling.mode", "tombstone")]);
+    let out = chain.apply(delete()).expect("ok").expect("kept");
+    assert_eq!(out.value, None);
+    assert_eq!(
+        out.value_schema.as_ref().map(|s| s.name_str().to_string()),
+        Some("shop.retail.orders_info.Value".to_string())
+    );
+    assert_eq!(out.key, Some(Value::Struct(vec![Value::Int32(51)])));
+    // The original tombstone is dropped: the delete already is one.
+    assert_eq!(chain.apply(tombstone()).expect("ok"), None);
+    assert_eq!(chain.apply(truncate()).expect("ok"), None);
+    assert!(chain.apply(create()).expect("ok").is_some());
+}
+
+#[test]
+fn drop_mode_drops_deletes_and_tombstones() {
+    let chain = unwrap_chain(&[("delete.tombstone.handling.mode", "drop")]);
+    assert_eq!(chain.apply(delete()).expect("ok"), None);
+    assert_eq!(chain.apply(tombstone()).expect("ok"), None);
+    assert_eq!(
+        value_json(&chain.apply(create()).expect("ok").expect("kept"), false).as_deref(),
+        Some(ROW_51)
+    );
+}
+
+#[test]
+fn rewrite_marks_rows_deleted_or_not() {
+    for mode in ["rewrite", "rewrite-with-tombstone", "REWRITE"] {
+        let chain = unwrap_chain(&[("delete.tombstone.handling.mode", mode)]);
+        let c = chain.apply(create()).expect("ok").expect("kept");
+        assert_eq!(
+            value_json(&c, false).as_deref(),
+            Some(
+                r#"{"orderid":51,"custid":306,"amount":7000,"city":"Paris","purchase_time":"2026-11-23 22:00:00","__deleted":"false"}"#
+            ),
+            "{mode}"
+        );
+        let d = chain.apply(delete()).expect("ok").expect("kept");
+        assert_eq!(
+            value_json(&d, false).as_deref(),
+            Some(
+                r#"{"orderid":51,"custid":306,"amount":7500,"city":"Paris","purchase_time":"2026-11-23 22:00:00","__deleted":"true"}"#
+            ),
+            "{mode}"
+        );
+        let schema = d.value_schema.as_ref().expect("schema");
+        let (_, f) = schema.field("__deleted").expect("__deleted");
+        assert!(f.schema.optional && f.schema.ty == SchemaType::String);
+        let kept = chain.apply(tombstone()).expect("ok");
+        assert_eq!(kept.is_some(), mode == "rewrite-with-tombstone", "{mode}");
+        assert_eq!(chain.apply(truncate()).expect("ok"), None, "{mode}");
+    }
+}
+
+#[test]
+fn legacy_keys_and_their_precedence() {
+    let chain = unwrap_chain(&[
+        ("delete.handling.mode", "none"),
+        ("drop.tombstones", "false"),
+    ]);
+    let d = chain.apply(delete()).expect("ok").expect("kept");
+    assert_eq!(d.value, None);
+    assert!(chain.apply(tombstone()).expect("ok").is_some());
+
+    let chain = unwrap_chain(&[("delete.handling.mode", "rewrite")]);
+    let d = chain.apply(delete()).expect("ok").expect("kept");
+    assert!(value_json(&d, false)
+        .expect("value")
+        .ends_with(r#""__deleted":"true"}"#));
+    assert_eq!(chain.apply(tombstone()).expect("ok"), None);
+
+    // The new key wins outright; the legacy ones are then ignored.
+    let chain = unwrap_chain(&[
+        ("delete.tombstone.handling.mode", "tombstone"),
+        ("delete.handling.mode", "rewrite"),
+        ("drop.tombstones", "false"),
+    ]);
+    assert_eq!(
+        chain.apply(delete()).expect("ok").expect("kept").value,
+        None
+    );
+    assert_eq!(chain.apply(tombstone()).expect("ok"), None);
+}
+
+#[test]
+fn add_fields_with_debezium_names_schemas_and_values() {
+    let chain = unwrap_chain(&[
+        ("delete.tombstone.handling.mode", "rewrite"),
+        ("add.fields", "op,table,lsn,source.ts_ms,ts_ms"),
+    ]);
+    let out = chain.apply(create()).expect("ok").expect("kept");
+    assert_eq!(
+        value_json(&out, false).as_deref(),
+        Some(
+            r#"{"orderid":51,"custid":306,"amount":7000,"city":"Paris","purchase_time":"2026-11-23 22:00:00","__deleted":"false","__op":"c","__table":"orders_info","__lsn":24023128,"__source_ts_ms":1700000000123,"__ts_ms":1700000000456}"#
+        )
+    );
+    let schema = out.value_schema.as_ref().expect("schema");
+    for (name, ty) in [
+        ("__op", SchemaType::String),
+        ("__table", SchemaType::String),
+        ("__lsn", SchemaType::Int64),
+        ("__source_ts_ms", SchemaType::Int64),
+    ] {
+        let (_, f) = schema.field(name).expect(name);
+        // Debezium copies the field's schema and makes it optional.
+        assert!(f.schema.optional, "{name}");
+        assert_eq!(f.schema.ty, ty, "{name}");
+    }
+    // A rewritten delete gets them too, with op "d".
+    let d = chain.apply(delete()).expect("ok").expect("kept");
+    let text = value_json(&d, false).expect("value");
+    assert!(
+        text.contains(r#""__deleted":"true","__op":"d","__table":"orders_info""#),
+        "{text}"
+    );
+}
+
+#[test]
+fn add_fields_prefix_renames_and_null_transaction() {
+    let chain = unwrap_chain(&[
+        ("add.fields", "op:operation,source.snapshot,id"),
+        ("add.fields.prefix", "meta_"),
+    ]);
+    let out = chain.apply(create()).expect("ok").expect("kept");
+    // source.snapshot is left null for streaming events and read without
+    // its default; the transaction block is null, so `id` is null.
+    assert!(value_json(&out, false)
+        .expect("value")
+        .ends_with(r#""meta_operation":"c","meta_source_snapshot":null,"meta_id":null}"#));
+}
+
+#[test]
+fn add_headers_and_the_tombstone_op_header() {
+    let chain = unwrap_chain(&[
+        ("delete.tombstone.handling.mode", "rewrite-with-tombstone"),
+        ("add.headers", "op,source.lsn,table"),
+    ]);
+    let out = chain.apply(update()).expect("ok").expect("kept");
+    assert_eq!(
+        out.headers,
+        vec![
+            Header {
+                key: "__op".into(),
+                value: Some(b"u".to_vec())
+            },
+            Header {
+                key: "__source_lsn".into(),
+                value: Some(b"24023128".to_vec())
+            },
+            Header {
+                key: "__table".into(),
+                value: Some(b"orders_info".to_vec())
+            },
+        ]
+    );
+    let t = chain.apply(tombstone()).expect("ok").expect("kept");
+    assert_eq!(
+        t.headers,
+        vec![Header {
+            key: "__op".into(),
+            value: Some(b"d".to_vec())
+        }]
+    );
+}
+
+#[test]
+fn non_envelopes_pass_unchanged() {
+    let chain = unwrap_chain(&[("add.fields", "op")]);
+    let hb = ConnectRecord {
+        topic: Arc::from("__debezium-heartbeat.shop"),
+        partition: None,
+        offset: None,
+        key_schema: Some(heartbeat_key_schema()),
+        key: Some(heartbeat_key("shop")),
+        value_schema: Some(heartbeat_value_schema()),
+        value: Some(heartbeat_value(1_700_000_000_000)),
+        timestamp_ms: None,
+        headers: Vec::new(),
+    };
+    assert_eq!(chain.apply(hb.clone()).expect("ok"), Some(hb));
+}
+
+#[test]
+fn route_by_field_sets_the_topic() {
+    let chain = unwrap_chain(&[
+        ("route.by.field", "city"),
+        ("delete.tombstone.handling.mode", "tombstone"),
+    ]);
+    assert_eq!(
+        chain
+            .apply(create())
+            .expect("ok")
+            .expect("kept")
+            .topic
+            .as_ref(),
+        "Paris"
+    );
+    // Deletes route by their `before` row.
+    assert_eq!(
+        chain
+            .apply(delete())
+            .expect("ok")
+            .expect("kept")
+            .topic
+            .as_ref(),
+        "Paris"
+    );
+    let chain = unwrap_chain(&[("route.by.field", "amount")]);
+    let err = chain.apply(create()).expect_err("not a string").to_string();
+    assert!(err.contains("unwrap") && err.contains("amount"), "{err}");
+}
+
+#[test]
+fn drop_fields_header_removes_optional_fields() {
+    let schema = SchemaBuilder::structure()
+        .optional()
+        .name("shop.retail.orders_info.Value")
+        .field("orderid", prim::of(SchemaType::Int32, false))
+        .field("note", prim::opt_string())
+        .build();
+    let env = envelope_schema("shop.retail.orders_info.Envelope", &schema);
+    let value = envelope_value(
+        &env,
+        None,
+        Some(Value::Struct(vec![
+            Value::Int32(51),
+            Value::String("gift".into()),
+        ])),
+        source("false"),
+        Op::Create,
+        1,
+        1,
+        1,
+        None,
+    );
+    let rec = ConnectRecord {
+        value_schema: Some(env),
+        value: Some(value),
+        headers: vec![Header {
+            key: "drop".into(),
+            value: Some(br#"["note","orderid"]"#.to_vec()),
+        }],
+        ..create()
+    };
+    let chain = unwrap_chain(&[("drop.fields.header.name", "drop")]);
+    let out = chain.apply(rec.clone()).expect("ok").expect("kept");
+    // orderid is required, so with keep.schema.compatible (default) it stays.
+    assert_eq!(
+        value_json(&out, false).as_deref(),
+        Some(r#"{"orderid":51}"#)
+    );
+    let chain = unwrap_chain(&[
+        ("drop.fields.header.name", "drop"),
+        ("drop.fields.keep.schema.compatible", "false"),
+        ("drop.fields.from.key", "true"),
+    ]);
+    let out = chain.apply(rec).expect("ok").expect("kept");
+    assert_eq!(value_json(&out, false).as_deref(), Some("{}"));
+    assert_eq!(out.key, Some(Value::Struct(vec![])));
+}
+
+fn config_errors(kv: &[(&str, &str)]) -> String {
+    TransformChain::from_props(&props(kv))
+        .expect_err("invalid")
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn bad_configs_name_the_key_value_and_allowed_values() {
+    let e = config_errors(&[
+        ("transforms", "unwrap,missing,unknown"),
+        ("transforms.unwrap.type", "ExtractNewRecordState"),
+        (
+            "transforms.unwrap.delete.tombstone.handling.mode",
+            "delete-to-tombstone",
+        ),
+        ("transforms.unknown.type", "com.example.Nope"),
+    ]);
+    assert!(
+        e.contains("'transforms.unwrap.delete.tombstone.handling.mode'")
+            && e.contains("'delete-to-tombstone'")
+            && e.contains("drop, tombstone, rewrite, rewrite-with-tombstone"),
+        "{e}"
+    );
+    assert!(
+        e.contains("'transforms.missing.type'") && e.contains("Missing required"),
+        "{e}"
+    );
+    assert!(
+        e.contains("'transforms.unknown.type'") && e.contains("com.example.Nope"),
+        "{e}"
+    );
+    let e = config_errors(&[
+        ("transforms", "u"),
+        (
+            "transforms.u.type",
+            "io.debezium.transforms.ExtractNewRecordState",
+        ),
+        ("transforms.u.drop.tombstones", "maybe"),
+    ]);
+    assert!(
+        e.contains("'transforms.u.drop.tombstones'") && e.contains("'maybe'"),
+        "{e}"
+    );
+    let e = config_errors(&[
+        ("transforms", "r"),
+        (
+            "transforms.r.type",
+            "org.apache.kafka.connect.transforms.RegexRouter",
+        ),
+        ("transforms.r.regex", "(a"),
+        ("transforms.r.replacement", "$1"),
+    ]);
+    assert!(
+        e.contains("'transforms.r.regex'") && e.contains("'(a'"),
+        "{e}"
+    );
+    let e = config_errors(&[
+        ("transforms", "r"),
+        (
+            "transforms.r.type",
+            "org.apache.kafka.connect.transforms.RegexRouter",
+        ),
+        ("transforms.r.regex", "(a)"),
+        ("transforms.r.replacement", "$2"),
+    ]);
+    assert!(
+        e.contains("'transforms.r.replacement'") && e.contains("No group 2"),
+        "{e}"
+    );
+    let e = config_errors(&[
+        ("transforms", "i"),
+        (
+            "transforms.i.type",
+            "org.apache.kafka.connect.transforms.InsertField$Value",
+        ),
+        ("transforms.i.static.field", "src"),
+    ]);
+    assert!(e.contains("'transforms.i.static.value'"), "{e}");
+    let e = config_errors(&[
+        ("transforms", "f"),
+        (
+            "transforms.f.type",
+            "org.apache.kafka.connect.transforms.ReplaceField$Value",
+        ),
+        ("transforms.f.renames", "a:b,c"),
+    ]);
+    assert!(
+        e.contains("'transforms.f.renames'") && e.contains("Invalid rename mapping: c"),
+        "{e}"
+    );
+    let e = config_errors(&[
+        ("transforms", "r"),
+        ("transforms.r.type", "RegexRouter"),
+        ("transforms.r.regex", "a"),
+        ("transforms.r.replacement", "b"),
+        ("transforms.r.predicate", "nope"),
+    ]);
+    assert!(
+        e.contains("'transforms.r.predicate'") && e.contains("'nope'"),
+        "{e}"
+    );
+}
+
+fn chain(kv: &[(&str, &str)]) -> TransformChain {
+    TransformChain::from_props(&props(kv)).expect("valid chain")
+}
+
+#[test]
+fn regex_router_uses_java_replacement_rules() {
+    let c = chain(&[
+        ("transforms", "r"),
+        (
+            "transforms.r.type",
+            "org.apache.kafka.connect.transforms.RegexRouter",
+        ),
+        ("transforms.r.regex", r"shop\.retail\.(.*)"),
+        ("transforms.r.replacement", r"out-$1\$"),
+    ]);
+    assert_eq!(
+        c.apply(create()).expect("ok").expect("kept").topic.as_ref(),
+        "out-orders_info$"
+    );
+    let other = ConnectRecord {
+        topic: Arc::from("x.retail.orders_info"),
+        ..create()
+    };
+    assert_eq!(
+        c.apply(other).expect("ok").expect("kept").topic.as_ref(),
+        "x.retail.orders_info"
+    );
+    // `$10` with one group is group 1 then a literal 0, as in Java.
+    let c = chain(&[
+        ("transforms", "r"),
+        ("transforms.r.type", "RegexRouter"),
+        ("transforms.r.regex", r"shop\.(retail)\..*"),
+        ("transforms.r.replacement", "$10"),
+    ]);
+    assert_eq!(
+        c.apply(create()).expect("ok").expect("kept").topic.as_ref(),
+        "retail0"
+    );
+}
+
+#[test]
+fn insert_field_on_unwrapped_rows_and_schemaless_maps() {
+    let c = chain(&[
+        ("transforms", "unwrap,ins"),
+        (
+            "transforms.unwrap.type",
+            "io.debezium.transforms.ExtractNewRecordState",
+        ),
+        (
+            "transforms.ins.type",
+            "org.apache.kafka.connect.transforms.InsertField$Value",
+        ),
+        ("transforms.ins.topic.field", "t!"),
+        ("transforms.ins.timestamp.field", "ts"),
+        ("transforms.ins.static.field", "origin"),
+        ("transforms.ins.static.value", "sluice"),
+        ("transforms.ins.partition.field", "p"),
+    ]);
+    let out = c.apply(create()).expect("ok").expect("kept");
+    let text = value_json(&out, false).expect("value");
+    assert!(
+        text.ends_with(
+            r#""t":"shop.retail.orders_info","p":null,"ts":1700000000500,"origin":"sluice"}"#
+        ),
+        "{text}"
+    );
+    let schema = out.value_schema.as_ref().expect("schema");
+    let (_, ts) = schema.field("ts").expect("ts");
+    assert_eq!(
+        ts.schema.name_str(),
+        "org.apache.kafka.connect.data.Timestamp"
+    );
+    assert!(!schema.field("t").expect("t").1.schema.optional);
+
+    // Sink side, schemaless: offset.field reads the sink record's offset.
+    let c = chain(&[
+        ("transforms", "ins"),
+        ("transforms.ins.type", "InsertField$Value"),
+        ("transforms.ins.offset.field", "off"),
+    ]);
+    let sink_rec = ConnectRecord {
+        partition: Some(0),
+        offset: Some(42),
+        value_schema: None,
+        value: Some(Value::Map(vec![(
+            Value::String("a".into()),
+            Value::Int64(1),
+        )])),
+        ..create()
+    };
+    let out = c.apply(sink_rec).expect("ok").expect("kept");
+    assert_eq!(
+        value_json(&out, false).as_deref(),
+        Some(r#"{"a":1,"off":42}"#)
+    );
+    // A source record has no Kafka offset yet.
+    let err = c
+        .apply(ConnectRecord {
+            value_schema: None,
+            value: Some(Value::Map(vec![])),
+            ..create()
+        })
+        .expect_err("no offset")
+        .to_string();
+    assert!(err.contains("'ins'") && err.contains("SinkRecord"), "{err}");
+}
+
+#[test]
+fn replace_field_include_exclude_and_renames() {
+    let c = chain(&[
+        ("transforms", "unwrap,rf"),
+        (
+            "transforms.unwrap.type",
+            "io.debezium.transforms.ExtractNewRecordState",
+        ),
+        (
+            "transforms.rf.type",
+            "org.apache.kafka.connect.transforms.ReplaceField$Value",
+        ),
+        ("transforms.rf.include", "orderid,custid,amount"),
+        ("transforms.rf.exclude", "amount"),
+        ("transforms.rf.renames", "orderid:id,custid:customer"),
+    ]);
+    let out = c.apply(create()).expect("ok").expect("kept");
+    assert_eq!(
+        value_json(&out, false).as_deref(),
+        Some(r#"{"id":51,"customer":306}"#)
+    );
+    // The deprecated names still work.
+    let c = chain(&[
+        ("transforms", "unwrap,rf"),
+        ("transforms.unwrap.type", "ExtractNewRecordState"),
+        ("transforms.rf.type", "ReplaceField$Value"),
+        ("transforms.rf.blacklist", "city,purchase_time"),
+    ]);
+    let out = c.apply(create()).expect("ok").expect("kept");
+    assert_eq!(
+        value_json(&out, false).as_deref(),
+        Some(r#"{"orderid":51,"custid":306,"amount":7000}"#)
+    );
+    let c = chain(&[
+        ("transforms", "rf"),
+        ("transforms.rf.type", "ReplaceField$Key"),
+        ("transforms.rf.renames", "orderid:id"),
+    ]);
+    let out = c.apply(create()).expect("ok").expect("kept");
+    assert_eq!(out.key_schema.as_ref().expect("key").fields[0].name, "id");
+}
+
+#[test]
+fn predicates_gate_transforms() {
+    let kv = [
+        ("transforms", "r"),
+        ("transforms.r.type", "RegexRouter"),
+        ("transforms.r.regex", ".*"),
+        ("transforms.r.replacement", "routed"),
+        ("transforms.r.predicate", "orders"),
+        ("predicates", "orders,tomb,hdr"),
+        (
+            "predicates.orders.type",
+            "org.apache.kafka.connect.transforms.predicates.TopicNameMatches",
+        ),
+        ("predicates.orders.pattern", r".*\.orders_info"),
+        ("predicates.tomb.type", "RecordIsTombstone"),
+        ("predicates.hdr.type", "HasHeaderKey"),
+        ("predicates.hdr.name", "h"),
+    ];
+    let c = chain(&kv);
+    assert_eq!(
+        c.apply(create()).expect("ok").expect("kept").topic.as_ref(),
+        "routed"
+    );
+    let other = ConnectRecord {
+        topic: Arc::from("shop.retail.customers"),
+        ..create()
+    };
+    assert_eq!(
+        c.apply(other.clone())
+            .expect("ok")
+            .expect("kept")
+            .topic
+            .as_ref(),
+        "shop.retail.customers"
+    );
+    let mut negated = props(&kv);
+    negated.insert("transforms.r.negate".into(), "true".into());
+    let c = TransformChain::from_props(&negated).expect("valid");
+    assert_eq!(
+        c.apply(other).expect("ok").expect("kept").topic.as_ref(),
+        "routed"
+    );
+    assert_eq!(
+        c.apply(create()).expect("ok").expect("kept").topic.as_ref(),
+        TOPIC
+    );
+
+    let mut tomb = props(&kv);
+    tomb.insert("transforms.r.predicate".into(), "tomb".into());
+    let c = TransformChain::from_props(&tomb).expect("valid");
+    assert_eq!(
+        c.apply(tombstone())
+            .expect("ok")
+            .expect("kept")
+            .topic
+            .as_ref(),
+        "routed"
+    );
+    assert_eq!(
+        c.apply(create()).expect("ok").expect("kept").topic.as_ref(),
+        TOPIC
+    );
+
+    let mut hdr = props(&kv);
+    hdr.insert("transforms.r.predicate".into(), "hdr".into());
+    let c = TransformChain::from_props(&hdr).expect("valid");
+    let with_header = ConnectRecord {
+        headers: vec![Header {
+            key: "h".into(),
+            value: None,
+        }],
+        ..create()
+    };
+    assert_eq!(
+        c.apply(with_header)
+            .expect("ok")
+            .expect("kept")
+            .topic
+            .as_ref(),
+        "routed"
+    );
+    assert_eq!(
+        c.apply(create()).expect("ok").expect("kept").topic.as_ref(),
+        TOPIC
+    );
+}
