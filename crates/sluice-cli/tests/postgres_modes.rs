@@ -148,3 +148,32 @@ async fn heartbeat_action_query_runs() {
     assert!(payload(&hb)["ts_ms"].as_i64().unwrap() > 0);
     assert_eq!(p.stop(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitioned_tables_are_captured_under_their_root() {
+    let (db, pg) = fresh_db("partitioned").await;
+    pg.batch_execute(
+        "CREATE TABLE pt (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+         CREATE TABLE pt_eu PARTITION OF pt FOR VALUES IN ('eu');
+         CREATE TABLE pt_us PARTITION OF pt FOR VALUES IN ('us');
+         INSERT INTO pt VALUES (1, 'eu'), (2, 'us');",
+    )
+    .await
+    .unwrap();
+    let mut p = Pipeline::new(&db, &[("table.include.list", "public.pt")]);
+    p.start();
+    let recs = p.wait_events("test.public.pt", 2, LONG);
+    assert!(recs.iter().all(|r| payload(r)["op"] == "r"));
+    pg.batch_execute("INSERT INTO pt VALUES (3, 'us'); DELETE FROM pt WHERE id = 1;")
+        .await
+        .unwrap();
+    let recs = p.wait_events("test.public.pt", 4, LONG);
+    assert_eq!(payload(&recs[2])["op"], "c");
+    assert_eq!(payload(&recs[2])["source"]["table"], "pt");
+    assert_eq!(payload(&recs[3])["op"], "d");
+    assert!(
+        p.records().iter().all(|r| r["topic"] == "test.public.pt"),
+        "no partition topics"
+    );
+    assert_eq!(p.stop(), Some(0));
+}

@@ -58,6 +58,8 @@ pub struct CatalogTable {
     pub key: Vec<String>,
     /// REPLICA IDENTITY: d, n, f, i.
     pub replica_identity: char,
+    /// A partitioned table: its rows live in its partitions.
+    pub partitioned: bool,
 }
 
 /// Checks what logical replication needs, with the fix for each problem.
@@ -145,6 +147,11 @@ pub async fn load_table_by_oid(
     id: TableId,
     replica_identity: char,
 ) -> Result<CatalogTable> {
+    let partitioned: bool = client
+        .query_one("SELECT relkind = 'p' FROM pg_class WHERE oid = $1", &[&oid])
+        .await
+        .with_context(|| format!("reading the kind of {id}"))?
+        .get(0);
     let cols = client
         .query(
             "SELECT attname::text, atttypid, atttypmod, attnotnull FROM pg_attribute \
@@ -185,7 +192,27 @@ pub async fn load_table_by_oid(
         columns,
         key,
         replica_identity,
+        partitioned,
     })
+}
+
+/// The topmost partitioned table a partition belongs to, if `oid` is a
+/// partition (changes to partitions are reported under their root).
+pub async fn partition_root(client: &Client, oid: u32) -> Result<Option<u32>> {
+    let row = client
+        .query_one(
+            "WITH RECURSIVE up(relid, depth) AS ( \
+               SELECT $1::oid, 0 UNION ALL \
+               SELECT i.inhparent, up.depth + 1 FROM pg_inherits i \
+               JOIN pg_class c ON c.oid = i.inhrelid AND c.relispartition \
+               JOIN up ON i.inhrelid = up.relid) \
+             SELECT relid FROM up ORDER BY depth DESC LIMIT 1",
+            &[&oid],
+        )
+        .await
+        .context("looking up a partition's root table")?;
+    let root: u32 = row.get(0);
+    Ok((root != oid).then_some(root))
 }
 
 /// Looks up a table's name and replica identity by OID.

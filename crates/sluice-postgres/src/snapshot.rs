@@ -295,7 +295,11 @@ async fn read_chunk(
         .map(|c| crate::replication::quote_ident(&c.name))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut sql = format!("COPY (SELECT {cols} FROM ONLY {}", table.id.quoted());
+    // ONLY: a table that others inherit from is read without their rows
+    // (they are tables of their own); a partitioned table has no rows of its
+    // own, so it is read with its partitions.
+    let only = if table.partitioned { "" } else { "ONLY " };
+    let mut sql = format!("COPY (SELECT {cols} FROM {only}{}", table.id.quoted());
     if chunk.from > 0 || chunk.to.is_some() {
         sql.push_str(&format!(" WHERE ctid >= '({},0)'::tid", chunk.from));
         if let Some(to) = chunk.to {

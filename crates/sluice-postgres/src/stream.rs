@@ -289,9 +289,32 @@ impl ChangeStream {
     }
 
     async fn relation(&mut self, rel: Relation) -> Result<()> {
-        if !self.cfg.table_included(&rel.namespace, &rel.name) {
-            self.tables.insert(rel.id, None);
-            return Ok(());
+        // A partition's changes belong to its (captured) root table, unless
+        // the partition itself is what the config captures.
+        let mut id = TableId {
+            schema: rel.namespace.clone(),
+            table: rel.name.clone(),
+        };
+        let mut catalog_oid = rel.id;
+        if !self.cfg.table_included(&id.schema, &id.table) {
+            let root = match catalog::partition_root(&self.control, rel.id).await? {
+                Some(root) => catalog::table_by_oid(&self.control, root)
+                    .await?
+                    .map(|(root_id, _)| (root, root_id)),
+                None => None,
+            };
+            match root {
+                Some((root, root_id))
+                    if self.cfg.table_included(&root_id.schema, &root_id.table) =>
+                {
+                    catalog_oid = root;
+                    id = root_id;
+                }
+                _ => {
+                    self.tables.insert(rel.id, None);
+                    return Ok(());
+                }
+            }
         }
         let cols: Vec<RelColumn> = rel
             .columns
@@ -303,7 +326,7 @@ impl ChangeStream {
             })
             .collect();
         if let Some(Some(t)) = self.tables.get(&rel.id) {
-            if t.same_columns(&cols) && t.id.schema == rel.namespace && t.id.table == rel.name {
+            if t.same_columns(&cols) && t.id == id {
                 return Ok(());
             }
         }
@@ -314,12 +337,8 @@ impl ChangeStream {
                 .await
                 .context("loading column types")?;
         }
-        let id = TableId {
-            schema: rel.namespace.clone(),
-            table: rel.name.clone(),
-        };
         let ident = rel.replica_identity as char;
-        let cat = catalog::load_table_by_oid(&self.control, rel.id, id.clone(), ident).await?;
+        let cat = catalog::load_table_by_oid(&self.control, catalog_oid, id.clone(), ident).await?;
         let schema = TableSchema::build(&self.cfg, &self.registry, rel.id, id, &cols, Some(&cat))?;
         if self.tables.get(&rel.id).is_some_and(Option::is_some) {
             tracing::info!(

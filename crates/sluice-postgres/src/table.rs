@@ -57,6 +57,8 @@ pub struct TableSchema {
     pub key_schema: Option<SchemaRef>,
     /// `<prefix>.<schema>.<table>.Envelope`.
     pub envelope: SchemaRef,
+    /// A partitioned table (the snapshot reads it with its partitions).
+    pub partitioned: bool,
 }
 
 /// Column as the relation (pgoutput or catalog) describes it.
@@ -165,6 +167,7 @@ impl TableSchema {
             value_schema,
             key_schema,
             envelope,
+            partitioned: catalog.is_some_and(|c| c.partitioned),
         })
     }
 
