@@ -19,6 +19,8 @@ pub struct Pipeline {
     pub child: Option<Child>,
     pub out: PathBuf,
     pub log: PathBuf,
+    /// Extra environment for the `sluice` process.
+    pub env: Vec<(String, String)>,
     runs: u32,
 }
 
@@ -98,6 +100,7 @@ impl Pipeline {
             child: None,
             out,
             log,
+            env: Vec::new(),
             runs: 0,
         }
     }
@@ -128,6 +131,7 @@ impl Pipeline {
             .arg(self.path("source.json"))
             .arg(self.path("sink.json"))
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
