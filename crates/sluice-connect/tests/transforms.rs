@@ -796,3 +796,267 @@ fn predicates_gate_transforms() {
         TOPIC
     );
 }
+
+// The chain inside a running worker: a small source emits Debezium change
+// events for retail.orders_info; the file sink receives them through the
+// in-process transport.
+
+mod worker {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use sluice_connect::{ConnectorFile, Registry, Worker, WorkerError};
+    use sluice_core::config::{ConfigDef, ConfigErrors};
+    use sluice_core::connector::{ConnectorKind, ConnectorPlugin, SourceContext, SourceTask};
+    use sluice_core::record::{SourceOffset, SourceRecord};
+    use tokio_util::sync::CancellationToken;
+
+    /// Emits create, update, delete and tombstone events for order 51, each
+    /// with an offset, then idles until shut down.
+    struct OrdersSource;
+
+    impl ConnectorPlugin for OrdersSource {
+        fn class(&self) -> &'static str {
+            "test.OrdersSource"
+        }
+        fn aliases(&self) -> &'static [&'static str] {
+            &["orders"]
+        }
+        fn kind(&self) -> ConnectorKind {
+            ConnectorKind::Source
+        }
+        fn config_def(&self) -> ConfigDef {
+            ConfigDef::new(Vec::new())
+        }
+        fn validate(&self, _props: &Props) -> Result<Vec<String>, ConfigErrors> {
+            Ok(Vec::new())
+        }
+        fn task_configs(&self, props: &Props, _max_tasks: usize) -> Vec<Props> {
+            vec![props.clone()]
+        }
+        fn create_source_task(&self, _props: &Props) -> anyhow::Result<Box<dyn SourceTask>> {
+            Ok(Box::new(OrdersTask))
+        }
+    }
+
+    struct OrdersTask;
+
+    fn to_source(r: ConnectRecord, n: i64) -> SourceRecord {
+        let mut partition = serde_json::Map::new();
+        partition.insert("server".into(), "shop".into());
+        let mut offset = serde_json::Map::new();
+        offset.insert("lsn".into(), n.into());
+        SourceRecord {
+            topic: r.topic,
+            key_schema: r.key_schema,
+            key: r.key,
+            value_schema: r.value_schema,
+            value: r.value,
+            timestamp_ms: r.timestamp_ms,
+            headers: r.headers,
+            offset: Some(Arc::new(SourceOffset { partition, offset })),
+        }
+    }
+
+    #[async_trait]
+    impl SourceTask for OrdersTask {
+        async fn run(&mut self, ctx: SourceContext) -> anyhow::Result<()> {
+            let events = [create(), update(), delete(), tombstone()];
+            let batch = events
+                .into_iter()
+                .enumerate()
+                .map(|(n, r)| to_source(r, n as i64))
+                .collect();
+            ctx.sender.send(batch).await?;
+            ctx.shutdown.cancelled().await;
+            Ok(())
+        }
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        out: PathBuf,
+        worker_props: Props,
+        connectors: Vec<ConnectorFile>,
+        registry: Registry,
+    }
+
+    fn setup(source_extra: &[(&str, &str)], sink_extra: &[(&str, &str)]) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out.txt");
+        let worker_props = props(&[
+            (
+                "offset.storage.file.filename",
+                &dir.path().join("offsets").display().to_string(),
+            ),
+            ("offset.flush.interval.ms", "20"),
+            (
+                "key.converter",
+                "org.apache.kafka.connect.json.JsonConverter",
+            ),
+            ("key.converter.schemas.enable", "false"),
+            (
+                "value.converter",
+                "org.apache.kafka.connect.json.JsonConverter",
+            ),
+            ("value.converter.schemas.enable", "false"),
+        ]);
+        let mut source = props(&[
+            ("name", "orders-source"),
+            ("connector.class", "orders"),
+            ("transforms", "unwrap"),
+            (
+                "transforms.unwrap.type",
+                "io.debezium.transforms.ExtractNewRecordState",
+            ),
+        ]);
+        source.extend(props(source_extra));
+        let mut sink = props(&[
+            ("name", "orders-file"),
+            ("connector.class", "FileStreamSink"),
+            ("topics", TOPIC),
+            ("file", &out.display().to_string()),
+        ]);
+        sink.extend(props(sink_extra));
+        Setup {
+            out,
+            worker_props,
+            connectors: vec![
+                ConnectorFile {
+                    path: PathBuf::from("orders-source.properties"),
+                    props: source,
+                },
+                ConnectorFile {
+                    path: PathBuf::from("orders-file.properties"),
+                    props: sink,
+                },
+            ],
+            registry: Registry::new(vec![
+                sluice_connect::file_sink::plugin(),
+                Arc::new(OrdersSource),
+            ]),
+            _dir: dir,
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    async fn run_until_lines(s: &Setup, n: usize) -> Vec<String> {
+        let worker = Worker::new(&s.registry, &s.worker_props, &s.connectors).expect("valid");
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(worker.run(shutdown.clone()));
+        for _ in 0..500 {
+            if lines(&s.out).len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        run.await.expect("worker task").expect("clean stop");
+        lines(&s.out)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unwrapped_rows_reach_the_file_sink() {
+        let s = setup(&[], &[]);
+        let out = run_until_lines(&s, 2).await;
+        // Deletes and tombstones are dropped under Debezium's defaults.
+        assert_eq!(
+            out,
+            vec![
+                ROW_51.to_string(),
+                r#"{"orderid":51,"custid":306,"amount":7500,"city":"Paris","purchase_time":"2026-11-23 22:00:00"}"#.to_string(),
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sink_transforms_run_between_converters_and_put() {
+        let s = setup(
+            &[
+                (
+                    "transforms.unwrap.delete.tombstone.handling.mode",
+                    "rewrite-with-tombstone",
+                ),
+                ("transforms.unwrap.add.fields", "op"),
+            ],
+            &[
+                ("transforms", "trim,ins"),
+                (
+                    "transforms.trim.type",
+                    "org.apache.kafka.connect.transforms.ReplaceField$Value",
+                ),
+                ("transforms.trim.exclude", "city,purchase_time,amount"),
+                (
+                    "transforms.ins.type",
+                    "org.apache.kafka.connect.transforms.InsertField$Value",
+                ),
+                ("transforms.ins.offset.field", "kafka_offset"),
+            ],
+        );
+        let out = run_until_lines(&s, 4).await;
+        assert_eq!(
+            out,
+            vec![
+                r#"{"orderid":51,"custid":306,"__deleted":"false","__op":"c","kafka_offset":0}"#,
+                r#"{"orderid":51,"custid":306,"__deleted":"false","__op":"u","kafka_offset":1}"#,
+                r#"{"orderid":51,"custid":306,"__deleted":"true","__op":"d","kafka_offset":2}"#,
+                "null",
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_transform_fails_the_task_naming_connector_alias_and_topic() {
+        let s = setup(&[("transforms.unwrap.route.by.field", "amount")], &[]);
+        let worker = Worker::new(&s.registry, &s.worker_props, &s.connectors).expect("valid");
+        let err = tokio::time::timeout(
+            Duration::from_secs(10),
+            worker.run(CancellationToken::new()),
+        )
+        .await
+        .expect("the worker stops on its own")
+        .expect_err("task failure");
+        let text = format!("{err:#}");
+        assert!(matches!(err, WorkerError::TaskFailed(_)), "{text}");
+        assert!(
+            text.contains("orders-source")
+                && text.contains("'unwrap'")
+                && text.contains(TOPIC)
+                && text.contains(r#"{"lsn":0}"#)
+                && text.contains("amount"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_transform_configs_stop_start_up() {
+        let s = setup(
+            &[("transforms.unwrap.delete.handling.mode", "erase")],
+            &[("transforms", "x")],
+        );
+        let err = Worker::new(&s.registry, &s.worker_props, &s.connectors)
+            .err()
+            .expect("invalid")
+            .to_string();
+        assert!(
+            err.contains("orders-source")
+                && err.contains("'transforms.unwrap.delete.handling.mode'")
+                && err.contains("'erase'")
+                && err.contains("drop, rewrite, none"),
+            "{err}"
+        );
+        assert!(
+            err.contains("orders-file") && err.contains("'transforms.x.type'"),
+            "{err}"
+        );
+    }
+}
