@@ -1043,10 +1043,10 @@ mod worker {
             &[("transforms.unwrap.delete.handling.mode", "erase")],
             &[("transforms", "x")],
         );
-        let err = Worker::new(&s.registry, &s.worker_props, &s.connectors)
-            .err()
-            .expect("invalid")
-            .to_string();
+        let Err(err) = Worker::new(&s.registry, &s.worker_props, &s.connectors) else {
+            panic!("an invalid transform config was accepted");
+        };
+        let err = err.to_string();
         assert!(
             err.contains("orders-source")
                 && err.contains("'transforms.unwrap.delete.handling.mode'")
