@@ -797,6 +797,152 @@ fn predicates_gate_transforms() {
     );
 }
 
+#[test]
+fn timestamp_converter_between_string_unix_and_logical_types() {
+    let base = [
+        ("transforms", "unwrap,ts"),
+        ("transforms.unwrap.type", "ExtractNewRecordState"),
+        ("transforms.unwrap.add.fields", "source.ts_ms"),
+        (
+            "transforms.ts.type",
+            "org.apache.kafka.connect.transforms.TimestampConverter$Value",
+        ),
+        ("transforms.ts.field", "__source_ts_ms"),
+    ];
+    let with = |extra: &[(&str, &str)]| {
+        let mut p = props(&base);
+        p.extend(props(extra));
+        TransformChain::from_props(&p).expect("valid chain")
+    };
+    let c = with(&[
+        ("transforms.ts.target.type", "string"),
+        ("transforms.ts.format", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"),
+    ]);
+    let out = c.apply(create()).expect("ok").expect("kept");
+    assert!(value_json(&out, false)
+        .expect("value")
+        .ends_with(r#""__source_ts_ms":"2023-11-14T22:13:20.123Z"}"#));
+    let (_, f) = out
+        .value_schema
+        .as_ref()
+        .expect("schema")
+        .field("__source_ts_ms")
+        .expect("field");
+    // The added field was optional, so its new schema is too.
+    assert!(f.schema.optional && f.schema.ty == SchemaType::String);
+
+    // unix.precision reads an int64 input in the same unit it writes, so
+    // ms stay ms (Kafka's behaviour); converting from a Timestamp first
+    // gives seconds.
+    let c = with(&[
+        ("transforms.ts.target.type", "unix"),
+        ("transforms.ts.unix.precision", "seconds"),
+    ]);
+    let out = c.apply(create()).expect("ok").expect("kept");
+    assert!(value_json(&out, false)
+        .expect("value")
+        .ends_with(r#""__source_ts_ms":1700000000123}"#));
+    let mut p = props(&base);
+    p.extend(props(&[
+        ("transforms", "unwrap,ts,secs"),
+        ("transforms.ts.target.type", "Timestamp"),
+        ("transforms.secs.type", "TimestampConverter$Value"),
+        ("transforms.secs.field", "__source_ts_ms"),
+        ("transforms.secs.target.type", "unix"),
+        ("transforms.secs.unix.precision", "seconds"),
+    ]));
+    let c = TransformChain::from_props(&p).expect("valid chain");
+    let out = c.apply(create()).expect("ok").expect("kept");
+    assert!(value_json(&out, false)
+        .expect("value")
+        .ends_with(r#""__source_ts_ms":1700000000}"#));
+
+    let c = with(&[("transforms.ts.target.type", "Date")]);
+    let out = c.apply(create()).expect("ok").expect("kept");
+    let schema = out.value_schema.as_ref().expect("schema");
+    let (i, f) = schema.field("__source_ts_ms").expect("field");
+    assert_eq!(f.schema.name_str(), "org.apache.kafka.connect.data.Date");
+    // 2023-11-14 is day 19675 since the epoch.
+    assert_eq!(
+        out.value
+            .as_ref()
+            .and_then(|v| v.as_struct())
+            .map(|v| v[i].clone()),
+        Some(Value::Int32(19_675))
+    );
+
+    // Whole schemaless values, parsed from text.
+    let c = chain(&[
+        ("transforms", "ts"),
+        ("transforms.ts.type", "TimestampConverter$Value"),
+        ("transforms.ts.target.type", "unix"),
+        ("transforms.ts.format", "dd/MM/yyyy HH:mm"),
+    ]);
+    let rec = ConnectRecord {
+        value_schema: None,
+        value: Some(Value::String("14/11/2023 22:13".into())),
+        ..create()
+    };
+    let out = c.apply(rec).expect("ok").expect("kept");
+    assert_eq!(out.value, Some(Value::Int64(1_699_999_980_000)));
+    let bad = ConnectRecord {
+        value_schema: None,
+        value: Some(Value::String("2023-11-14".into())),
+        ..create()
+    };
+    let err = c.apply(bad).expect_err("unparsable").to_string();
+    assert!(
+        err.contains("'ts'")
+            && err.contains("(2023-11-14) does not match pattern (dd/MM/yyyy HH:mm)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn timestamp_converter_config_errors() {
+    let base = [
+        ("transforms", "ts"),
+        ("transforms.ts.type", "TimestampConverter$Value"),
+    ];
+    let with = |extra: &[(&str, &str)]| {
+        let mut kv: Vec<(&str, &str)> = base.to_vec();
+        kv.extend_from_slice(extra);
+        config_errors(&kv)
+    };
+    let e = with(&[]);
+    assert!(
+        e.contains("'transforms.ts.target.type'") && e.contains("Missing"),
+        "{e}"
+    );
+    // Kafka's ValidString is case-sensitive.
+    let e = with(&[("transforms.ts.target.type", "date")]);
+    assert!(
+        e.contains("'date'") && e.contains("string, unix, Date, Time, Timestamp"),
+        "{e}"
+    );
+    let e = with(&[("transforms.ts.target.type", "string")]);
+    assert!(
+        e.contains("'transforms.ts.format'") && e.contains("requires format"),
+        "{e}"
+    );
+    let e = with(&[
+        ("transforms.ts.target.type", "unix"),
+        ("transforms.ts.unix.precision", "minutes"),
+    ]);
+    assert!(
+        e.contains("'transforms.ts.unix.precision'") && e.contains("'minutes'"),
+        "{e}"
+    );
+    let e = with(&[
+        ("transforms.ts.target.type", "string"),
+        ("transforms.ts.format", "yyyy-qq"),
+    ]);
+    assert!(
+        e.contains("'yyyy-qq'") && e.contains("Illegal pattern character 'q'"),
+        "{e}"
+    );
+}
+
 // The chain inside a running worker: a small source emits Debezium change
 // events for retail.orders_info; the file sink receives them through the
 // in-process transport.

@@ -31,9 +31,11 @@ use sluice_core::value::Value;
 
 pub mod extract_new_record_state;
 pub mod insert_field;
+pub mod java_date_format;
 pub mod predicates;
 pub mod regex_router;
 pub mod replace_field;
+pub mod timestamp_converter;
 
 use predicates::Predicate;
 
@@ -194,6 +196,8 @@ pub const TRANSFORM_CLASSES: &[&str] = &[
     replace_field::KEY_CLASS,
     replace_field::VALUE_CLASS,
     regex_router::CLASS,
+    timestamp_converter::KEY_CLASS,
+    timestamp_converter::VALUE_CLASS,
 ];
 
 /// The class `given` names (full or simple name), if Sluice has it.
@@ -221,6 +225,12 @@ fn build_transform(class: &str, opts: &Options<'_>) -> Result<Box<dyn Transform>
             Box::new(replace_field::ReplaceField::from_options(opts, false)?)
         }
         regex_router::CLASS => Box::new(regex_router::RegexRouter::from_options(opts)?),
+        timestamp_converter::KEY_CLASS => Box::new(
+            timestamp_converter::TimestampConverter::from_options(opts, true)?,
+        ),
+        timestamp_converter::VALUE_CLASS => Box::new(
+            timestamp_converter::TimestampConverter::from_options(opts, false)?,
+        ),
         other => {
             return Err(opts.error(
                 "type",
