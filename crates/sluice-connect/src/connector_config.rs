@@ -255,6 +255,7 @@ fn validate_one(
     let transforms = TransformChain::from_props(props)
         .map_err(|e| errors.extend(e))
         .ok();
+    warnings.extend(crate::transforms::unused_options(props));
     let mut converter = |prefix: &str, worker_spec, is_key| {
         let (spec, warning) = converters::for_connector(props, worker_spec, prefix);
         warnings.extend(warning);

@@ -373,7 +373,31 @@ fn non_envelopes_pass_unchanged() {
         timestamp_ms: None,
         headers: Vec::new(),
     };
+    assert_eq!(chain.apply(hb.clone()).expect("ok"), Some(hb.clone()));
+    // Headers read from an envelope find nothing in a heartbeat.
+    let chain = unwrap_chain(&[("add.headers", "op,source.lsn")]);
     assert_eq!(chain.apply(hb.clone()).expect("ok"), Some(hb));
+}
+
+#[test]
+fn unused_transform_options_are_reported() {
+    let warnings = sluice_connect::transforms::unused_options(&props(&[
+        ("transforms", "unwrap"),
+        (
+            "transforms.unwrap.type",
+            "io.debezium.transforms.ExtractNewRecordState",
+        ),
+        ("transforms.unwrap.delete.handling.mod", "rewrite"),
+        ("transforms.unwrap.add.fields", "op"),
+        ("transforms.unwrapp.type", "RegexRouter"),
+    ]));
+    assert_eq!(
+        warnings,
+        vec![
+            "configuration 'transforms.unwrap.delete.handling.mod' is not used by io.debezium.transforms.ExtractNewRecordState",
+            "configuration 'transforms.unwrapp.type' belongs to no transform listed in 'transforms'",
+        ]
+    );
 }
 
 #[test]

@@ -123,23 +123,18 @@ impl FieldRef {
 
     /// The field's schema in the envelope (its parent struct first, then
     /// the envelope itself, for fields another transform added there).
-    fn schema<'a>(&self, envelope: &'a Schema) -> Result<Option<&'a Schema>, TransformError> {
+    /// None when absent. Debezium fails with a NullPointerException when
+    /// the parent struct itself is missing (e.g. `source.lsn` in
+    /// `add.headers` on a heartbeat); Sluice skips the field instead.
+    fn schema<'a>(&self, envelope: &'a Schema) -> Option<&'a Schema> {
         let parent = match &self.parent {
-            Some(p) => match envelope.field(p) {
-                Some((_, f)) => &*f.schema,
-                None => {
-                    return Err(TransformError::new(format!(
-                        "{p} is not a valid field name (for '{}')",
-                        self.field
-                    )))
-                }
-            },
+            Some(p) => &*envelope.field(p)?.1.schema,
             None => envelope,
         };
-        Ok(parent
+        parent
             .field(&self.field)
             .or_else(|| envelope.field(&self.field))
-            .map(|(_, f)| &*f.schema))
+            .map(|(_, f)| &*f.schema)
     }
 
     /// The field's raw value (`getWithoutDefault`).
@@ -397,7 +392,7 @@ impl ExtractNewRecordState {
                 let mut s = copy_struct_basics(row_schema);
                 s.fields.clone_from(&row_schema.fields);
                 for r in &self.add_fields {
-                    if let Some(fs) = r.schema(envelope)? {
+                    if let Some(fs) = r.schema(envelope) {
                         s.fields.push(sluice_core::schema::Field {
                             name: r.new_name.clone(),
                             schema: added_field_schema(fs),
@@ -407,7 +402,7 @@ impl ExtractNewRecordState {
                 Ok(Arc::new(s))
             })?;
         for r in &self.add_fields {
-            if r.schema(envelope)?.is_some() {
+            if r.schema(envelope).is_some() {
                 let v = r.value(envelope, env_values);
                 // A repeated name overwrites, as `Struct.put` does.
                 match out.field(&r.new_name) {
@@ -436,7 +431,7 @@ impl ExtractNewRecordState {
                     }
                 }
                 Some((schema, values)) => {
-                    if r.schema(schema)?.is_some() {
+                    if r.schema(schema).is_some() {
                         out.push(Header {
                             key: r.new_name.clone(),
                             value: header_bytes(&r.value(schema, values)),

@@ -241,6 +241,81 @@ fn build_transform(class: &str, opts: &Options<'_>) -> Result<Box<dyn Transform>
     })
 }
 
+/// The options a transform class reads (besides `type`, `predicate` and
+/// `negate`), for warning about the rest, which Kafka silently ignores.
+fn known_options(class: &str) -> &'static [&'static str] {
+    match class {
+        extract_new_record_state::CLASS => &[
+            "delete.tombstone.handling.mode",
+            "drop.tombstones",
+            "delete.handling.mode",
+            "route.by.field",
+            "add.fields",
+            "add.fields.prefix",
+            "add.headers",
+            "add.headers.prefix",
+            "drop.fields.header.name",
+            "drop.fields.from.key",
+            "drop.fields.keep.schema.compatible",
+        ],
+        insert_field::KEY_CLASS | insert_field::VALUE_CLASS => &[
+            "topic.field",
+            "partition.field",
+            "offset.field",
+            "timestamp.field",
+            "static.field",
+            "static.value",
+        ],
+        replace_field::KEY_CLASS | replace_field::VALUE_CLASS => {
+            &["exclude", "include", "blacklist", "whitelist", "renames"]
+        }
+        regex_router::CLASS => &["regex", "replacement"],
+        timestamp_converter::KEY_CLASS | timestamp_converter::VALUE_CLASS => {
+            &["field", "target.type", "format", "unix.precision"]
+        }
+        _ => &[],
+    }
+}
+
+/// Warnings for `transforms.*` keys nothing reads: options a transform
+/// does not have (often a misspelling, which Kafka would silently ignore)
+/// and options of aliases missing from `transforms`.
+pub fn unused_options(props: &Props) -> Vec<String> {
+    let aliases = props
+        .get("transforms")
+        .map(|v| split_list(v))
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for key in props.keys() {
+        let Some(rest) = key.strip_prefix("transforms.") else {
+            continue;
+        };
+        let Some(alias) = aliases.iter().find(|a| {
+            rest.strip_prefix(a.as_str())
+                .is_some_and(|r| r.starts_with('.'))
+        }) else {
+            out.push(format!(
+                "configuration '{key}' belongs to no transform listed in 'transforms'"
+            ));
+            continue;
+        };
+        let option = &rest[alias.len() + 1..];
+        if ["type", "predicate", "negate"].contains(&option) {
+            continue;
+        }
+        let Some(class) = props
+            .get(&format!("transforms.{alias}.type"))
+            .and_then(|c| resolve_class(c, TRANSFORM_CLASSES))
+        else {
+            continue;
+        };
+        if !known_options(class).contains(&option) {
+            out.push(format!("configuration '{key}' is not used by {class}"));
+        }
+    }
+    out
+}
+
 struct Step {
     alias: String,
     transform: Box<dyn Transform>,
