@@ -474,9 +474,38 @@ fn drop_fields_header_removes_optional_fields() {
         ("drop.fields.keep.schema.compatible", "false"),
         ("drop.fields.from.key", "true"),
     ]);
-    let out = chain.apply(rec).expect("ok").expect("kept");
+    let out = chain.apply(rec.clone()).expect("ok").expect("kept");
     assert_eq!(value_json(&out, false).as_deref(), Some("{}"));
     assert_eq!(out.key, Some(Value::Struct(vec![])));
+    // A delete turned tombstone keeps its value schema: there is no value
+    // to drop fields from.
+    let chain = unwrap_chain(&[
+        ("drop.fields.header.name", "drop"),
+        ("drop.fields.keep.schema.compatible", "false"),
+        ("delete.tombstone.handling.mode", "tombstone"),
+    ]);
+    let before = rec
+        .value
+        .as_ref()
+        .and_then(|v| v.as_struct())
+        .map(|f| f[1].clone());
+    let del = ConnectRecord {
+        value: Some(envelope_value(
+            rec.value_schema.as_deref().expect("schema"),
+            before,
+            None,
+            source("false"),
+            Op::Delete,
+            1,
+            1,
+            1,
+            None,
+        )),
+        ..rec
+    };
+    let out = chain.apply(del).expect("ok").expect("kept");
+    assert_eq!(out.value, None);
+    assert_eq!(out.value_schema.as_ref().map(|s| s.fields.len()), Some(2));
 }
 
 fn config_errors(kv: &[(&str, &str)]) -> String {

@@ -414,10 +414,7 @@ impl ExtractNewRecordState {
         Ok((out, Value::Struct(values)))
     }
 
-    fn headers(
-        &self,
-        envelope: Option<(&Schema, &[Value])>,
-    ) -> Result<Vec<Header>, TransformError> {
+    fn headers(&self, envelope: Option<(&Schema, &[Value])>) -> Vec<Header> {
         let mut out = Vec::new();
         for r in &self.add_headers {
             match envelope {
@@ -440,7 +437,7 @@ impl ExtractNewRecordState {
                 }
             }
         }
-        Ok(out)
+        out
     }
 
     /// The field names listed in the drop-fields header (a list, as
@@ -486,7 +483,8 @@ impl ExtractNewRecordState {
                 }
             }
         }
-        if let Some(vs) = record.value_schema.clone() {
+        // ReplaceField leaves a null value (and its schema) as it is.
+        if let (Some(vs), true) = (record.value_schema.clone(), record.value.is_some()) {
             let drop = pick(&vs);
             if !drop.is_empty() {
                 let (s, v) = super::replace_field::exclude(&vs, record.value.take(), &drop)?;
@@ -534,16 +532,16 @@ impl Transform for ExtractNewRecordState {
         let mut record = record;
         if !self.add_headers.is_empty() {
             let envelope = match (&record.value_schema, &record.value) {
-                (_, None) => None,
-                (Some(s), Some(Value::Struct(v))) => Some((&**s, v.as_slice())),
-                _ => {
-                    return Err(TransformError::new(
-                        "add.headers needs a struct value with a schema",
-                    ))
-                }
+                (_, None) => Some(None),
+                (Some(s), Some(Value::Struct(v))) => Some(Some((&**s, v.as_slice()))),
+                // Not a struct with a schema: nothing to read headers from
+                // (Debezium would fail on the cast).
+                _ => None,
             };
-            let extra = self.headers(envelope)?;
-            record.headers.extend(extra);
+            if let Some(envelope) = envelope {
+                let extra = self.headers(envelope);
+                record.headers.extend(extra);
+            }
         }
         if record.value.is_none() {
             return Ok(self.keep_tombstone().then_some(record));
