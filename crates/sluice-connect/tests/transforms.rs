@@ -1236,6 +1236,36 @@ mod worker {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_sink_transform_names_the_record_it_failed_on() {
+        let s = setup(
+            &[],
+            &[
+                ("transforms", "ts"),
+                ("transforms.ts.type", "TimestampConverter$Value"),
+                ("transforms.ts.field", "city"),
+                ("transforms.ts.target.type", "unix"),
+            ],
+        );
+        let worker = Worker::new(&s.registry, &s.worker_props, &s.connectors).expect("valid");
+        let err = tokio::time::timeout(
+            Duration::from_secs(10),
+            worker.run(CancellationToken::new()),
+        )
+        .await
+        .expect("the worker stops on its own")
+        .expect_err("task failure");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("sink connector 'orders-file'")
+                && text.contains("transform 'ts'")
+                && text.contains(&format!("topic '{TOPIC}' partition 0 offset 0")),
+            "{text}"
+        );
+        // Nothing reached the file.
+        assert!(lines(&s.out).is_empty());
+    }
+
     #[test]
     fn bad_transform_configs_stop_start_up() {
         let s = setup(
