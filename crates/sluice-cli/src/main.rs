@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use sluice_connect::config_files::{self, ConnectorFile};
+use sluice_connect::rest::{RestConfig, RestServer};
 use sluice_connect::{Registry, Worker, WorkerError};
 use sluice_core::config::Props;
 use sluice_core::connector::ConnectorPlugin;
@@ -203,17 +204,34 @@ fn connect(files: &[PathBuf]) -> u8 {
         }
     };
     let registry = Registry::new(plugins());
-    let worker = match Worker::new(&registry, &worker_props, &connectors) {
-        Ok(w) => w,
-        Err(WorkerError::Config(report)) => {
-            print_config_errors(&report.errors);
+    // REST key errors are reported together with every other config error.
+    let rest = RestConfig::from_props(&worker_props).map_err(|e| format!("worker: {e}"));
+    let worker = match (Worker::new(&registry, &worker_props, &connectors), &rest) {
+        (Ok(w), Ok(_)) => w,
+        (Err(WorkerError::Config(report)), rest) => {
+            let mut errors = report.errors;
+            errors.extend(rest.as_ref().err().cloned());
+            print_config_errors(&errors);
             return EXIT_BAD_CONFIG;
         }
-        Err(e) => {
+        (Ok(_), Err(e)) => {
+            print_config_errors(std::slice::from_ref(e));
+            return EXIT_BAD_CONFIG;
+        }
+        (Err(e), _) => {
             eprintln!("sluice: {e}");
             return EXIT_TASK_FAILED;
         }
     };
+    let Ok(rest) = rest else {
+        return EXIT_BAD_CONFIG;
+    };
+    // A listener the user chose must be served; the default one is a
+    // convenience that another worker on this host may already hold.
+    let rest_chosen = ["listeners", "rest.port", "rest.host.name"]
+        .iter()
+        .any(|k| worker_props.contains_key(*k));
+    let mut worker = worker;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -234,6 +252,27 @@ fn connect(files: &[PathBuf]) -> u8 {
             signal(SignalKind::terminate()),
         );
         tokio::spawn(watch_signals(shutdown.clone(), signals));
+        match RestServer::bind(rest).await {
+            Ok(server) => {
+                if let Ok(addr) = server.local_addr() {
+                    worker.set_worker_id(addr.to_string());
+                }
+                let handle = worker.handle();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = server.serve(handle, stop).await {
+                        tracing::error!("REST API stopped: {e}");
+                    }
+                });
+            }
+            Err(e) if rest_chosen => {
+                eprintln!("sluice: {e} (worker key 'listeners')");
+                return EXIT_BAD_CONFIG;
+            }
+            Err(e) => {
+                tracing::warn!("{e}; running without the REST API (set 'listeners' to choose another address, e.g. http://127.0.0.1:0)");
+            }
+        }
         match worker.run(shutdown).await {
             Ok(()) => EXIT_OK,
             Err(e) => {

@@ -62,6 +62,27 @@ impl Committer {
         }
     }
 
+    /// Adds a source task started at runtime.
+    pub fn add_source(&mut self, source: CommitSource) {
+        self.sources.push(source);
+    }
+
+    /// Forgets the source tasks of `connector` (stopped or deleted); its
+    /// stored offsets stay, as Kafka Connect keeps a deleted connector's.
+    pub fn remove_connector(&mut self, connector: &str) {
+        self.sources.retain(|s| s.connector != connector);
+    }
+
+    /// Every source task's delivery tracker.
+    pub fn trackers(&self) -> impl Iterator<Item = &Arc<DeliveryTracker>> {
+        self.sources.iter().map(|s| &s.tracker)
+    }
+
+    /// The offset store (what was committed so far).
+    pub fn store(&self) -> &OffsetStore {
+        &self.store
+    }
+
     /// Commits whatever became delivered since the last commit.
     pub async fn commit(&mut self) -> Result<(), OffsetFileError> {
         for s in &mut self.sources {

@@ -295,6 +295,24 @@ fn validate_one(
     })
 }
 
+/// Checks one connector config with exactly the start-up checks (the
+/// offset file requirement aside), returning each problem with its key, and
+/// the warnings. What `PUT /connector-plugins/{p}/config/validate` reports.
+pub fn validate_config(
+    registry: &Registry,
+    worker: &WorkerConfig,
+    props: &Props,
+) -> (Vec<ConfigError>, Vec<String>) {
+    let file = ConnectorFile {
+        path: std::path::PathBuf::from("REST request"),
+        props: props.clone(),
+    };
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    validate_one(registry, worker, &file, &mut errors, &mut warnings);
+    (errors, warnings)
+}
+
 /// Validates all connectors against the registry and worker config. Returns
 /// the specs and warnings (one line per unknown key), or every error found.
 pub fn validate_connectors(

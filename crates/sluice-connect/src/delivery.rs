@@ -54,6 +54,10 @@ impl Watermarks {
     pub fn dispatch(&mut self, sinks: &[SinkTaskIndex]) -> u64 {
         self.last += 1;
         for &s in sinks {
+            // Sink tasks created at runtime get indices past the end.
+            if s >= self.pairs.len() {
+                self.pairs.resize(s + 1, Pair::default());
+            }
             let p = &mut self.pairs[s];
             if p.acked >= p.dispatched {
                 p.first_outstanding = self.last;
@@ -65,10 +69,23 @@ impl Watermarks {
 
     /// Sink task `sink` made every record of this source up to `seq` durable.
     pub fn ack(&mut self, sink: SinkTaskIndex, seq: u64) {
-        let p = &mut self.pairs[sink];
+        let Some(p) = self.pairs.get_mut(sink) else {
+            // Nothing was ever dispatched to it.
+            return;
+        };
         p.acked = p.acked.max(seq.min(p.dispatched));
         if p.acked < p.dispatched {
             p.first_outstanding = p.first_outstanding.max(p.acked + 1);
+        }
+    }
+
+    /// Stops waiting on sink task `sink` (its connector was deleted or
+    /// restarted): what it had not acknowledged no longer holds back the
+    /// committable point. Those records are not written anywhere by it, as
+    /// in Kafka Connect, where a deleted sink simply stops consuming.
+    pub fn forget(&mut self, sink: SinkTaskIndex) {
+        if let Some(p) = self.pairs.get_mut(sink) {
+            p.acked = p.dispatched;
         }
     }
 
@@ -126,6 +143,11 @@ impl DeliveryTracker {
     /// See [`Watermarks::ack`].
     pub fn ack(&self, sink: SinkTaskIndex, seq: u64) {
         self.lock().marks.ack(sink, seq);
+    }
+
+    /// See [`Watermarks::forget`].
+    pub fn forget(&self, sink: SinkTaskIndex) {
+        self.lock().marks.forget(sink);
     }
 
     /// Removes and returns, oldest first, the offsets of records that are now

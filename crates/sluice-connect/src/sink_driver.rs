@@ -115,6 +115,9 @@ pub struct SinkDriver {
     /// The connector's transforms; None when it has none, so records reach
     /// `put` without being read and rewritten.
     pub transforms: Option<SinkTransforms>,
+    /// While true (the connector is paused) the task takes nothing from its
+    /// queue, so records wait there (bounded) and sources slow down.
+    pub paused: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Acknowledgements waiting for the next flush: per source tracker, the
@@ -132,6 +135,24 @@ impl SinkDriver {
         let mut pending = Pending::default();
         let mut batch: Vec<Record> = Vec::with_capacity(MAX_BATCH);
         loop {
+            if let Some(mut paused) = self.paused.clone() {
+                if *paused.borrow() && !self.stop.is_cancelled() {
+                    // What was taken before the pause is written and
+                    // acknowledged; nothing more until resumed.
+                    self.put(&mut batch).await?;
+                    self.flush(&mut pending).await?;
+                    tokio::select! {
+                        r = paused.wait_for(|p| !*p) => {
+                            if r.is_err() {
+                                // The worker dropped the switch: no more pauses.
+                                self.paused = None;
+                            }
+                        }
+                        _ = self.stop.cancelled() => {}
+                    }
+                    continue;
+                }
+            }
             let deadline = pending.since.map(|s| s + self.policy.interval);
             let stopping = tokio::select! {
                 biased;

@@ -8,7 +8,7 @@
 //! a slow sink slows the sources instead of growing memory.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -141,13 +141,15 @@ pub struct SinkRoute {
 
 struct TopicState {
     next_offset: i64,
-    /// Indices into `Router::sinks` of the connectors reading this topic.
-    routes: Vec<usize>,
+    /// The sink connectors reading this topic.
+    routes: Vec<Arc<SinkRoute>>,
 }
 
 /// Routes converted records from sources to the sink tasks that read them.
+/// Sink connectors may be added and removed while sources run; the routes
+/// of every topic already seen are then recomputed.
 pub struct Router {
-    sinks: Vec<SinkRoute>,
+    sinks: RwLock<Vec<Arc<SinkRoute>>>,
     topics: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<TopicState>>>>,
     warned: Mutex<HashSet<Arc<str>>>,
 }
@@ -156,9 +158,65 @@ impl Router {
     /// A router over the given sink connectors.
     pub fn new(sinks: Vec<SinkRoute>) -> Self {
         Router {
-            sinks,
+            sinks: RwLock::new(sinks.into_iter().map(Arc::new).collect()),
             topics: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn sinks(&self) -> Vec<Arc<SinkRoute>> {
+        self.sinks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts routing matching topics (known ones included) to `route`.
+    pub async fn add(&self, route: SinkRoute) {
+        self.sinks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::new(route));
+        self.recompute().await;
+    }
+
+    /// Stops routing anything to sink connector `connector`. Waits for
+    /// records being dispatched to a topic it reads to reach its queues, so
+    /// its tasks' queues must already be closed (or have room).
+    pub async fn remove(&self, connector: &str) {
+        self.sinks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|s| s.connector != connector);
+        self.recompute().await;
+    }
+
+    /// Recomputes the routes of every topic seen so far. A topic first seen
+    /// concurrently is either created from the new sink list or is in the
+    /// snapshot taken here, since the list changes before the snapshot.
+    async fn recompute(&self) {
+        let sinks = self.sinks();
+        let topics: Vec<(Arc<str>, Arc<tokio::sync::Mutex<TopicState>>)> = self
+            .topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (Arc::clone(k), Arc::clone(v)))
+            .collect();
+        for (topic, state) in topics {
+            let routes: Vec<Arc<SinkRoute>> = sinks
+                .iter()
+                .filter(|s| s.subscription.matches(&topic))
+                .cloned()
+                .collect();
+            if !routes.is_empty() {
+                // A later removal should warn again.
+                self.warned
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&topic);
+            }
+            state.lock().await.routes = routes;
         }
     }
 
@@ -167,12 +225,10 @@ impl Router {
         if let Some(t) = topics.get(topic) {
             return Arc::clone(t);
         }
-        let routes: Vec<usize> = self
-            .sinks
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.subscription.matches(topic))
-            .map(|(i, _)| i)
+        let routes: Vec<Arc<SinkRoute>> = self
+            .sinks()
+            .into_iter()
+            .filter(|s| s.subscription.matches(topic))
             .collect();
         if routes.is_empty()
             && self
@@ -186,10 +242,7 @@ impl Router {
                 "no sink connector subscribes to topic '{topic}': its records are not stored anywhere"
             );
         } else if !routes.is_empty() {
-            let names: Vec<&str> = routes
-                .iter()
-                .map(|&i| self.sinks[i].connector.as_str())
-                .collect();
+            let names: Vec<&str> = routes.iter().map(|s| s.connector.as_str()).collect();
             tracing::debug!(topic = %topic, sinks = ?names, "routing new topic");
         }
         let state = Arc::new(tokio::sync::Mutex::new(TopicState {
@@ -214,6 +267,12 @@ pub struct SourceSender {
     // `send` takes &self; records of one task must still be dispatched in
     // order, so concurrent calls are serialized.
     serial: tokio::sync::Mutex<()>,
+    /// While true (the connector is paused) `send` waits, so the task
+    /// stops producing; cancelling the token ends the wait.
+    paused: Option<(
+        tokio::sync::watch::Receiver<bool>,
+        tokio_util::sync::CancellationToken,
+    )>,
 }
 
 impl SourceSender {
@@ -235,7 +294,19 @@ impl SourceSender {
             value_converter,
             transforms: None,
             serial: tokio::sync::Mutex::new(()),
+            paused: None,
         }
+    }
+
+    /// Makes `send` wait while `paused` is true, unless `stop` is cancelled
+    /// (a stopping worker lets the last records through).
+    pub fn with_pause(
+        mut self,
+        paused: tokio::sync::watch::Receiver<bool>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        self.paused = Some((paused, stop));
+        self
     }
 
     /// Applies `chain` to every record before conversion (an empty chain
@@ -352,6 +423,14 @@ fn now_ms() -> i64 {
 impl RecordSender for SourceSender {
     async fn send(&self, records: Vec<SourceRecord>) -> anyhow::Result<()> {
         let _serial = self.serial.lock().await;
+        if let Some((paused, stop)) = &self.paused {
+            let mut paused = paused.clone();
+            tokio::select! {
+                // An error means the worker dropped the connector: go on.
+                _ = paused.wait_for(|p| !*p) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
         // Convert the whole batch first: a conversion error fails the task
         // before any of the batch is dispatched.
         let mut converted: Vec<(Record, Option<Arc<SourceOffset>>)> =
@@ -394,11 +473,13 @@ impl RecordSender for SourceSender {
             state.next_offset += 1;
             dests.clear();
             indices.clear();
-            for &route in &state.routes {
-                let tasks = &self.router.sinks[route].tasks;
-                let task = task_for_key(rec.key.as_deref(), tasks.len());
+            for (route, sink) in state.routes.iter().enumerate() {
+                if sink.tasks.is_empty() {
+                    continue;
+                }
+                let task = task_for_key(rec.key.as_deref(), sink.tasks.len());
                 dests.push((route, task));
-                indices.push(tasks[task].0);
+                indices.push(sink.tasks[task].0);
             }
             let seq = self.tracker.dispatch(&indices, offset.as_ref());
             let origin = Origin {
@@ -411,7 +492,7 @@ impl RecordSender for SourceSender {
                 } else {
                     rec.clone()
                 };
-                let queue = &self.router.sinks[route].tasks[task].1;
+                let queue = &state.routes[route].tasks[task].1;
                 if queue.send(r, origin.clone()).await.is_err() {
                     // The sink task failed and the worker is stopping; the
                     // record stays unacknowledged, so its offset is never

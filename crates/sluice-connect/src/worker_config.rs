@@ -83,6 +83,9 @@ const KNOWN: &[&str] = &[
     "rest.advertised.host.name",
     "rest.advertised.port",
     "rest.advertised.listener",
+    "sluice.rest.show.secrets",
+    "rest.basic.auth.user",
+    "rest.basic.auth.password",
     "sluice.queue.max.records",
     "sluice.queue.max.bytes",
 ];

@@ -1,0 +1,190 @@
+//! The worker keys of the REST server: `listeners` (or the older
+//! `rest.host.name`/`rest.port`), Sluice's basic auth keys and
+//! `sluice.rest.show.secrets`.
+
+use sluice_core::config::{split_list, ConfigError, Props};
+
+/// Where the REST server listens when nothing is configured. Kafka Connect
+/// listens on every interface; Sluice stays on loopback unless the user
+/// opens it, since the API can change and delete connectors.
+pub const DEFAULT_LISTENER: &str = "http://127.0.0.1:8083";
+
+/// The REST server's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestConfig {
+    /// `host:port` to bind.
+    pub bind: String,
+    /// `user:password` a request must present (basic auth), if any.
+    pub basic_auth: Option<String>,
+    /// `sluice.rest.show.secrets`: show secret config values unmasked.
+    pub show_secrets: bool,
+}
+
+fn host_port(listener: &str, key: &str) -> Result<String, ConfigError> {
+    let bad = |msg: &str| ConfigError::new(key, Some(listener), msg.to_string());
+    let rest = match listener.trim().split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+            return Err(bad(
+                "https listeners are not supported by Sluice; use http:// (behind a TLS proxy if needed)",
+            ))
+        }
+        _ => {
+            return Err(bad(
+                "Expected a listener of the form http://host:port, e.g. http://127.0.0.1:8083",
+            ))
+        }
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
+        bad("Expected a listener of the form http://host:port, e.g. http://127.0.0.1:8083")
+    })?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("the port must be a number from 0 to 65535"))?;
+    // `http://:8083` is Kafka's spelling of "every interface".
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    if host.contains('/') || host.contains(' ') {
+        return Err(bad("the host must be a host name or an IP address"));
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+impl RestConfig {
+    /// Reads the REST keys of the worker properties; errors name the key.
+    pub fn from_props(props: &Props) -> Result<RestConfig, ConfigError> {
+        let bind = match props.get("listeners").filter(|v| !v.trim().is_empty()) {
+            Some(v) => {
+                let listeners = split_list(v);
+                if listeners.len() > 1 {
+                    return Err(ConfigError::new(
+                        "listeners",
+                        Some(v),
+                        "Sluice serves the REST API on one listener; give exactly one",
+                    ));
+                }
+                host_port(&listeners[0], "listeners")?
+            }
+            None => {
+                let host = props
+                    .get("rest.host.name")
+                    .map(|h| h.trim())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or("127.0.0.1");
+                let port = match props.get("rest.port") {
+                    None => 8083,
+                    Some(p) => p.trim().parse::<u16>().map_err(|_| {
+                        ConfigError::new(
+                            "rest.port",
+                            Some(p),
+                            "Expected a port number from 0 to 65535",
+                        )
+                    })?,
+                };
+                host_port(&format!("http://{host}:{port}"), "rest.host.name")?
+            }
+        };
+        let user = props.get("rest.basic.auth.user").filter(|v| !v.is_empty());
+        let password = props
+            .get("rest.basic.auth.password")
+            .filter(|v| !v.is_empty());
+        let basic_auth = match (user, password) {
+            (Some(u), Some(p)) => {
+                if u.contains(':') {
+                    return Err(ConfigError::new(
+                        "rest.basic.auth.user",
+                        Some(u),
+                        "a basic auth user name cannot contain ':'",
+                    ));
+                }
+                Some(format!("{u}:{p}"))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "rest.basic.auth.password",
+                    None,
+                    "rest.basic.auth.user is set, so a password is required too",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "rest.basic.auth.user",
+                    None,
+                    "rest.basic.auth.password is set, so a user is required too",
+                ))
+            }
+        };
+        let show_secrets = match props.get("sluice.rest.show.secrets") {
+            None => false,
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ConfigError::new(
+                        "sluice.rest.show.secrets",
+                        Some(v),
+                        "Expected true or false",
+                    ))
+                }
+            },
+        };
+        Ok(RestConfig {
+            bind,
+            basic_auth,
+            show_secrets,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(kv: &[(&str, &str)]) -> Props {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn listeners_and_older_keys() {
+        assert_eq!(
+            RestConfig::from_props(&Props::new()).expect("default").bind,
+            "127.0.0.1:8083"
+        );
+        let c = RestConfig::from_props(&props(&[("listeners", "http://:9000")])).expect("ok");
+        assert_eq!(c.bind, "0.0.0.0:9000");
+        let c = RestConfig::from_props(&props(&[("rest.port", "9001")])).expect("ok");
+        assert_eq!(c.bind, "127.0.0.1:9001");
+        for bad in [
+            "localhost:8083",
+            "https://h:1",
+            "http://h:x",
+            "http://a:1,http://b:2",
+        ] {
+            let e = RestConfig::from_props(&props(&[("listeners", bad)]))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("'listeners'"), "{e}");
+        }
+        let e = RestConfig::from_props(&props(&[("rest.port", "99999")]))
+            .expect_err("port")
+            .to_string();
+        assert!(e.contains("'rest.port'"), "{e}");
+    }
+
+    #[test]
+    fn basic_auth_needs_both_keys() {
+        let e = RestConfig::from_props(&props(&[("rest.basic.auth.user", "u")]))
+            .expect_err("half")
+            .to_string();
+        assert!(e.contains("rest.basic.auth.password"), "{e}");
+        let c = RestConfig::from_props(&props(&[
+            ("rest.basic.auth.user", "u"),
+            ("rest.basic.auth.password", "p"),
+        ]))
+        .expect("ok");
+        assert_eq!(c.basic_auth.as_deref(), Some("u:p"));
+    }
+}

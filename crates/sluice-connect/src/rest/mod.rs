@@ -1,0 +1,540 @@
+//! Kafka Connect's REST API for the standalone worker: the same paths,
+//! bodies, status codes and `{"error_code", "message"}` errors, served with
+//! axum over a [`WorkerHandle`].
+//!
+//! Not served: `GET /connectors/{c}/topics`, `PUT .../topics/reset`, and
+//! `PATCH`/`DELETE .../offsets` (in-process topics have no stored topic
+//! history, and offsets are changed by editing the offset file while the
+//! worker is stopped).
+
+pub mod config;
+pub mod secrets;
+pub mod validate;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sluice_core::config::Props;
+use tokio_util::sync::CancellationToken;
+
+pub use config::RestConfig;
+
+use crate::worker::{ConnectorInfo, ControlError, TargetState, WorkerHandle};
+
+struct AppState {
+    handle: WorkerHandle,
+    show_secrets: bool,
+    /// `user:password` expected in `Authorization: Basic`.
+    basic_auth: Option<String>,
+}
+
+type Shared = State<Arc<AppState>>;
+
+/// An error answer: `{"error_code": <status>, "message": ...}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error_code": self.0.as_u16(), "message": self.1});
+        (self.0, Json(body)).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let status = match &e {
+            ControlError::NotFound(_) | ControlError::TaskNotFound(..) => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::InvalidConfig(_) | ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ControlError::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// A bound REST listener, ready to serve.
+#[derive(Debug)]
+pub struct RestServer {
+    listener: tokio::net::TcpListener,
+    config: RestConfig,
+}
+
+impl RestServer {
+    /// Binds the configured address (port 0 picks a free one).
+    pub async fn bind(config: RestConfig) -> std::io::Result<RestServer> {
+        let listener = tokio::net::TcpListener::bind(&config.bind)
+            .await
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("REST listener {}: cannot listen: {e}", config.bind),
+                )
+            })?;
+        Ok(RestServer { listener, config })
+    }
+
+    /// The bound address, as `host:port` (the worker id Kafka Connect shows).
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves requests until `shutdown` is cancelled.
+    pub async fn serve(
+        self,
+        handle: WorkerHandle,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        if let Ok(addr) = self.listener.local_addr() {
+            tracing::info!("REST API listening on http://{addr}");
+        }
+        let state = Arc::new(AppState {
+            handle,
+            show_secrets: self.config.show_secrets,
+            basic_auth: self.config.basic_auth.clone(),
+        });
+        let app = router(Arc::clone(&state));
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/connectors", get(list).post(create))
+        .route("/connectors/{c}", get(info).delete(delete))
+        .route(
+            "/connectors/{c}/config",
+            get(get_config).put(put_config).patch(patch_config),
+        )
+        .route("/connectors/{c}/status", get(status))
+        .route("/connectors/{c}/tasks", get(tasks))
+        .route("/connectors/{c}/tasks/{t}/status", get(task_status))
+        .route("/connectors/{c}/tasks/{t}/restart", post(task_restart))
+        .route("/connectors/{c}/restart", post(restart))
+        .route("/connectors/{c}/pause", put(pause))
+        .route("/connectors/{c}/resume", put(resume))
+        .route("/connectors/{c}/stop", put(stop))
+        .route("/connectors/{c}/offsets", get(offsets))
+        .route("/connector-plugins", get(plugins))
+        .route(
+            "/connector-plugins/{p}/config/validate",
+            put(validate_config),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            basic_auth,
+        ))
+        .with_state(state)
+}
+
+async fn basic_auth(State(state): Shared, req: Request, next: Next) -> Response {
+    let Some(expected) = &state.basic_auth else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        });
+    if given.as_deref() == Some(expected.as_bytes()) {
+        return next.run(req).await;
+    }
+    let mut resp = ApiError(
+        StatusCode::UNAUTHORIZED,
+        "Credentials are missing or wrong: this worker requires HTTP basic authentication".into(),
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"sluice\""),
+    );
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "HTTP 404 Not Found".into())
+}
+
+fn ok(status: StatusCode, body: Value) -> ApiResult {
+    Ok((status, Json(body)).into_response())
+}
+
+fn masked(state: &AppState, config: &Props) -> Props {
+    if state.show_secrets {
+        return config.clone();
+    }
+    let def = config
+        .get("connector.class")
+        .and_then(|c| state.handle.registry().lookup(c).ok())
+        .map(|p| p.config_def());
+    secrets::mask(def.as_ref(), config)
+}
+
+fn info_json(state: &AppState, info: ConnectorInfo) -> Value {
+    json!({
+        "name": info.name,
+        "config": masked(state, &info.config),
+        "tasks": info.tasks,
+        "type": info.kind,
+    })
+}
+
+async fn root() -> ApiResult {
+    ok(
+        StatusCode::OK,
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "commit": option_env!("SLUICE_GIT_COMMIT").unwrap_or("unknown"),
+            "kafka_cluster_id": null,
+        }),
+    )
+}
+
+/// The values of `key` in a query string (`?expand=status&expand=info`).
+fn query_values<'a>(query: &'a Option<String>, key: &str) -> Vec<&'a str> {
+    query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+fn query_bool(query: &Option<String>, key: &str) -> Result<bool, ApiError> {
+    match query_values(query, key).last() {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(bad_request(format!(
+            "query parameter {key}={v}: expected true or false"
+        ))),
+    }
+}
+
+async fn list(State(state): Shared, RawQuery(query): RawQuery) -> ApiResult {
+    let names = state.handle.list().await?;
+    let expand = query_values(&query, "expand");
+    if expand.is_empty() {
+        return ok(StatusCode::OK, json!(names));
+    }
+    for e in &expand {
+        if *e != "status" && *e != "info" {
+            return Err(bad_request(format!(
+                "query parameter expand={e}: expected status or info"
+            )));
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for name in names {
+        let mut entry = serde_json::Map::new();
+        // A connector deleted meanwhile is simply left out.
+        if expand.contains(&"status") {
+            match state.handle.status(&name).await {
+                Ok(s) => entry.insert("status".into(), json!(s)),
+                Err(ControlError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+        }
+        if expand.contains(&"info") {
+            match state.handle.info(&name).await {
+                Ok(i) => entry.insert("info".into(), info_json(&state, i)),
+                Err(ControlError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+        }
+        out.insert(name, Value::Object(entry));
+    }
+    ok(StatusCode::OK, Value::Object(out))
+}
+
+/// A JSON object of config values as flat properties (Kafka Connect takes
+/// strings; numbers and booleans are accepted as their text).
+fn props_of(v: &Value, what: &str) -> Result<Props, ApiError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad_request(format!("{what} must be a JSON object of strings")))?;
+    let mut props = Props::new();
+    for (k, v) in obj {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(bad_request(format!(
+                    "{what}: the value of '{k}' must be a string"
+                )))
+            }
+        };
+        props.insert(k.clone(), s);
+    }
+    Ok(props)
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+async fn create(State(state): Shared, body: Bytes) -> ApiResult {
+    let body = parse_body(&body)?;
+    let name = body
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| bad_request("the request must give the connector's name in \"name\""))?
+        .to_string();
+    let mut props = props_of(
+        body.get("config")
+            .ok_or_else(|| bad_request("the request must give the connector's \"config\""))?,
+        "config",
+    )?;
+    if let Some(n) = props.get("name") {
+        if n.trim() != name {
+            return Err(bad_request(format!(
+                "Connector name configuration ({n}) doesn't match connector name in the URL ({name})"
+            )));
+        }
+    }
+    props.insert("name".into(), name);
+    let initial = match body.get("initial_state") {
+        None | Some(Value::Null) => TargetState::Running,
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+            bad_request(format!(
+                "initial_state {v}: expected RUNNING, PAUSED or STOPPED"
+            ))
+        })?,
+    };
+    let info = state.handle.create(props, initial).await?;
+    ok(StatusCode::CREATED, info_json(&state, info))
+}
+
+async fn info(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    let info = state.handle.info(&c).await?;
+    ok(StatusCode::OK, info_json(&state, info))
+}
+
+async fn get_config(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    let info = state.handle.info(&c).await?;
+    ok(StatusCode::OK, json!(masked(&state, &info.config)))
+}
+
+async fn put_props(state: &AppState, c: String, mut props: Props) -> ApiResult {
+    if let Some(n) = props.get("name") {
+        if n.trim() != c {
+            return Err(bad_request(format!(
+                "Connector name configuration ({n}) doesn't match connector name in the URL ({c})"
+            )));
+        }
+    }
+    props.insert("name".into(), c);
+    let (info, created) = state.handle.put_config(props).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    ok(status, info_json(state, info))
+}
+
+async fn put_config(State(state): Shared, Path(c): Path<String>, body: Bytes) -> ApiResult {
+    let props = props_of(&parse_body(&body)?, "the connector config")?;
+    put_props(&state, c, props).await
+}
+
+async fn patch_config(State(state): Shared, Path(c): Path<String>, body: Bytes) -> ApiResult {
+    let patch = parse_body(&body)?;
+    let obj = patch
+        .as_object()
+        .ok_or_else(|| bad_request("the config patch must be a JSON object"))?;
+    let mut props = state.handle.info(&c).await?.config;
+    for (k, v) in obj {
+        // null removes a key, as in Kafka Connect.
+        if v.is_null() {
+            props.remove(k);
+        } else {
+            let one = props_of(&json!({ k: v }), "the config patch")?;
+            props.extend(one);
+        }
+    }
+    let (info, _) = state.handle.put_config(props).await?;
+    ok(StatusCode::OK, info_json(&state, info))
+}
+
+async fn status(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    ok(StatusCode::OK, json!(state.handle.status(&c).await?))
+}
+
+async fn tasks(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    let tasks = state.handle.tasks(&c).await?;
+    let out: Vec<Value> = tasks
+        .into_iter()
+        .map(|t| json!({"id": t.id, "config": masked(&state, &t.config)}))
+        .collect();
+    ok(StatusCode::OK, json!(out))
+}
+
+fn task_number(c: &str, t: &str) -> Result<u32, ApiError> {
+    t.parse().map_err(|_| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("Task {t} of connector {c} not found: task ids are numbers"),
+        )
+    })
+}
+
+async fn task_status(State(state): Shared, Path((c, t)): Path<(String, String)>) -> ApiResult {
+    let id = task_number(&c, &t)?;
+    let status = state.handle.status(&c).await?;
+    let task = status
+        .tasks
+        .into_iter()
+        .find(|s| s.id == id)
+        .ok_or(ControlError::TaskNotFound(c, id))?;
+    ok(StatusCode::OK, json!(task))
+}
+
+async fn task_restart(State(state): Shared, Path((c, t)): Path<(String, String)>) -> ApiResult {
+    let id = task_number(&c, &t)?;
+    let status = state.handle.status(&c).await?;
+    if !status.tasks.iter().any(|s| s.id == id) {
+        return Err(ControlError::TaskNotFound(c, id).into());
+    }
+    state.handle.restart(&c, true, false).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn restart(State(state): Shared, Path(c): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let include_tasks = query_bool(&q, "includeTasks")?;
+    let only_failed = query_bool(&q, "onlyFailed")?;
+    let status = state.handle.restart(&c, include_tasks, only_failed).await?;
+    if !include_tasks && !only_failed {
+        // Kafka Connect's answer to a plain connector restart.
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    ok(StatusCode::ACCEPTED, json!(status))
+}
+
+async fn target(state: &AppState, c: &str, t: TargetState, code: StatusCode) -> ApiResult {
+    state.handle.set_target(c, t).await?;
+    Ok(code.into_response())
+}
+
+async fn pause(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    target(&state, &c, TargetState::Paused, StatusCode::ACCEPTED).await
+}
+
+async fn resume(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    target(&state, &c, TargetState::Running, StatusCode::ACCEPTED).await
+}
+
+async fn stop(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    target(&state, &c, TargetState::Stopped, StatusCode::NO_CONTENT).await
+}
+
+async fn delete(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    state.handle.delete(&c).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn offsets(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    ok(
+        StatusCode::OK,
+        json!({"offsets": state.handle.offsets(&c).await?}),
+    )
+}
+
+async fn plugins(State(state): Shared) -> ApiResult {
+    let out: Vec<Value> = state
+        .handle
+        .registry()
+        .plugins()
+        .iter()
+        .map(|p| {
+            json!({
+                "class": p.class(),
+                "type": match p.kind() {
+                    sluice_core::connector::ConnectorKind::Source => "source",
+                    sluice_core::connector::ConnectorKind::Sink => "sink",
+                },
+                "version": p.version(),
+            })
+        })
+        .collect();
+    ok(StatusCode::OK, json!(out))
+}
+
+async fn validate_config(
+    State(state): Shared,
+    Path(p): Path<String>,
+    _headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let registry = state.handle.registry();
+    // The path may name the class, its simple name or an alias.
+    let plugin = registry
+        .plugins()
+        .iter()
+        .find(|pl| validate::simple_name(pl.class()) == p)
+        .cloned()
+        .or_else(|| registry.lookup(&p).ok())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("Unknown connector plugin {p}"),
+            )
+        })?;
+    let mut props = props_of(&parse_body(&body)?, "the connector config")?;
+    match props.get("connector.class") {
+        None => {
+            props.insert("connector.class".into(), plugin.class().to_string());
+        }
+        Some(c) => {
+            let same = registry
+                .lookup(c)
+                .is_ok_and(|named| named.class() == plugin.class());
+            if !same {
+                return Err(bad_request(format!(
+                    "Included connector type {c} does not match request type {p}"
+                )));
+            }
+        }
+    }
+    let (errors, _warnings) = state.handle.validate(&props);
+    let errors: Vec<(String, String)> = errors
+        .into_iter()
+        .map(|e| {
+            let msg = e.to_string();
+            (e.key, msg)
+        })
+        .collect();
+    ok(
+        StatusCode::OK,
+        validate::config_infos(plugin.as_ref(), &props, &errors, state.show_secrets),
+    )
+}

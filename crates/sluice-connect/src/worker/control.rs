@@ -1,0 +1,1045 @@
+//! The worker's runtime and control plane: connectors start, stop, pause
+//! and change while the worker runs, driven by requests from
+//! [`WorkerHandle`]s (the REST API) that the worker's loop answers one at a
+//! time, so the connector table needs no locking.
+//!
+//! Deleting (or reconfiguring) a sink connector stops its tasks after they
+//! write and flush what is already queued for them; the delivery trackers
+//! then stop waiting on those tasks. Records dispatched to them after that
+//! point are not written by them anywhere, exactly as in Kafka Connect,
+//! where a deleted sink simply stops consuming; they do not hold back the
+//! source offsets other sinks acknowledge.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use futures::FutureExt as _;
+use serde::Serialize;
+use sluice_core::config::Props;
+use sluice_core::connector::{ConnectorKind, SinkContext, SourceContext};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Worker, WorkerError};
+use crate::committer::{CommitSource, Committer};
+use crate::config_files::ConnectorFile;
+use crate::connector_config::{validate_connectors, ConnectorSpec};
+use crate::delivery::{DeliveryTracker, SinkTaskIndex};
+use crate::registry::Registry;
+use crate::sink_driver::{FlushPolicy, SinkDriver};
+use crate::transport::{queue, Router, SinkRoute, SourceSender};
+use crate::worker_config::WorkerConfig;
+
+/// What a connector is asked to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TargetState {
+    /// Tasks run.
+    Running,
+    /// Tasks exist but neither produce (sources) nor consume (sinks).
+    Paused,
+    /// No tasks; the config is kept.
+    Stopped,
+}
+
+impl TargetState {
+    fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Running => "RUNNING",
+            TargetState::Paused => "PAUSED",
+            TargetState::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// Why a control request was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    /// No connector has this name (Kafka Connect's message).
+    #[error("Connector {0} not found")]
+    NotFound(String),
+    /// No such task.
+    #[error("Task {1} of connector {0} not found")]
+    TaskNotFound(String, u32),
+    /// A connector with this name exists.
+    #[error("Connector {0} already exists")]
+    Conflict(String),
+    /// The config is invalid; one line per problem, naming the key.
+    #[error("Connector configuration is invalid and contains the following {} error(s):\n{}", .0.len(), .0.join("\n"))]
+    InvalidConfig(Vec<String>),
+    /// The request itself is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The worker is not running (stopping or stopped).
+    #[error("the worker is not running")]
+    NotRunning,
+}
+
+/// A task's id as Kafka Connect shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskId {
+    /// Connector name.
+    pub connector: String,
+    /// Task number.
+    pub task: u32,
+}
+
+/// `GET /connectors/{c}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorInfo {
+    /// Name.
+    pub name: String,
+    /// Full config (unmasked; callers mask secrets).
+    pub config: Props,
+    /// Its tasks.
+    pub tasks: Vec<TaskId>,
+    /// `source` or `sink`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// A state with where it runs and, when failed, why.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateInfo {
+    /// RUNNING, PAUSED, STOPPED, FAILED, UNASSIGNED.
+    pub state: &'static str,
+    /// `<host>:<port>` of the worker.
+    pub worker_id: String,
+    /// The error, for FAILED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+}
+
+/// One task's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskStatus {
+    /// Task number.
+    pub id: u32,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: StateInfo,
+}
+
+/// `GET /connectors/{c}/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorStatus {
+    /// Name.
+    pub name: String,
+    /// The connector's own state.
+    pub connector: StateInfo,
+    /// Its tasks' states.
+    pub tasks: Vec<TaskStatus>,
+    /// `source` or `sink`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// `GET /connectors/{c}/tasks` entries.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskInfo {
+    /// The task's id.
+    pub id: TaskId,
+    /// Its task config.
+    pub config: Props,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
+
+pub(super) enum Command {
+    List(Reply<Vec<String>>),
+    Info(String, Reply<ConnectorInfo>),
+    Status(String, Reply<ConnectorStatus>),
+    Tasks(String, Reply<Vec<TaskInfo>>),
+    Put {
+        props: Props,
+        initial: TargetState,
+        create_only: bool,
+        reply: Reply<(ConnectorInfo, bool)>,
+    },
+    Delete(String, Reply<()>),
+    Target(String, TargetState, Reply<()>),
+    Restart {
+        name: String,
+        include_tasks: bool,
+        only_failed: bool,
+        reply: Reply<ConnectorStatus>,
+    },
+    Offsets(String, Reply<Vec<serde_json::Value>>),
+}
+
+/// A cloneable handle to a running worker; every method waits for the
+/// worker's answer.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    commands: mpsc::Sender<Command>,
+    registry: Registry,
+    config: Arc<WorkerConfig>,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle").finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    pub(super) fn new(
+        commands: mpsc::Sender<Command>,
+        registry: Registry,
+        config: Arc<WorkerConfig>,
+    ) -> Self {
+        WorkerHandle {
+            commands,
+            registry,
+            config,
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| ControlError::NotRunning)?;
+        rx.await.map_err(|_| ControlError::NotRunning)?
+    }
+
+    /// The connector plugins this worker offers.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Checks a connector config as start-up would, without creating it:
+    /// each problem with its key, and the warnings.
+    pub fn validate(&self, props: &Props) -> (Vec<sluice_core::config::ConfigError>, Vec<String>) {
+        crate::connector_config::validate_config(&self.registry, &self.config, props)
+    }
+
+    /// Connector names, sorted.
+    pub async fn list(&self) -> Result<Vec<String>, ControlError> {
+        self.ask(Command::List).await
+    }
+
+    /// A connector's config and tasks.
+    pub async fn info(&self, name: &str) -> Result<ConnectorInfo, ControlError> {
+        self.ask(|r| Command::Info(name.to_string(), r)).await
+    }
+
+    /// A connector's and its tasks' states.
+    pub async fn status(&self, name: &str) -> Result<ConnectorStatus, ControlError> {
+        self.ask(|r| Command::Status(name.to_string(), r)).await
+    }
+
+    /// A connector's task configs.
+    pub async fn tasks(&self, name: &str) -> Result<Vec<TaskInfo>, ControlError> {
+        self.ask(|r| Command::Tasks(name.to_string(), r)).await
+    }
+
+    /// Creates a connector from `props` (which hold `name`), validated as
+    /// at start-up; [`ControlError::Conflict`] if the name is taken.
+    pub async fn create(
+        &self,
+        props: Props,
+        initial: TargetState,
+    ) -> Result<ConnectorInfo, ControlError> {
+        self.ask(|reply| Command::Put {
+            props,
+            initial,
+            create_only: true,
+            reply,
+        })
+        .await
+        .map(|(info, _)| info)
+    }
+
+    /// Creates or reconfigures (restarts with the new config) a connector;
+    /// true when it was created.
+    pub async fn put_config(&self, props: Props) -> Result<(ConnectorInfo, bool), ControlError> {
+        self.ask(|reply| Command::Put {
+            props,
+            initial: TargetState::Running,
+            create_only: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops a connector's tasks and forgets it; its offsets are kept.
+    pub async fn delete(&self, name: &str) -> Result<(), ControlError> {
+        self.ask(|r| Command::Delete(name.to_string(), r)).await
+    }
+
+    /// Pauses, resumes or stops a connector.
+    pub async fn set_target(&self, name: &str, target: TargetState) -> Result<(), ControlError> {
+        self.ask(|r| Command::Target(name.to_string(), target, r))
+            .await
+    }
+
+    /// Restarts a connector's tasks (all, or only the failed ones); the
+    /// connector itself has no separate instance in Sluice, so without
+    /// `include_tasks` nothing is restarted.
+    pub async fn restart(
+        &self,
+        name: &str,
+        include_tasks: bool,
+        only_failed: bool,
+    ) -> Result<ConnectorStatus, ControlError> {
+        self.ask(|reply| Command::Restart {
+            name: name.to_string(),
+            include_tasks,
+            only_failed,
+            reply,
+        })
+        .await
+    }
+
+    /// A connector's committed offsets as `[{"partition":..,"offset":..}]`.
+    pub async fn offsets(&self, name: &str) -> Result<Vec<serde_json::Value>, ControlError> {
+        self.ask(|r| Command::Offsets(name.to_string(), r)).await
+    }
+}
+
+enum TaskState {
+    Running,
+    Finished,
+    Failed(String),
+}
+
+struct TaskRun {
+    id: u32,
+    props: Props,
+    state: TaskState,
+    stop: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+    sink_index: Option<SinkTaskIndex>,
+}
+
+struct Connector {
+    spec: ConnectorSpec,
+    target: TargetState,
+    generation: u64,
+    tasks: Vec<TaskRun>,
+    paused: watch::Sender<bool>,
+}
+
+struct Exit {
+    connector: String,
+    generation: u64,
+    task: u32,
+    label: String,
+    error: Option<String>,
+}
+
+struct Runtime {
+    config: WorkerConfig,
+    registry: Registry,
+    flush_policy: FlushPolicy,
+    worker_id: Arc<RwLock<String>>,
+    router: Arc<Router>,
+    connectors: BTreeMap<String, Connector>,
+    next_sink_index: SinkTaskIndex,
+    next_generation: u64,
+    committer: Option<Committer>,
+    source_stop: CancellationToken,
+    sink_stop: CancellationToken,
+    exits: mpsc::UnboundedSender<Exit>,
+}
+
+fn kind_str(kind: ConnectorKind) -> &'static str {
+    match kind {
+        ConnectorKind::Source => "source",
+        ConnectorKind::Sink => "sink",
+    }
+}
+
+/// Waits for a task to end after its stop token was cancelled; aborts it
+/// after `grace`.
+async fn join_or_abort(handle: JoinHandle<()>, grace: std::time::Duration, label: &str) {
+    let abort = handle.abort_handle();
+    if tokio::time::timeout(grace, handle).await.is_err() {
+        tracing::warn!(
+            "{label} did not stop within task.shutdown.graceful.timeout.ms ({} ms); cancelling it",
+            grace.as_millis()
+        );
+        abort.abort();
+    }
+}
+
+impl Runtime {
+    fn worker_id(&self) -> String {
+        self.worker_id
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn get(&self, name: &str) -> Result<&Connector, ControlError> {
+        self.connectors
+            .get(name)
+            .ok_or_else(|| ControlError::NotFound(name.to_string()))
+    }
+
+    fn info(&self, name: &str) -> Result<ConnectorInfo, ControlError> {
+        let c = self.get(name)?;
+        Ok(ConnectorInfo {
+            name: name.to_string(),
+            config: c.spec.props.clone(),
+            tasks: c
+                .tasks
+                .iter()
+                .map(|t| TaskId {
+                    connector: name.to_string(),
+                    task: t.id,
+                })
+                .collect(),
+            kind: kind_str(c.spec.kind),
+        })
+    }
+
+    fn status(&self, name: &str) -> Result<ConnectorStatus, ControlError> {
+        let c = self.get(name)?;
+        let worker_id = self.worker_id();
+        let state = |s: &'static str, trace: Option<String>| StateInfo {
+            state: s,
+            worker_id: worker_id.clone(),
+            trace,
+        };
+        let tasks = c
+            .tasks
+            .iter()
+            .map(|t| TaskStatus {
+                id: t.id,
+                state: match &t.state {
+                    TaskState::Failed(e) => state("FAILED", Some(e.clone())),
+                    // A source task that returned on its own produces
+                    // nothing more; it is no longer assigned work.
+                    TaskState::Finished => state("UNASSIGNED", None),
+                    TaskState::Running => state(c.target.as_str(), None),
+                },
+            })
+            .collect();
+        Ok(ConnectorStatus {
+            name: name.to_string(),
+            connector: state(c.target.as_str(), None),
+            tasks,
+            kind: kind_str(c.spec.kind),
+        })
+    }
+
+    /// Validates `props` as start-up does (the offset file check included).
+    fn validate(&self, props: Props) -> Result<ConnectorSpec, ControlError> {
+        let file = ConnectorFile {
+            path: PathBuf::from("REST request"),
+            props,
+        };
+        match validate_connectors(&self.registry, &self.config, std::slice::from_ref(&file)) {
+            Ok((mut specs, warnings)) => {
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                specs
+                    .pop()
+                    .ok_or_else(|| ControlError::BadRequest("no connector config".into()))
+            }
+            Err(report) => Err(ControlError::InvalidConfig(report.errors)),
+        }
+    }
+
+    /// Starts the tasks of connector `name` (which has none running).
+    /// Failures to create a task are that task's FAILED state.
+    async fn start_tasks(&mut self, name: &str) -> Vec<String> {
+        let Some(c) = self.connectors.get_mut(name) else {
+            return Vec::new();
+        };
+        self.next_generation += 1;
+        c.generation = self.next_generation;
+        let generation = c.generation;
+        let spec = c.spec.clone();
+        let paused = c.paused.subscribe();
+        let mut task_configs = spec.plugin.task_configs(&spec.props, spec.tasks_max);
+        task_configs.truncate(spec.tasks_max);
+        let mut failures = Vec::new();
+        let mut tasks = Vec::new();
+        match spec.kind {
+            ConnectorKind::Sink => {
+                if task_configs.is_empty() {
+                    tracing::warn!(connector = %name, "sink connector produced no task configs; it reads nothing");
+                }
+                let mut queues = Vec::new();
+                for (task_id, props) in task_configs.into_iter().enumerate() {
+                    let task_id = task_id as u32;
+                    let ctx = SinkContext {
+                        connector: name.to_string(),
+                        task_id,
+                        key_converter: Arc::clone(&spec.key_converter),
+                        value_converter: Arc::clone(&spec.value_converter),
+                    };
+                    let label = format!("sink connector '{name}' task {task_id}");
+                    let stop = self.sink_stop.child_token();
+                    match spec.plugin.create_sink_task(&props, ctx) {
+                        Ok(task) => {
+                            let index = self.next_sink_index;
+                            self.next_sink_index += 1;
+                            let (tx, rx) =
+                                queue(self.config.queue_max_records, self.config.queue_max_bytes);
+                            queues.push((index, tx));
+                            let driver = SinkDriver {
+                                connector: name.to_string(),
+                                task_id,
+                                index,
+                                task,
+                                queue: rx,
+                                stop: stop.clone(),
+                                policy: self.flush_policy,
+                                transforms: spec.sink_transforms(),
+                                paused: Some(paused.clone()),
+                            };
+                            tracing::info!("starting {label}");
+                            let handle = self.spawn(name, generation, task_id, label, driver.run());
+                            tasks.push(TaskRun {
+                                id: task_id,
+                                props,
+                                state: TaskState::Running,
+                                stop,
+                                handle: Some(handle),
+                                sink_index: Some(index),
+                            });
+                        }
+                        Err(e) => {
+                            let f = format!("{label}: could not start: {e:#}");
+                            tasks.push(TaskRun {
+                                id: task_id,
+                                props,
+                                state: TaskState::Failed(f.clone()),
+                                stop,
+                                handle: None,
+                                sink_index: None,
+                            });
+                            failures.push(f);
+                        }
+                    }
+                }
+                if let Some(subscription) = spec.subscription.clone() {
+                    self.router
+                        .add(SinkRoute {
+                            connector: name.to_string(),
+                            subscription,
+                            tasks: queues,
+                        })
+                        .await;
+                }
+            }
+            ConnectorKind::Source => {
+                let Some(committer) = self.committer.as_mut() else {
+                    // Validation requires an offset file for sources.
+                    return vec![format!(
+                        "source connector '{name}': no offset.storage.file.filename configured"
+                    )];
+                };
+                let reader = committer.store().reader(name);
+                let stop_connector = self.source_stop.child_token();
+                let mut started = Vec::new();
+                for (task_id, props) in task_configs.into_iter().enumerate() {
+                    let task_id = task_id as u32;
+                    let label = format!("source connector '{name}' task {task_id}");
+                    let stop = stop_connector.child_token();
+                    match spec.plugin.create_source_task(&props) {
+                        Ok(task) => {
+                            let tracker = Arc::new(DeliveryTracker::new(self.next_sink_index));
+                            let (tx, rx) = watch::channel(None);
+                            committer.add_source(CommitSource::new(
+                                name.to_string(),
+                                task_id,
+                                Arc::clone(&tracker),
+                                tx,
+                            ));
+                            let ctx = SourceContext {
+                                connector: name.to_string(),
+                                task_id,
+                                sender: Arc::new(
+                                    SourceSender::new(
+                                        name.to_string(),
+                                        task_id,
+                                        Arc::clone(&self.router),
+                                        tracker,
+                                        Arc::clone(&spec.key_converter),
+                                        Arc::clone(&spec.value_converter),
+                                    )
+                                    .with_transforms(Arc::clone(&spec.transforms))
+                                    .with_pause(paused.clone(), stop.clone()),
+                                ),
+                                offsets: Arc::clone(&reader),
+                                committed: rx,
+                                shutdown: stop.clone(),
+                            };
+                            started.push((task_id, label, props, stop, task_fut(task, ctx)));
+                        }
+                        Err(e) => {
+                            let f = format!("{label}: could not start: {e:#}");
+                            tasks.push(TaskRun {
+                                id: task_id,
+                                props,
+                                state: TaskState::Failed(f.clone()),
+                                stop,
+                                handle: None,
+                                sink_index: None,
+                            });
+                            failures.push(f);
+                        }
+                    }
+                }
+                for (task_id, label, props, stop, fut) in started {
+                    tracing::info!("starting {label}");
+                    let handle = self.spawn(name, generation, task_id, label, fut);
+                    tasks.push(TaskRun {
+                        id: task_id,
+                        props,
+                        state: TaskState::Running,
+                        stop,
+                        handle: Some(handle),
+                        sink_index: None,
+                    });
+                }
+                tasks.sort_by_key(|t| t.id);
+            }
+        }
+        if let Some(c) = self.connectors.get_mut(name) {
+            c.tasks = tasks;
+        }
+        failures
+    }
+
+    fn spawn(
+        &self,
+        connector: &str,
+        generation: u64,
+        task: u32,
+        label: String,
+        fut: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let exits = self.exits.clone();
+        let connector = connector.to_string();
+        tokio::spawn(async move {
+            let error = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{label} failed: {e:#}")),
+                Err(_) => Some(format!("{label} panicked")),
+            };
+            // The loop may be gone (worker stopping): nothing to tell.
+            let _ = exits.send(Exit {
+                connector,
+                generation,
+                task,
+                label,
+                error,
+            });
+        })
+    }
+
+    /// Stops the tasks of connector `name`: sources first (their last
+    /// offsets committed), or a sink's tasks after writing what is queued,
+    /// then no longer routed to nor waited on.
+    async fn stop_tasks(&mut self, name: &str) {
+        let grace = self.config.task_shutdown_timeout;
+        let Some(c) = self.connectors.get_mut(name) else {
+            return;
+        };
+        let kind = c.spec.kind;
+        let tasks = std::mem::take(&mut c.tasks);
+        for t in &tasks {
+            t.stop.cancel();
+        }
+        let mut indices = Vec::new();
+        for t in tasks {
+            indices.extend(t.sink_index);
+            if let Some(h) = t.handle {
+                join_or_abort(h, grace, &format!("connector '{name}' task {}", t.id)).await;
+            }
+        }
+        match kind {
+            ConnectorKind::Source => {
+                if let Some(committer) = self.committer.as_mut() {
+                    if let Err(e) = committer.commit().await {
+                        tracing::error!("committing offsets of connector '{name}': {e}");
+                    }
+                    committer.remove_connector(name);
+                }
+            }
+            ConnectorKind::Sink => {
+                // Its queues are closed now, so no sender blocks on them
+                // while the routes change.
+                self.router.remove(name).await;
+                if let Some(committer) = self.committer.as_ref() {
+                    for tracker in committer.trackers() {
+                        for &i in &indices {
+                            tracker.forget(i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn put(
+        &mut self,
+        props: Props,
+        initial: TargetState,
+        create_only: bool,
+    ) -> Result<(ConnectorInfo, bool), ControlError> {
+        let name = props
+            .get("name")
+            .map(|n| n.trim().to_string())
+            .unwrap_or_default();
+        let exists = self.connectors.contains_key(&name);
+        if exists && create_only {
+            return Err(ControlError::Conflict(name));
+        }
+        let spec = self.validate(props)?;
+        if exists {
+            tracing::info!(connector = %name, "reconfiguring connector: restarting its tasks");
+            self.stop_tasks(&name).await;
+            let target = match self.connectors.get_mut(&name) {
+                Some(c) => {
+                    c.spec = spec;
+                    c.target
+                }
+                None => TargetState::Running,
+            };
+            if target != TargetState::Stopped {
+                self.start_tasks(&name).await;
+            }
+            return Ok((self.info(&name)?, false));
+        }
+        tracing::info!(connector = %name, class = spec.plugin.class(), "creating connector");
+        let (paused, _) = watch::channel(initial == TargetState::Paused);
+        self.connectors.insert(
+            name.clone(),
+            Connector {
+                spec,
+                target: initial,
+                generation: 0,
+                tasks: Vec::new(),
+                paused,
+            },
+        );
+        if initial != TargetState::Stopped {
+            for f in self.start_tasks(&name).await {
+                tracing::error!("{f}");
+            }
+        }
+        Ok((self.info(&name)?, true))
+    }
+
+    async fn set_target(&mut self, name: &str, target: TargetState) -> Result<(), ControlError> {
+        let c = self
+            .connectors
+            .get_mut(name)
+            .ok_or_else(|| ControlError::NotFound(name.to_string()))?;
+        let was = c.target;
+        c.target = target;
+        c.paused.send_replace(target == TargetState::Paused);
+        tracing::info!(connector = %name, "connector is now {}", target.as_str());
+        if target == TargetState::Stopped && was != TargetState::Stopped {
+            self.stop_tasks(name).await;
+        } else if was == TargetState::Stopped && target != TargetState::Stopped {
+            for f in self.start_tasks(name).await {
+                tracing::error!("{f}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn restart(
+        &mut self,
+        name: &str,
+        include_tasks: bool,
+        only_failed: bool,
+    ) -> Result<ConnectorStatus, ControlError> {
+        let c = self.get(name)?;
+        let any_failed = c
+            .tasks
+            .iter()
+            .any(|t| matches!(t.state, TaskState::Failed(_)));
+        // Sluice's connectors have no instance apart from their tasks, and
+        // a sink's tasks share one route: the tasks restart together.
+        if include_tasks && c.target != TargetState::Stopped && (!only_failed || any_failed) {
+            tracing::info!(connector = %name, "restarting connector tasks");
+            self.stop_tasks(name).await;
+            for f in self.start_tasks(name).await {
+                tracing::error!("{f}");
+            }
+        }
+        self.status(name)
+    }
+
+    fn offsets(&self, name: &str) -> Result<Vec<serde_json::Value>, ControlError> {
+        let c = self.get(name)?;
+        let Some(committer) = self.committer.as_ref() else {
+            return Ok(Vec::new());
+        };
+        if c.spec.kind == ConnectorKind::Sink {
+            // In-process topics have no consumer group offsets to show.
+            return Ok(Vec::new());
+        }
+        let doc = committer.store().to_json();
+        let mut out = Vec::new();
+        if let serde_json::Value::Object(entries) = doc {
+            for (key, offset) in entries {
+                // Keys are `["<connector>",{partition}]`, as Kafka writes them.
+                let Ok(serde_json::Value::Array(parts)) = serde_json::from_str(&key) else {
+                    continue;
+                };
+                if parts.first().and_then(|v| v.as_str()) == Some(name) {
+                    out.push(serde_json::json!({
+                        "partition": parts.get(1).cloned().unwrap_or(serde_json::Value::Null),
+                        "offset": offset,
+                    }));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        // A requester that went away does not care about the answer.
+        match cmd {
+            Command::List(r) => {
+                let _ = r.send(Ok(self.connectors.keys().cloned().collect()));
+            }
+            Command::Info(n, r) => {
+                let _ = r.send(self.info(&n));
+            }
+            Command::Status(n, r) => {
+                let _ = r.send(self.status(&n));
+            }
+            Command::Tasks(n, r) => {
+                let _ = r.send(self.get(&n).map(|c| {
+                    c.tasks
+                        .iter()
+                        .map(|t| TaskInfo {
+                            id: TaskId {
+                                connector: n.clone(),
+                                task: t.id,
+                            },
+                            config: t.props.clone(),
+                        })
+                        .collect()
+                }));
+            }
+            Command::Put {
+                props,
+                initial,
+                create_only,
+                reply,
+            } => {
+                let _ = reply.send(self.put(props, initial, create_only).await);
+            }
+            Command::Delete(n, r) => {
+                let result = match self.get(&n) {
+                    Ok(_) => {
+                        tracing::info!(connector = %n, "deleting connector");
+                        self.stop_tasks(&n).await;
+                        self.connectors.remove(&n);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = r.send(result);
+            }
+            Command::Target(n, t, r) => {
+                let _ = r.send(self.set_target(&n, t).await);
+            }
+            Command::Restart {
+                name,
+                include_tasks,
+                only_failed,
+                reply,
+            } => {
+                let _ = reply.send(self.restart(&name, include_tasks, only_failed).await);
+            }
+            Command::Offsets(n, r) => {
+                let _ = r.send(self.offsets(&n));
+            }
+        }
+    }
+
+    /// Records a task's end; returns the failure if it failed.
+    fn task_exited(&mut self, exit: Exit) -> Option<String> {
+        let c = self.connectors.get_mut(&exit.connector)?;
+        if c.generation != exit.generation {
+            // A task of an earlier incarnation, stopped on purpose.
+            return None;
+        }
+        let t = c.tasks.iter_mut().find(|t| t.id == exit.task)?;
+        match exit.error {
+            None => {
+                if c.spec.kind == ConnectorKind::Source {
+                    tracing::info!("{} finished", exit.label);
+                } else {
+                    tracing::warn!("{} stopped on its own", exit.label);
+                }
+                t.state = TaskState::Finished;
+                None
+            }
+            Some(e) => {
+                tracing::error!("{e}");
+                t.state = TaskState::Failed(e.clone());
+                Some(e)
+            }
+        }
+    }
+}
+
+/// A source task's run as a `'static` future.
+async fn task_fut(
+    mut task: Box<dyn sluice_core::connector::SourceTask>,
+    ctx: SourceContext,
+) -> anyhow::Result<()> {
+    task.run(ctx).await
+}
+
+pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let Worker {
+        config,
+        connectors,
+        offsets,
+        flush_policy,
+        registry,
+        stop_on_task_failure,
+        worker_id,
+        commands,
+        mut inbox,
+    } = worker;
+    // Only handles keep the inbox open from now on.
+    drop(commands);
+    let (exits, mut exited) = mpsc::unbounded_channel();
+    let mut rt = Runtime {
+        config: config.clone(),
+        registry,
+        flush_policy,
+        worker_id,
+        router: Arc::new(Router::new(Vec::new())),
+        connectors: BTreeMap::new(),
+        next_sink_index: 0,
+        next_generation: 0,
+        committer: offsets.map(|store| Committer::new(store, Vec::new())),
+        source_stop: shutdown.child_token(),
+        sink_stop: CancellationToken::new(),
+        exits,
+    };
+    let mut failures = Vec::new();
+    // Sinks first: sources must find their queues.
+    let mut ordered: Vec<ConnectorSpec> = connectors;
+    ordered.sort_by_key(|c| c.kind == ConnectorKind::Source);
+    for spec in ordered {
+        let name = spec.name.clone();
+        let (paused, _) = watch::channel(false);
+        rt.connectors.insert(
+            name.clone(),
+            Connector {
+                spec,
+                target: TargetState::Running,
+                generation: 0,
+                tasks: Vec::new(),
+                paused,
+            },
+        );
+        failures.extend(rt.start_tasks(&name).await);
+    }
+    if !failures.is_empty() {
+        for f in &failures {
+            tracing::error!("{f}");
+        }
+    }
+
+    let mut tick = tokio::time::interval(
+        config
+            .offset_flush_interval
+            .max(std::time::Duration::from_millis(1)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut inbox_open = true;
+    while failures.is_empty() || !stop_on_task_failure {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                tracing::info!("stopping: shutdown requested");
+                break;
+            }
+            Some(exit) = exited.recv() => {
+                if let Some(f) = rt.task_exited(exit) {
+                    failures.push(f);
+                }
+            }
+            cmd = inbox.recv(), if inbox_open => match cmd {
+                Some(cmd) => rt.handle(cmd).await,
+                None => inbox_open = false,
+            },
+            _ = tick.tick(), if rt.committer.is_some() => {
+                if let Some(c) = rt.committer.as_mut() {
+                    if let Err(e) = c.commit().await {
+                        // Retried at the next interval; sources are not
+                        // told about offsets that are not durable.
+                        tracing::error!("committing offsets: {e}");
+                    }
+                }
+            }
+        }
+    }
+    // Requests arriving from now on are answered "not running".
+    drop(inbox);
+
+    // Orderly stop: sources first, then their last records drain into the
+    // sinks, which flush; only then the final commit.
+    rt.source_stop.cancel();
+    let grace = config.task_shutdown_timeout;
+    let mut sources = Vec::new();
+    let mut sinks = Vec::new();
+    for c in rt.connectors.values_mut() {
+        for t in &mut c.tasks {
+            if let Some(h) = t.handle.take() {
+                match c.spec.kind {
+                    ConnectorKind::Source => sources.push(h),
+                    ConnectorKind::Sink => sinks.push(h),
+                }
+            }
+        }
+    }
+    let aborts: Vec<_> = sources.iter().map(JoinHandle::abort_handle).collect();
+    if tokio::time::timeout(grace, futures::future::join_all(sources))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "source tasks did not stop within task.shutdown.graceful.timeout.ms ({} ms); cancelling them",
+            grace.as_millis()
+        );
+        for a in aborts {
+            a.abort();
+        }
+    }
+    rt.sink_stop.cancel();
+    futures::future::join_all(sinks).await;
+    while let Ok(exit) = exited.try_recv() {
+        if let Some(f) = rt.task_exited(exit) {
+            if !failures.contains(&f) {
+                failures.push(f);
+            }
+        }
+    }
+    if let Some(c) = rt.committer.as_mut() {
+        if let Err(e) = c.commit().await {
+            let f = format!("final offset commit: {e}");
+            tracing::error!("{f}");
+            failures.push(f);
+        }
+    }
+    if failures.is_empty() {
+        tracing::info!("worker stopped");
+        Ok(())
+    } else {
+        Err(WorkerError::TaskFailed(failures))
+    }
+}
