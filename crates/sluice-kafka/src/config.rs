@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use sluice_core::config::Props;
 
@@ -30,6 +31,14 @@ pub enum ClientRole {
 }
 
 impl ClientRole {
+    fn name(self) -> &'static str {
+        match self {
+            ClientRole::Producer => "producer",
+            ClientRole::Consumer => "consumer",
+            ClientRole::Admin => "admin client",
+        }
+    }
+
     fn prefix(self) -> &'static str {
         match self {
             ClientRole::Producer => "producer.",
@@ -412,7 +421,12 @@ fn security(props: &Props, out: &mut BTreeMap<String, String>) -> Result<()> {
         return Ok(());
     }
     // Kafka's default mechanism is GSSAPI, which Sluice does not support.
-    let mechanism = mechanism.unwrap_or_else(|| "GSSAPI".to_string());
+    let Some(mechanism) = mechanism else {
+        return Err(Error::config(
+            "sasl.mechanism",
+            format!("is not set: with security.protocol={protocol} Kafka's default is GSSAPI, which Sluice does not support; set PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+        ));
+    };
     if !matches!(
         mechanism.as_str(),
         "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512"
@@ -543,7 +557,7 @@ fn passthrough(
             full,
             format!(
                 "Sluice sets `{name}` itself for the {} and does not allow overriding it",
-                &role.prefix()[..role.prefix().len() - 1]
+                role.name()
             ),
         ));
     }
@@ -569,8 +583,28 @@ fn passthrough(
         Some((_, rd)) => *rd,
         None => name,
     };
+    validate(full, name, value)?;
     out.insert(name.to_string(), value.to_string());
     Ok(())
+}
+
+/// Checks one setting against librdkafka now, so a misspelt name or a bad
+/// value is reported with the worker property that carried it.
+fn validate(full: &str, name: &str, value: &str) -> Result<()> {
+    let mut c = ClientConfig::new();
+    c.set(name, value);
+    match c.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(KafkaError::ClientConfig(_, desc, _, _)) => Err(Error::config(
+            full,
+            if is_secret_key(name) {
+                "invalid value".to_string()
+            } else {
+                desc
+            },
+        )),
+        Err(e) => Err(Error::config(full, e.to_string())),
+    }
 }
 
 #[cfg(test)]
@@ -777,6 +811,12 @@ mod tests {
                 "ssl.keystore.location",
             ),
             (vec![("ssl.frobnicate", "1")], "ssl.frobnicate"),
+            (vec![("producer.lingr.ms", "5")], "producer.lingr.ms"),
+            (vec![("producer.linger.ms", "soon")], "producer.linger.ms"),
+            (
+                vec![("consumer.auto.offset.reset", "first")],
+                "consumer.auto.offset.reset",
+            ),
         ] {
             let e = KafkaConfig::from_worker_props(&props(&kv)).unwrap_err();
             match &e {
@@ -784,6 +824,7 @@ mod tests {
                 other => panic!("{other}"),
             }
             assert!(e.to_string().contains(key), "{e}");
+            eprintln!("{e}");
         }
     }
 

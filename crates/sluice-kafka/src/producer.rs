@@ -106,9 +106,9 @@ impl Producer {
         Ok(Producer { inner })
     }
 
-    /// Enqueues `record` (its topic, key, value, headers and timestamp; its
-    /// partition and offset are ignored: the partitioner picks the
-    /// partition from the key). Waits while the local queue is full. The
+    /// Enqueues `record` (its topic, key, value, headers and timestamp, when
+    /// positive; its partition and offset are ignored: the partitioner
+    /// picks the partition from the key). Waits while the local queue is full. The
     /// returned [`Delivery`] resolves when the record is acknowledged;
     /// records of one key are delivered in the order they were sent.
     pub async fn send(&self, record: &Record) -> Result<Delivery> {
@@ -128,7 +128,9 @@ impl Producer {
             if let Some(v) = &record.value {
                 fr = fr.payload(v.as_slice());
             }
-            if record.timestamp_ms >= 0 {
+            // 0 or less: not set, the producer stamps the current time (a
+            // zero timestamp would put the record past any time retention).
+            if record.timestamp_ms > 0 {
                 fr = fr.timestamp(record.timestamp_ms);
             }
             match self.inner.send_result(fr) {

@@ -373,3 +373,33 @@ async fn revocation_commits_what_the_sink_made_durable() {
     a.close().await;
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_to_a_missing_topic_fails_naming_it() {
+    let broker = Tansu::start();
+    let mut cfg = broker.config();
+    // Like the Java producer, librdkafka's asks the broker to auto-create
+    // a missing topic (tansu does, as Kafka does by default); a worker that
+    // creates its topics itself turns that off.
+    for (k, v) in [
+        ("allow.auto.create.topics", "false"),
+        ("topic.metadata.propagation.max.ms", "2000"),
+    ] {
+        cfg.set_override(sluice_kafka::ClientRole::Producer, k, v)
+            .unwrap();
+    }
+    let producer = Producer::connect(&cfg).await.unwrap();
+    let t0 = Instant::now();
+    let topic: Arc<str> = Arc::from("no-such-topic");
+    let e = producer
+        .send(&record(&topic, 1))
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    let s = e.to_string();
+    eprintln!("{s} after {:?}", t0.elapsed());
+    assert!(matches!(e, Error::Delivery { .. }), "{s}");
+    assert!(s.contains("no-such-topic"), "{s}");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+}
