@@ -176,7 +176,9 @@ impl SinkDriver {
                 _ = self.stop.cancelled() => true,
             };
             if stopping {
-                // Sources have stopped: whatever is queued is all there is.
+                // Whatever is queued now is all there is: a source still
+                // sending (or waiting for room) is refused, so the drain ends.
+                self.queue.close();
                 while let Some(d) = self.queue.try_recv() {
                     self.take(d, &mut batch, &mut pending);
                     if batch.len() >= MAX_BATCH {

@@ -112,6 +112,12 @@ impl QueueSender {
 }
 
 impl QueueReceiver {
+    /// Refuses further records (waiting senders fail at once) while those
+    /// already queued can still be received.
+    pub fn close(&mut self) {
+        self.bytes.close();
+        self.rx.close();
+    }
     /// The next record; None once every sender is gone.
     pub async fn recv(&mut self) -> Option<Delivery> {
         self.rx.recv().await
@@ -171,30 +177,22 @@ impl Router {
             .clone()
     }
 
-    /// Starts routing matching topics (known ones included) to `route`.
-    pub async fn add(&self, route: SinkRoute) {
-        self.sinks
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::new(route));
-        self.recompute().await;
-    }
-
-    /// Stops routing anything to sink connector `connector`. Waits for
-    /// records being dispatched to a topic it reads to reach its queues, so
-    /// its tasks' queues must already be closed (or have room).
-    pub async fn remove(&self, connector: &str) {
-        self.sinks
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|s| s.connector != connector);
-        self.recompute().await;
+    /// Sets (or with None removes) sink connector `connector`'s route. Topics
+    /// already seen keep their old routes until [`Router::recompute`].
+    pub fn set_route(&self, connector: &str, route: Option<SinkRoute>) {
+        let mut sinks = self.sinks.write().unwrap_or_else(PoisonError::into_inner);
+        sinks.retain(|s| s.connector != connector);
+        sinks.extend(route.map(Arc::new));
     }
 
     /// Recomputes the routes of every topic seen so far. A topic first seen
     /// concurrently is either created from the new sink list or is in the
     /// snapshot taken here, since the list changes before the snapshot.
-    async fn recompute(&self) {
+    ///
+    /// Waits for each topic's lock: a record being enqueued for the topic
+    /// (possibly waiting for room in a queue) is enqueued first, so queues
+    /// a route loses must still be consumed (or closed) for this to end.
+    pub async fn recompute(&self) {
         let sinks = self.sinks();
         let topics: Vec<(Arc<str>, Arc<tokio::sync::Mutex<TopicState>>)> = self
             .topics

@@ -495,6 +495,25 @@ async fn connectors_are_managed_at_runtime() {
         lines(&out2).len() >= 3
     })
     .await;
+    // The old tasks wrote what reached them before the new ones took over:
+    // across both files no record is missing.
+    let mut seen: Vec<i64> = lines(&out)
+        .iter()
+        .chain(lines(&out2).iter())
+        .map(|l| {
+            l.trim_start_matches("tick-")
+                .parse()
+                .unwrap_or_else(|_| panic!("a tick line: {l}"))
+        })
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    let (first, last) = (seen[0], seen[seen.len() - 1]);
+    assert_eq!(
+        seen.len() as i64,
+        last - first + 1,
+        "ticks {first}..={last} all written across the reconfigure"
+    );
 
     // PATCH changes one key.
     let (code, patched) = w

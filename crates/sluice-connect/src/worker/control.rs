@@ -314,6 +314,9 @@ struct TaskRun {
     stop: CancellationToken,
     handle: Option<JoinHandle<()>>,
     sink_index: Option<SinkTaskIndex>,
+    /// The task's pause switch (per task, so a sink task being retired can
+    /// be let go on draining while its connector stays paused).
+    pause: watch::Sender<bool>,
 }
 
 struct Connector {
@@ -321,7 +324,6 @@ struct Connector {
     target: TargetState,
     generation: u64,
     tasks: Vec<TaskRun>,
-    paused: watch::Sender<bool>,
 }
 
 struct Exit {
@@ -447,17 +449,33 @@ impl Runtime {
         }
     }
 
-    /// Starts the tasks of connector `name` (which has none running).
-    /// Failures to create a task are that task's FAILED state.
-    async fn start_tasks(&mut self, name: &str) -> Vec<String> {
+    /// Starts the tasks of connector `name` (which has none running) and,
+    /// for a sink, routes to them.
+    async fn start(&mut self, name: &str) -> Vec<String> {
+        let (failures, route) = self.start_tasks(name);
+        if let Some(route) = route {
+            self.router.set_route(name, Some(route));
+            self.router.recompute().await;
+        }
+        for f in &failures {
+            tracing::error!("{f}");
+        }
+        failures
+    }
+
+    /// Creates and spawns the tasks of connector `name`; for a sink, also
+    /// the route to them, for the caller to install. Failures to create a
+    /// task are that task's FAILED state.
+    fn start_tasks(&mut self, name: &str) -> (Vec<String>, Option<SinkRoute>) {
         let Some(c) = self.connectors.get_mut(name) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         self.next_generation += 1;
         c.generation = self.next_generation;
         let generation = c.generation;
         let spec = c.spec.clone();
-        let paused = c.paused.subscribe();
+        let start_paused = c.target == TargetState::Paused;
+        let mut route = None;
         let mut task_configs = spec.plugin.task_configs(&spec.props, spec.tasks_max);
         task_configs.truncate(spec.tasks_max);
         let mut failures = Vec::new();
@@ -478,6 +496,7 @@ impl Runtime {
                     };
                     let label = format!("sink connector '{name}' task {task_id}");
                     let stop = self.sink_stop.child_token();
+                    let (pause, paused) = watch::channel(start_paused);
                     match spec.plugin.create_sink_task(&props, ctx) {
                         Ok(task) => {
                             let index = self.next_sink_index;
@@ -494,7 +513,7 @@ impl Runtime {
                                 stop: stop.clone(),
                                 policy: self.flush_policy,
                                 transforms: spec.sink_transforms(),
-                                paused: Some(paused.clone()),
+                                paused: Some(paused),
                             };
                             tracing::info!("starting {label}");
                             let handle = self.spawn(name, generation, task_id, label, driver.run());
@@ -505,6 +524,7 @@ impl Runtime {
                                 stop,
                                 handle: Some(handle),
                                 sink_index: Some(index),
+                                pause,
                             });
                         }
                         Err(e) => {
@@ -516,27 +536,27 @@ impl Runtime {
                                 stop,
                                 handle: None,
                                 sink_index: None,
+                                pause,
                             });
                             failures.push(f);
                         }
                     }
                 }
-                if let Some(subscription) = spec.subscription.clone() {
-                    self.router
-                        .add(SinkRoute {
-                            connector: name.to_string(),
-                            subscription,
-                            tasks: queues,
-                        })
-                        .await;
-                }
+                route = spec.subscription.clone().map(|subscription| SinkRoute {
+                    connector: name.to_string(),
+                    subscription,
+                    tasks: queues,
+                });
             }
             ConnectorKind::Source => {
                 let Some(committer) = self.committer.as_mut() else {
                     // Validation requires an offset file for sources.
-                    return vec![format!(
-                        "source connector '{name}': no offset.storage.file.filename configured"
-                    )];
+                    return (
+                        vec![format!(
+                            "source connector '{name}': no offset.storage.file.filename configured"
+                        )],
+                        None,
+                    );
                 };
                 let reader = committer.store().reader(name);
                 let stop_connector = self.source_stop.child_token();
@@ -545,6 +565,7 @@ impl Runtime {
                     let task_id = task_id as u32;
                     let label = format!("source connector '{name}' task {task_id}");
                     let stop = stop_connector.child_token();
+                    let (pause, paused) = watch::channel(start_paused);
                     match spec.plugin.create_source_task(&props) {
                         Ok(task) => {
                             let tracker = Arc::new(DeliveryTracker::new(self.next_sink_index));
@@ -568,13 +589,13 @@ impl Runtime {
                                         Arc::clone(&spec.value_converter),
                                     )
                                     .with_transforms(Arc::clone(&spec.transforms))
-                                    .with_pause(paused.clone(), stop.clone()),
+                                    .with_pause(paused, stop.clone()),
                                 ),
                                 offsets: Arc::clone(&reader),
                                 committed: rx,
                                 shutdown: stop.clone(),
                             };
-                            started.push((task_id, label, props, stop, task_fut(task, ctx)));
+                            started.push((task_id, label, props, stop, pause, task_fut(task, ctx)));
                         }
                         Err(e) => {
                             let f = format!("{label}: could not start: {e:#}");
@@ -585,12 +606,13 @@ impl Runtime {
                                 stop,
                                 handle: None,
                                 sink_index: None,
+                                pause,
                             });
                             failures.push(f);
                         }
                     }
                 }
-                for (task_id, label, props, stop, fut) in started {
+                for (task_id, label, props, stop, pause, fut) in started {
                     tracing::info!("starting {label}");
                     let handle = self.spawn(name, generation, task_id, label, fut);
                     tasks.push(TaskRun {
@@ -600,6 +622,7 @@ impl Runtime {
                         stop,
                         handle: Some(handle),
                         sink_index: None,
+                        pause,
                     });
                 }
                 tasks.sort_by_key(|t| t.id);
@@ -608,7 +631,7 @@ impl Runtime {
         if let Some(c) = self.connectors.get_mut(name) {
             c.tasks = tasks;
         }
-        failures
+        (failures, route)
     }
 
     fn spawn(
@@ -638,9 +661,9 @@ impl Runtime {
         })
     }
 
-    /// Stops the tasks of connector `name`: sources first (their last
-    /// offsets committed), or a sink's tasks after writing what is queued,
-    /// then no longer routed to nor waited on.
+    /// Stops the tasks of connector `name`. A source's tasks stop and its
+    /// delivered offsets are committed; a sink's tasks are retired (see
+    /// [`Runtime::retire_sink_tasks`]) with no successor.
     async fn stop_tasks(&mut self, name: &str) {
         let grace = self.config.task_shutdown_timeout;
         let Some(c) = self.connectors.get_mut(name) else {
@@ -648,18 +671,16 @@ impl Runtime {
         };
         let kind = c.spec.kind;
         let tasks = std::mem::take(&mut c.tasks);
-        for t in &tasks {
-            t.stop.cancel();
-        }
-        let mut indices = Vec::new();
-        for t in tasks {
-            indices.extend(t.sink_index);
-            if let Some(h) = t.handle {
-                join_or_abort(h, grace, &format!("connector '{name}' task {}", t.id)).await;
-            }
-        }
         match kind {
             ConnectorKind::Source => {
+                for t in &tasks {
+                    t.stop.cancel();
+                }
+                for t in tasks {
+                    if let Some(h) = t.handle {
+                        join_or_abort(h, grace, &format!("connector '{name}' task {}", t.id)).await;
+                    }
+                }
                 if let Some(committer) = self.committer.as_mut() {
                     if let Err(e) = committer.commit().await {
                         tracing::error!("committing offsets of connector '{name}': {e}");
@@ -667,16 +688,87 @@ impl Runtime {
                     committer.remove_connector(name);
                 }
             }
+            ConnectorKind::Sink => self.retire_sink_tasks(name, tasks, None).await,
+        }
+    }
+
+    /// Restarts connector `name`'s tasks. A sink's new tasks take over its
+    /// route before the old ones are retired, so no record in between is
+    /// missed.
+    async fn restart_tasks(&mut self, name: &str) {
+        let Some(c) = self.connectors.get_mut(name) else {
+            return;
+        };
+        match c.spec.kind {
+            ConnectorKind::Source => {
+                self.stop_tasks(name).await;
+                self.start(name).await;
+            }
             ConnectorKind::Sink => {
-                // Its queues are closed now, so no sender blocks on them
-                // while the routes change.
-                self.router.remove(name).await;
-                if let Some(committer) = self.committer.as_ref() {
-                    for tracker in committer.trackers() {
-                        for &i in &indices {
-                            tracker.forget(i);
-                        }
-                    }
+                let old = std::mem::take(&mut c.tasks);
+                let (failures, route) = self.start_tasks(name);
+                for f in &failures {
+                    tracing::error!("{f}");
+                }
+                self.retire_sink_tasks(name, old, route).await;
+            }
+        }
+    }
+
+    /// Retires a sink connector's tasks, installing `successor` as its
+    /// route (None: no longer routed). The old tasks are unpaused so that
+    /// records already queued for them, and any record a source is waiting
+    /// to enqueue, are written; once the route no longer reaches their
+    /// queues they see the end of their input, flush and stop, so every
+    /// record dispatched to them is written and acknowledged. A task that
+    /// does not keep up within `task.shutdown.graceful.timeout.ms` is
+    /// stopped and then cancelled; the trackers stop waiting on it, so what
+    /// it had not written is written nowhere, as when Kafka Connect deletes
+    /// a sink.
+    async fn retire_sink_tasks(
+        &mut self,
+        name: &str,
+        old: Vec<TaskRun>,
+        successor: Option<SinkRoute>,
+    ) {
+        let grace = self.config.task_shutdown_timeout;
+        for t in &old {
+            t.pause.send_replace(false);
+        }
+        self.router.set_route(name, successor);
+        if tokio::time::timeout(grace, self.router.recompute())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connector = %name,
+                "sink tasks did not take their queued records within task.shutdown.graceful.timeout.ms ({} ms); stopping them",
+                grace.as_millis()
+            );
+            for t in &old {
+                t.stop.cancel();
+            }
+        }
+        let mut indices = Vec::new();
+        for t in old {
+            indices.extend(t.sink_index);
+            if let Some(mut h) = t.handle {
+                // It ends by itself once its queue has no senders left.
+                if tokio::time::timeout(grace, &mut h).await.is_err() {
+                    let label = format!("sink connector '{name}' task {}", t.id);
+                    tracing::warn!("{label} did not finish its last records in time; stopping it");
+                    t.stop.cancel();
+                    join_or_abort(h, grace, &label).await;
+                }
+            }
+        }
+        // After a forced stop the routes may not be fully recomputed yet;
+        // the closed queues no longer hold anyone up.
+        self.router.recompute().await;
+        if let Some(committer) = self.committer.as_ref() {
+            for tracker in committer.trackers() {
+                for &i in &indices {
+                    tracker.forget(i);
                 }
             }
         }
@@ -699,7 +791,6 @@ impl Runtime {
         let spec = self.validate(props)?;
         if exists {
             tracing::info!(connector = %name, "reconfiguring connector: restarting its tasks");
-            self.stop_tasks(&name).await;
             let target = match self.connectors.get_mut(&name) {
                 Some(c) => {
                     c.spec = spec;
@@ -708,12 +799,11 @@ impl Runtime {
                 None => TargetState::Running,
             };
             if target != TargetState::Stopped {
-                self.start_tasks(&name).await;
+                self.restart_tasks(&name).await;
             }
             return Ok((self.info(&name)?, false));
         }
         tracing::info!(connector = %name, class = spec.plugin.class(), "creating connector");
-        let (paused, _) = watch::channel(initial == TargetState::Paused);
         self.connectors.insert(
             name.clone(),
             Connector {
@@ -721,13 +811,10 @@ impl Runtime {
                 target: initial,
                 generation: 0,
                 tasks: Vec::new(),
-                paused,
             },
         );
         if initial != TargetState::Stopped {
-            for f in self.start_tasks(&name).await {
-                tracing::error!("{f}");
-            }
+            self.start(&name).await;
         }
         Ok((self.info(&name)?, true))
     }
@@ -739,14 +826,14 @@ impl Runtime {
             .ok_or_else(|| ControlError::NotFound(name.to_string()))?;
         let was = c.target;
         c.target = target;
-        c.paused.send_replace(target == TargetState::Paused);
+        for t in &c.tasks {
+            t.pause.send_replace(target == TargetState::Paused);
+        }
         tracing::info!(connector = %name, "connector is now {}", target.as_str());
         if target == TargetState::Stopped && was != TargetState::Stopped {
             self.stop_tasks(name).await;
         } else if was == TargetState::Stopped && target != TargetState::Stopped {
-            for f in self.start_tasks(name).await {
-                tracing::error!("{f}");
-            }
+            self.start(name).await;
         }
         Ok(())
     }
@@ -766,10 +853,7 @@ impl Runtime {
         // a sink's tasks share one route: the tasks restart together.
         if include_tasks && c.target != TargetState::Stopped && (!only_failed || any_failed) {
             tracing::info!(connector = %name, "restarting connector tasks");
-            self.stop_tasks(name).await;
-            for f in self.start_tasks(name).await {
-                tracing::error!("{f}");
-            }
+            self.restart_tasks(name).await;
         }
         self.status(name)
     }
@@ -869,7 +953,11 @@ impl Runtime {
     fn task_exited(&mut self, exit: Exit) -> Option<String> {
         let c = self.connectors.get_mut(&exit.connector)?;
         if c.generation != exit.generation {
-            // A task of an earlier incarnation, stopped on purpose.
+            // A task of an earlier incarnation, stopped on purpose; only
+            // how it ended is worth telling.
+            if let Some(e) = exit.error {
+                tracing::error!("{e} (while being stopped)");
+            }
             return None;
         }
         let t = c.tasks.iter_mut().find(|t| t.id == exit.task)?;
@@ -935,7 +1023,6 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
     ordered.sort_by_key(|c| c.kind == ConnectorKind::Source);
     for spec in ordered {
         let name = spec.name.clone();
-        let (paused, _) = watch::channel(false);
         rt.connectors.insert(
             name.clone(),
             Connector {
@@ -943,15 +1030,9 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
                 target: TargetState::Running,
                 generation: 0,
                 tasks: Vec::new(),
-                paused,
             },
         );
-        failures.extend(rt.start_tasks(&name).await);
-    }
-    if !failures.is_empty() {
-        for f in &failures {
-            tracing::error!("{f}");
-        }
+        failures.extend(rt.start(&name).await);
     }
 
     let mut tick = tokio::time::interval(
