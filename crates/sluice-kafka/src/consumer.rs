@@ -361,22 +361,23 @@ impl Consumer {
             )
             .create_with_context(ctx)
             .map_err(Error::kafka("consumer creation"))?;
-        let inner = Arc::new(inner);
-        let c = inner.clone();
         let bootstrap = cfg.bootstrap().to_string();
         let timeout = cfg.connect_timeout;
-        tokio::task::spawn_blocking(move || {
+        // On failure the consumer is dropped (closed) on the blocking
+        // thread, not on the caller's.
+        let inner = tokio::task::spawn_blocking(move || {
             // Not subscribed yet: polling only serves log and error events
             // (so a connection failure can be reported with its cause).
             probe(
                 |t| {
-                    let _ = c.poll(Duration::ZERO);
-                    c.fetch_metadata(None, t)
+                    let _ = inner.poll(Duration::ZERO);
+                    inner.fetch_metadata(None, t)
                 },
                 &base,
                 &bootstrap,
                 timeout,
             )
+            .map(|()| Arc::new(inner))
         })
         .await
         .map_err(|_| Error::Closed("connect"))??;

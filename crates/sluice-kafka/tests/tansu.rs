@@ -403,3 +403,14 @@ async fn delivery_to_a_missing_topic_fails_naming_it() {
     assert!(s.contains("no-such-topic"), "{s}");
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn clients_can_move_between_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Producer>();
+    send_sync::<Admin>();
+    send_sync::<KafkaConfig>();
+    send::<Consumer>();
+    send::<ConsumerEvent>();
+}
