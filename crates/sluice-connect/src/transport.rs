@@ -7,7 +7,7 @@
 //! Each sink task reads from a queue bounded by record count and by bytes, so
 //! a slow sink slows the sources instead of growing memory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use anyhow::Context as _;
@@ -158,6 +158,9 @@ pub struct Router {
     sinks: RwLock<Vec<Arc<SinkRoute>>>,
     topics: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<TopicState>>>>,
     warned: Mutex<HashSet<Arc<str>>>,
+    /// Kafka Connect's active topics: per connector, the topics a source
+    /// wrote to or a sink was routed.
+    active: Mutex<HashMap<String, BTreeSet<Arc<str>>>>,
 }
 
 impl Router {
@@ -167,7 +170,41 @@ impl Router {
             sinks: RwLock::new(sinks.into_iter().map(Arc::new).collect()),
             topics: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
+            active: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn note_active(&self, connector: &str, topic: &Arc<str>) {
+        let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        match active.get_mut(connector) {
+            Some(set) => {
+                if !set.contains(topic) {
+                    set.insert(Arc::clone(topic));
+                }
+            }
+            None => {
+                active.insert(connector.to_string(), BTreeSet::from([Arc::clone(topic)]));
+            }
+        }
+    }
+
+    /// The topics connector `connector` used since it was created or its
+    /// topics were last reset, sorted.
+    pub fn active_topics(&self, connector: &str) -> Vec<String> {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(connector)
+            .map(|set| set.iter().map(|t| t.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets the topics `connector` used.
+    pub fn reset_active_topics(&self, connector: &str) {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(connector);
     }
 
     fn sinks(&self) -> Vec<Arc<SinkRoute>> {
@@ -207,6 +244,9 @@ impl Router {
                 .filter(|s| s.subscription.matches(&topic))
                 .cloned()
                 .collect();
+            for r in &routes {
+                self.note_active(&r.connector, &topic);
+            }
             if !routes.is_empty() {
                 // A later removal should warn again.
                 self.warned
@@ -228,6 +268,9 @@ impl Router {
             .into_iter()
             .filter(|s| s.subscription.matches(topic))
             .collect();
+        for r in &routes {
+            self.note_active(&r.connector, topic);
+        }
         if routes.is_empty()
             && self
                 .warned
@@ -463,6 +506,7 @@ impl RecordSender for SourceSender {
                 _ => {
                     current = None;
                     let lock = self.router.topic(&rec.topic);
+                    self.router.note_active(&self.connector, &rec.topic);
                     let guard = lock.lock_owned().await;
                     &mut current.insert((Arc::clone(&rec.topic), guard)).1
                 }

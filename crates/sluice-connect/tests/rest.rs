@@ -375,6 +375,12 @@ async fn connectors_are_managed_at_runtime() {
         assert_eq!(err["error_code"], 404);
     }
 
+    // Unknown paths and methods answer in the same error shape.
+    let (code, err) = w.call("GET", "/nowhere", None).await;
+    assert_eq!((code, err["error_code"].as_i64()), (404, Some(404)));
+    let (code, err) = w.call("DELETE", "/connectors", None).await;
+    assert_eq!((code, err["error_code"].as_i64()), (405, Some(405)));
+
     let (code, config) = w.call("GET", "/connectors/ticks/config", None).await;
     assert_eq!(code, 200);
     assert_eq!(config["secret.key"], "[hidden]");
@@ -428,6 +434,22 @@ async fn connectors_are_managed_at_runtime() {
     assert_eq!(code, 200);
     assert_eq!(tasks[0]["id"], json!({"connector": "ticks", "task": 0}));
     assert_eq!(tasks[0]["config"]["secret.key"], "[hidden]");
+
+    // Active topics: what the source wrote to and the sink was routed.
+    for c in ["ticks", "ticks-file"] {
+        let (code, topics) = w
+            .call("GET", &format!("/connectors/{c}/topics"), None)
+            .await;
+        assert_eq!(code, 200);
+        assert_eq!(topics, json!({ c: {"topics": ["ticks"]} }));
+    }
+    let (code, _) = w
+        .call("PUT", "/connectors/ticks-file/topics/reset", None)
+        .await;
+    assert_eq!(code, 202);
+    let (_, topics) = w.call("GET", "/connectors/ticks-file/topics", None).await;
+    assert_eq!(topics, json!({"ticks-file": {"topics": []}}));
+    assert_eq!(w.call("GET", "/connectors/nope/topics", None).await.0, 404);
 
     // Offsets come from the offset store once committed.
     let mut offsets = Json::Null;

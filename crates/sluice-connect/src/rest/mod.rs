@@ -2,10 +2,8 @@
 //! bodies, status codes and `{"error_code", "message"}` errors, served with
 //! axum over a [`WorkerHandle`].
 //!
-//! Not served: `GET /connectors/{c}/topics`, `PUT .../topics/reset`, and
-//! `PATCH`/`DELETE .../offsets` (in-process topics have no stored topic
-//! history, and offsets are changed by editing the offset file while the
-//! worker is stopped).
+//! Not served: `PATCH`/`DELETE .../offsets` (offsets are changed by
+//! editing the offset file while the worker is stopped).
 
 pub mod config;
 pub mod secrets;
@@ -132,12 +130,15 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/connectors/{c}/resume", put(resume))
         .route("/connectors/{c}/stop", put(stop))
         .route("/connectors/{c}/offsets", get(offsets))
+        .route("/connectors/{c}/topics", get(topics))
+        .route("/connectors/{c}/topics/reset", put(reset_topics))
         .route("/connector-plugins", get(plugins))
         .route(
             "/connector-plugins/{p}/config/validate",
             put(validate_config),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             basic_auth,
@@ -172,6 +173,13 @@ async fn basic_auth(State(state): Shared, req: Request, next: Next) -> Response 
         header::HeaderValue::from_static("Basic realm=\"sluice\""),
     );
     resp
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "HTTP 405 Method Not Allowed".into(),
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -467,6 +475,16 @@ async fn offsets(State(state): Shared, Path(c): Path<String>) -> ApiResult {
         StatusCode::OK,
         json!({"offsets": state.handle.offsets(&c).await?}),
     )
+}
+
+async fn topics(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    let topics = state.handle.topics(&c).await?;
+    ok(StatusCode::OK, json!({ c: {"topics": topics} }))
+}
+
+async fn reset_topics(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    state.handle.reset_topics(&c).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn plugins(State(state): Shared) -> ApiResult {

@@ -167,6 +167,8 @@ pub(super) enum Command {
         reply: Reply<ConnectorStatus>,
     },
     Offsets(String, Reply<Vec<serde_json::Value>>),
+    Topics(String, Reply<Vec<String>>),
+    ResetTopics(String, Reply<()>),
 }
 
 /// A cloneable handle to a running worker; every method waits for the
@@ -293,6 +295,17 @@ impl WorkerHandle {
             reply,
         })
         .await
+    }
+
+    /// The topics a connector used (Kafka Connect's active topics).
+    pub async fn topics(&self, name: &str) -> Result<Vec<String>, ControlError> {
+        self.ask(|r| Command::Topics(name.to_string(), r)).await
+    }
+
+    /// Forgets the topics a connector used.
+    pub async fn reset_topics(&self, name: &str) -> Result<(), ControlError> {
+        self.ask(|r| Command::ResetTopics(name.to_string(), r))
+            .await
     }
 
     /// A connector's committed offsets as `[{"partition":..,"offset":..}]`.
@@ -926,6 +939,9 @@ impl Runtime {
                         tracing::info!(connector = %n, "deleting connector");
                         self.stop_tasks(&n).await;
                         self.connectors.remove(&n);
+                        // As in Kafka Connect, a deleted connector's active
+                        // topics go with it.
+                        self.router.reset_active_topics(&n);
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -945,6 +961,12 @@ impl Runtime {
             }
             Command::Offsets(n, r) => {
                 let _ = r.send(self.offsets(&n));
+            }
+            Command::Topics(n, r) => {
+                let _ = r.send(self.get(&n).map(|_| self.router.active_topics(&n)));
+            }
+            Command::ResetTopics(n, r) => {
+                let _ = r.send(self.get(&n).map(|_| self.router.reset_active_topics(&n)));
             }
         }
     }
