@@ -18,6 +18,7 @@ use crate::worker_config::WorkerConfig;
 
 mod control;
 
+pub(crate) use control::{scrub_secrets, secret_values};
 pub use control::{
     ConnectorInfo, ConnectorStatus, ControlError, StateInfo, TargetState, TaskId, TaskInfo,
     TaskStatus, WorkerHandle,

@@ -41,8 +41,18 @@ impl ConnectorPlugin for TickSource {
             ConfigKey::new("secret.key", ConfigType::Password, "a secret"),
         ])
     }
-    fn validate(&self, _props: &Props) -> Result<Vec<String>, ConfigErrors> {
-        Ok(Vec::new())
+    fn validate(&self, props: &Props) -> Result<Vec<String>, ConfigErrors> {
+        // Quotes the secret, as careless plugins do: the worker must hide it.
+        match props.get("secret.key") {
+            Some(v) if v.starts_with("wrong") => {
+                Err(ConfigErrors(vec![sluice_core::config::ConfigError::new(
+                    "secret.key",
+                    Some(v),
+                    "not accepted",
+                )]))
+            }
+            _ => Ok(Vec::new()),
+        }
     }
     fn create_source_task(&self, props: &Props) -> anyhow::Result<Box<dyn SourceTask>> {
         let parsed = self
@@ -355,6 +365,43 @@ async fn connectors_are_managed_at_runtime() {
         .call("POST", "/connectors", Some(json!({"config": {}})))
         .await;
     assert_eq!(code, 400, "a name is required");
+    // Messages quoting a secret value show it hidden.
+    let (code, err) = w
+        .call(
+            "POST",
+            "/connectors",
+            Some(json!({"name": "bad", "config": {"connector.class": "ticks", "topic": "t", "secret.key": "wrong-s3cr3t"}})),
+        )
+        .await;
+    assert_eq!(code, 400, "{err}");
+    let msg = err["message"].as_str().expect("message");
+    assert!(
+        msg.contains("'secret.key'") && msg.contains("[hidden]"),
+        "{msg}"
+    );
+    assert!(!msg.contains("wrong-s3cr3t"), "{msg}");
+
+    // Created stopped: no tasks until resumed.
+    let (code, created) = w
+        .call(
+            "POST",
+            "/connectors",
+            Some(json!({"name": "later", "config": {"connector.class": "ticks", "topic": "later"}, "initial_state": "STOPPED"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let (_, status) = w.call("GET", "/connectors/later/status", None).await;
+    assert_eq!(status["connector"]["state"], "STOPPED");
+    assert_eq!(status["tasks"], json!([]));
+    let (code, _) = w
+        .call(
+            "POST",
+            "/connectors",
+            Some(json!({"name": "x", "config": {"connector.class": "ticks", "topic": "t"}, "initial_state": "SLEEPING"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert_eq!(w.call("DELETE", "/connectors/later", None).await.0, 204);
 
     // Unknown connectors: 404 with Kafka's message.
     for (method, path) in [

@@ -544,10 +544,15 @@ async fn validate_config(
         }
     }
     let (errors, _warnings) = state.handle.validate(&props);
+    let secrets = if state.show_secrets {
+        Vec::new()
+    } else {
+        crate::worker::secret_values(registry, &props)
+    };
     let errors: Vec<(String, String)> = errors
         .into_iter()
         .map(|e| {
-            let msg = e.to_string();
+            let msg = crate::worker::scrub_secrets(&e.to_string(), &secrets);
             (e.key, msg)
         })
         .collect();

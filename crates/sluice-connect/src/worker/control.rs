@@ -369,6 +369,33 @@ fn kind_str(kind: ConnectorKind) -> &'static str {
     }
 }
 
+/// The values of `props` that are secrets (see
+/// [`crate::rest::secrets::is_secret`]), longest first.
+pub(crate) fn secret_values(registry: &Registry, props: &Props) -> Vec<String> {
+    let def = props
+        .get("connector.class")
+        .and_then(|c| registry.lookup(c).ok())
+        .map(|p| p.config_def());
+    let mut values: Vec<String> = props
+        .iter()
+        .filter(|(k, v)| !v.is_empty() && crate::rest::secrets::is_secret(def.as_ref(), k))
+        .map(|(_, v)| v.clone())
+        .collect();
+    // A secret containing another is replaced whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values
+}
+
+/// `text` with every secret value replaced by `[hidden]`: validation
+/// messages quote values, and they reach logs and REST answers.
+pub(crate) fn scrub_secrets(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        out = out.replace(s.as_str(), crate::rest::secrets::HIDDEN);
+    }
+    out
+}
+
 /// Waits for a task to end after its stop token was cancelled; aborts it
 /// after `grace`.
 async fn join_or_abort(handle: JoinHandle<()>, grace: std::time::Duration, label: &str) {
@@ -445,6 +472,7 @@ impl Runtime {
 
     /// Validates `props` as start-up does (the offset file check included).
     fn validate(&self, props: Props) -> Result<ConnectorSpec, ControlError> {
+        let scrub = secret_values(&self.registry, &props);
         let file = ConnectorFile {
             path: PathBuf::from("REST request"),
             props,
@@ -458,7 +486,13 @@ impl Runtime {
                     .pop()
                     .ok_or_else(|| ControlError::BadRequest("no connector config".into()))
             }
-            Err(report) => Err(ControlError::InvalidConfig(report.errors)),
+            Err(report) => Err(ControlError::InvalidConfig(
+                report
+                    .errors
+                    .iter()
+                    .map(|e| scrub_secrets(e, &scrub))
+                    .collect(),
+            )),
         }
     }
 
