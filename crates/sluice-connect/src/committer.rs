@@ -83,6 +83,17 @@ impl Committer {
         &self.store
     }
 
+    /// Changes the stored offsets (the REST API's offset endpoints) and
+    /// commits, so the change is durable when this returns Ok.
+    pub async fn alter(
+        &mut self,
+        change: impl FnOnce(&mut OffsetStore),
+    ) -> Result<(), OffsetFileError> {
+        change(&mut self.store);
+        self.dirty = true;
+        self.commit().await
+    }
+
     /// Commits whatever became delivered since the last commit.
     pub async fn commit(&mut self) -> Result<(), OffsetFileError> {
         for s in &mut self.sources {

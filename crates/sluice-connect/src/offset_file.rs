@@ -165,6 +165,15 @@ impl OffsetStore {
         }
     }
 
+    /// Forgets the offset of `connector`'s `partition` (all its partitions
+    /// when `partition` is None); true when something was removed.
+    pub fn remove(&mut self, connector: &str, partition: Option<&JsonObject>) -> bool {
+        let before = self.entries.len();
+        self.entries
+            .retain(|e| e.connector != connector || partition.is_some_and(|p| e.partition != *p));
+        self.entries.len() != before
+    }
+
     /// A snapshot of `connector`'s offsets for its tasks to read at start.
     pub fn reader(&self, connector: &str) -> Arc<dyn OffsetReader> {
         Arc::new(ConnectorOffsets {

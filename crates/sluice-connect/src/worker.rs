@@ -20,8 +20,8 @@ mod control;
 
 pub(crate) use control::{scrub_secrets, secret_values};
 pub use control::{
-    ConnectorInfo, ConnectorStatus, ControlError, StateInfo, TargetState, TaskId, TaskInfo,
-    TaskStatus, WorkerHandle,
+    ConnectorInfo, ConnectorStatus, ControlError, OffsetChange, StateInfo, TargetState, TaskId,
+    TaskInfo, TaskStatus, WorkerHandle,
 };
 
 /// Why the worker did not start or did not stop cleanly.

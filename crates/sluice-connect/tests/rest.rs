@@ -610,8 +610,44 @@ async fn connectors_are_managed_at_runtime() {
     let (_, status) = w.call("GET", "/connectors/ticks/status", None).await;
     assert_eq!(status["connector"]["state"], "STOPPED");
     assert_eq!(status["tasks"], json!([]));
+    // Offsets change only while stopped; the source resumes after them.
+    let (code, err) = w
+        .call("DELETE", "/connectors/ticks-file/offsets", None)
+        .await;
+    assert_eq!(code, 400, "{err}");
+    let (code, _) = w
+        .call(
+            "PATCH",
+            "/connectors/ticks/offsets",
+            Some(json!({"offsets": [{"partition": {"source": "ticks"}, "offset": "n"}]})),
+        )
+        .await;
+    assert_eq!(code, 400, "an offset must be an object");
+    let (code, reply) = w
+        .call(
+            "PATCH",
+            "/connectors/ticks/offsets",
+            Some(json!({"offsets": [{"partition": {"source": "ticks"}, "offset": {"n": 100000}}]})),
+        )
+        .await;
+    assert_eq!(code, 200, "{reply}");
+    let (_, offsets) = w.call("GET", "/connectors/ticks/offsets", None).await;
+    assert_eq!(
+        offsets,
+        json!({"offsets": [{"partition": {"source": "ticks"}, "offset": {"n": 100000}}]})
+    );
     let (code, _) = w.call("PUT", "/connectors/ticks/resume", None).await;
     assert_eq!(code, 202);
+    eventually("the source resumes after the altered offset", || {
+        lines(&out2).iter().any(|l| l == "tick-100001")
+    })
+    .await;
+    let (code, err) = w.call("DELETE", "/connectors/ticks/offsets", None).await;
+    assert_eq!(code, 400, "not while running: {err}");
+    assert!(err["message"]
+        .as_str()
+        .expect("message")
+        .contains("STOPPED"));
 
     // Deleting the sink: routing stops, the source is not blocked (its
     // offsets keep advancing with no sink reading its topic).
@@ -644,6 +680,23 @@ async fn connectors_are_managed_at_runtime() {
     assert_eq!(code, 204);
     let (_, names) = w.call("GET", "/connectors", None).await;
     assert_eq!(names, json!([]));
+    let (code, _) = w
+        .call(
+            "POST",
+            "/connectors",
+            Some(json!({"name": "ticks", "config": {"connector.class": "ticks", "topic": "ticks"}, "initial_state": "STOPPED"})),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (_, offsets) = w.call("GET", "/connectors/ticks/offsets", None).await;
+    assert!(
+        n_of(&offsets) > 100000,
+        "a deleted connector's offsets are kept: {offsets}"
+    );
+    let (code, reply) = w.call("DELETE", "/connectors/ticks/offsets", None).await;
+    assert_eq!(code, 200, "{reply}");
+    let (_, offsets) = w.call("GET", "/connectors/ticks/offsets", None).await;
+    assert_eq!(offsets, json!({"offsets": []}));
     w.stop().await;
 }
 

@@ -2,8 +2,8 @@
 //! bodies, status codes and `{"error_code", "message"}` errors, served with
 //! axum over a [`WorkerHandle`].
 //!
-//! Not served: `PATCH`/`DELETE .../offsets` (offsets are changed by
-//! editing the offset file while the worker is stopped).
+//! Offsets of sink connectors are not shown or changed: the in-process
+//! transport keeps no consumer offsets.
 
 pub mod config;
 pub mod secrets;
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::RestConfig;
 
-use crate::worker::{ConnectorInfo, ControlError, TargetState, WorkerHandle};
+use crate::worker::{ConnectorInfo, ControlError, OffsetChange, TargetState, WorkerHandle};
 
 struct AppState {
     handle: WorkerHandle,
@@ -54,6 +54,7 @@ impl From<ControlError> for ApiError {
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::InvalidConfig(_) | ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ControlError::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
     }
@@ -129,7 +130,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/connectors/{c}/pause", put(pause))
         .route("/connectors/{c}/resume", put(resume))
         .route("/connectors/{c}/stop", put(stop))
-        .route("/connectors/{c}/offsets", get(offsets))
+        .route(
+            "/connectors/{c}/offsets",
+            get(offsets).patch(patch_offsets).delete(delete_offsets),
+        )
         .route("/connectors/{c}/topics", get(topics))
         .route("/connectors/{c}/topics/reset", put(reset_topics))
         .route("/connector-plugins", get(plugins))
@@ -474,6 +478,51 @@ async fn offsets(State(state): Shared, Path(c): Path<String>) -> ApiResult {
     ok(
         StatusCode::OK,
         json!({"offsets": state.handle.offsets(&c).await?}),
+    )
+}
+
+async fn patch_offsets(State(state): Shared, Path(c): Path<String>, body: Bytes) -> ApiResult {
+    let body = parse_body(&body)?;
+    let entries = body
+        .get("offsets")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            bad_request(
+                "the request must give \"offsets\": [{\"partition\": {..}, \"offset\": {..}}]",
+            )
+        })?;
+    let mut changes = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let partition = e
+            .get("partition")
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                bad_request(format!("offsets[{i}]: \"partition\" must be a JSON object"))
+            })?
+            .clone();
+        let offset = match e.get("offset") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(o)) => Some(o.clone()),
+            Some(_) => {
+                return Err(bad_request(format!(
+                    "offsets[{i}]: \"offset\" must be a JSON object or null"
+                )))
+            }
+        };
+        changes.push(OffsetChange { partition, offset });
+    }
+    state.handle.alter_offsets(&c, Some(changes)).await?;
+    ok(
+        StatusCode::OK,
+        json!({"message": "The offsets for this connector have been altered successfully"}),
+    )
+}
+
+async fn delete_offsets(State(state): Shared, Path(c): Path<String>) -> ApiResult {
+    state.handle.alter_offsets(&c, None).await?;
+    ok(
+        StatusCode::OK,
+        json!({"message": "The offsets for this connector have been reset successfully"}),
     )
 }
 

@@ -72,6 +72,9 @@ pub enum ControlError {
     /// The request itself is wrong.
     #[error("{0}")]
     BadRequest(String),
+    /// The worker could not do what was asked (e.g. writing a file).
+    #[error("{0}")]
+    Failed(String),
     /// The worker is not running (stopping or stopped).
     #[error("the worker is not running")]
     NotRunning,
@@ -147,6 +150,16 @@ pub struct TaskInfo {
 
 type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 
+/// One entry of `PATCH /connectors/{c}/offsets`: a source partition and
+/// its new offset (None: forget it).
+#[derive(Debug, Clone)]
+pub struct OffsetChange {
+    /// The source partition.
+    pub partition: serde_json::Map<String, serde_json::Value>,
+    /// The new offset; None removes the partition's offset.
+    pub offset: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
 pub(super) enum Command {
     List(Reply<Vec<String>>),
     Info(String, Reply<ConnectorInfo>),
@@ -168,6 +181,7 @@ pub(super) enum Command {
     },
     Offsets(String, Reply<Vec<serde_json::Value>>),
     Topics(String, Reply<Vec<String>>),
+    AlterOffsets(String, Option<Vec<OffsetChange>>, Reply<()>),
     ResetTopics(String, Reply<()>),
 }
 
@@ -295,6 +309,17 @@ impl WorkerHandle {
             reply,
         })
         .await
+    }
+
+    /// Changes (`Some`) or removes entirely (`None`) a stopped source
+    /// connector's stored offsets; durable when this returns Ok.
+    pub async fn alter_offsets(
+        &self,
+        name: &str,
+        changes: Option<Vec<OffsetChange>>,
+    ) -> Result<(), ControlError> {
+        self.ask(|r| Command::AlterOffsets(name.to_string(), changes, r))
+            .await
     }
 
     /// The topics a connector used (Kafka Connect's active topics).
@@ -905,6 +930,50 @@ impl Runtime {
         self.status(name)
     }
 
+    async fn alter_offsets(
+        &mut self,
+        name: &str,
+        changes: Option<Vec<OffsetChange>>,
+    ) -> Result<(), ControlError> {
+        let c = self.get(name)?;
+        if c.target != TargetState::Stopped {
+            return Err(ControlError::BadRequest(format!(
+                "Connectors must be in the STOPPED state before their offsets can be modified. \
+                 This can be done for the specified connector by issuing a 'PUT' request to the \
+                 '/connectors/{name}/stop' endpoint"
+            )));
+        }
+        if c.spec.kind == ConnectorKind::Sink {
+            return Err(ControlError::BadRequest(format!(
+                "Connector {name} is a sink: with the in-process transport there are no consumer \
+                 offsets to change"
+            )));
+        }
+        let Some(committer) = self.committer.as_mut() else {
+            return Err(ControlError::BadRequest(
+                "this worker has no offset.storage.file.filename".into(),
+            ));
+        };
+        committer
+            .alter(|store| match changes {
+                None => {
+                    store.remove(name, None);
+                }
+                Some(changes) => {
+                    for ch in changes {
+                        match ch.offset {
+                            Some(o) => store.set(name, &ch.partition, &o),
+                            None => {
+                                store.remove(name, Some(&ch.partition));
+                            }
+                        }
+                    }
+                }
+            })
+            .await
+            .map_err(|e| ControlError::Failed(format!("writing the offset file: {e}")))
+    }
+
     fn offsets(&self, name: &str) -> Result<Vec<serde_json::Value>, ControlError> {
         let c = self.get(name)?;
         let Some(committer) = self.committer.as_ref() else {
@@ -995,6 +1064,9 @@ impl Runtime {
             }
             Command::Offsets(n, r) => {
                 let _ = r.send(self.offsets(&n));
+            }
+            Command::AlterOffsets(n, changes, r) => {
+                let _ = r.send(self.alter_offsets(&n, changes).await);
             }
             Command::Topics(n, r) => {
                 let _ = r.send(self.get(&n).map(|_| self.router.active_topics(&n)));
