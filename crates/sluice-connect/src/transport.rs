@@ -147,8 +147,19 @@ pub struct SinkRoute {
 
 struct TopicState {
     next_offset: i64,
-    /// The sink connectors reading this topic.
-    routes: Vec<Arc<SinkRoute>>,
+}
+
+/// The sink connectors reading a topic.
+type Routes = Arc<Vec<Arc<SinkRoute>>>;
+
+struct Topic {
+    /// Held while a record is numbered and enqueued, so records reach every
+    /// queue in topic-offset order.
+    state: Arc<tokio::sync::Mutex<TopicState>>,
+    /// Read per record; kept apart from `state` so that changing the routes
+    /// never waits for a sender (which may be waiting for room in a paused
+    /// sink's queue).
+    routes: RwLock<Routes>,
 }
 
 /// Routes converted records from sources to the sink tasks that read them.
@@ -156,7 +167,7 @@ struct TopicState {
 /// of every topic already seen are then recomputed.
 pub struct Router {
     sinks: RwLock<Vec<Arc<SinkRoute>>>,
-    topics: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<TopicState>>>>,
+    topics: Mutex<HashMap<Arc<str>, Arc<Topic>>>,
     warned: Mutex<HashSet<Arc<str>>>,
     /// Kafka Connect's active topics: per connector, the topics a source
     /// wrote to or a sink was routed.
@@ -225,28 +236,19 @@ impl Router {
     /// Recomputes the routes of every topic seen so far. A topic first seen
     /// concurrently is either created from the new sink list or is in the
     /// snapshot taken here, since the list changes before the snapshot.
-    ///
-    /// Waits for each topic's lock: a record being enqueued for the topic
-    /// (possibly waiting for room in a queue) is enqueued first, so queues
-    /// a route loses must still be consumed (or closed) for this to end.
-    pub async fn recompute(&self) {
+    /// Records after this go by the new routes; a record being enqueued
+    /// right now finishes by the routes it started with.
+    pub fn recompute(&self) {
         let sinks = self.sinks();
-        let topics: Vec<(Arc<str>, Arc<tokio::sync::Mutex<TopicState>>)> = self
+        let topics: Vec<(Arc<str>, Arc<Topic>)> = self
             .topics
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(k, v)| (Arc::clone(k), Arc::clone(v)))
             .collect();
-        for (topic, state) in topics {
-            let routes: Vec<Arc<SinkRoute>> = sinks
-                .iter()
-                .filter(|s| s.subscription.matches(&topic))
-                .cloned()
-                .collect();
-            for r in &routes {
-                self.note_active(&r.connector, &topic);
-            }
+        for (topic, t) in topics {
+            let routes = self.routes_for(&sinks, &topic);
             if !routes.is_empty() {
                 // A later removal should warn again.
                 self.warned
@@ -254,23 +256,28 @@ impl Router {
                     .unwrap_or_else(PoisonError::into_inner)
                     .remove(&topic);
             }
-            state.lock().await.routes = routes;
+            *t.routes.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(routes);
         }
     }
 
-    fn topic(&self, topic: &Arc<str>) -> Arc<tokio::sync::Mutex<TopicState>> {
-        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(t) = topics.get(topic) {
-            return Arc::clone(t);
-        }
-        let routes: Vec<Arc<SinkRoute>> = self
-            .sinks()
-            .into_iter()
+    fn routes_for(&self, sinks: &[Arc<SinkRoute>], topic: &Arc<str>) -> Vec<Arc<SinkRoute>> {
+        let routes: Vec<Arc<SinkRoute>> = sinks
+            .iter()
             .filter(|s| s.subscription.matches(topic))
+            .cloned()
             .collect();
         for r in &routes {
             self.note_active(&r.connector, topic);
         }
+        routes
+    }
+
+    fn topic(&self, topic: &Arc<str>) -> Arc<Topic> {
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = topics.get(topic) {
+            return Arc::clone(t);
+        }
+        let routes = self.routes_for(&self.sinks(), topic);
         if routes.is_empty()
             && self
                 .warned
@@ -286,12 +293,12 @@ impl Router {
             let names: Vec<&str> = routes.iter().map(|s| s.connector.as_str()).collect();
             tracing::debug!(topic = %topic, sinks = ?names, "routing new topic");
         }
-        let state = Arc::new(tokio::sync::Mutex::new(TopicState {
-            next_offset: 0,
-            routes,
-        }));
-        topics.insert(Arc::clone(topic), Arc::clone(&state));
-        state
+        let t = Arc::new(Topic {
+            state: Arc::new(tokio::sync::Mutex::new(TopicState { next_offset: 0 })),
+            routes: RwLock::new(Arc::new(routes)),
+        });
+        topics.insert(Arc::clone(topic), Arc::clone(&t));
+        t
     }
 }
 
@@ -487,7 +494,11 @@ impl RecordSender for SourceSender {
             let rec = self.convert(&r)?;
             converted.push((rec, r.offset));
         }
-        let mut current: Option<(Arc<str>, tokio::sync::OwnedMutexGuard<TopicState>)> = None;
+        let mut current: Option<(
+            Arc<str>,
+            Arc<Topic>,
+            tokio::sync::OwnedMutexGuard<TopicState>,
+        )> = None;
         // (route, task within the route's connector), reused across records.
         let mut dests: Vec<(usize, usize)> = Vec::new();
         let mut indices: Vec<SinkTaskIndex> = Vec::new();
@@ -501,21 +512,25 @@ impl RecordSender for SourceSender {
             // The topic lock is held while the record is enqueued so records
             // reach every queue in topic-offset order, even with several
             // source tasks writing one topic.
-            let state = match &mut current {
-                Some((t, g)) if *t == rec.topic => g,
+            let (topic, state) = match &mut current {
+                Some((name, t, g)) if *name == rec.topic => (&*t, g),
                 _ => {
                     current = None;
-                    let lock = self.router.topic(&rec.topic);
+                    let t = self.router.topic(&rec.topic);
                     self.router.note_active(&self.connector, &rec.topic);
-                    let guard = lock.lock_owned().await;
-                    &mut current.insert((Arc::clone(&rec.topic), guard)).1
+                    let guard = Arc::clone(&t.state).lock_owned().await;
+                    let (_, t, g) = current.insert((Arc::clone(&rec.topic), t, guard));
+                    (&*t, g)
                 }
             };
             rec.offset = state.next_offset;
             state.next_offset += 1;
+            // Taken per record: the routes may change between records.
+            let routes: Routes =
+                Arc::clone(&topic.routes.read().unwrap_or_else(PoisonError::into_inner));
             dests.clear();
             indices.clear();
-            for (route, sink) in state.routes.iter().enumerate() {
+            for (route, sink) in routes.iter().enumerate() {
                 if sink.tasks.is_empty() {
                     continue;
                 }
@@ -534,7 +549,7 @@ impl RecordSender for SourceSender {
                 } else {
                     rec.clone()
                 };
-                let queue = &state.routes[route].tasks[task].1;
+                let queue = &routes[route].tasks[task].1;
                 if queue.send(r, origin.clone()).await.is_err() {
                     // The sink task failed and the worker is stopping; the
                     // record stays unacknowledged, so its offset is never

@@ -542,6 +542,27 @@ async fn connectors_are_managed_at_runtime() {
         sink_paused_at,
         "a paused sink writes nothing"
     );
+    // Its queue is full and the source waits for room; sinks can still be
+    // added and deleted meanwhile.
+    let out_b = w.path("out-b.txt");
+    let created = tokio::time::timeout(
+        Duration::from_secs(10),
+        w.call(
+            "PUT",
+            "/connectors/ticks-b/config",
+            Some(sink_config(&out_b)),
+        ),
+    )
+    .await
+    .expect("creating a sink does not wait for a paused one");
+    assert_eq!(created.0, 201, "{}", created.1);
+    let deleted = tokio::time::timeout(
+        Duration::from_secs(10),
+        w.call("DELETE", "/connectors/ticks-b", None),
+    )
+    .await
+    .expect("deleting a sink does not wait for a paused one");
+    assert_eq!(deleted.0, 204);
     let (code, _) = w.call("PUT", "/connectors/ticks-file/resume", None).await;
     assert_eq!(code, 202);
     eventually("the sink consumes again", || {

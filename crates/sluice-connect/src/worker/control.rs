@@ -527,7 +527,7 @@ impl Runtime {
         let (failures, route) = self.start_tasks(name);
         if let Some(route) = route {
             self.router.set_route(name, Some(route));
-            self.router.recompute().await;
+            self.router.recompute();
         }
         for f in &failures {
             tracing::error!("{f}");
@@ -808,19 +808,7 @@ impl Runtime {
             t.pause.send_replace(false);
         }
         self.router.set_route(name, successor);
-        if tokio::time::timeout(grace, self.router.recompute())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                connector = %name,
-                "sink tasks did not take their queued records within task.shutdown.graceful.timeout.ms ({} ms); stopping them",
-                grace.as_millis()
-            );
-            for t in &old {
-                t.stop.cancel();
-            }
-        }
+        self.router.recompute();
         let mut indices = Vec::new();
         for t in old {
             indices.extend(t.sink_index);
@@ -834,9 +822,6 @@ impl Runtime {
                 }
             }
         }
-        // After a forced stop the routes may not be fully recomputed yet;
-        // the closed queues no longer hold anyone up.
-        self.router.recompute().await;
         if let Some(committer) = self.committer.as_ref() {
             for tracker in committer.trackers() {
                 for &i in &indices {
