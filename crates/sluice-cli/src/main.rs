@@ -254,8 +254,8 @@ fn connect(files: &[PathBuf]) -> u8 {
         tokio::spawn(watch_signals(shutdown.clone(), signals));
         match RestServer::bind(rest).await {
             Ok(server) => {
-                if let Ok(addr) = server.local_addr() {
-                    worker.set_worker_id(addr.to_string());
+                if let Ok(id) = server.worker_id() {
+                    worker.set_worker_id(id);
                 }
                 let handle = worker.handle();
                 let stop = shutdown.clone();

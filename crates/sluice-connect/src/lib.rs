@@ -13,6 +13,10 @@
 //! flushes ([`sink_driver`]), tracked per source task ([`delivery`]), and the
 //! delivered offsets committed to the offset file ([`offset_file`],
 //! [`committer`]) before sources hear of them.
+//!
+//! While it runs, a [`WorkerHandle`] ([`Worker::handle`]) creates, changes,
+//! pauses, stops, restarts and deletes connectors; [`rest`] serves Kafka
+//! Connect's REST API over it.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]

@@ -18,6 +18,10 @@ pub struct RestConfig {
     pub basic_auth: Option<String>,
     /// `sluice.rest.show.secrets`: show secret config values unmasked.
     pub show_secrets: bool,
+    /// `rest.advertised.host.name`: the host in the worker id.
+    pub advertised_host: Option<String>,
+    /// `rest.advertised.port`: the port in the worker id.
+    pub advertised_port: Option<u16>,
 }
 
 fn host_port(listener: &str, key: &str) -> Result<String, ConfigError> {
@@ -129,11 +133,38 @@ impl RestConfig {
                 }
             },
         };
+        let advertised_host = props
+            .get("rest.advertised.host.name")
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty());
+        let advertised_port = match props.get("rest.advertised.port") {
+            None => None,
+            Some(p) => Some(p.trim().parse::<u16>().map_err(|_| {
+                ConfigError::new(
+                    "rest.advertised.port",
+                    Some(p),
+                    "Expected a port number from 0 to 65535",
+                )
+            })?),
+        };
         Ok(RestConfig {
             bind,
             basic_auth,
             show_secrets,
+            advertised_host,
+            advertised_port,
         })
+    }
+
+    /// The `worker_id` statuses show: `<host>:<port>` as advertised, else
+    /// as bound.
+    pub fn worker_id(&self, bound: std::net::SocketAddr) -> String {
+        let host = self
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| bound.ip().to_string());
+        let port = self.advertised_port.unwrap_or(bound.port());
+        format!("{host}:{port}")
     }
 }
 
@@ -157,6 +188,13 @@ mod tests {
         assert_eq!(c.bind, "0.0.0.0:9000");
         let c = RestConfig::from_props(&props(&[("rest.port", "9001")])).expect("ok");
         assert_eq!(c.bind, "127.0.0.1:9001");
+        let c = RestConfig::from_props(&props(&[
+            ("listeners", "http://0.0.0.0:0"),
+            ("rest.advertised.host.name", "connect-1"),
+        ]))
+        .expect("ok");
+        let bound: std::net::SocketAddr = "0.0.0.0:40000".parse().expect("addr");
+        assert_eq!(c.worker_id(bound), "connect-1:40000");
         for bad in [
             "localhost:8083",
             "https://h:1",

@@ -87,9 +87,15 @@ impl RestServer {
         Ok(RestServer { listener, config })
     }
 
-    /// The bound address, as `host:port` (the worker id Kafka Connect shows).
+    /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The worker id Kafka Connect shows in statuses: the advertised (else
+    /// bound) `host:port`.
+    pub fn worker_id(&self) -> std::io::Result<String> {
+        Ok(self.config.worker_id(self.listener.local_addr()?))
     }
 
     /// Serves requests until `shutdown` is cancelled.

@@ -3,12 +3,19 @@
 //! [`WorkerHandle`]s (the REST API) that the worker's loop answers one at a
 //! time, so the connector table needs no locking.
 //!
-//! Deleting (or reconfiguring) a sink connector stops its tasks after they
-//! write and flush what is already queued for them; the delivery trackers
-//! then stop waiting on those tasks. Records dispatched to them after that
-//! point are not written by them anywhere, exactly as in Kafka Connect,
-//! where a deleted sink simply stops consuming; they do not hold back the
-//! source offsets other sinks acknowledge.
+//! Sink connectors added at runtime are routed to for every topic already
+//! seen. A sink connector that is deleted, stopped, reconfigured or
+//! restarted first loses its route (to nothing, or to its new tasks); its
+//! old tasks, unpaused for this, write and flush what was dispatched to
+//! them and end when no sender can reach their queues, so nothing sent
+//! before the change is skipped. Only a task that does not finish within
+//! `task.shutdown.graceful.timeout.ms` is stopped, its queue closed, and
+//! no longer waited on by the delivery trackers: records only it had not
+//! written are then not written anywhere, exactly as in Kafka Connect,
+//! where a deleted sink simply stops consuming.
+//!
+//! Like Kafka Connect's standalone mode, connectors created through the
+//! API are not remembered across restarts; offsets are.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
