@@ -855,13 +855,36 @@ async fn a_failed_task_is_reported_and_restarted() {
         .await;
     assert_eq!(code, 202, "{status}");
     assert_eq!(status["tasks"][0]["state"], "RUNNING", "{status}");
-    // The failure was reported, so the worker's end says so.
+    // Restarted and running: the worker ends cleanly.
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_still_failed_at_the_end_is_the_workers_error() {
+    let w = start(&[]).await;
+    let (code, _) = w
+        .call(
+            "POST",
+            "/connectors",
+            Some(json!({"name": "f", "config": {"connector.class": "ticks", "topic": "x", "fail": "true"}})),
+        )
+        .await;
+    assert_eq!(code, 201);
+    for _ in 0..250 {
+        let status = w.call("GET", "/connectors/f/status", None).await.1;
+        if status["tasks"][0]["state"] == "FAILED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     w.shutdown.cancel();
-    let r = w.worker.await.expect("worker task");
-    assert!(
-        r.is_err(),
-        "the task failure is part of the worker's result"
-    );
+    let err = w
+        .worker
+        .await
+        .expect("worker task")
+        .expect_err("a failed task")
+        .to_string();
+    assert!(err.contains("failed on purpose"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1152,7 +1152,11 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
                 tasks: Vec::new(),
             },
         );
-        failures.extend(rt.start(&name).await);
+        let failed = rt.start(&name).await;
+        // Otherwise the task's FAILED state tells, and it can be restarted.
+        if stop_on_task_failure {
+            failures.extend(failed);
+        }
     }
 
     let mut tick = tokio::time::interval(
@@ -1171,7 +1175,9 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
             }
             Some(exit) = exited.recv() => {
                 if let Some(f) = rt.task_exited(exit) {
-                    failures.push(f);
+                    if stop_on_task_failure {
+                        failures.push(f);
+                    }
                 }
             }
             cmd = inbox.recv(), if inbox_open => match cmd {
@@ -1227,6 +1233,18 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
         if let Some(f) = rt.task_exited(exit) {
             if !failures.contains(&f) {
                 failures.push(f);
+            }
+        }
+    }
+    if !stop_on_task_failure {
+        // Tasks still failed at the end; ones restarted since do not count.
+        for c in rt.connectors.values() {
+            for t in &c.tasks {
+                if let TaskState::Failed(f) = &t.state {
+                    if !failures.contains(f) {
+                        failures.push(f.clone());
+                    }
+                }
             }
         }
     }
