@@ -60,14 +60,16 @@ impl RestConfig {
         let bind = match props.get("listeners").filter(|v| !v.trim().is_empty()) {
             Some(v) => {
                 let listeners = split_list(v);
-                if listeners.len() > 1 {
-                    return Err(ConfigError::new(
-                        "listeners",
-                        Some(v),
-                        "Sluice serves the REST API on one listener; give exactly one",
-                    ));
+                match listeners.as_slice() {
+                    [one] => host_port(one, "listeners")?,
+                    _ => {
+                        return Err(ConfigError::new(
+                            "listeners",
+                            Some(v),
+                            "Sluice serves the REST API on one listener; give exactly one, e.g. http://127.0.0.1:8083",
+                        ))
+                    }
                 }
-                host_port(&listeners[0], "listeners")?
             }
             None => {
                 let host = props
