@@ -20,6 +20,7 @@ use sluice_connect::config_files::ConnectorFile;
 use sluice_connect::{Registry, Worker, WorkerError};
 use sluice_core::config::Props;
 use sluice_core::connector::ConnectorPlugin;
+use sluice_pglocal::{chown, free_port, is_root, pg_bin_dir};
 use tokio_util::sync::CancellationToken;
 
 /// The topic the source writes `retail.orders_info` to.
@@ -269,59 +270,6 @@ impl Drop for ClusterGuard {
     }
 }
 
-/// Directory holding `initdb`, `pg_ctl`, ...: `$PG_BIN`, else the newest
-/// `/usr/lib/postgresql/*/bin`, else what `PATH` finds.
-fn pg_bin_dir() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("PG_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-                    let bin = e.path().join("bin");
-                    bin.join("initdb").exists().then_some((v, bin))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    if let Some((_, b)) = found.pop() {
-        return Ok(b);
-    }
-    let out = Command::new("pg_config").arg("--bindir").output().context(
-        "PostgreSQL's binaries not found: install postgresql, set PG_BIN, or pass --pg URL",
-    )?;
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr().context("finding a free port")?.port())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn chown(path: &Path, user: &str) -> Result<()> {
-    let st = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{user}:"))
-        .arg(path)
-        .status()
-        .context("running chown")?;
-    if !st.success() {
-        bail!("chown {} to {user} failed", path.display());
-    }
-    Ok(())
-}
-
 /// Where the cluster's files really live. PostgreSQL refuses to run as root,
 /// so as root it runs as `postgres`, which must be able to reach `<dir>/pg`;
 /// when an ancestor is private (e.g. /root), the files go to a directory
@@ -369,7 +317,7 @@ fn cluster_root(dir: &Path, run_as: Option<&str>) -> Result<PathBuf> {
 
 /// Starts (initdb on first use) the cluster under `<dir>/pg`.
 fn start_cluster(dir: &Path, shared: &Arc<Mutex<Option<ClusterCtl>>>) -> Result<ClusterGuard> {
-    let bin = pg_bin_dir()?;
+    let bin = pg_bin_dir().context("to use an existing database instead, pass --pg URL")?;
     let run_as = is_root().then(|| "postgres".to_string());
     let root = cluster_root(dir, run_as.as_deref())?;
     let ctl = ClusterCtl { bin, run_as, root };

@@ -7,7 +7,6 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,70 +24,20 @@ pub struct PgCluster {
     run_as: Option<String>,
 }
 
-/// Directory holding `initdb`, `pg_ctl`, ...: `$PG_BIN`, else the newest
-/// `/usr/lib/postgresql/*/bin`, else `pg_config --bindir`.
-pub fn pg_bin_dir() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("PG_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-                    let bin = e.path().join("bin");
-                    bin.join("initdb").exists().then_some((v, bin))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    if let Some((_, b)) = found.pop() {
-        return Ok(b);
-    }
-    let out = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .context("PostgreSQL binaries not found: set PG_BIN or install postgresql")?;
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
+pub use sluice_pglocal::{free_port, pg_bin_dir};
 
 impl PgCluster {
     /// Starts a new cluster with extra `-c name=value` settings.
     pub fn start_with(settings: &[(&str, &str)]) -> Result<PgCluster> {
         let bin = pg_bin_dir()?;
-        let run_as = if is_root() {
-            Some(std::env::var("SLUICE_TEST_PG_USER").unwrap_or_else(|_| "postgres".into()))
-        } else {
-            None
-        };
+        let run_as = sluice_pglocal::run_as_user();
         let dir = tempfile::Builder::new()
             .prefix("sluice-pg-")
             .tempdir()
             .context("creating temp dir for PostgreSQL")?
             .keep();
         if let Some(u) = &run_as {
-            let st = Command::new("chown")
-                .arg(format!("{u}:"))
-                .arg(&dir)
-                .status()?;
-            if !st.success() {
-                bail!("chown {} to {u} failed", dir.display());
-            }
+            sluice_pglocal::chown(&dir, u)?;
         }
         let data = dir.join("data");
         let mut last_err = String::new();
@@ -154,15 +103,7 @@ impl PgCluster {
     }
 
     fn command(&self, prog: &str) -> Command {
-        let path = self.bin.join(prog);
-        match &self.run_as {
-            Some(u) => {
-                let mut c = Command::new("runuser");
-                c.arg("-u").arg(u).arg("--").arg(path);
-                c
-            }
-            None => Command::new(path),
-        }
+        sluice_pglocal::pg_command(&self.bin, prog, self.run_as.as_deref())
     }
 
     fn run_checked(&self, prog: &str, args: &[&str]) -> Result<()> {
