@@ -51,7 +51,7 @@ fn bad_config_exits_2_naming_every_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("worker.properties"),
-        "bootstrap.servers=localhost:9092\noffset.flush.interval.ms=often\n",
+        "bootstrap.servers=\noffset.flush.interval.ms=often\n",
     )
     .expect("write");
     std::fs::write(

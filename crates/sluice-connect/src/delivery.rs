@@ -150,6 +150,11 @@ impl DeliveryTracker {
         self.lock().marks.forget(sink);
     }
 
+    /// The highest sequence number up to which every record is delivered.
+    pub fn delivered_up_to(&self) -> u64 {
+        self.lock().marks.delivered_up_to()
+    }
+
     /// Removes and returns, oldest first, the offsets of records that are now
     /// delivered. The last one per source partition is what to commit.
     pub fn take_committable(&self) -> Vec<Arc<SourceOffset>> {

@@ -27,6 +27,7 @@ pub mod connector_config;
 pub mod converters;
 pub mod delivery;
 pub mod file_sink;
+pub mod kafka_transport;
 pub mod murmur2;
 pub mod offset_file;
 pub mod properties;
@@ -37,6 +38,9 @@ pub mod transforms;
 pub mod transport;
 pub mod worker;
 pub mod worker_config;
+
+/// The Kafka client library of the Kafka transport (for tools and tests).
+pub use sluice_kafka;
 
 pub use config_files::ConnectorFile;
 pub use connector_config::ConfigReport;

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::connector_config::Subscription;
 use crate::delivery::{DeliveryTracker, SinkTaskIndex};
+use crate::kafka_transport::KafkaSourceOutput;
 use crate::murmur2::task_for_key;
 use crate::transforms::{ConnectRecord, TransformChain};
 
@@ -185,7 +186,7 @@ impl Router {
         }
     }
 
-    fn note_active(&self, connector: &str, topic: &Arc<str>) {
+    pub(crate) fn note_active(&self, connector: &str, topic: &Arc<str>) {
         let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
         match active.get_mut(connector) {
             Some(set) => {
@@ -312,6 +313,9 @@ pub struct SourceSender {
     value_converter: Arc<dyn Converter>,
     /// The connector's transforms; None when it has none.
     transforms: Option<Arc<TransformChain>>,
+    /// With the Kafka transport: where records go instead of the router
+    /// (which then only notes active topics).
+    kafka: Option<KafkaSourceOutput>,
     // `send` takes &self; records of one task must still be dispatched in
     // order, so concurrent calls are serialized.
     serial: tokio::sync::Mutex<()>,
@@ -341,6 +345,7 @@ impl SourceSender {
             key_converter,
             value_converter,
             transforms: None,
+            kafka: None,
             serial: tokio::sync::Mutex::new(()),
             paused: None,
         }
@@ -354,6 +359,13 @@ impl SourceSender {
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
         self.paused = Some((paused, stop));
+        self
+    }
+
+    /// Produces records to Kafka through `output` instead of routing them
+    /// in-process.
+    pub fn with_kafka(mut self, output: KafkaSourceOutput) -> Self {
+        self.kafka = Some(output);
         self
     }
 
@@ -493,6 +505,22 @@ impl RecordSender for SourceSender {
             };
             let rec = self.convert(&r)?;
             converted.push((rec, r.offset));
+        }
+        if let Some(kafka) = &self.kafka {
+            for (rec, offset) in converted {
+                if rec.topic.is_empty() {
+                    self.tracker.dispatch(&[], offset.as_ref());
+                    continue;
+                }
+                self.router.note_active(&self.connector, &rec.topic);
+                kafka
+                    .send(&self.tracker, rec, offset.as_ref())
+                    .await
+                    .with_context(|| {
+                        format!("connector '{}' task {}", self.connector, self.task_id)
+                    })?;
+            }
+            return Ok(());
         }
         let mut current: Option<(
             Arc<str>,

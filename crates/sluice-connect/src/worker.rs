@@ -33,6 +33,9 @@ pub enum WorkerError {
     /// The offset file could not be read or written.
     #[error(transparent)]
     Offsets(#[from] OffsetFileError),
+    /// The Kafka cluster of `bootstrap.servers` could not be reached.
+    #[error("Kafka transport: {0}")]
+    Kafka(String),
     /// One or more tasks failed (or could not be created); what was
     /// delivered was still committed.
     #[error("{} task failure{}:\n  - {}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.join("\n  - "))]

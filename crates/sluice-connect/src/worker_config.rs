@@ -64,6 +64,9 @@ pub struct WorkerConfig {
     pub key_converter: ConverterSpec,
     /// `value.converter` and its options.
     pub value_converter: ConverterSpec,
+    /// With `bootstrap.servers`: the Kafka transport's client settings
+    /// (None: the in-process transport).
+    pub kafka: Option<sluice_kafka::KafkaConfig>,
 }
 
 /// Keys a standalone worker understands (beyond converter prefixes).
@@ -90,7 +93,18 @@ const KNOWN: &[&str] = &[
     "sluice.queue.max.bytes",
 ];
 
-const KNOWN_PREFIXES: &[&str] = &["key.converter.", "value.converter.", "header.converter."];
+const KNOWN_PREFIXES: &[&str] = &[
+    "key.converter.",
+    "value.converter.",
+    "header.converter.",
+    // Kafka client settings (see `sluice_kafka::KafkaConfig`).
+    "producer.",
+    "consumer.",
+    "admin.",
+    "ssl.",
+    "sasl.",
+    "security.",
+];
 
 fn non_negative_ms(
     props: &Props,
@@ -137,13 +151,20 @@ impl WorkerConfig {
     pub fn from_props(props: &Props) -> Result<(WorkerConfig, Vec<String>), ConfigErrors> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        if let Some(v) = props.get("bootstrap.servers") {
-            errors.push(ConfigError::new(
-                "bootstrap.servers",
-                Some(v),
-                "Kafka transport not available in this build; remove 'bootstrap.servers' to run with the in-process transport",
-            ));
-        }
+        let kafka = match props.get("bootstrap.servers") {
+            None => None,
+            Some(v) => match sluice_kafka::KafkaConfig::from_worker_props(props) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        "bootstrap.servers",
+                        Some(v),
+                        format!("Kafka client settings: {e}"),
+                    ));
+                    None
+                }
+            },
+        };
         if props.contains_key("plugin.path") {
             tracing::debug!(
                 "worker key 'plugin.path' is ignored: Sluice's connectors are built in"
@@ -214,6 +235,7 @@ impl WorkerConfig {
                 queue_max_bytes,
                 key_converter,
                 value_converter,
+                kafka,
             },
             warnings,
         ))
@@ -269,17 +291,12 @@ mod tests {
     #[test]
     fn errors_name_keys_and_unknown_keys_warn() {
         let err = WorkerConfig::from_props(&props(&[
-            ("bootstrap.servers", "localhost:9092"),
             ("offset.flush.interval.ms", "soon"),
             ("sluice.queue.max.records", "0"),
         ]))
         .expect_err("invalid")
         .to_string();
-        assert!(err.contains("3 configuration errors"), "{err}");
-        assert!(
-            err.contains("'bootstrap.servers'") && err.contains("Kafka transport not available"),
-            "{err}"
-        );
+        assert!(err.contains("2 configuration errors"), "{err}");
         assert!(err.contains("'offset.flush.interval.ms'"), "{err}");
         assert!(err.contains("'sluice.queue.max.records'"), "{err}");
         let (_, warnings) = WorkerConfig::from_props(&props(&[
@@ -289,5 +306,21 @@ mod tests {
         .expect("valid");
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("'group.idd'"));
+    }
+
+    #[test]
+    fn bootstrap_servers_selects_the_kafka_transport() {
+        let (w, warnings) = WorkerConfig::from_props(&props(&[
+            ("bootstrap.servers", "127.0.0.1:9092"),
+            ("producer.linger.ms", "1"),
+        ]))
+        .expect("valid");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(w.kafka.expect("kafka").bootstrap(), "127.0.0.1:9092");
+        assert!(WorkerConfig::from_props(&Props::new())
+            .expect("valid")
+            .0
+            .kafka
+            .is_none());
     }
 }

