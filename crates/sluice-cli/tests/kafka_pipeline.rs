@@ -104,7 +104,7 @@ impl Drop for Tansu {
 
 /// Rewrites the pipeline's configs for the Kafka transport: the source as
 /// `myserver`, the sink on its topic, the worker on `bootstrap`.
-fn over_kafka(p: &Pipeline, bootstrap: &str) {
+fn over_kafka(p: &Pipeline, bootstrap: &str, rest_port: u16) {
     let edit = |file: &str, f: &dyn Fn(&mut serde_json::Map<String, Json>)| {
         let path = p.path(file);
         let mut j: Json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -126,7 +126,8 @@ fn over_kafka(p: &Pipeline, bootstrap: &str) {
         "bootstrap.servers={bootstrap}\n\
          consumer.session.timeout.ms=6000\n\
          consumer.heartbeat.interval.ms=500\n\
-         consumer.topic.metadata.refresh.interval.ms=1000\n"
+         consumer.topic.metadata.refresh.interval.ms=1000\n\
+         listeners=http://127.0.0.1:{rest_port}\n"
     ));
     std::fs::write(worker, w).unwrap();
 }
@@ -151,6 +152,30 @@ fn events(recs: &[Json]) -> Vec<(i64, String, i64)> {
         .collect()
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path` from the REST API; the body as JSON.
+fn rest_get(port: u16, path: &str) -> Json {
+    use std::io::{Read as _, Write as _};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("REST API");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {out}"))
+}
+
 async fn insert(pg: &tokio_postgres::Client, n: usize) {
     for _ in 0..n {
         pg.execute(
@@ -171,7 +196,8 @@ async fn postgres_to_kafka_to_file_survives_kill_9() {
     insert(&pg, 3).await;
 
     let mut p = Pipeline::new(&db, &[]);
-    over_kafka(&p, &tansu.bootstrap());
+    let rest = free_port();
+    over_kafka(&p, &tansu.bootstrap(), rest);
     p.start();
     p.wait_until("the snapshot via Kafka", LONG, |r| events(r).len() >= 3);
     insert(&pg, 4).await;
@@ -215,6 +241,19 @@ async fn postgres_to_kafka_to_file_survives_kill_9() {
     }
     for id in 4..=7 {
         assert_eq!(per_key[&id], vec![("c".into(), 100)], "streamed row {id}");
+    }
+
+    // The REST API works over Kafka too.
+    for name in ["pg-source", "file-sink"] {
+        let st = rest_get(rest, &format!("/connectors/{name}/status"));
+        assert_eq!(st["connector"]["state"], "RUNNING", "{st}");
+        assert_eq!(st["tasks"][0]["state"], "RUNNING", "{st}");
+        let topics = rest_get(rest, &format!("/connectors/{name}/topics"));
+        assert_eq!(
+            topics[name]["topics"],
+            serde_json::json!([TOPIC]),
+            "{topics}"
+        );
     }
 
     // The topic is in the broker, created by Sluice with one partition.

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use crate::connector_config::Subscription;
 use crate::delivery::{DeliveryTracker, SinkTaskIndex};
 use crate::sink_driver::SinkDriver;
-use crate::transport::{Origin, QueueSender};
+use crate::transport::{Origin, QueueSender, Router};
 
 /// The tracker index of the producer in a source task's [`DeliveryTracker`]
 /// (sink tasks in Kafka mode have their own trackers and indices from 1).
@@ -297,6 +297,7 @@ impl Pending {
 pub async fn run_sink(
     driver: SinkDriver,
     tx: QueueSender,
+    router: Arc<Router>,
     config: Arc<KafkaConfig>,
     subscription: sluice_kafka::Subscription,
 ) -> anyhow::Result<()> {
@@ -305,6 +306,7 @@ pub async fn run_sink(
         driver.connector, driver.task_id
     );
     let stop = driver.stop.clone();
+    let connector = driver.connector.clone();
     let revoke_wait = driver.policy.interval + Duration::from_secs(2);
     let mut pending = Pending {
         tracker: Arc::new(DeliveryTracker::new(driver.index + 1)),
@@ -327,6 +329,8 @@ pub async fn run_sink(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut feeding = true;
     let mut lost = false;
+    // Topics already reported to `router` as the connector's active topics.
+    let mut seen: HashSet<Arc<str>> = HashSet::new();
     let result = loop {
         tokio::select! {
             r = &mut drive => break r.unwrap_or_else(|e| Err(anyhow::anyhow!("{label} panicked: {e}"))),
@@ -340,6 +344,10 @@ pub async fn run_sink(
                 }
                 Some(ConsumerEvent::Records(records)) => {
                     for r in records {
+                        if !seen.contains(&r.topic) {
+                            router.note_active(&connector, &r.topic);
+                            seen.insert(Arc::clone(&r.topic));
+                        }
                         let tp = TopicPartition { topic: Arc::clone(&r.topic), partition: r.partition };
                         let off = r.offset;
                         let seq = pending.tracker.dispatch(&[pending.index], None);

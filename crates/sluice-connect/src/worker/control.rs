@@ -620,7 +620,7 @@ impl Runtime {
                                     generation,
                                     task_id,
                                     label,
-                                    run_sink(driver, tx, cfg, sub),
+                                    run_sink(driver, tx, Arc::clone(&self.router), cfg, sub),
                                 ),
                                 None => self.spawn(name, generation, task_id, label, driver.run()),
                             };
