@@ -294,3 +294,79 @@ async fn postgres_to_kafka_to_file_survives_kill_9() {
     let log = p.log_text();
     assert!(log.contains("Kafka transport"), "{}", tail(&log, 40));
 }
+
+/// Throughput PostgreSQL -> Kafka -> file, streaming: `SLUICE_BENCH_ROWS`
+/// rows (default 200000) inserted in one transaction. Run with
+/// `SLUICE_BENCH_BIN=<release sluice> cargo test --test kafka_pipeline -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn bench_streaming_through_kafka() {
+    let rows: usize = std::env::var("SLUICE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let tansu = Tansu::start();
+    let (db, pg) = fresh_db("kafkabench").await;
+    pg.batch_execute(ORDERS).await.unwrap();
+    insert(&pg, 1).await;
+    let mut p = Pipeline::new(&db, &[]);
+    over_kafka(&p, &tansu.bootstrap(), free_port());
+    // For comparison: SLUICE_BENCH_INPROCESS=1 runs the same pipeline
+    // with the in-process transport.
+    if std::env::var_os("SLUICE_BENCH_INPROCESS").is_some() {
+        let w = std::fs::read_to_string(p.path("worker.properties")).unwrap();
+        let w: Vec<&str> = w
+            .lines()
+            .filter(|l| !l.starts_with("bootstrap.servers") && !l.starts_with("consumer."))
+            .collect();
+        std::fs::write(p.path("worker.properties"), w.join("\n") + "\n").unwrap();
+    }
+    let bin = std::env::var("SLUICE_BENCH_BIN").unwrap_or_else(|_| sluice_bin().to_string());
+    let log = std::fs::File::create(&p.log).unwrap();
+    p.child = Some(
+        Command::new(&bin)
+            .arg("connect")
+            .arg(p.path("worker.properties"))
+            .arg(p.path("source.json"))
+            .arg(p.path("sink.json"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    p.wait_until("the first row", LONG, |r| !events(r).is_empty());
+    let base = p.line_count();
+    let start = Instant::now();
+    pg.execute(
+        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time) \
+         SELECT g, g % 1000, 'Austin', '2020-10-09 07:23:10' FROM generate_series(1, $1::int) g",
+        &[&(rows as i32)],
+    )
+    .await
+    .unwrap();
+    let inserted = start.elapsed();
+    while p.line_count() < base + rows {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{} of {rows}; log:\n{}",
+            p.line_count() - base,
+            tail(&p.log_text(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = start.elapsed();
+    let transport = if std::env::var_os("SLUICE_BENCH_INPROCESS").is_some() {
+        "in-process"
+    } else {
+        "Kafka"
+    };
+    println!(
+        "{rows} rows ({transport}): insert took {:.2} s; PostgreSQL -> Kafka -> file in {:.2} s = {:.0} events/s ({bin})",
+        inserted.as_secs_f64(),
+        took.as_secs_f64(),
+        rows as f64 / took.as_secs_f64()
+    );
+    p.stop();
+}
