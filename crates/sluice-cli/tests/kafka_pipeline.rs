@@ -295,6 +295,38 @@ async fn postgres_to_kafka_to_file_survives_kill_9() {
     assert!(log.contains("Kafka transport"), "{}", tail(&log, 40));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_broker_fails_the_source_task_naming_the_topic() {
+    let tansu = Tansu::start();
+    let (db, pg) = fresh_db("kafkalost").await;
+    pg.batch_execute(ORDERS).await.unwrap();
+    insert(&pg, 1).await;
+    let mut p = Pipeline::new(&db, &[]);
+    over_kafka(&p, &tansu.bootstrap(), free_port());
+    let worker = p.path("worker.properties");
+    let mut w = std::fs::read_to_string(&worker).unwrap();
+    w.push_str("producer.message.timeout.ms=3000\ntask.shutdown.graceful.timeout.ms=2000\n");
+    std::fs::write(worker, w).unwrap();
+    p.start();
+    p.wait_until("the first row", LONG, |r| !events(r).is_empty());
+    drop(tansu);
+    insert(&pg, 1).await;
+    let code = p.wait_exit(Duration::from_secs(90));
+    let log = p.log_text();
+    assert_eq!(
+        code,
+        Some(1),
+        "exits as a failed task; log:\n{}",
+        tail(&log, 40)
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("source connector 'pg-source' task 0 failed: producing to Kafka"))
+        .unwrap_or_else(|| panic!("no failure line; log:\n{}", tail(&log, 40)));
+    assert!(line.contains(TOPIC), "{line}");
+    eprintln!("{line}");
+}
+
 /// Throughput PostgreSQL -> Kafka -> file, streaming: `SLUICE_BENCH_ROWS`
 /// rows (default 200000) inserted in one transaction. Run with
 /// `SLUICE_BENCH_BIN=<release sluice> cargo test --test kafka_pipeline -- --ignored --nocapture`.

@@ -131,15 +131,17 @@ pub struct KafkaSourceOutput {
 impl KafkaSourceOutput {
     /// The output of a source task whose deliveries `tracker` records; the
     /// returned handle ends once the output is dropped and every record sent
-    /// through it was acknowledged or failed.
+    /// through it was acknowledged or failed. `on_failure` is told the first
+    /// delivery failure at once (the task may not send again for a while).
     pub fn new(
         clients: &KafkaClients,
         creation: TopicCreation,
         tracker: Arc<DeliveryTracker>,
+        on_failure: Box<dyn FnOnce(String) + Send>,
     ) -> (KafkaSourceOutput, JoinHandle<()>) {
         let (acks, rx) = mpsc::channel(ACK_QUEUE);
         let failure = Arc::new(Mutex::new(None));
-        let acker = tokio::spawn(ack_in_order(rx, tracker, Arc::clone(&failure)));
+        let acker = tokio::spawn(ack_in_order(rx, tracker, Arc::clone(&failure), on_failure));
         (
             KafkaSourceOutput {
                 producer: clients.producer.clone(),
@@ -225,14 +227,15 @@ async fn ack_in_order(
     mut rx: mpsc::Receiver<(u64, Delivery)>,
     tracker: Arc<DeliveryTracker>,
     failure: Arc<Mutex<Option<String>>>,
+    on_failure: Box<dyn FnOnce(String) + Send>,
 ) {
     while let Some((seq, delivery)) = rx.recv().await {
         match delivery.await {
             Ok(_) => tracker.ack(PRODUCER, seq),
             Err(e) => {
                 let msg = format!("producing to Kafka: {e}");
-                tracing::error!("{msg}");
-                *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(msg);
+                *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(msg.clone());
+                on_failure(msg);
                 return;
             }
         }

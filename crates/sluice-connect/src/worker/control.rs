@@ -705,8 +705,28 @@ impl Runtime {
                             }));
                             let output = match (&self.kafka, creation) {
                                 (Some(k), Some(creation)) => {
-                                    let (out, acker) =
-                                        KafkaSourceOutput::new(k, creation, Arc::clone(&tracker));
+                                    // A failed delivery fails the task at
+                                    // once, as its own error would.
+                                    let on_failure: Box<dyn FnOnce(String) + Send> = {
+                                        let (exits, stop) = (self.exits.clone(), stop.clone());
+                                        let (connector, label) = (name.to_string(), label.clone());
+                                        Box::new(move |e: String| {
+                                            let _ = exits.send(Exit {
+                                                connector,
+                                                generation,
+                                                task: task_id,
+                                                error: Some(format!("{label} failed: {e}")),
+                                                label,
+                                            });
+                                            stop.cancel();
+                                        })
+                                    };
+                                    let (out, acker) = KafkaSourceOutput::new(
+                                        k,
+                                        creation,
+                                        Arc::clone(&tracker),
+                                        on_failure,
+                                    );
                                     self.ackers.retain(|a| !a.is_finished());
                                     self.ackers.push(acker);
                                     Some(out)
@@ -1161,6 +1181,9 @@ impl Runtime {
         }
         let t = c.tasks.iter_mut().find(|t| t.id == exit.task)?;
         match exit.error {
+            // A task failed by its Kafka deliveries stops without an error
+            // of its own: it stays failed.
+            None if matches!(t.state, TaskState::Failed(_)) => None,
             None => {
                 if c.spec.kind == ConnectorKind::Source {
                     tracing::info!("{} finished", exit.label);
