@@ -295,6 +295,72 @@ async fn postgres_to_kafka_to_file_survives_kill_9() {
     assert!(log.contains("Kafka transport"), "{}", tail(&log, 40));
 }
 
+/// Three partitions, two sink tasks (two consumers in group
+/// `connect-file-sink`): every row once, in order per key.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitioned_topic_and_a_sink_group_of_two() {
+    let tansu = Tansu::start();
+    let (db, pg) = fresh_db("kafkagroup").await;
+    pg.batch_execute(ORDERS).await.unwrap();
+    insert(&pg, 20).await;
+    let mut p = Pipeline::new(&db, &[]);
+    let rest = free_port();
+    over_kafka(&p, &tansu.bootstrap(), rest);
+    p.set_source("topic.creation.default.partitions", "3");
+    let sink = p.path("sink.json");
+    let mut j: Json = serde_json::from_slice(&std::fs::read(&sink).unwrap()).unwrap();
+    j["config"]["tasks.max"] = "2".into();
+    std::fs::write(sink, j.to_string()).unwrap();
+    p.start();
+    p.wait_until("the snapshot", LONG, |r| events(r).len() >= 20);
+    insert(&pg, 20).await;
+    for amount in [200, 300, 400] {
+        pg.execute(
+            "UPDATE retail.orders_info SET amount = $1 WHERE orderid % 5 = 0",
+            &[&amount],
+        )
+        .await
+        .unwrap();
+    }
+    p.wait_until("every change", LONG, |r| events(r).len() >= 40 + 3 * 8);
+    std::thread::sleep(Duration::from_secs(2));
+    let ev = events(&p.records());
+    assert_eq!(ev.len(), 64, "each change once: {ev:?}");
+    for id in 1..=40 {
+        let amounts: Vec<i64> = ev
+            .iter()
+            .filter(|(i, _, _)| *i == id)
+            .map(|(_, _, a)| *a)
+            .collect();
+        let want = if id % 5 == 0 {
+            vec![100, 200, 300, 400]
+        } else {
+            vec![100]
+        };
+        assert_eq!(amounts, want, "key {id} in order");
+    }
+    let st = rest_get(rest, "/connectors/file-sink/status");
+    assert_eq!(st["tasks"].as_array().map(Vec::len), Some(2), "{st}");
+    let mut cfg = KafkaConfig::new(tansu.bootstrap());
+    cfg.connect_timeout = Duration::from_secs(20);
+    let admin = Admin::connect(&cfg).await.expect("admin");
+    assert_eq!(admin.partitions(TOPIC).await.expect("metadata"), Some(3));
+    assert_eq!(p.stop(), Some(0), "{}", tail(&p.log_text(), 40));
+    // Both consumers of the group read partitions.
+    let log = p.log_text();
+    for task in 0..2 {
+        let prefix = format!("sink connector 'file-sink' task {task}: assigned ");
+        assert!(
+            log.lines().any(|l| l
+                .split(&prefix)
+                .nth(1)
+                .is_some_and(|rest| !rest.starts_with("0 "))),
+            "task {task} got no partition; log:\n{}",
+            tail(&log, 60)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_broker_fails_the_source_task_naming_the_topic() {
     let tansu = Tansu::start();
