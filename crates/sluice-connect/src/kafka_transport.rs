@@ -223,12 +223,14 @@ impl KafkaSourceOutput {
 /// awaited in the order it was sent, so a sequence number is acknowledged
 /// only once every lower one is. The first failure is recorded in `failure`
 /// and nothing later is acknowledged.
-async fn ack_in_order(
-    mut rx: mpsc::Receiver<(u64, Delivery)>,
+async fn ack_in_order<D>(
+    mut rx: mpsc::Receiver<(u64, D)>,
     tracker: Arc<DeliveryTracker>,
     failure: Arc<Mutex<Option<String>>>,
     on_failure: Box<dyn FnOnce(String) + Send>,
-) {
+) where
+    D: std::future::Future<Output = sluice_kafka::Result<sluice_kafka::Delivered>>,
+{
     while let Some((seq, delivery)) = rx.recv().await {
         match delivery.await {
             Ok(_) => tracker.ack(PRODUCER, seq),
@@ -395,4 +397,132 @@ pub async fn run_sink(
         anyhow::bail!("{label}: the Kafka consumer stopped");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_kafka::Delivered;
+    use tokio::sync::oneshot;
+
+    type Ack = oneshot::Sender<sluice_kafka::Result<Delivered>>;
+
+    async fn delivery(
+        rx: oneshot::Receiver<sluice_kafka::Result<Delivered>>,
+    ) -> sluice_kafka::Result<Delivered> {
+        rx.await.unwrap_or(Err(sluice_kafka::Error::Closed("test")))
+    }
+
+    fn ok() -> sluice_kafka::Result<Delivered> {
+        Ok(Delivered {
+            partition: 0,
+            offset: 0,
+        })
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn deliveries_completing_out_of_order_are_acknowledged_in_order() {
+        let tracker = Arc::new(DeliveryTracker::new(1));
+        let (tx, rx) = mpsc::channel(16);
+        let failure = Arc::new(Mutex::new(None));
+        let acker = tokio::spawn(ack_in_order(
+            rx,
+            Arc::clone(&tracker),
+            Arc::clone(&failure),
+            Box::new(|_| {}),
+        ));
+        let mut senders: Vec<Ack> = Vec::new();
+        for _ in 0..3 {
+            let seq = tracker.dispatch(&[PRODUCER], None);
+            let (s, r) = oneshot::channel();
+            senders.push(s);
+            tx.send((seq, delivery(r))).await.unwrap();
+        }
+        let mut senders = senders.into_iter();
+        let (first, second, third) = (
+            senders.next().unwrap(),
+            senders.next().unwrap(),
+            senders.next().unwrap(),
+        );
+        // The third (another partition) is stored first: nothing counts yet.
+        let _ = third.send(ok());
+        settle().await;
+        assert_eq!(tracker.delivered_up_to(), 0);
+        let _ = first.send(ok());
+        settle().await;
+        assert_eq!(tracker.delivered_up_to(), 1);
+        let _ = second.send(ok());
+        settle().await;
+        assert_eq!(tracker.delivered_up_to(), 3);
+        drop(tx);
+        acker.await.unwrap();
+        assert!(failure.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_stops_acknowledging_and_is_reported() {
+        let tracker = Arc::new(DeliveryTracker::new(1));
+        let (tx, rx) = mpsc::channel(16);
+        let failure = Arc::new(Mutex::new(None));
+        let (told_tx, told) = oneshot::channel();
+        let acker = tokio::spawn(ack_in_order(
+            rx,
+            Arc::clone(&tracker),
+            Arc::clone(&failure),
+            Box::new(move |e| {
+                let _ = told_tx.send(e);
+            }),
+        ));
+        for result in [ok(), Err(sluice_kafka::Error::Closed("delivery")), ok()] {
+            let seq = tracker.dispatch(&[PRODUCER], None);
+            let (s, r) = oneshot::channel();
+            let _ = s.send(result);
+            let _ = tx.send((seq, delivery(r))).await;
+        }
+        acker.await.unwrap();
+        assert_eq!(
+            tracker.delivered_up_to(),
+            1,
+            "nothing after the failure counts"
+        );
+        let told = told.await.expect("told");
+        assert!(told.starts_with("producing to Kafka:"), "{told}");
+        assert_eq!(failure.lock().unwrap().as_deref(), Some(told.as_str()));
+    }
+
+    #[test]
+    fn topic_creation_defaults_and_settings() {
+        let props = |kv: &[(&str, &str)]| -> Props {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let d = TopicCreation::from_connector_props(&Props::new()).unwrap();
+        assert_eq!((d.partitions, d.replication_factor), (1, 1));
+        assert!(d.configs.is_empty());
+        let c = TopicCreation::from_connector_props(&props(&[
+            ("topic.creation.default.partitions", "3"),
+            ("topic.creation.default.replication.factor", "-1"),
+            ("topic.creation.default.cleanup.policy", "compact"),
+        ]))
+        .unwrap();
+        assert_eq!((c.partitions, c.replication_factor), (3, -1));
+        assert_eq!(
+            c.configs,
+            vec![("cleanup.policy".to_string(), "compact".to_string())]
+        );
+        let err = TopicCreation::from_connector_props(&props(&[(
+            "topic.creation.default.partitions",
+            "0",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("topic.creation.default.partitions"), "{err}");
+    }
 }
