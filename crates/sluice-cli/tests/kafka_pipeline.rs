@@ -126,7 +126,6 @@ fn over_kafka(p: &Pipeline, bootstrap: &str, rest_port: u16) {
         "bootstrap.servers={bootstrap}\n\
          consumer.session.timeout.ms=6000\n\
          consumer.heartbeat.interval.ms=500\n\
-         consumer.topic.metadata.refresh.interval.ms=1000\n\
          listeners=http://127.0.0.1:{rest_port}\n"
     ));
     std::fs::write(worker, w).unwrap();

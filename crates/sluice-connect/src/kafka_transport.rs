@@ -26,8 +26,8 @@ use anyhow::Context as _;
 use sluice_core::config::Props;
 use sluice_core::record::{Record, SourceOffset};
 use sluice_kafka::{
-    Admin, CommitOffsets, Consumer, ConsumerEvent, ConsumerOptions, Delivery, KafkaConfig,
-    Producer, TopicPartition,
+    Admin, ClientRole, CommitOffsets, Consumer, ConsumerEvent, ConsumerOptions, Delivery,
+    KafkaConfig, Producer, TopicPartition,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -46,6 +46,10 @@ const ACK_QUEUE: usize = 65_536;
 
 /// How often a sink task commits what its sink flushed.
 const SINK_COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The consumers' metadata refresh unless `consumer.<key>` sets it: how
+/// soon a sink sees a topic created after it subscribed.
+pub const SINK_METADATA_REFRESH: (&str, &str) = ("topic.metadata.refresh.interval.ms", "5000");
 
 /// Kafka Connect's `topic.creation.default.*` of a source connector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +111,20 @@ pub struct KafkaClients {
 impl KafkaClients {
     /// Connects the producer and admin client (fails when the cluster does
     /// not answer).
-    pub async fn connect(config: KafkaConfig) -> sluice_kafka::Result<KafkaClients> {
+    pub async fn connect(mut config: KafkaConfig) -> sluice_kafka::Result<KafkaClients> {
+        // A sink may subscribe before a source created its topic; without
+        // this a consumer would notice the topic only at librdkafka's
+        // default metadata refresh, 5 minutes later.
+        if config
+            .override_value(ClientRole::Consumer, SINK_METADATA_REFRESH.0)
+            .is_none()
+        {
+            config.set_override(
+                ClientRole::Consumer,
+                SINK_METADATA_REFRESH.0,
+                SINK_METADATA_REFRESH.1,
+            )?;
+        }
         let admin = Admin::connect(&config).await?;
         let producer = Producer::connect(&config).await?;
         Ok(KafkaClients {
