@@ -460,7 +460,7 @@ async fn bench_streaming_through_kafka() {
         "Kafka"
     };
     println!(
-        "{rows} rows ({transport}): insert took {:.2} s; PostgreSQL -> Kafka -> file in {:.2} s = {:.0} events/s ({bin})",
+        "{rows} rows ({transport}): insert took {:.2} s; PostgreSQL -> {transport} -> file in {:.2} s = {:.0} events/s ({bin})",
         inserted.as_secs_f64(),
         took.as_secs_f64(),
         rows as f64 / took.as_secs_f64()
