@@ -21,7 +21,7 @@ use sluice_core::{SourceRecord, Value};
 use sluice_pgoutput::{Decoder, LogicalMessage, Relation, TupleData, TupleValue};
 use sluice_pgtypes::TypeRegistry;
 
-use crate::catalog::{self, CatalogTable, TableId};
+use crate::catalog::{self, TableId};
 use crate::config::PostgresConfig;
 use crate::events::{EventFactory, Position, Resume, TxBlock};
 use crate::table::{Cell, RelColumn, TableSchema};
@@ -53,7 +53,6 @@ pub struct ChangeStream {
     /// Types known so far.
     pub registry: TypeRegistry,
     tables: HashMap<u32, Option<Arc<TableSchema>>>,
-    catalog: HashMap<u32, CatalogTable>,
     txn: Option<Txn>,
     pending: Vec<SourceRecord>,
     sender: Arc<dyn RecordSender>,
@@ -62,8 +61,6 @@ pub struct ChangeStream {
     /// xid and LSN of the last sent event of the open transaction.
     pub sent_partial: Option<(u32, u64)>,
     resume: Resume,
-    /// Events sent (for progress reports).
-    pub events_sent: u64,
     /// When progress without events was last recorded.
     last_marker: Option<std::time::Instant>,
 }
@@ -99,14 +96,12 @@ impl ChangeStream {
             control,
             registry,
             tables: HashMap::new(),
-            catalog: HashMap::new(),
             txn: None,
             pending: Vec::new(),
             sender,
             last_commit_end,
             sent_partial: None,
             resume,
-            events_sent: 0,
             last_marker: None,
         }
     }
@@ -284,7 +279,6 @@ impl ChangeStream {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
-        self.events_sent += batch.len() as u64;
         self.sender.send(batch).await
     }
 
@@ -346,7 +340,6 @@ impl ChangeStream {
                 schema.id
             );
         }
-        self.catalog.insert(rel.id, cat);
         self.tables.insert(rel.id, Some(Arc::new(schema)));
         Ok(())
     }
