@@ -53,6 +53,53 @@ pub enum Error {
     /// The client was shut down while an operation was under way.
     #[error("Kafka client closed during {0}")]
     Closed(&'static str),
+    /// A newer producer with the same `transactional.id` registered with the
+    /// transaction coordinator: this producer may never write again (its
+    /// open transaction is aborted by the coordinator).
+    #[error("fenced: another producer with transactional.id '{transactional_id}' took over ({op}: {reason})")]
+    Fenced {
+        /// The shared `transactional.id`.
+        transactional_id: String,
+        /// The operation that found out (e.g. `commit_transaction`).
+        op: &'static str,
+        /// librdkafka's description.
+        reason: String,
+    },
+    /// The open transaction failed (e.g. a record could not be delivered)
+    /// and must be aborted; the producer can begin a new one afterwards.
+    #[error("Kafka transaction of '{transactional_id}' must be aborted ({op} failed: {source})")]
+    TxnAbortable {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// The operation that failed.
+        op: &'static str,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The transactional producer is unusable for good (other than fenced,
+    /// e.g. not authorized for its `transactional.id`).
+    #[error("transactional producer '{transactional_id}' failed for good ({op}: {reason})")]
+    TxnFatal {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// The operation that failed.
+        op: &'static str,
+        /// librdkafka's description.
+        reason: String,
+    },
+    /// A transaction call did not complete in time (e.g. the coordinator
+    /// was unavailable); the same call may be made again.
+    #[error("Kafka transaction {op} of '{transactional_id}' did not complete and may be retried: {source}")]
+    TxnRetriable {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// The operation that did not complete.
+        op: &'static str,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
 }
 
 impl Error {
@@ -61,6 +108,17 @@ impl Error {
             key: key.into(),
             message: message.into(),
         }
+    }
+
+    /// Whether a newer producer with the same `transactional.id` took over.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Fenced { .. })
+    }
+
+    /// Whether the open transaction must be aborted before the producer can
+    /// go on.
+    pub fn requires_abort(&self) -> bool {
+        matches!(self, Error::TxnAbortable { .. })
     }
 
     pub(crate) fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> Error {

@@ -65,4 +65,7 @@ pub use consumer::{
     TopicPartition, CONSUMER_DEFAULTS,
 };
 pub use error::{Error, Result};
-pub use producer::{Delivered, Delivery, Producer, PRODUCER_DEFAULTS, PRODUCER_FIXED};
+pub use producer::{
+    Delivered, Delivery, Producer, TransactionalProducer, PRODUCER_DEFAULTS, PRODUCER_FIXED,
+    TXN_OP_TIMEOUT,
+};
