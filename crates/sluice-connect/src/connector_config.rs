@@ -11,6 +11,7 @@ use sluice_core::converter::Converter;
 
 use crate::config_files::ConnectorFile;
 use crate::converters;
+use crate::errors::{converter_class, transform_classes, ErrorPolicy, StageClasses};
 use crate::registry::Registry;
 use crate::sink_driver::SinkTransforms;
 use crate::transforms::TransformChain;
@@ -104,6 +105,8 @@ pub struct ConnectorSpec {
     pub value_converter: Arc<dyn Converter>,
     /// Its `transforms` chain (empty when none is configured).
     pub transforms: Arc<TransformChain>,
+    /// Its error handling (`errors.*`).
+    pub errors: Arc<ErrorPolicy>,
 }
 
 impl ConnectorSpec {
@@ -277,6 +280,31 @@ fn validate_one(
     };
     let key_converter = converter("key.converter", &worker.key_converter, true);
     let value_converter = converter("value.converter", &worker.value_converter, false);
+    let mut policy = ErrorPolicy::from_props(props, kind, worker.kafka.is_some(), errors, warnings);
+    if let (Some(dlq), Some(sub)) = (&policy.dead_letter_queue, &subscription) {
+        // Its records would be consumed again, and fail again.
+        if sub.matches(&dlq.topic) {
+            errors.push(ConfigError::new(
+                crate::errors::DLQ_TOPIC,
+                Some(&dlq.topic),
+                "the dead letter queue may not be a topic the connector consumes ('topics' or 'topics.regex')",
+            ));
+        }
+    }
+    policy.classes = StageClasses {
+        key_converter: converter_class(
+            &converters::for_connector(props, &worker.key_converter, "key.converter")
+                .0
+                .class,
+        ),
+        value_converter: converter_class(
+            &converters::for_connector(props, &worker.value_converter, "value.converter")
+                .0
+                .class,
+        ),
+        transforms: transform_classes(props),
+        connector: plugin.class().to_string(),
+    };
     Some(ConnectorSpec {
         name: name?,
         origin: file.path.display().to_string(),
@@ -292,6 +320,7 @@ fn validate_one(
         key_converter: key_converter?,
         value_converter: value_converter?,
         transforms: Arc::new(transforms?),
+        errors: Arc::new(policy),
     })
 }
 

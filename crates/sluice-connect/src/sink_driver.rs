@@ -2,6 +2,13 @@
 //! them, `flush`es when enough accumulated or a short interval passed, and
 //! only after a successful flush acknowledges those records to their source
 //! tasks' delivery trackers.
+//!
+//! Records that cannot be converted or transformed go through the
+//! connector's error handling ([`crate::errors`]): they fail the task, or
+//! are skipped (logged, counted, written to the dead letter queue) and
+//! acknowledged with the rest. A failing `put` is retried with backoff for
+//! `errors.retry.timeout`, then fails the task; nothing is acknowledged
+//! that was not written.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{DeliveryTracker, SinkTaskIndex};
+use crate::errors::{ErrorHandler, Failure, Stage};
 use crate::transforms::{ConnectRecord, TransformChain};
 use crate::transport::QueueReceiver;
 
@@ -56,10 +64,35 @@ impl SinkTransforms {
     /// Sluice's sink tasks take serialized records, the same converters
     /// write it back. None when a transform dropped it.
     pub fn apply(&self, r: Record) -> anyhow::Result<Option<Record>> {
-        let (key_schema, key) = self.key_converter.to_connect(&r.topic, r.key.as_deref())?;
-        let (value_schema, value) = self
+        self.apply_staged(r, false).map_err(|e| e.1.error)
+    }
+
+    /// [`SinkTransforms::apply`], telling on failure which stage failed and
+    /// handing the record back as it came (its headers too when
+    /// `keep_headers`, which costs a copy of them), for error reporting.
+    /// (Boxed: failures are rare, and a large error type would slow every
+    /// successful call.)
+    pub fn apply_staged(
+        &self,
+        mut r: Record,
+        keep_headers: bool,
+    ) -> Result<Option<Record>, Box<(Record, Failure)>> {
+        let (key_schema, key) = match self.key_converter.to_connect(&r.topic, r.key.as_deref()) {
+            Ok(k) => k,
+            Err(e) => return Err(Box::new((r, Failure::new(Stage::KeyConverter, e)))),
+        };
+        let (value_schema, value) = match self
             .value_converter
-            .to_connect(&r.topic, r.value.as_deref())?;
+            .to_connect(&r.topic, r.value.as_deref())
+        {
+            Ok(v) => v,
+            Err(e) => return Err(Box::new((r, Failure::new(Stage::ValueConverter, e)))),
+        };
+        let headers = if keep_headers {
+            r.headers.clone()
+        } else {
+            std::mem::take(&mut r.headers)
+        };
         let cr = ConnectRecord {
             topic: Arc::clone(&r.topic),
             partition: Some(r.partition),
@@ -69,21 +102,32 @@ impl SinkTransforms {
             value_schema,
             value,
             timestamp_ms: Some(r.timestamp_ms),
-            headers: r.headers,
+            headers,
         };
-        let Some(out) = self.chain.apply(cr)? else {
-            return Ok(None);
+        let out = match self.chain.apply(cr) {
+            Ok(Some(out)) => out,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let alias = e.alias.clone();
+                return Err(Box::new((r, Failure::transform(alias, e))));
+            }
         };
-        let key = self.key_converter.from_connect(
+        let key = match self.key_converter.from_connect(
             &out.topic,
             out.key_schema.as_deref(),
             out.key.as_ref(),
-        )?;
-        let value = self.value_converter.from_connect(
+        ) {
+            Ok(k) => k,
+            Err(e) => return Err(Box::new((r, Failure::new(Stage::KeyConverter, e)))),
+        };
+        let value = match self.value_converter.from_connect(
             &out.topic,
             out.value_schema.as_deref(),
             out.value.as_ref(),
-        )?;
+        ) {
+            Ok(v) => v,
+            Err(e) => return Err(Box::new((r, Failure::new(Stage::ValueConverter, e)))),
+        };
         Ok(Some(Record {
             topic: out.topic,
             partition: out.partition.unwrap_or(r.partition),
@@ -118,6 +162,8 @@ pub struct SinkDriver {
     /// While true (the connector is paused) the task takes nothing from its
     /// queue, so records wait there (bounded) and sources slow down.
     pub paused: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The connector's error handling (`errors.*`).
+    pub errors: ErrorHandler,
 }
 
 /// Acknowledgements waiting for the next flush: per source tracker, the
@@ -132,6 +178,8 @@ struct Pending {
 impl SinkDriver {
     /// Runs until stopped (Ok after a final flush) or the task fails.
     pub async fn run(mut self) -> anyhow::Result<()> {
+        // The dead letter queue topic exists before any record can need it.
+        self.errors.prepare().await?;
         let mut pending = Pending::default();
         let mut batch: Vec<Record> = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -231,39 +279,102 @@ impl SinkDriver {
         if batch.is_empty() {
             return Ok(());
         }
-        if let Some(t) = &self.transforms {
+        // Without transforms and without any errors.* key, records go to
+        // `put` as they came: no conversion cost on the default path.
+        if self.transforms.is_some() || self.errors.validates_records() {
+            let keep = self.errors.keeps_originals();
             let mut kept = Vec::with_capacity(batch.len());
+            let mut dlq = Vec::new();
             for r in batch.drain(..) {
-                let (topic, partition, offset) = (Arc::clone(&r.topic), r.partition, r.offset);
-                // A dropped record is still acknowledged at the next flush:
-                // it was consumed, as Kafka Connect commits its offset.
-                if let Some(r) = t.apply(r).with_context(|| {
-                    format!(
-                        "sink connector '{}' task {}: transforming the record at topic '{topic}' partition {partition} offset {offset}",
-                        self.connector, self.task_id
-                    )
-                })? {
-                    kept.push(r);
+                let outcome = match &self.transforms {
+                    Some(t) => t.apply_staged(r, keep),
+                    None => match self.errors.check_record(&r) {
+                        Ok(()) => Ok(Some(r)),
+                        Err(f) => Err(Box::new((r, f))),
+                    },
+                };
+                match outcome {
+                    Ok(Some(r)) => kept.push(r),
+                    // A dropped record is still acknowledged at the next
+                    // flush: it was consumed, as Kafka Connect commits its
+                    // offset.
+                    Ok(None) => {}
+                    // Skipped records are acknowledged like dropped ones,
+                    // once their dead letter queue copies are stored.
+                    Err(rejected) => {
+                        let (original, failure) = *rejected;
+                        if let Some(d) = self.errors.report_sink(&original, failure).await? {
+                            dlq.push(d);
+                        }
+                    }
                 }
+            }
+            if !dlq.is_empty() {
+                self.errors.await_dlq(dlq).await?;
             }
             *batch = kept;
             if batch.is_empty() {
                 return Ok(());
             }
         }
-        self.task.put(batch).await.with_context(|| {
+        self.put_retrying(batch).await?;
+        batch.clear();
+        Ok(())
+    }
+
+    /// `put`s `batch`, retrying a failure with backoff for
+    /// `errors.retry.timeout`. A stopping task does not wait for retries:
+    /// its unwritten records stay unacknowledged and are delivered again.
+    async fn put_retrying(&mut self, batch: &[Record]) -> anyhow::Result<()> {
+        let mut attempt = 0u32;
+        let mut first_failure: Option<Instant> = None;
+        loop {
+            let err = match self.task.put(batch).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            attempt += 1;
+            let started = *first_failure.get_or_insert_with(Instant::now);
             let first = &batch[0];
-            format!(
-                "sink connector '{}' task {}: put of {} records (first: topic '{}' offset {})",
+            let what = format!(
+                "sink connector '{}' task {}: put of {} records (first: topic '{}' partition {} offset {})",
                 self.connector,
                 self.task_id,
                 batch.len(),
                 first.topic,
+                first.partition,
                 first.offset
-            )
-        })?;
-        batch.clear();
-        Ok(())
+            );
+            let delay = if self.stop.is_cancelled() {
+                None
+            } else {
+                self.errors.policy().retry_delay(attempt, started.elapsed())
+            };
+            let Some(delay) = delay else {
+                let why = if attempt == 1 {
+                    String::new()
+                } else {
+                    format!(
+                        " after {attempt} attempts in {} ms (errors.retry.timeout)",
+                        started.elapsed().as_millis()
+                    )
+                };
+                return Err(err.context(format!(
+                    "{what} failed{why}; its records are not acknowledged"
+                )));
+            };
+            tracing::warn!(
+                connector = %self.connector,
+                task = self.task_id,
+                "{what} failed (attempt {attempt}), retrying in {} ms: {err:#}",
+                delay.as_millis()
+            );
+            self.errors.note_retry();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stop.cancelled() => {}
+            }
+        }
     }
 
     async fn flush(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
@@ -288,5 +399,164 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config_files::ConnectorFile;
+    use crate::connector_config::validate_connectors;
+    use crate::registry::Registry;
+    use crate::transport::{queue, Origin};
+    use crate::worker_config::WorkerConfig;
+    use async_trait::async_trait;
+    use sluice_core::config::Props;
+    use std::sync::Mutex;
+
+    /// Fails its first `failures` puts, then keeps what it is given.
+    struct Flaky {
+        failures: usize,
+        attempts: Arc<Mutex<usize>>,
+        kept: Arc<Mutex<Vec<i64>>>,
+    }
+
+    #[async_trait]
+    impl SinkTask for Flaky {
+        async fn put(&mut self, records: &[Record]) -> anyhow::Result<()> {
+            let mut attempts = self.attempts.lock().expect("lock");
+            *attempts += 1;
+            if *attempts <= self.failures {
+                anyhow::bail!("the store is down (attempt {attempts})");
+            }
+            self.kept
+                .lock()
+                .expect("lock")
+                .extend(records.iter().map(|r| r.offset));
+            Ok(())
+        }
+        async fn flush(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn props(kv: &[(&str, &str)]) -> Props {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    struct Run {
+        tracker: Arc<DeliveryTracker>,
+        attempts: Arc<Mutex<usize>>,
+        kept: Arc<Mutex<Vec<i64>>>,
+        stop: CancellationToken,
+        handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    /// A sink `name` over a [`Flaky`] task, fed one record.
+    async fn run(name: &str, failures: usize, errors: &[(&str, &str)]) -> Run {
+        let registry = Registry::new(vec![crate::file_sink::plugin()]);
+        let converter = crate::converters::BYTE_ARRAY_CONVERTER;
+        let worker = WorkerConfig::from_props(&props(&[
+            ("key.converter", converter),
+            ("value.converter", converter),
+        ]))
+        .expect("worker")
+        .0;
+        let mut p = props(&[("name", name), ("connector.class", "file"), ("topics", "t")]);
+        p.extend(props(errors));
+        let (specs, _) = validate_connectors(
+            &registry,
+            &worker,
+            &[ConnectorFile {
+                path: "c.properties".into(),
+                props: p,
+            }],
+        )
+        .expect("valid");
+        let (tx, rx) = queue(16, 1 << 20);
+        let (attempts, kept) = Default::default();
+        let stop = CancellationToken::new();
+        let driver = SinkDriver {
+            connector: name.to_string(),
+            task_id: 0,
+            index: 0,
+            task: Box::new(Flaky {
+                failures,
+                attempts: Arc::clone(&attempts),
+                kept: Arc::clone(&kept),
+            }),
+            queue: rx,
+            stop: stop.clone(),
+            policy: FlushPolicy {
+                interval: Duration::from_millis(10),
+                max_records: 1,
+            },
+            transforms: None,
+            paused: None,
+            errors: ErrorHandler::for_sink(&specs[0], 0, None),
+        };
+        let handle = tokio::spawn(driver.run());
+        let tracker = Arc::new(DeliveryTracker::new(1));
+        let seq = tracker.dispatch(&[0], None);
+        let record = Record {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: 0,
+            key: None,
+            value: Some(b"v".to_vec()),
+            headers: Vec::new(),
+        };
+        tx.send(
+            record,
+            Origin {
+                tracker: Arc::clone(&tracker),
+                seq,
+            },
+        )
+        .await
+        .expect("queued");
+        Run {
+            tracker,
+            attempts,
+            kept,
+            stop,
+            handle,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_put_is_retried_within_the_retry_timeout() {
+        let r = run("retry-ok", 2, &[("errors.retry.timeout", "30000")]).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while r.tracker.delivered_up_to() < 1 {
+            assert!(Instant::now() < deadline, "never acknowledged");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*r.attempts.lock().expect("lock"), 3);
+        assert_eq!(*r.kept.lock().expect("lock"), vec![0]);
+        assert_eq!(crate::errors::counts("retry-ok").retries, 2);
+        r.stop.cancel();
+        r.handle.await.expect("joined").expect("stopped cleanly");
+    }
+
+    #[tokio::test]
+    async fn without_retries_a_failing_put_fails_the_task_unacknowledged() {
+        let r = run("retry-none", 1, &[]).await;
+        let err = tokio::time::timeout(Duration::from_secs(20), r.handle)
+            .await
+            .expect("fails at once")
+            .expect("joined")
+            .expect_err("put failed");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("sink connector 'retry-none' task 0: put of 1 records (first: topic 't' partition 0 offset 0) failed")
+                && text.contains("the store is down"),
+            "{text}"
+        );
+        assert_eq!(r.tracker.delivered_up_to(), 0, "nothing acknowledged");
+        assert!(r.kept.lock().expect("lock").is_empty());
     }
 }

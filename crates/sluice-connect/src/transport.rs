@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::connector_config::Subscription;
 use crate::delivery::{DeliveryTracker, SinkTaskIndex};
+use crate::errors::{ErrorHandler, Failure, Stage};
 use crate::kafka_transport::KafkaSourceOutput;
 use crate::murmur2::task_for_key;
 use crate::transforms::{ConnectRecord, TransformChain};
@@ -313,6 +314,9 @@ pub struct SourceSender {
     value_converter: Arc<dyn Converter>,
     /// The connector's transforms; None when it has none.
     transforms: Option<Arc<TransformChain>>,
+    /// The connector's error handling; None fails the task on the first
+    /// record that cannot be transformed or converted.
+    errors: Option<ErrorHandler>,
     /// With the Kafka transport: where records go instead of the router
     /// (which then only notes active topics).
     kafka: Option<KafkaSourceOutput>,
@@ -345,6 +349,7 @@ impl SourceSender {
             key_converter,
             value_converter,
             transforms: None,
+            errors: None,
             kafka: None,
             serial: tokio::sync::Mutex::new(()),
             paused: None,
@@ -369,6 +374,14 @@ impl SourceSender {
         self
     }
 
+    /// Handles records that fail a transform or conversion as the
+    /// connector's `errors.*` settings say (with `errors.tolerance=all`
+    /// they are skipped, their source offsets still committed).
+    pub fn with_errors(mut self, errors: ErrorHandler) -> Self {
+        self.errors = Some(errors);
+        self
+    }
+
     /// Applies `chain` to every record before conversion (an empty chain
     /// is skipped entirely).
     pub fn with_transforms(mut self, chain: Arc<TransformChain>) -> Self {
@@ -379,12 +392,13 @@ impl SourceSender {
     /// Runs the chain over one record, as `WorkerSourceTask` does before
     /// converting. A dropped record that carried an offset becomes an
     /// offset-only marker: Kafka Connect still commits a filtered record's
-    /// offset.
+    /// offset. On failure: the record's topic and offset, and why.
+    #[allow(clippy::type_complexity)]
     fn transform(
         &self,
         chain: &TransformChain,
         r: SourceRecord,
-    ) -> anyhow::Result<Option<SourceRecord>> {
+    ) -> Result<Option<SourceRecord>, (Arc<str>, Option<Arc<SourceOffset>>, Failure)> {
         if r.is_offset_only() {
             return Ok(Some(r));
         }
@@ -409,20 +423,13 @@ impl SourceSender {
             timestamp_ms,
             headers,
         };
-        let out = chain.apply(cr).with_context(|| {
-            format!(
-                "connector '{}' task {}: transforming a record for topic '{}' (source offset {})",
-                self.connector,
-                self.task_id,
-                topic,
-                offset
-                    .as_ref()
-                    .map_or("none".to_string(), |o| serde_json::Value::Object(
-                        o.offset.clone()
-                    )
-                    .to_string())
-            )
-        })?;
+        let out = match chain.apply(cr) {
+            Ok(out) => out,
+            Err(e) => {
+                let alias = e.alias.clone();
+                return Err((topic, offset, Failure::transform(alias, e)));
+            }
+        };
         Ok(match out {
             Some(t) => Some(SourceRecord {
                 topic: t.topic,
@@ -440,25 +447,45 @@ impl SourceSender {
         })
     }
 
-    fn convert(&self, r: &SourceRecord) -> anyhow::Result<Record> {
+    /// A record that failed: fails the task, or (tolerated) is reported and
+    /// leaves only its offset behind, which counts as processed once every
+    /// record before it is delivered.
+    fn tolerate(
+        &self,
+        topic: &str,
+        offset: Option<Arc<SourceOffset>>,
+        failure: Failure,
+        converted: &mut Vec<(Record, Option<Arc<SourceOffset>>)>,
+    ) -> anyhow::Result<()> {
+        match &self.errors {
+            Some(h) => h.report_source(topic, offset.as_ref(), failure)?,
+            None => {
+                let Failure { stage, error, .. } = failure;
+                return Err(error.context(format!(
+                    "source connector '{}' task {}: stage {stage} failed on a record for topic '{topic}' (source offset {})",
+                    self.connector,
+                    self.task_id,
+                    offset.as_ref().map_or("none".to_string(), |o| {
+                        serde_json::Value::Object(o.offset.clone()).to_string()
+                    })
+                )));
+            }
+        }
+        if offset.is_some() {
+            converted.push((empty_record(), offset));
+        }
+        Ok(())
+    }
+
+    fn convert(&self, r: &SourceRecord) -> Result<Record, Failure> {
         let key = self
             .key_converter
             .from_connect(&r.topic, r.key_schema.as_deref(), r.key.as_ref())
-            .with_context(|| {
-                format!(
-                    "connector '{}' task {}: converting the key of a record for topic '{}'",
-                    self.connector, self.task_id, r.topic
-                )
-            })?;
+            .map_err(|e| Failure::new(Stage::KeyConverter, e))?;
         let value = self
             .value_converter
             .from_connect(&r.topic, r.value_schema.as_deref(), r.value.as_ref())
-            .with_context(|| {
-                format!(
-                    "connector '{}' task {}: converting the value of a record for topic '{}'",
-                    self.connector, self.task_id, r.topic
-                )
-            })?;
+            .map_err(|e| Failure::new(Stage::ValueConverter, e))?;
         Ok(Record {
             topic: Arc::clone(&r.topic),
             partition: 0,
@@ -497,14 +524,20 @@ impl RecordSender for SourceSender {
             Vec::with_capacity(records.len());
         for r in records {
             let r = match &self.transforms {
-                Some(chain) => match self.transform(chain, r)? {
-                    Some(r) => r,
-                    None => continue,
+                Some(chain) => match self.transform(chain, r) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => continue,
+                    Err((topic, offset, failure)) => {
+                        self.tolerate(&topic, offset, failure, &mut converted)?;
+                        continue;
+                    }
                 },
                 None => r,
             };
-            let rec = self.convert(&r)?;
-            converted.push((rec, r.offset));
+            match self.convert(&r) {
+                Ok(rec) => converted.push((rec, r.offset)),
+                Err(failure) => self.tolerate(&r.topic, r.offset, failure, &mut converted)?,
+            }
         }
         if let Some(kafka) = &self.kafka {
             for (rec, offset) in converted {

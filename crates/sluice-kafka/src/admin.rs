@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::error::RDKafkaErrorCode as Code;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
 use rdkafka::producer::{BaseProducer, Producer as _};
 
 use crate::config::{ClientRole, KafkaConfig};
@@ -14,6 +14,19 @@ use crate::error::{Error, Result};
 /// The topic configuration of Kafka Connect's internal topics (configs,
 /// offsets, status): compacted, so the latest value per key survives.
 pub const COMPACTED: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+
+/// The partition count that asks the broker for its default
+/// (`num.partitions`), as Kafka Connect's
+/// `topic.creation.default.partitions=-1` does (KIP-158, KIP-464).
+pub const BROKER_DEFAULT_PARTITIONS: i32 = -1;
+
+/// The outcome of one CreateTopics request.
+enum Created {
+    Yes,
+    Existed,
+    /// The broker is older than 2.4 and takes no -1 (its default).
+    Unsupported,
+}
 
 /// What [`Admin::ensure_topic`] found or did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +111,15 @@ impl Admin {
         }
     }
 
-    /// Creates `name` unless it exists. `replication_factor` -1 takes the
-    /// broker default. `configs` are topic settings such as [`COMPACTED`].
+    /// Creates `name` unless it exists. `partitions` and
+    /// `replication_factor` -1 take the broker's defaults (`num.partitions`,
+    /// `default.replication.factor`). `configs` are topic settings such as
+    /// [`COMPACTED`].
+    ///
+    /// A broker older than 2.4 takes no -1 partition count; then the count
+    /// is read from the broker's `num.partitions` (DescribeConfigs), and
+    /// when even that cannot be read, 1 is used with a warning, so a topic
+    /// is still created rather than none.
     pub async fn ensure_topic(
         &self,
         name: &str,
@@ -113,15 +133,65 @@ impl Admin {
                 message: "empty topic name".into(),
             });
         }
-        if partitions < 1 {
+        if partitions < 1 && partitions != BROKER_DEFAULT_PARTITIONS {
             return Err(Error::Topic {
                 topic: name.to_string(),
-                message: format!("partition count {partitions} must be at least 1"),
+                message: format!(
+                    "partition count {partitions} must be at least 1, or -1 for the broker's default"
+                ),
             });
         }
         if let Some(p) = self.partitions(name).await? {
             return Ok(TopicState::Existed { partitions: p });
         }
+        let outcome = match self
+            .create(name, partitions, replication_factor, configs)
+            .await?
+        {
+            Created::Unsupported => {
+                let count = match self.broker_default_partitions().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(
+                            topic = name,
+                            "the broker takes no default partition count (older than 2.4) and its num.partitions could not be read ({e}); creating the topic with 1 partition"
+                        );
+                        1
+                    }
+                };
+                match self
+                    .create(name, count, replication_factor, configs)
+                    .await?
+                {
+                    Created::Unsupported => {
+                        return Err(Error::Topic {
+                            topic: name.to_string(),
+                            message: format!(
+                                "cannot create it ({count} partitions, replication factor {replication_factor}): the broker does not support the request"
+                            ),
+                        })
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        match outcome {
+            Created::Existed => {
+                let partitions = self.partitions(name).await?.unwrap_or(partitions);
+                Ok(TopicState::Existed { partitions })
+            }
+            _ => Ok(TopicState::Created),
+        }
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<Created> {
         let mut nt = NewTopic::new(
             name,
             partitions,
@@ -133,21 +203,32 @@ impl Admin {
         let opts = AdminOptions::new()
             .operation_timeout(Some(self.timeout))
             .request_timeout(Some(self.timeout));
-        let results = self
-            .inner
-            .create_topics([&nt], &opts)
-            .await
-            .map_err(Error::kafka("create topic"))?;
+        let results = match self.inner.create_topics([&nt], &opts).await {
+            Ok(r) => r,
+            Err(KafkaError::AdminOp(Code::UnsupportedFeature))
+                if partitions == BROKER_DEFAULT_PARTITIONS =>
+            {
+                return Ok(Created::Unsupported)
+            }
+            Err(e) => return Err(Error::kafka("create topic")(e)),
+        };
         match results.into_iter().next() {
-            Some(Ok(_)) => Ok(TopicState::Created),
-            Some(Err((_, Code::TopicAlreadyExists))) => {
-                let partitions = self.partitions(name).await?.unwrap_or(partitions);
-                Ok(TopicState::Existed { partitions })
+            Some(Ok(_)) => Ok(Created::Yes),
+            Some(Err((_, Code::TopicAlreadyExists))) => Ok(Created::Existed),
+            Some(Err((_, Code::UnsupportedFeature | Code::UnsupportedVersion)))
+                if partitions == BROKER_DEFAULT_PARTITIONS =>
+            {
+                Ok(Created::Unsupported)
             }
             Some(Err((_, code))) => Err(Error::Topic {
                 topic: name.to_string(),
                 message: format!(
-                    "cannot create it ({partitions} partitions, replication factor {replication_factor}): {code}"
+                    "cannot create it ({} partitions, replication factor {replication_factor}): {code}",
+                    if partitions == BROKER_DEFAULT_PARTITIONS {
+                        "the broker's default number of".to_string()
+                    } else {
+                        partitions.to_string()
+                    }
                 ),
             }),
             None => Err(Error::Topic {
@@ -155,5 +236,46 @@ impl Admin {
                 message: "the broker returned no result for the creation".into(),
             }),
         }
+    }
+
+    /// The `num.partitions` of a broker of the cluster.
+    async fn broker_default_partitions(&self) -> Result<i32> {
+        let (client, timeout) = (self.meta.clone(), self.timeout);
+        let broker = tokio::task::spawn_blocking(move || {
+            client.poll(Duration::ZERO);
+            client.client().fetch_metadata(None, timeout)
+        })
+        .await
+        .map_err(|_| Error::Closed("metadata"))?
+        .map_err(Error::kafka("metadata"))?
+        .brokers()
+        .first()
+        .map(|b| b.id())
+        .ok_or(Error::Closed("metadata: no broker"))?;
+        let opts = AdminOptions::new().request_timeout(Some(self.timeout));
+        let results = self
+            .inner
+            .describe_configs(&[ResourceSpecifier::Broker(broker)], &opts)
+            .await
+            .map_err(Error::kafka("describe broker configs"))?;
+        let not_found = |why: String| Error::Topic {
+            topic: String::new(),
+            message: format!("broker {broker}: num.partitions: {why}"),
+        };
+        let resource = results
+            .into_iter()
+            .next()
+            .ok_or_else(|| not_found("no answer".into()))?
+            .map_err(|code| not_found(code.to_string()))?;
+        let value = resource
+            .get("num.partitions")
+            .and_then(|e| e.value.clone())
+            .ok_or_else(|| not_found("not reported".into()))?;
+        value
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| not_found(format!("not a partition count: '{value}'")))
     }
 }

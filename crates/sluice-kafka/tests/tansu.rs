@@ -414,3 +414,37 @@ fn clients_can_move_between_tasks() {
     send::<Consumer>();
     send::<ConsumerEvent>();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_default_partition_count() {
+    let broker = Tansu::start();
+    let cfg = common::config(&broker);
+    let admin = Admin::connect(&cfg).await.unwrap();
+    let state = admin
+        .ensure_topic(
+            "defaulted",
+            sluice_kafka::admin::BROKER_DEFAULT_PARTITIONS,
+            1,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, TopicState::Created);
+    let partitions = admin.partitions("defaulted").await.unwrap();
+    eprintln!("broker default partitions: {partitions:?}");
+    assert!(partitions.is_some_and(|p| p >= 1), "{partitions:?}");
+    // Asking again finds it, with the count the broker chose.
+    assert_eq!(
+        admin.ensure_topic("defaulted", -1, 1, &[]).await.unwrap(),
+        TopicState::Existed {
+            partitions: partitions.unwrap()
+        }
+    );
+    for bad in [0, -2] {
+        let e = admin.ensure_topic("bad", bad, 1, &[]).await.unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("partition count {bad}")),
+            "{e}"
+        );
+    }
+}

@@ -612,6 +612,11 @@ impl Runtime {
                                 policy: self.flush_policy,
                                 transforms: spec.sink_transforms(),
                                 paused: Some(paused),
+                                errors: crate::errors::ErrorHandler::for_sink(
+                                    &spec,
+                                    task_id,
+                                    self.kafka.as_ref(),
+                                ),
                             };
                             tracing::info!("starting {label}");
                             let handle = match feed {
@@ -749,6 +754,7 @@ impl Runtime {
                                 Arc::clone(&spec.value_converter),
                             )
                             .with_transforms(Arc::clone(&spec.transforms))
+                            .with_errors(crate::errors::ErrorHandler::for_source(&spec, task_id))
                             .with_pause(paused, stop.clone());
                             if let Some(out) = output {
                                 sender = sender.with_kafka(out);
