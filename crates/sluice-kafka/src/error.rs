@@ -75,7 +75,7 @@ pub enum Error {
         op: &'static str,
         /// librdkafka's error.
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// The transactional producer is unusable for good (other than fenced,
     /// e.g. not authorized for its `transactional.id`).
@@ -98,7 +98,7 @@ pub enum Error {
         op: &'static str,
         /// librdkafka's error.
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
 }
 

@@ -337,7 +337,7 @@ impl TransactionalProducer {
                     Error::TxnAbortable {
                         transactional_id: id(),
                         op,
-                        source: KafkaError::Transaction(re),
+                        source: Box::new(KafkaError::Transaction(re)),
                     }
                 } else if re.is_fatal() {
                     // The call's error may be a generic "fatal" one; the
@@ -351,7 +351,7 @@ impl TransactionalProducer {
                     Error::TxnRetriable {
                         transactional_id: id(),
                         op,
-                        source: KafkaError::Transaction(re),
+                        source: Box::new(KafkaError::Transaction(re)),
                     }
                 } else {
                     Error::Kafka {
@@ -365,7 +365,7 @@ impl TransactionalProducer {
             KafkaError::Flush(_) => Error::TxnRetriable {
                 transactional_id: id(),
                 op,
-                source: e,
+                source: Box::new(e),
             },
             other => Error::Kafka { op, source: other },
         }
