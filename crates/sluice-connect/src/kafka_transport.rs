@@ -603,13 +603,13 @@ impl Txn {
 
     /// How a producer error reads in the task's failure.
     fn describe(&self, what: &str, e: &sluice_kafka::Error) -> String {
-        if e.is_fenced() {
-            format!(
-                "fenced: another worker took over task {}-{} (transactional.id '{}'); {}",
-                self.settings.connector, self.settings.task_id, self.settings.transactional_id, e
-            )
-        } else {
-            format!("{}: {what}: {e}", self.label)
+        match e {
+            sluice_kafka::Error::Fenced { op, reason, .. } => format!(
+                "fenced: another worker took over task {}-{} (a newer producer registered \
+                 transactional.id '{}'; {what}: {op}: {reason})",
+                self.settings.connector, self.settings.task_id, self.settings.transactional_id
+            ),
+            _ => format!("{}: {what}: {e}", self.label),
         }
     }
 
@@ -702,7 +702,15 @@ impl Txn {
                     retries += 1;
                     tracing::warn!("{}: {e}; retrying ({retries}/{COMMIT_RETRIES})", self.label);
                 }
-                Err(e) => return Err(self.abandon("committing the transaction", e).await),
+                Err(e) => {
+                    // librdkafka's commit error only says that deliveries
+                    // failed; the first one says which and why.
+                    let what = match first_failed_delivery(&mut open.deliveries) {
+                        Some(cause) => format!("committing the transaction ({cause})"),
+                        None => "committing the transaction".to_string(),
+                    };
+                    return Err(self.abandon(&what, e).await);
+                }
             }
         }
         // All resolved by the commit (it flushes); a failure here would
@@ -747,6 +755,16 @@ impl Txn {
             ),
         }
     }
+}
+
+/// The error of the first delivery that already failed, if any.
+fn first_failed_delivery(deliveries: &mut [Delivery]) -> Option<String> {
+    deliveries
+        .iter_mut()
+        .find_map(|d| match futures::FutureExt::now_or_never(d) {
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        })
 }
 
 /// Ends `txn`'s transactions as its settings say until `close` (then

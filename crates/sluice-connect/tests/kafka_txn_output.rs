@@ -304,10 +304,12 @@ async fn a_task_taken_over_by_another_worker_fails_as_fenced() {
         .await
         .expect("told in time")
         .expect("told");
+    eprintln!("the old task failed with: {failure}");
     assert!(
-        failure.starts_with("fenced: another worker took over task pg-0"),
+        failure.starts_with("fenced: another worker took over task pg-0 "),
         "{failure}"
     );
+    assert!(failure.contains("'sluice-test-pg-0'"), "{failure}");
     tokio::time::timeout(Duration::from_secs(30), old_committer)
         .await
         .expect("the old committer ends")
@@ -345,4 +347,69 @@ async fn a_task_taken_over_by_another_worker_fails_as_fenced() {
         .collect()
     );
     committed.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_cannot_commit_is_aborted_and_fails_the_task() {
+    let broker = Tansu::start();
+    let mut cfg = KafkaConfig::new(broker.bootstrap());
+    cfg.connect_timeout = Duration::from_secs(20);
+    // The offsets topic is missing and may not be created on the fly: the
+    // offset records of the transaction cannot be delivered.
+    for (k, v) in [
+        ("allow.auto.create.topics", "false"),
+        ("topic.metadata.propagation.max.ms", "2000"),
+    ] {
+        cfg.set_override(sluice_connect::sluice_kafka::ClientRole::Producer, k, v)
+            .expect("override");
+    }
+    let clients = KafkaClients::connect(cfg).await.expect("Kafka clients");
+    let tracker = Arc::new(DeliveryTracker::new(PRODUCER + 1));
+    let (told_tx, told) = oneshot::channel();
+    let (out, committer) = KafkaSourceOutput::new_transactional(
+        &clients,
+        creation(),
+        Arc::clone(&tracker),
+        Box::new(move |e| {
+            let _ = told_tx.send(e);
+        }),
+        settings(3),
+    )
+    .await
+    .expect("transactional output");
+    for i in 1..=3u64 {
+        out.send(&tracker, record("orders", i), Some(&offset("a", i)))
+            .await
+            .expect("send");
+    }
+    let failure = tokio::time::timeout(Duration::from_secs(90), told)
+        .await
+        .expect("told in time")
+        .expect("told");
+    eprintln!("the task failed with: {failure}");
+    assert!(
+        failure.starts_with(
+            "source connector 'pg' task 0: committing the transaction \
+             (delivery to connect-offsets failed"
+        ),
+        "{failure}"
+    );
+    assert!(failure.contains("the transaction was aborted"), "{failure}");
+    assert_eq!(
+        tracker.delivered_up_to(),
+        0,
+        "nothing of the aborted transaction counts"
+    );
+    // The task's next send reports the failure.
+    let again = out
+        .send(&tracker, record("orders", 4), Some(&offset("a", 4)))
+        .await
+        .expect_err("send after the failure");
+    assert_eq!(again.to_string(), failure);
+    drop(out);
+    tokio::time::timeout(Duration::from_secs(30), committer)
+        .await
+        .expect("the committer ends")
+        .expect("committer");
+    assert_eq!(tracker.delivered_up_to(), 0);
 }

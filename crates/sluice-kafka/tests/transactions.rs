@@ -269,3 +269,46 @@ async fn a_newer_producer_with_the_same_id_fences_the_older() {
     assert!(expected("new", 10).is_subset(&values(&got)));
     committed.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_makes_the_commit_fail_as_abortable() {
+    let (_broker, mut cfg) = setup("txn-abortable").await;
+    // No auto-creation: a record for a missing topic fails for good.
+    for (k, v) in [
+        ("allow.auto.create.topics", "false"),
+        ("topic.metadata.propagation.max.ms", "2000"),
+    ] {
+        cfg.set_override(sluice_kafka::ClientRole::Producer, k, v)
+            .expect("override");
+    }
+    let p = Producer::connect_transactional(&cfg, "sluice-test-abortable")
+        .await
+        .expect("init_transactions");
+    p.begin().expect("begin");
+    send_all(&p, "txn-abortable", "doomed", 5).await;
+    let lost = p
+        .send(&record("no-such-topic", "doomed", 5))
+        .await
+        .expect("enqueued")
+        .await;
+    assert!(lost.is_err(), "a record for a missing topic was stored");
+    let err = p
+        .commit()
+        .await
+        .expect_err("commit after a failed delivery");
+    assert!(err.requires_abort(), "{err:?}");
+    assert!(matches!(err, Error::TxnAbortable { .. }), "{err:?}");
+    p.abort().await.expect("abort");
+
+    // Usable again after the abort.
+    p.begin().expect("begin after abort");
+    send_all(&p, "txn-abortable", "kept", 5).await;
+    p.commit().await.expect("commit");
+    let mut committed = reader(&cfg, "txn-abortable", "read_committed").await;
+    let got = read_until(&mut committed, Duration::from_secs(60), |rs| {
+        expected("kept", 5).is_subset(&values(rs))
+    })
+    .await;
+    assert!(expected("kept", 5).is_subset(&values(&got)));
+    committed.close().await;
+}
