@@ -219,6 +219,11 @@ impl KafkaSourceOutput {
     /// invisible to `read_committed` consumers. The offsets topic must
     /// exist.
     ///
+    /// Offset-only markers should go through [`send_offset`](Self::send_offset)
+    /// so their offsets are written in the transaction too; the offsets
+    /// the tracker later releases are already in the offsets topic, so the
+    /// committer only has to tell the source.
+    ///
     /// How a worker with `exactly.once.source.support=enabled` starts a
     /// source task's output:
     ///
