@@ -174,6 +174,9 @@ pub struct ConsumerOptions {
     /// How long a revocation waits for the worker's answer before giving
     /// the partitions up without a commit.
     pub revoke_timeout: Duration,
+    /// librdkafka settings applied over the user's `consumer.*` overrides
+    /// (e.g. the assignment strategy of the worker group).
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for ConsumerOptions {
@@ -182,6 +185,7 @@ impl Default for ConsumerOptions {
             max_batch: 500,
             buffered_events: 4,
             revoke_timeout: Duration::from_secs(60),
+            settings: Vec::new(),
         }
     }
 }
@@ -283,7 +287,7 @@ impl ConsumerContext for SinkContext {
     }
 }
 
-fn to_record(m: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>) -> Record {
+pub(crate) fn to_record(m: &BorrowedMessage<'_>, topics: &mut HashMap<String, Arc<str>>) -> Record {
     let topic = match topics.get(m.topic()) {
         Some(t) => t.clone(),
         None => {
@@ -335,7 +339,18 @@ impl Consumer {
         subscription: Subscription,
         options: ConsumerOptions,
     ) -> Result<Consumer> {
-        let group = format!("connect-{connector}");
+        Consumer::join(cfg, &format!("connect-{connector}"), subscription, options).await
+    }
+
+    /// Joins consumer group `group` and subscribes (what
+    /// [`Consumer::subscribe`] does for a sink's group).
+    pub async fn join(
+        cfg: &KafkaConfig,
+        group: &str,
+        subscription: Subscription,
+        options: ConsumerOptions,
+    ) -> Result<Consumer> {
+        let group = group.to_string();
         let patterns = subscription.patterns();
         if patterns.is_empty() || patterns.iter().any(String::is_empty) {
             return Err(Error::config("topics", "no topic to consume"));
@@ -348,17 +363,19 @@ impl Consumer {
             pending: Mutex::new(Vec::new()),
             revoke_timeout: options.revoke_timeout,
         };
+        let mut fixed: Vec<(&str, &str)> = options
+            .settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        fixed.extend([
+            ("group.id", group.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("enable.partition.eof", "false"),
+        ]);
         let inner: BaseConsumer<SinkContext> = cfg
-            .client_config(
-                ClientRole::Consumer,
-                CONSUMER_DEFAULTS,
-                &[
-                    ("group.id", group.as_str()),
-                    ("enable.auto.commit", "false"),
-                    ("enable.auto.offset.store", "false"),
-                    ("enable.partition.eof", "false"),
-                ],
-            )
+            .client_config(ClientRole::Consumer, CONSUMER_DEFAULTS, &fixed)
             .create_with_context(ctx)
             .map_err(Error::kafka("consumer creation"))?;
         let bootstrap = cfg.bootstrap().to_string();

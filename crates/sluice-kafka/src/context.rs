@@ -121,3 +121,6 @@ impl rdkafka::producer::ProducerContext for SluiceContext {
 
     fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
+
+/// Used by the group-less topic readers, which have no rebalances.
+impl rdkafka::consumer::ConsumerContext for SluiceContext {}

@@ -57,6 +57,7 @@ pub mod consumer;
 mod context;
 pub mod error;
 pub mod producer;
+pub mod reader;
 
 pub use admin::{Admin, TopicState, COMPACTED};
 pub use config::{parse_jaas, ClientRole, JaasLogin, KafkaConfig};
@@ -69,3 +70,4 @@ pub use producer::{
     Delivered, Delivery, Producer, TransactionalProducer, PRODUCER_DEFAULTS, PRODUCER_FIXED,
     TXN_OP_TIMEOUT,
 };
+pub use reader::TopicReader;
