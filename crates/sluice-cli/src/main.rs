@@ -71,7 +71,7 @@ struct Cli {
 enum Command {
     /// Prints the version.
     Version,
-    /// Runs connectors in Kafka Connect's standalone mode.
+    /// Runs a Kafka Connect worker: standalone, or distributed with group.id.
     Connect(ConnectArgs),
     /// Shows Sluice end to end: a throwaway PostgreSQL, live changes, captured and verified.
     Demo(demo::DemoArgs),
@@ -79,9 +79,15 @@ enum Command {
 
 #[derive(Debug, Args)]
 #[command(
-    override_usage = "sluice connect [WORKER_CONFIG] CONNECTOR_CONFIG...",
+    override_usage = "sluice connect [WORKER_CONFIG] CONNECTOR_CONFIG...\n       sluice connect DISTRIBUTED_WORKER_CONFIG [CONNECTOR_CONFIG...]",
     long_about = "Runs connectors in Kafka Connect's standalone mode, like \
-`connect-standalone worker.properties connector1.properties ...`.\n\n\
+`connect-standalone worker.properties connector1.properties ...`, or, when \
+the worker config has group.id (with bootstrap.servers, config.storage.topic, \
+offset.storage.topic and status.storage.topic), as a worker of a distributed \
+cluster like `connect-distributed worker.properties`: connectors are managed \
+through the REST API and kept in the config topic, and the workers of a group \
+share their tasks. Connector files given to a distributed worker are added \
+to the group when it does not have them yet.\n\n\
 WORKER_CONFIG is a worker configuration (.properties or a flat .json object) \
 with Kafka Connect's keys: offset.storage.file.filename, key.converter, \
 value.converter (and their key.converter.* / value.converter.* options), \
@@ -144,11 +150,11 @@ fn load_configs(files: &[PathBuf]) -> Result<(Props, Vec<ConnectorFile>), Vec<St
             }
         })
         .collect();
-    let first_is_worker = files.len() > 1
-        && loaded[0]
-            .1
-            .as_ref()
-            .is_some_and(|p| !config_files::looks_like_connector(p));
+    // A lone worker config is distributed mode's usual command line
+    // (connectors then come through the REST API).
+    let first_is_worker = loaded[0].1.as_ref().is_some_and(|p| {
+        !config_files::looks_like_connector(p) && (files.len() > 1 || p.contains_key("group.id"))
+    });
     let (mut worker, connectors) = if first_is_worker {
         (loaded[0].1.clone().unwrap_or_default(), &loaded[1..])
     } else {

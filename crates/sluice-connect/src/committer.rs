@@ -10,6 +10,7 @@ use sluice_core::record::SourceOffset;
 use tokio::sync::watch;
 
 use crate::delivery::DeliveryTracker;
+use crate::distributed::InternalTopics;
 use crate::offset_file::{OffsetFileError, OffsetStore};
 
 /// One source task as the committer sees it.
@@ -25,6 +26,9 @@ pub struct CommitSource {
     /// Written to the store but not yet durable, or durable but not yet
     /// announced (a failed write is retried at the next commit).
     unannounced: Option<Arc<SourceOffset>>,
+    /// The task writes its offsets itself, in the transactions of its
+    /// records (exactly-once mode): they are only announced.
+    stored_by_task: bool,
 }
 
 impl CommitSource {
@@ -41,7 +45,14 @@ impl CommitSource {
             tracker,
             committed,
             unannounced: None,
+            stored_by_task: false,
         }
+    }
+
+    /// Marks the task as writing its offsets in its own transactions.
+    pub fn stored_by_task(mut self) -> Self {
+        self.stored_by_task = true;
+        self
     }
 }
 
@@ -50,6 +61,8 @@ pub struct Committer {
     store: OffsetStore,
     sources: Vec<CommitSource>,
     dirty: bool,
+    /// Distributed mode: offsets go to the offsets topic, not a file.
+    topics: Option<Arc<InternalTopics>>,
 }
 
 impl Committer {
@@ -59,7 +72,36 @@ impl Committer {
             store,
             sources,
             dirty: false,
+            topics: None,
         }
+    }
+
+    /// A committer writing to the offsets topic of `topics`; `store` holds
+    /// what the topic holds.
+    pub fn over_topic(store: OffsetStore, topics: Arc<InternalTopics>) -> Self {
+        Committer {
+            store,
+            sources: Vec::new(),
+            dirty: false,
+            topics: Some(topics),
+        }
+    }
+
+    /// Reads what other workers wrote to the offsets topic (before a source
+    /// task starts from it); nothing for a file store.
+    pub async fn refresh(&mut self) -> Result<(), OffsetFileError> {
+        let Some(topics) = self.topics.clone() else {
+            return Ok(());
+        };
+        // Our own unwritten changes go first, so reading cannot undo them.
+        self.commit().await?;
+        topics
+            .refresh_offsets(&mut self.store)
+            .await
+            .map_err(|e| OffsetFileError::Topic {
+                topic: topics.config.offset_topic.clone(),
+                message: format!("{e:#}"),
+            })
     }
 
     /// Adds a source task started at runtime.
@@ -98,10 +140,41 @@ impl Committer {
     pub async fn commit(&mut self) -> Result<(), OffsetFileError> {
         for s in &mut self.sources {
             for o in s.tracker.take_committable() {
-                self.store.set(&s.connector, &o.partition, &o.offset);
+                if s.stored_by_task {
+                    self.store.set_stored(&s.connector, &o.partition, &o.offset);
+                } else {
+                    self.store.set(&s.connector, &o.partition, &o.offset);
+                    self.dirty = true;
+                }
                 s.unannounced = Some(o);
-                self.dirty = true;
             }
+        }
+        if let Some(topics) = self.topics.clone() {
+            let changes = self.store.take_changes();
+            if !changes.is_empty() {
+                let records = changes
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_ref().map(|o| {
+                                serde_json::Value::Object(o.clone())
+                                    .to_string()
+                                    .into_bytes()
+                            }),
+                        )
+                    })
+                    .collect();
+                if let Err(e) = topics.write(&topics.config.offset_topic, records).await {
+                    self.store.restore_changes(changes);
+                    return Err(OffsetFileError::Topic {
+                        topic: topics.config.offset_topic.clone(),
+                        message: format!("{e:#}"),
+                    });
+                }
+                tracing::debug!(topic = %topics.config.offset_topic, "committed source offsets");
+            }
+            self.dirty = false;
         }
         if self.dirty {
             let snapshot = self.store.clone();

@@ -383,7 +383,7 @@ pub fn validate_connectors(
                 .and_then(|c| registry.lookup(c).ok())
                 .is_some_and(|p| p.kind() == ConnectorKind::Source)
         });
-    if has_source && worker.offset_file.is_none() {
+    if has_source && worker.offset_file.is_none() && worker.distributed.is_none() {
         report.push(format!(
             "worker: {}",
             ConfigError::missing("offset.storage.file.filename")

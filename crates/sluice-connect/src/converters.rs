@@ -103,11 +103,7 @@ impl Converter for ByteArrayConverter {
 mod tests {
     use super::*;
 
-    fn props(kv: &[(&str, &str)]) -> Props {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use sluice_core::config::props_from as props;
 
     #[test]
     fn connector_overrides_worker_only_with_its_own_class() {

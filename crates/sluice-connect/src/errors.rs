@@ -1028,11 +1028,7 @@ impl ErrorHandler {
 mod tests {
     use super::*;
 
-    fn props(kv: &[(&str, &str)]) -> Props {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use sluice_core::config::props_from as props;
 
     fn parse(
         kv: &[(&str, &str)],

@@ -26,6 +26,7 @@ pub mod config_files;
 pub mod connector_config;
 pub mod converters;
 pub mod delivery;
+pub mod distributed;
 pub mod errors;
 pub mod file_sink;
 pub mod kafka_transport;

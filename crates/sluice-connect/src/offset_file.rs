@@ -32,6 +32,14 @@ pub enum OffsetFileError {
         #[source]
         source: std::io::Error,
     },
+    /// The offsets topic could not be written.
+    #[error("offsets topic '{topic}': {message}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// What failed.
+        message: String,
+    },
     /// The content is not an offset document.
     #[error("offset file '{path}' is corrupt: {message} (fix or move the file; Sluice does not reset offsets on its own)")]
     Corrupt {
@@ -63,6 +71,9 @@ struct Entry {
 pub struct OffsetStore {
     path: PathBuf,
     entries: Vec<Entry>,
+    /// Entries changed since [`OffsetStore::take_changes`]: entry key →
+    /// new offset (None: removed). A topic-backed store writes just these.
+    changes: std::collections::BTreeMap<String, Option<JsonObject>>,
 }
 
 impl OffsetStore {
@@ -75,6 +86,7 @@ impl OffsetStore {
                 return Ok(OffsetStore {
                     path: path.to_path_buf(),
                     entries: Vec::new(),
+                    changes: Default::default(),
                 })
             }
             Err(source) => {
@@ -133,7 +145,35 @@ impl OffsetStore {
         Ok(OffsetStore {
             path: path.to_path_buf(),
             entries,
+            changes: Default::default(),
         })
+    }
+
+    /// An empty store kept in memory (distributed mode loads it from the
+    /// offsets topic); `label` names it in messages.
+    pub fn memory(label: &str) -> OffsetStore {
+        OffsetStore {
+            path: PathBuf::from(label),
+            entries: Vec::new(),
+            changes: Default::default(),
+        }
+    }
+
+    /// The entries changed since the last call (entry key → offset, None
+    /// when removed), forgetting them.
+    pub fn take_changes(&mut self) -> std::collections::BTreeMap<String, Option<JsonObject>> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Puts back changes that could not be written, unless changed again
+    /// since.
+    pub fn restore_changes(
+        &mut self,
+        changes: std::collections::BTreeMap<String, Option<JsonObject>>,
+    ) {
+        for (k, v) in changes {
+            self.changes.entry(k).or_insert(v);
+        }
     }
 
     /// The file this store lives in.
@@ -151,6 +191,8 @@ impl OffsetStore {
 
     /// Records an offset (in memory; [`OffsetStore::save`] makes it durable).
     pub fn set(&mut self, connector: &str, partition: &JsonObject, offset: &JsonObject) {
+        self.changes
+            .insert(entry_key(connector, partition), Some(offset.clone()));
         match self
             .entries
             .iter_mut()
@@ -165,12 +207,25 @@ impl OffsetStore {
         }
     }
 
+    /// Records an offset that is already durable elsewhere (written by the
+    /// task's own transaction): nothing to write for it.
+    pub fn set_stored(&mut self, connector: &str, partition: &JsonObject, offset: &JsonObject) {
+        self.set(connector, partition, offset);
+        self.changes.remove(&entry_key(connector, partition));
+    }
+
     /// Forgets the offset of `connector`'s `partition` (all its partitions
     /// when `partition` is None); true when something was removed.
     pub fn remove(&mut self, connector: &str, partition: Option<&JsonObject>) -> bool {
         let before = self.entries.len();
-        self.entries
-            .retain(|e| e.connector != connector || partition.is_some_and(|p| e.partition != *p));
+        let changes = &mut self.changes;
+        self.entries.retain(|e| {
+            let keep = e.connector != connector || partition.is_some_and(|p| e.partition != *p);
+            if !keep {
+                changes.insert(entry_key(&e.connector, &e.partition), None);
+            }
+            keep
+        });
         self.entries.len() != before
     }
 

@@ -542,7 +542,14 @@ impl RecordSender for SourceSender {
         if let Some(kafka) = &self.kafka {
             for (rec, offset) in converted {
                 if rec.topic.is_empty() {
-                    self.tracker.dispatch(&[], offset.as_ref());
+                    // In a transaction the marker's offset is written with
+                    // the records before it.
+                    kafka
+                        .send_offset(&self.tracker, offset.as_ref())
+                        .await
+                        .with_context(|| {
+                            format!("connector '{}' task {}", self.connector, self.task_id)
+                        })?;
                     continue;
                 }
                 self.router.note_active(&self.connector, &rec.topic);

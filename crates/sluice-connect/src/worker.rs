@@ -131,13 +131,16 @@ impl Worker {
         // Requests wait for the worker's loop; a small bound is enough since
         // each caller waits for its answer.
         let (commands, inbox) = mpsc::channel(64);
+        // A worker of a group keeps serving its other tasks when one fails,
+        // as Kafka Connect's do: the failure shows in the task's status.
+        let stop_on_task_failure = config.distributed.is_none();
         Ok(Worker {
             config,
             connectors: specs,
             offsets,
             flush_policy: FlushPolicy::default(),
             registry: registry.clone(),
-            stop_on_task_failure: true,
+            stop_on_task_failure,
             worker_id: Arc::new(RwLock::new("sluice:standalone".to_string())),
             commands,
             inbox,

@@ -67,6 +67,156 @@ pub struct WorkerConfig {
     /// With `bootstrap.servers`: the Kafka transport's client settings
     /// (None: the in-process transport).
     pub kafka: Option<sluice_kafka::KafkaConfig>,
+    /// With `group.id`: distributed mode's settings (None: standalone).
+    pub distributed: Option<DistributedConfig>,
+}
+
+/// Kafka Connect's `exactly.once.source.support` (KIP-618).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExactlyOnceSupport {
+    /// `disabled` (default): at-least-once source delivery.
+    Disabled,
+    /// `preparing`: as disabled (the step of a rolling upgrade in Kafka
+    /// Connect; Sluice's workers need no preparation).
+    Preparing,
+    /// `enabled`: each source task writes its records and offsets in Kafka
+    /// transactions.
+    Enabled,
+}
+
+/// A distributed worker's group and internal topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistributedConfig {
+    /// `group.id`: workers with the same one share connectors and tasks.
+    pub group_id: String,
+    /// `config.storage.topic`: connector configs and target states.
+    pub config_topic: String,
+    /// `offset.storage.topic`: source offsets.
+    pub offset_topic: String,
+    /// `status.storage.topic`: connector and task states.
+    pub status_topic: String,
+    /// `config.storage.replication.factor` (-1: the broker's default).
+    pub config_replication: i32,
+    /// `offset.storage.replication.factor`.
+    pub offset_replication: i32,
+    /// `status.storage.replication.factor`.
+    pub status_replication: i32,
+    /// `offset.storage.partitions` (default 25; -1: the broker's default).
+    pub offset_partitions: i32,
+    /// `status.storage.partitions` (default 5).
+    pub status_partitions: i32,
+    /// `session.timeout.ms` of the worker group (default 10000).
+    pub session_timeout_ms: u64,
+    /// `heartbeat.interval.ms` of the worker group (default 3000).
+    pub heartbeat_interval_ms: u64,
+    /// `exactly.once.source.support`.
+    pub exactly_once: ExactlyOnceSupport,
+}
+
+impl DistributedConfig {
+    fn from_props(
+        props: &Props,
+        group_id: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<DistributedConfig> {
+        let before = errors.len();
+        if group_id.trim().is_empty() {
+            errors.push(ConfigError::new(
+                "group.id",
+                Some(group_id),
+                "Must not be empty",
+            ));
+        }
+        if !props.contains_key("bootstrap.servers") {
+            errors.push(ConfigError::new(
+                "group.id",
+                Some(group_id),
+                "Distributed mode (group.id) needs a Kafka cluster: set bootstrap.servers",
+            ));
+        }
+        let mut topic = |key: &str| match props.get(key).map(|v| v.trim()) {
+            Some(v) if !v.is_empty() => v.to_string(),
+            _ => {
+                errors.push(ConfigError::new(
+                    key,
+                    props.get(key).map(String::as_str),
+                    "Missing required configuration: a distributed worker keeps its state in this topic",
+                ));
+                String::new()
+            }
+        };
+        let config_topic = topic("config.storage.topic");
+        let offset_topic = topic("offset.storage.topic");
+        let status_topic = topic("status.storage.topic");
+        let mut int = |key: &str, default: i32| -> i32 {
+            match props.get(key) {
+                None => default,
+                Some(v) => match v.trim().parse::<i32>() {
+                    Ok(n) if n == -1 || n >= 1 => n,
+                    _ => {
+                        errors.push(ConfigError::new(
+                            key,
+                            Some(v),
+                            "Expected a positive integer, or -1 for the broker's default",
+                        ));
+                        default
+                    }
+                },
+            }
+        };
+        let config_replication = int("config.storage.replication.factor", 3);
+        let offset_replication = int("offset.storage.replication.factor", 3);
+        let status_replication = int("status.storage.replication.factor", 3);
+        let offset_partitions = int("offset.storage.partitions", 25);
+        let status_partitions = int("status.storage.partitions", 5);
+        let session_timeout_ms =
+            non_negative_ms(props, "session.timeout.ms", 10_000, errors).as_millis() as u64;
+        let heartbeat_interval_ms =
+            non_negative_ms(props, "heartbeat.interval.ms", 3_000, errors).as_millis() as u64;
+        let exactly_once = match props
+            .get("exactly.once.source.support")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("disabled") => ExactlyOnceSupport::Disabled,
+            Some("preparing") => ExactlyOnceSupport::Preparing,
+            Some("enabled") => ExactlyOnceSupport::Enabled,
+            Some(_) => {
+                errors.push(ConfigError::new(
+                    "exactly.once.source.support",
+                    props.get("exactly.once.source.support").map(String::as_str),
+                    "Expected one of: disabled, preparing, enabled",
+                ));
+                ExactlyOnceSupport::Disabled
+            }
+        };
+        let distinct = [&config_topic, &offset_topic, &status_topic];
+        if distinct.iter().all(|t| !t.is_empty())
+            && (config_topic == offset_topic
+                || config_topic == status_topic
+                || offset_topic == status_topic)
+        {
+            errors.push(ConfigError::new(
+                "config.storage.topic",
+                Some(&config_topic),
+                "config.storage.topic, offset.storage.topic and status.storage.topic must be three different topics",
+            ));
+        }
+        (errors.len() == before).then(|| DistributedConfig {
+            group_id: group_id.trim().to_string(),
+            config_topic,
+            offset_topic,
+            status_topic,
+            config_replication,
+            offset_replication,
+            status_replication,
+            offset_partitions,
+            status_partitions,
+            session_timeout_ms,
+            heartbeat_interval_ms,
+            exactly_once,
+        })
+    }
 }
 
 /// Keys a standalone worker understands (beyond converter prefixes).
@@ -91,6 +241,26 @@ const KNOWN: &[&str] = &[
     "rest.basic.auth.password",
     "sluice.queue.max.records",
     "sluice.queue.max.bytes",
+    // Distributed mode.
+    "group.id",
+    "config.storage.topic",
+    "offset.storage.topic",
+    "status.storage.topic",
+    "config.storage.replication.factor",
+    "offset.storage.replication.factor",
+    "status.storage.replication.factor",
+    "offset.storage.partitions",
+    "status.storage.partitions",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "rebalance.timeout.ms",
+    "scheduled.rebalance.max.delay.ms",
+    "connect.protocol",
+    "worker.sync.timeout.ms",
+    "worker.unsync.backoff.ms",
+    "exactly.once.source.support",
+    "connector.client.config.override.policy",
+    "client.id",
 ];
 
 const KNOWN_PREFIXES: &[&str] = &[
@@ -222,6 +392,14 @@ impl WorkerConfig {
                 ));
             }
         }
+        let distributed = props
+            .get("group.id")
+            .and_then(|g| DistributedConfig::from_props(props, g, &mut errors));
+        if distributed.is_none() && props.contains_key("exactly.once.source.support") {
+            warnings.push(
+                "worker configuration 'exactly.once.source.support' applies to distributed mode (group.id) only and is ignored".to_string(),
+            );
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -236,6 +414,7 @@ impl WorkerConfig {
                 key_converter,
                 value_converter,
                 kafka,
+                distributed,
             },
             warnings,
         ))
@@ -246,11 +425,7 @@ impl WorkerConfig {
 mod tests {
     use super::*;
 
-    fn props(kv: &[(&str, &str)]) -> Props {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use sluice_core::config::props_from as props;
 
     #[test]
     fn defaults_are_kafka_connects() {
@@ -322,5 +497,39 @@ mod tests {
             .0
             .kafka
             .is_none());
+    }
+
+    #[test]
+    fn group_id_selects_distributed_mode_with_kafka_connects_defaults() {
+        let base = [
+            ("bootstrap.servers", "127.0.0.1:9092"),
+            ("group.id", "connect-cluster"),
+            ("config.storage.topic", "connect-configs"),
+            ("offset.storage.topic", "connect-offsets"),
+            ("status.storage.topic", "connect-status"),
+        ];
+        let (w, warnings) = WorkerConfig::from_props(&props(&base)).expect("valid");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let d = w.distributed.expect("distributed");
+        assert_eq!(d.group_id, "connect-cluster");
+        assert_eq!((d.offset_partitions, d.status_partitions), (25, 5));
+        assert_eq!(d.config_replication, 3);
+        assert_eq!(d.exactly_once, ExactlyOnceSupport::Disabled);
+
+        let err = WorkerConfig::from_props(&props(&[
+            ("group.id", "g"),
+            ("offset.storage.topic", "t"),
+            ("status.storage.topic", "t"),
+            ("exactly.once.source.support", "maybe"),
+        ]))
+        .expect_err("invalid")
+        .to_string();
+        for key in [
+            "'config.storage.topic'",
+            "set bootstrap.servers",
+            "'exactly.once.source.support'",
+        ] {
+            assert!(err.contains(key), "{key} missing from: {err}");
+        }
     }
 }

@@ -8,6 +8,13 @@ use std::fmt;
 /// Flat configuration properties.
 pub type Props = BTreeMap<String, String>;
 
+/// Props from key/value pairs (configs written in code and tests).
+pub fn props_from(kv: &[(&str, &str)]) -> Props {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The kind of a configuration value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
@@ -349,11 +356,7 @@ mod tests {
         ])
     }
 
-    fn props(kv: &[(&str, &str)]) -> Props {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::props_from as props;
 
     #[test]
     fn aliases_defaults_and_unknown() {

@@ -611,11 +611,7 @@ fn validate(full: &str, name: &str, value: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn props(kv: &[(&str, &str)]) -> Props {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use sluice_core::config::props_from as props;
 
     #[test]
     fn jaas_plain_event_hubs_form() {

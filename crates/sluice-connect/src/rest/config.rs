@@ -174,11 +174,7 @@ impl RestConfig {
 mod tests {
     use super::*;
 
-    fn props(kv: &[(&str, &str)]) -> Props {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use sluice_core::config::props_from as props;
 
     #[test]
     fn listeners_and_older_keys() {

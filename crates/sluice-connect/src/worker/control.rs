@@ -17,7 +17,7 @@
 //! Like Kafka Connect's standalone mode, connectors created through the
 //! API are not remembered across restarts; offsets are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -34,13 +34,15 @@ use crate::committer::{CommitSource, Committer};
 use crate::config_files::ConnectorFile;
 use crate::connector_config::{validate_connectors, ConnectorSpec};
 use crate::delivery::{DeliveryTracker, SinkTaskIndex};
+use crate::distributed::{self as dist, ConfigRecord, InternalTopics, StatusEntry};
 use crate::kafka_transport::{
-    consumer_subscription, run_sink, KafkaClients, KafkaSourceOutput, TopicCreation, PRODUCER,
+    consumer_subscription, run_sink, KafkaClients, KafkaSourceOutput, TopicCreation,
+    TransactionBoundary, TxnSettings, PRODUCER,
 };
 use crate::registry::Registry;
 use crate::sink_driver::{FlushPolicy, SinkDriver};
 use crate::transport::{queue, Router, SinkRoute, SourceSender};
-use crate::worker_config::WorkerConfig;
+use crate::worker_config::{ExactlyOnceSupport, WorkerConfig};
 
 /// What a connector is asked to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -367,6 +369,27 @@ struct TaskRun {
     pause: watch::Sender<bool>,
 }
 
+impl TaskRun {
+    /// A task that could not start: FAILED with `error`.
+    fn failed(
+        id: u32,
+        props: Props,
+        error: String,
+        stop: CancellationToken,
+        pause: watch::Sender<bool>,
+    ) -> TaskRun {
+        TaskRun {
+            id,
+            props,
+            state: TaskState::Failed(error),
+            stop,
+            handle: None,
+            sink_index: None,
+            pause,
+        }
+    }
+}
+
 struct Connector {
     spec: ConnectorSpec,
     target: TargetState,
@@ -399,6 +422,35 @@ struct Runtime {
     source_stop: CancellationToken,
     sink_stop: CancellationToken,
     exits: mpsc::UnboundedSender<Exit>,
+    /// Distributed mode's shared state (None: standalone).
+    cluster: Option<Cluster>,
+}
+
+/// A distributed worker's view of its group.
+struct Cluster {
+    topics: Arc<InternalTopics>,
+    /// Partitions of the offsets topic assigned to this worker: it runs
+    /// the tasks mapped to them.
+    owned: BTreeSet<i32>,
+    /// Bumped on every assignment (the `generation` of status records).
+    generation: i64,
+    /// The status topic as last read.
+    statuses: BTreeMap<String, StatusEntry>,
+    /// Target states read before their connector's config.
+    pending_targets: BTreeMap<String, TargetState>,
+}
+
+/// A status topic state as the REST API shows it.
+fn known_state(s: &str) -> &'static str {
+    match s {
+        "RUNNING" => "RUNNING",
+        "PAUSED" => "PAUSED",
+        "STOPPED" => "STOPPED",
+        "FAILED" => "FAILED",
+        "RESTARTING" => "RESTARTING",
+        "DESTROYED" => "DESTROYED",
+        _ => "UNASSIGNED",
+    }
 }
 
 fn kind_str(kind: ConnectorKind) -> &'static str {
@@ -467,12 +519,12 @@ impl Runtime {
         Ok(ConnectorInfo {
             name: name.to_string(),
             config: c.spec.props.clone(),
-            tasks: c
-                .tasks
-                .iter()
-                .map(|t| TaskId {
+            tasks: self
+                .task_ids(name)
+                .into_iter()
+                .map(|task| TaskId {
                     connector: name.to_string(),
-                    task: t.id,
+                    task,
                 })
                 .collect(),
             kind: kind_str(c.spec.kind),
@@ -487,23 +539,51 @@ impl Runtime {
             worker_id: worker_id.clone(),
             trace,
         };
-        let tasks = c
-            .tasks
-            .iter()
-            .map(|t| TaskStatus {
-                id: t.id,
-                state: match &t.state {
-                    TaskState::Failed(e) => state("FAILED", Some(e.clone())),
-                    // A source task that returned on its own produces
-                    // nothing more; it is no longer assigned work.
-                    TaskState::Finished => state("UNASSIGNED", None),
-                    TaskState::Running => state(c.target.as_str(), None),
+        // Tasks running elsewhere in the group show what their worker
+        // last wrote to the status topic.
+        let remote = |key: String| -> StateInfo {
+            match self.cluster.as_ref().and_then(|cl| cl.statuses.get(&key)) {
+                Some(e) => StateInfo {
+                    state: known_state(&e.state),
+                    worker_id: e.worker_id.clone(),
+                    trace: e.trace.clone(),
+                },
+                None => StateInfo {
+                    state: "UNASSIGNED",
+                    worker_id: String::new(),
+                    trace: None,
+                },
+            }
+        };
+        let tasks = self
+            .task_ids(name)
+            .into_iter()
+            .map(|id| TaskStatus {
+                id,
+                state: match c.tasks.iter().find(|t| t.id == id) {
+                    Some(t) => match &t.state {
+                        TaskState::Failed(e) => state("FAILED", Some(e.clone())),
+                        // A source task that returned on its own produces
+                        // nothing more; it is no longer assigned work.
+                        TaskState::Finished => state("UNASSIGNED", None),
+                        TaskState::Running => state(c.target.as_str(), None),
+                    },
+                    None => remote(dist::status_key(name, Some(id))),
                 },
             })
             .collect();
+        let connector = if self.owns(name, 0) || c.target == TargetState::Stopped {
+            state(c.target.as_str(), None)
+        } else {
+            let mut s = remote(dist::status_key(name, None));
+            if s.state == "UNASSIGNED" {
+                s.state = c.target.as_str();
+            }
+            s
+        };
         Ok(ConnectorStatus {
             name: name.to_string(),
-            connector: state(c.target.as_str(), None),
+            connector,
             tasks,
             kind: kind_str(c.spec.kind),
         })
@@ -538,6 +618,20 @@ impl Runtime {
     /// Starts the tasks of connector `name` (which has none running) and,
     /// for a sink, routes to them.
     async fn start(&mut self, name: &str) -> Vec<String> {
+        let source = self
+            .connectors
+            .get(name)
+            .is_some_and(|c| c.spec.kind == ConnectorKind::Source);
+        if source && self.cluster.is_some() {
+            // Another worker may have run this connector until now.
+            if let Some(committer) = self.committer.as_mut() {
+                if let Err(e) = committer.refresh().await {
+                    let f = format!("source connector '{name}': reading its offsets: {e}");
+                    tracing::error!("{f}");
+                    return vec![f];
+                }
+            }
+        }
         let (failures, route) = self.start_tasks(name);
         if let Some(route) = route {
             self.router.set_route(name, Some(route));
@@ -546,6 +640,7 @@ impl Runtime {
         for f in &failures {
             tracing::error!("{f}");
         }
+        self.publish_status(name).await;
         failures
     }
 
@@ -553,6 +648,15 @@ impl Runtime {
     /// the route to them, for the caller to install. Failures to create a
     /// task are that task's FAILED state.
     fn start_tasks(&mut self, name: &str) -> (Vec<String>, Option<SinkRoute>) {
+        let Some(count) = self
+            .connectors
+            .get(name)
+            .map(|c| Self::task_configs(&c.spec).len())
+        else {
+            return (Vec::new(), None);
+        };
+        let owned: Vec<bool> = (0..count as u32).map(|t| self.owns(name, t)).collect();
+        let owned = |t: u32| owned.get(t as usize).copied().unwrap_or(false);
         let Some(c) = self.connectors.get_mut(name) else {
             return (Vec::new(), None);
         };
@@ -562,8 +666,7 @@ impl Runtime {
         let spec = c.spec.clone();
         let start_paused = c.target == TargetState::Paused;
         let mut route = None;
-        let mut task_configs = spec.plugin.task_configs(&spec.props, spec.tasks_max);
-        task_configs.truncate(spec.tasks_max);
+        let task_configs = Self::task_configs(&spec);
         let mut failures = Vec::new();
         let mut tasks = Vec::new();
         match spec.kind {
@@ -574,6 +677,9 @@ impl Runtime {
                 let mut queues = Vec::new();
                 for (task_id, props) in task_configs.into_iter().enumerate() {
                     let task_id = task_id as u32;
+                    if !owned(task_id) {
+                        continue;
+                    }
                     let ctx = SinkContext {
                         connector: name.to_string(),
                         task_id,
@@ -641,15 +747,7 @@ impl Runtime {
                         }
                         Err(e) => {
                             let f = format!("{label}: could not start: {e:#}");
-                            tasks.push(TaskRun {
-                                id: task_id,
-                                props,
-                                state: TaskState::Failed(f.clone()),
-                                stop,
-                                handle: None,
-                                sink_index: None,
-                                pause,
-                            });
+                            tasks.push(TaskRun::failed(task_id, props, f.clone(), stop, pause));
                             failures.push(f);
                         }
                     }
@@ -676,9 +774,31 @@ impl Runtime {
                 };
                 let reader = committer.store().reader(name);
                 let stop_connector = self.source_stop.child_token();
-                let mut started = Vec::new();
+                // Exactly-once: (group.id, offsets topic) for each task's
+                // transactional producer.
+                let eos = self
+                    .cluster
+                    .as_ref()
+                    .filter(|cl| cl.topics.config.exactly_once == ExactlyOnceSupport::Enabled)
+                    .map(|cl| {
+                        (
+                            cl.topics.config.group_id.clone(),
+                            cl.topics.config.offset_topic.clone(),
+                        )
+                    });
+                let mut started: Vec<(
+                    u32,
+                    String,
+                    Props,
+                    CancellationToken,
+                    watch::Sender<bool>,
+                    TaskFuture,
+                )> = Vec::new();
                 for (task_id, props) in task_configs.into_iter().enumerate() {
                     let task_id = task_id as u32;
+                    if !owned(task_id) {
+                        continue;
+                    }
                     let label = format!("source connector '{name}' task {task_id}");
                     let stop = stop_connector.child_token();
                     let (pause, paused) = watch::channel(start_paused);
@@ -687,15 +807,7 @@ impl Runtime {
                             Ok(c) => Some(c),
                             Err(e) => {
                                 let f = format!("{label}: could not start: {e:#}");
-                                tasks.push(TaskRun {
-                                    id: task_id,
-                                    props,
-                                    state: TaskState::Failed(f.clone()),
-                                    stop,
-                                    handle: None,
-                                    sink_index: None,
-                                    pause,
-                                });
+                                tasks.push(TaskRun::failed(task_id, props, f.clone(), stop, pause));
                                 failures.push(f);
                                 continue;
                             }
@@ -708,24 +820,67 @@ impl Runtime {
                                 Some(_) => PRODUCER + 1,
                                 None => self.next_sink_index,
                             }));
-                            let output = match (&self.kafka, creation) {
-                                (Some(k), Some(creation)) => {
-                                    // A failed delivery fails the task at
-                                    // once, as its own error would.
-                                    let on_failure: Box<dyn FnOnce(String) + Send> = {
-                                        let (exits, stop) = (self.exits.clone(), stop.clone());
-                                        let (connector, label) = (name.to_string(), label.clone());
-                                        Box::new(move |e: String| {
-                                            let _ = exits.send(Exit {
-                                                connector,
-                                                generation,
-                                                task: task_id,
-                                                error: Some(format!("{label} failed: {e}")),
-                                                label,
-                                            });
-                                            stop.cancel();
-                                        })
+                            // A failed delivery fails the task at once, as
+                            // its own error would.
+                            let on_failure: Box<dyn FnOnce(String) + Send> = {
+                                let (exits, stop) = (self.exits.clone(), stop.clone());
+                                let (connector, label) = (name.to_string(), label.clone());
+                                Box::new(move |e: String| {
+                                    let _ = exits.send(Exit {
+                                        connector,
+                                        generation,
+                                        task: task_id,
+                                        error: Some(format!("{label} failed: {e}")),
+                                        label,
+                                    });
+                                    stop.cancel();
+                                })
+                            };
+                            let output = match (&self.kafka, creation, &eos) {
+                                (Some(k), Some(creation), Some((group, offsets_topic))) => {
+                                    let settings = TransactionBoundary::from_connector_props(
+                                        &spec.props,
+                                    )
+                                    .map(|boundary| {
+                                        TxnSettings::new(
+                                            group,
+                                            name,
+                                            task_id,
+                                            offsets_topic,
+                                            boundary,
+                                            self.config.offset_flush_interval,
+                                        )
+                                    });
+                                    let settings = match settings {
+                                        Ok(s) => s,
+                                        Err(e) => {
+                                            let f = format!("{label}: could not start: {e:#}");
+                                            tasks.push(TaskRun::failed(
+                                                task_id,
+                                                props,
+                                                f.clone(),
+                                                stop,
+                                                pause,
+                                            ));
+                                            failures.push(f);
+                                            continue;
+                                        }
                                     };
+                                    let (k, tracker) = (k.clone(), Arc::clone(&tracker));
+                                    let label = label.clone();
+                                    Output::Transactional(Box::pin(async move {
+                                        let id = settings.transactional_id.clone();
+                                        let out = KafkaSourceOutput::new_transactional(
+                                            &k, creation, tracker, on_failure, settings,
+                                        )
+                                        .await?;
+                                        tracing::info!(
+                                            "{label}: exactly-once: records and offsets in transactions of transactional.id '{id}'"
+                                        );
+                                        Ok(out)
+                                    }))
+                                }
+                                (Some(k), Some(creation), None) => {
                                     let (out, acker) = KafkaSourceOutput::new(
                                         k,
                                         creation,
@@ -734,18 +889,22 @@ impl Runtime {
                                     );
                                     self.ackers.retain(|a| !a.is_finished());
                                     self.ackers.push(acker);
-                                    Some(out)
+                                    Output::Ready(Some(out))
                                 }
-                                _ => None,
+                                _ => Output::Ready(None),
                             };
                             let (tx, rx) = watch::channel(None);
-                            committer.add_source(CommitSource::new(
+                            let mut commit_source = CommitSource::new(
                                 name.to_string(),
                                 task_id,
                                 Arc::clone(&tracker),
                                 tx,
-                            ));
-                            let mut sender = SourceSender::new(
+                            );
+                            if matches!(output, Output::Transactional(_)) {
+                                commit_source = commit_source.stored_by_task();
+                            }
+                            committer.add_source(commit_source);
+                            let sender = SourceSender::new(
                                 name.to_string(),
                                 task_id,
                                 Arc::clone(&self.router),
@@ -756,30 +915,44 @@ impl Runtime {
                             .with_transforms(Arc::clone(&spec.transforms))
                             .with_errors(crate::errors::ErrorHandler::for_source(&spec, task_id))
                             .with_pause(paused, stop.clone());
-                            if let Some(out) = output {
-                                sender = sender.with_kafka(out);
-                            }
-                            let ctx = SourceContext {
-                                connector: name.to_string(),
-                                task_id,
-                                sender: Arc::new(sender),
-                                offsets: Arc::clone(&reader),
-                                committed: rx,
-                                shutdown: stop.clone(),
+                            let ctx = {
+                                let (connector, offsets, shutdown) =
+                                    (name.to_string(), Arc::clone(&reader), stop.clone());
+                                move |sender: SourceSender| SourceContext {
+                                    connector,
+                                    task_id,
+                                    sender: Arc::new(sender),
+                                    offsets,
+                                    committed: rx,
+                                    shutdown,
+                                }
                             };
-                            started.push((task_id, label, props, stop, pause, task_fut(task, ctx)));
+                            let fut: TaskFuture = match output {
+                                Output::Ready(out) => {
+                                    let sender = match out {
+                                        Some(out) => sender.with_kafka(out),
+                                        None => sender,
+                                    };
+                                    Box::pin(task_fut(task, ctx(sender)))
+                                }
+                                Output::Transactional(make) => {
+                                    let grace = self.config.task_shutdown_timeout;
+                                    Box::pin(async move {
+                                        let (out, acker) = make.await?;
+                                        let result =
+                                            task_fut(task, ctx(sender.with_kafka(out))).await;
+                                        // The output, dropped with the task's
+                                        // context, commits what is pending.
+                                        let _ = tokio::time::timeout(grace, acker).await;
+                                        result
+                                    })
+                                }
+                            };
+                            started.push((task_id, label, props, stop, pause, fut));
                         }
                         Err(e) => {
                             let f = format!("{label}: could not start: {e:#}");
-                            tasks.push(TaskRun {
-                                id: task_id,
-                                props,
-                                state: TaskState::Failed(f.clone()),
-                                stop,
-                                handle: None,
-                                sink_index: None,
-                                pause,
-                            });
+                            tasks.push(TaskRun::failed(task_id, props, f.clone(), stop, pause));
                             failures.push(f);
                         }
                     }
@@ -938,12 +1111,13 @@ impl Runtime {
         }
     }
 
-    async fn put(
-        &mut self,
-        props: Props,
-        initial: TargetState,
+    /// The connector name of a create/reconfigure request and whether it
+    /// exists; a create of an existing one is a conflict.
+    fn name_for_put(
+        &self,
+        props: &Props,
         create_only: bool,
-    ) -> Result<(ConnectorInfo, bool), ControlError> {
+    ) -> Result<(String, bool), ControlError> {
         let name = props
             .get("name")
             .map(|n| n.trim().to_string())
@@ -952,6 +1126,16 @@ impl Runtime {
         if exists && create_only {
             return Err(ControlError::Conflict(name));
         }
+        Ok((name, exists))
+    }
+
+    async fn put(
+        &mut self,
+        props: Props,
+        initial: TargetState,
+        create_only: bool,
+    ) -> Result<(ConnectorInfo, bool), ControlError> {
+        let (name, exists) = self.name_for_put(&props, create_only)?;
         let spec = self.validate(props)?;
         if exists {
             tracing::info!(connector = %name, "reconfiguring connector: restarting its tasks");
@@ -999,6 +1183,7 @@ impl Runtime {
         } else if was == TargetState::Stopped && target != TargetState::Stopped {
             self.start(name).await;
         }
+        self.publish_status(name).await;
         Ok(())
     }
 
@@ -1099,6 +1284,324 @@ impl Runtime {
         Ok(out)
     }
 
+    /// Whether this worker runs task `task` of `name` (always, standalone).
+    fn owns(&self, name: &str, task: u32) -> bool {
+        match &self.cluster {
+            None => true,
+            Some(c) => c.owned.contains(&dist::unit_partition(
+                name,
+                task,
+                c.topics.offset_partitions,
+            )),
+        }
+    }
+
+    /// A connector's task configs (all of them, wherever they run).
+    fn task_configs(spec: &ConnectorSpec) -> Vec<Props> {
+        let mut t = spec.plugin.task_configs(&spec.props, spec.tasks_max);
+        t.truncate(spec.tasks_max);
+        t
+    }
+
+    /// A connector's task ids: in a group all of them (a stopped connector
+    /// has none, as in Kafka Connect); standalone, the ones it runs.
+    fn task_ids(&self, name: &str) -> Vec<u32> {
+        let Some(c) = self.connectors.get(name) else {
+            return Vec::new();
+        };
+        if self.cluster.is_none() || c.target == TargetState::Stopped {
+            return c.tasks.iter().map(|t| t.id).collect();
+        }
+        (0..Self::task_configs(&c.spec).len() as u32).collect()
+    }
+
+    /// Writes the states of this worker's tasks of `name` (and of the
+    /// connector, when it owns task 0) to the status topic.
+    async fn publish_status(&mut self, name: &str) {
+        let Some(cl) = &self.cluster else {
+            return;
+        };
+        let Some(c) = self.connectors.get(name) else {
+            return;
+        };
+        let worker_id = self.worker_id();
+        let entry = |state: &str, trace: Option<String>| StatusEntry {
+            state: state.to_string(),
+            trace,
+            worker_id: worker_id.clone(),
+            generation: cl.generation,
+        };
+        let mut records = Vec::new();
+        for t in &c.tasks {
+            let e = match &t.state {
+                TaskState::Failed(f) => entry("FAILED", Some(f.clone())),
+                TaskState::Finished => entry("UNASSIGNED", None),
+                TaskState::Running => entry(c.target.as_str(), None),
+            };
+            records.push((
+                dist::status_key(name, Some(t.id)),
+                Some(dist::status_value(&e)),
+            ));
+        }
+        if self.owns(name, 0) {
+            records.push((
+                dist::status_key(name, None),
+                Some(dist::status_value(&entry(c.target.as_str(), None))),
+            ));
+        }
+        if records.is_empty() {
+            return;
+        }
+        let topics = Arc::clone(&cl.topics);
+        if let Err(e) = topics.write(&topics.config.status_topic, records).await {
+            tracing::warn!(connector = %name, "writing task states to status.storage.topic: {e:#}");
+        }
+    }
+
+    /// Reads the status topic's news (what other workers' tasks are doing).
+    async fn refresh_statuses(&mut self) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        let topics = Arc::clone(&cl.topics);
+        if let Err(e) = topics.refresh_statuses(&mut cl.statuses).await {
+            tracing::warn!("reading status.storage.topic: {e:#}");
+        }
+    }
+
+    /// Reads the config topic up to its end and applies what changed
+    /// (including this worker's own writes).
+    async fn sync_configs(&mut self) -> Result<(), ControlError> {
+        let Some(cl) = &self.cluster else {
+            return Ok(());
+        };
+        let topics = Arc::clone(&cl.topics);
+        let records = topics.configs.catch_up().await.map_err(|e| {
+            ControlError::Failed(format!(
+                "reading config.storage.topic '{}': {e}",
+                topics.config.config_topic
+            ))
+        })?;
+        for r in records {
+            match dist::decode_config(r.key.as_deref(), r.value.as_deref()) {
+                Ok(rec) => self.apply_config(rec).await,
+                Err(e) => tracing::warn!("ignoring {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one config topic record to this worker.
+    async fn apply_config(&mut self, rec: ConfigRecord) {
+        match rec {
+            ConfigRecord::Connector {
+                name,
+                props: Some(props),
+            } => {
+                if self
+                    .connectors
+                    .get(&name)
+                    .is_some_and(|c| c.spec.props == props)
+                {
+                    return;
+                }
+                let initial = self
+                    .cluster
+                    .as_mut()
+                    .and_then(|c| c.pending_targets.remove(&name))
+                    .unwrap_or(TargetState::Running);
+                if let Err(e) = self.put(props, initial, false).await {
+                    tracing::error!(connector = %name, "the config in config.storage.topic cannot run on this worker: {e}");
+                }
+            }
+            ConfigRecord::Connector { name, props: None } => {
+                if self.connectors.contains_key(&name) {
+                    self.delete_local(&name).await;
+                }
+                if let Some(c) = self.cluster.as_mut() {
+                    c.pending_targets.remove(&name);
+                }
+            }
+            ConfigRecord::Target {
+                name,
+                state: Some(state),
+            } => match self.connectors.get(&name) {
+                Some(c) if c.target == state => {}
+                Some(_) => {
+                    if let Err(e) = self.set_target(&name, state).await {
+                        tracing::warn!(connector = %name, "changing its state: {e}");
+                    }
+                }
+                None => {
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.pending_targets.insert(name, state);
+                    }
+                }
+            },
+            ConfigRecord::Restart {
+                name,
+                include_tasks,
+                only_failed,
+            } => {
+                if self.connectors.contains_key(&name) {
+                    if let Err(e) = self.restart(&name, include_tasks, only_failed).await {
+                        tracing::warn!(connector = %name, "restarting: {e}");
+                    }
+                }
+            }
+            ConfigRecord::Target { state: None, .. } | ConfigRecord::Other => {}
+        }
+    }
+
+    /// Writes `records` to the config topic, then applies everything new
+    /// in it: a change is made by the group, in the topic's order.
+    async fn write_configs(
+        &mut self,
+        records: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<(), ControlError> {
+        let Some(cl) = &self.cluster else {
+            return Ok(());
+        };
+        let topics = Arc::clone(&cl.topics);
+        topics
+            .write(&topics.config.config_topic, records)
+            .await
+            .map_err(|e| {
+                ControlError::Failed(format!(
+                    "writing to config.storage.topic '{}': {e:#}",
+                    topics.config.config_topic
+                ))
+            })?;
+        self.sync_configs().await
+    }
+
+    /// Distributed create / reconfigure: validated here, then written.
+    async fn dist_put(
+        &mut self,
+        props: Props,
+        initial: TargetState,
+        create_only: bool,
+    ) -> Result<(ConnectorInfo, bool), ControlError> {
+        self.sync_configs().await?;
+        let (name, exists) = self.name_for_put(&props, create_only)?;
+        let spec = self.validate(props.clone())?;
+        let mut records = Vec::new();
+        if !exists {
+            records.push(dist::target_record(&name, initial));
+        }
+        records.push(dist::connector_record(&name, &props));
+        // Task configs and their commit marker, as Kafka Connect writes
+        // them, for tools that read the config topic.
+        let tasks = Self::task_configs(&spec);
+        for (i, t) in tasks.iter().enumerate() {
+            records.push(dist::task_record(&name, i as u32, t));
+        }
+        records.push(dist::commit_record(&name, tasks.len()));
+        self.write_configs(records).await?;
+        Ok((self.info(&name)?, !exists))
+    }
+
+    /// Stops and forgets connector `name` on this worker.
+    async fn delete_local(&mut self, name: &str) {
+        tracing::info!(connector = %name, "deleting connector");
+        let ids: Vec<u32> = self
+            .connectors
+            .get(name)
+            .map(|c| c.tasks.iter().map(|t| t.id).collect())
+            .unwrap_or_default();
+        let owns_connector = self.owns(name, 0);
+        self.stop_tasks(name).await;
+        self.connectors.remove(name);
+        // As in Kafka Connect, a deleted connector's active topics go with it.
+        self.router.reset_active_topics(name);
+        if let Some(cl) = &self.cluster {
+            let mut records: Vec<(String, Option<Vec<u8>>)> = ids
+                .into_iter()
+                .map(|t| (dist::status_key(name, Some(t)), None))
+                .collect();
+            if owns_connector {
+                records.push((dist::status_key(name, None), None));
+            }
+            let topics = Arc::clone(&cl.topics);
+            if let Err(e) = topics.write(&topics.config.status_topic, records).await {
+                tracing::warn!(connector = %name, "removing its states from status.storage.topic: {e:#}");
+            }
+        }
+    }
+
+    /// Runs exactly the tasks this worker owns now: stops a connector's
+    /// local tasks and starts the owned ones when the two differ.
+    async fn reconcile(&mut self) {
+        let names: Vec<String> = self.connectors.keys().cloned().collect();
+        for name in names {
+            let Some(c) = self.connectors.get(&name) else {
+                continue;
+            };
+            if c.target == TargetState::Stopped {
+                continue;
+            }
+            let n = Self::task_configs(&c.spec).len() as u32;
+            let want: BTreeSet<u32> = (0..n).filter(|t| self.owns(&name, *t)).collect();
+            let have: BTreeSet<u32> = c.tasks.iter().map(|t| t.id).collect();
+            if want == have {
+                continue;
+            }
+            self.stop_tasks(&name).await;
+            if want.is_empty() {
+                tracing::info!(connector = %name, "no task of this connector runs on this worker now");
+            } else {
+                tracing::info!(connector = %name, tasks = ?want, "running this connector's tasks here");
+                self.start(&name).await;
+            }
+        }
+    }
+
+    /// A change of the worker group's assignment.
+    async fn on_membership(&mut self, ev: sluice_kafka::ConsumerEvent) {
+        use sluice_kafka::ConsumerEvent;
+        match ev {
+            // Offsets topic records: read by the offset store instead.
+            ConsumerEvent::Records(_) => {}
+            ConsumerEvent::Assigned(parts) => {
+                if let Some(c) = self.cluster.as_mut() {
+                    c.owned.extend(parts.iter().map(|p| p.partition));
+                    c.generation += 1;
+                    tracing::info!(
+                        "worker group: this worker now holds {} of the {} work partitions",
+                        c.owned.len(),
+                        c.topics.offset_partitions
+                    );
+                }
+                if let Err(e) = self.sync_configs().await {
+                    tracing::warn!("{e}");
+                }
+                self.reconcile().await;
+            }
+            ConsumerEvent::Revoked(rev) => {
+                if let Some(c) = self.cluster.as_mut() {
+                    for p in &rev.partitions {
+                        c.owned.remove(&p.partition);
+                    }
+                    c.generation += 1;
+                    tracing::info!(
+                        "worker group: this worker now holds {} of the {} work partitions",
+                        c.owned.len(),
+                        c.topics.offset_partitions
+                    );
+                }
+                // The partitions go to other workers only after their tasks
+                // stopped here and their offsets are committed.
+                self.reconcile().await;
+                if let Some(c) = self.committer.as_mut() {
+                    if let Err(e) = c.commit().await {
+                        tracing::error!("committing offsets before a rebalance: {e}");
+                    }
+                }
+                rev.release(sluice_kafka::CommitOffsets::new());
+            }
+        }
+    }
+
     async fn handle(&mut self, cmd: Command) {
         // A requester that went away does not care about the answer.
         match cmd {
@@ -1109,18 +1612,26 @@ impl Runtime {
                 let _ = r.send(self.info(&n));
             }
             Command::Status(n, r) => {
+                self.refresh_statuses().await;
                 let _ = r.send(self.status(&n));
             }
             Command::Tasks(n, r) => {
                 let _ = r.send(self.get(&n).map(|c| {
-                    c.tasks
-                        .iter()
-                        .map(|t| TaskInfo {
+                    let all = self.task_ids(&n);
+                    let configs = Self::task_configs(&c.spec);
+                    all.into_iter()
+                        .map(|id| TaskInfo {
                             id: TaskId {
                                 connector: n.clone(),
-                                task: t.id,
+                                task: id,
                             },
-                            config: t.props.clone(),
+                            config: c
+                                .tasks
+                                .iter()
+                                .find(|t| t.id == id)
+                                .map(|t| t.props.clone())
+                                .or_else(|| configs.get(id as usize).cloned())
+                                .unwrap_or_default(),
                         })
                         .collect()
                 }));
@@ -1131,17 +1642,28 @@ impl Runtime {
                 create_only,
                 reply,
             } => {
-                let _ = reply.send(self.put(props, initial, create_only).await);
+                let result = if self.cluster.is_some() {
+                    self.dist_put(props, initial, create_only).await
+                } else {
+                    self.put(props, initial, create_only).await
+                };
+                let _ = reply.send(result);
             }
             Command::Delete(n, r) => {
-                let result = match self.get(&n) {
-                    Ok(_) => {
-                        tracing::info!(connector = %n, "deleting connector");
-                        self.stop_tasks(&n).await;
-                        self.connectors.remove(&n);
-                        // As in Kafka Connect, a deleted connector's active
-                        // topics go with it.
-                        self.router.reset_active_topics(&n);
+                let result = match self
+                    .sync_configs()
+                    .await
+                    .and_then(|()| self.get(&n).map(|_| ()))
+                {
+                    Ok(()) if self.cluster.is_some() => {
+                        self.write_configs(vec![
+                            dist::connector_tombstone(&n),
+                            dist::target_tombstone(&n),
+                        ])
+                        .await
+                    }
+                    Ok(()) => {
+                        self.delete_local(&n).await;
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -1149,7 +1671,19 @@ impl Runtime {
                 let _ = r.send(result);
             }
             Command::Target(n, t, r) => {
-                let _ = r.send(self.set_target(&n, t).await);
+                let result = if self.cluster.is_some() {
+                    match self
+                        .sync_configs()
+                        .await
+                        .and_then(|()| self.get(&n).map(|_| ()))
+                    {
+                        Ok(()) => self.write_configs(vec![dist::target_record(&n, t)]).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    self.set_target(&n, t).await
+                };
+                let _ = r.send(result);
             }
             Command::Restart {
                 name,
@@ -1157,7 +1691,32 @@ impl Runtime {
                 only_failed,
                 reply,
             } => {
-                let _ = reply.send(self.restart(&name, include_tasks, only_failed).await);
+                let result = if self.cluster.is_some() {
+                    match self
+                        .sync_configs()
+                        .await
+                        .and_then(|()| self.get(&name).map(|_| ()))
+                    {
+                        Ok(()) => match self
+                            .write_configs(vec![dist::restart_record(
+                                &name,
+                                include_tasks,
+                                only_failed,
+                            )])
+                            .await
+                        {
+                            Ok(()) => {
+                                self.refresh_statuses().await;
+                                self.status(&name)
+                            }
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    self.restart(&name, include_tasks, only_failed).await
+                };
+                let _ = reply.send(result);
             }
             Command::Offsets(n, r) => {
                 let _ = r.send(self.offsets(&n));
@@ -1208,6 +1767,26 @@ impl Runtime {
     }
 }
 
+/// A source task's run, boxed so that tasks over either output kind can
+/// be started alike.
+type TaskFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+
+/// A source task's way into Kafka: ready, or (exactly-once) a
+/// transactional producer still to be initialized, which the task's own
+/// future does before it runs.
+enum Output {
+    Ready(Option<KafkaSourceOutput>),
+    Transactional(MakeOutput),
+}
+
+/// Initializes a transactional output: the output and its committer.
+type MakeOutput = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = anyhow::Result<(KafkaSourceOutput, JoinHandle<()>)>>
+            + Send,
+    >,
+>;
+
 /// A source task's run as a `'static` future.
 async fn task_fut(
     mut task: Box<dyn sluice_core::connector::SourceTask>,
@@ -1244,6 +1823,31 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
         }
     };
     let (exits, mut exited) = mpsc::unbounded_channel();
+    let topics = match (&config.distributed, &kafka) {
+        (Some(d), Some(k)) => {
+            match InternalTopics::open(&k.config, &k.admin, k.producer.clone(), d.clone()).await {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => return Err(WorkerError::Kafka(format!("{e:#}"))),
+            }
+        }
+        _ => None,
+    };
+    let committer = match &topics {
+        Some(t) => {
+            let mut c = Committer::over_topic(
+                crate::offset_file::OffsetStore::memory(&format!(
+                    "offsets topic '{}'",
+                    t.config.offset_topic
+                )),
+                Arc::clone(t),
+            );
+            if let Err(e) = c.refresh().await {
+                return Err(WorkerError::Kafka(e.to_string()));
+            }
+            Some(c)
+        }
+        None => offsets.map(|store| Committer::new(store, Vec::new())),
+    };
     let mut rt = Runtime {
         config: config.clone(),
         registry,
@@ -1254,14 +1858,32 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
         // Over Kafka, index 0 of a source's tracker is the producer.
         next_sink_index: if kafka.is_some() { PRODUCER + 1 } else { 0 },
         next_generation: 0,
-        committer: offsets.map(|store| Committer::new(store, Vec::new())),
+        committer,
         kafka,
         ackers: Vec::new(),
         source_stop: shutdown.child_token(),
         sink_stop: CancellationToken::new(),
         exits,
+        cluster: topics.as_ref().map(|t| Cluster {
+            topics: Arc::clone(t),
+            owned: BTreeSet::new(),
+            generation: 0,
+            statuses: BTreeMap::new(),
+            pending_targets: BTreeMap::new(),
+        }),
     };
     let mut failures = Vec::new();
+    let mut membership = None;
+    let connectors = match &topics {
+        Some(t) => match join_group(&mut rt, t, connectors).await {
+            Ok(m) => {
+                membership = Some(m);
+                Vec::new()
+            }
+            Err(e) => return Err(WorkerError::Kafka(format!("{e:#}"))),
+        },
+        None => connectors,
+    };
     // Sinks first: sources must find their queues.
     let mut ordered: Vec<ConnectorSpec> = connectors;
     ordered.sort_by_key(|c| c.kind == ConnectorKind::Source);
@@ -1290,6 +1912,9 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // How soon a worker sees another's config change.
+    let mut config_tick = tokio::time::interval(CONFIG_POLL);
+    config_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut inbox_open = true;
     while failures.is_empty() || !stop_on_task_failure {
         tokio::select! {
@@ -1298,10 +1923,26 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
                 break;
             }
             Some(exit) = exited.recv() => {
+                let name = exit.connector.clone();
                 if let Some(f) = rt.task_exited(exit) {
                     if stop_on_task_failure {
                         failures.push(f);
                     }
+                }
+                rt.publish_status(&name).await;
+            }
+            ev = next_membership_event(&mut membership) => match ev {
+                Some(ev) => rt.on_membership(ev).await,
+                None => {
+                    let f = "the worker group's consumer stopped: this worker can no longer take part in the group".to_string();
+                    tracing::error!("{f}");
+                    failures.push(f);
+                    break;
+                }
+            },
+            _ = config_tick.tick(), if rt.cluster.is_some() => {
+                if let Err(e) = rt.sync_configs().await {
+                    tracing::warn!("{e}");
                 }
             }
             cmd = inbox.recv(), if inbox_open => match cmd {
@@ -1388,10 +2029,104 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
             failures.push(f);
         }
     }
+    if let Some(m) = membership.take() {
+        // Leaving the group hands this worker's tasks to the others, now
+        // that they are stopped and their offsets committed.
+        m.close().await;
+    }
     if failures.is_empty() {
         tracing::info!("worker stopped");
         Ok(())
     } else {
         Err(WorkerError::TaskFailed(failures))
     }
+}
+
+/// How often a distributed worker reads the config topic for changes made
+/// through other workers.
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn next_membership_event(
+    m: &mut Option<sluice_kafka::Consumer>,
+) -> Option<sluice_kafka::ConsumerEvent> {
+    match m {
+        Some(c) => c.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Distributed start-up: loads the connectors of the config topic, adds
+/// the command line's connectors that it lacks, and joins the worker group
+/// (whose assignments then start this worker's tasks).
+async fn join_group(
+    rt: &mut Runtime,
+    topics: &Arc<InternalTopics>,
+    from_files: Vec<ConnectorSpec>,
+) -> anyhow::Result<sluice_kafka::Consumer> {
+    use anyhow::Context as _;
+    rt.refresh_statuses().await;
+    rt.sync_configs().await?;
+    for spec in from_files {
+        match rt.connectors.get(&spec.name) {
+            None => {
+                tracing::info!(connector = %spec.name, "adding the connector of the command line to the group");
+                let mut records = vec![
+                    dist::target_record(&spec.name, TargetState::Running),
+                    dist::connector_record(&spec.name, &spec.props),
+                ];
+                let tasks = Runtime::task_configs(&spec);
+                for (i, t) in tasks.iter().enumerate() {
+                    records.push(dist::task_record(&spec.name, i as u32, t));
+                }
+                records.push(dist::commit_record(&spec.name, tasks.len()));
+                rt.write_configs(records).await?;
+            }
+            Some(c) if c.spec.props != spec.props => tracing::warn!(
+                connector = %spec.name,
+                "the group already has this connector with another config; keeping the group's (change it with PUT /connectors/{}/config)",
+                spec.name
+            ),
+            Some(_) => {}
+        }
+    }
+    let d = &topics.config;
+    let kafka = rt
+        .kafka
+        .as_ref()
+        .context("distributed mode without Kafka clients")?;
+    let grace = rt.config.task_shutdown_timeout;
+    let options = sluice_kafka::ConsumerOptions {
+        // Incremental cooperative rebalancing, as Kafka Connect's workers
+        // do: when a worker joins or leaves, only the moved partitions'
+        // tasks stop and start; the sticky assignment deals a new group's
+        // partitions out in turn, so a connector's consecutive tasks land
+        // on different workers.
+        settings: vec![
+            (
+                "partition.assignment.strategy".into(),
+                "cooperative-sticky".into(),
+            ),
+            ("client.id".into(), rt.worker_id()),
+            (
+                "session.timeout.ms".into(),
+                d.session_timeout_ms.to_string(),
+            ),
+            (
+                "heartbeat.interval.ms".into(),
+                d.heartbeat_interval_ms.to_string(),
+            ),
+            ("auto.offset.reset".into(), "latest".into()),
+        ],
+        revoke_timeout: grace * 3 + std::time::Duration::from_secs(10),
+        ..sluice_kafka::ConsumerOptions::default()
+    };
+    tracing::info!(group = %d.group_id, worker = %rt.worker_id(), "joining the worker group");
+    sluice_kafka::Consumer::join(
+        &kafka.config,
+        &d.group_id,
+        sluice_kafka::Subscription::Topics(vec![d.offset_topic.clone()]),
+        options,
+    )
+    .await
+    .with_context(|| format!("joining worker group '{}'", d.group_id))
 }
