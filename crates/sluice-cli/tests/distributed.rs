@@ -378,6 +378,7 @@ async fn two_workers_share_the_scenario_and_survive_a_kill_9() {
 
     // kill -9 the worker running the source; the other one takes over
     // from the offsets topic once the group notices.
+    let logs = [a.log.clone(), b.log.clone()];
     let st = status(&a, "pg-orders-source");
     let source_worker = st["tasks"][0]["worker_id"].as_str().unwrap().to_string();
     let (victim, survivor) = if source_worker == a.id() {
@@ -447,6 +448,10 @@ async fn two_workers_share_the_scenario_and_survive_a_kill_9() {
         "clean stop; log:\n{}",
         survivor.log_text()
     );
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("s3cret-pw"), "a secret in {}", log.display());
+    }
 }
 
 /// Reads Debezium events until `want` distinct orderids were seen,
