@@ -32,7 +32,10 @@ fn help_and_version() {
     let out = sluice(&["connect", "--help"], dir.path());
     assert!(out.status.success());
     let help = text(&out.stdout);
-    assert!(help.contains("standalone mode"), "{help}");
+    assert!(
+        help.contains("standalone") && help.contains("distributed with group.id"),
+        "{help}"
+    );
     assert!(
         help.contains("[WORKER_CONFIG] CONNECTOR_CONFIG..."),
         "{help}"

@@ -21,10 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use anyhow::Context as _;
 use futures::FutureExt as _;
 use serde::Serialize;
 use sluice_core::config::Props;
 use sluice_core::connector::{ConnectorKind, SinkContext, SourceContext};
+use sluice_kafka::ClientRole;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -691,7 +693,21 @@ impl Runtime {
                     let (pause, paused) = watch::channel(start_paused);
                     let over_kafka = match (&self.kafka, &spec.subscription) {
                         (Some(k), Some(sub)) => {
-                            Some((Arc::clone(&k.config), consumer_subscription(sub)))
+                            match client_overrides(&k.config, &spec.props, ClientRole::Consumer) {
+                                Ok(cfg) => Some((cfg, consumer_subscription(sub))),
+                                Err(e) => {
+                                    let f = format!("{label}: could not start: {e:#}");
+                                    tasks.push(TaskRun::failed(
+                                        task_id,
+                                        props,
+                                        f.clone(),
+                                        stop,
+                                        pause,
+                                    ));
+                                    failures.push(f);
+                                    continue;
+                                }
+                            }
                         }
                         _ => None,
                     };
@@ -836,6 +852,31 @@ impl Runtime {
                                     stop.cancel();
                                 })
                             };
+                            // `producer.override.*`: this connector's own
+                            // producer settings.
+                            let overridden = match &self.kafka {
+                                Some(k) => match client_overrides(
+                                    &k.config,
+                                    &spec.props,
+                                    ClientRole::Producer,
+                                ) {
+                                    Ok(cfg) if !Arc::ptr_eq(&cfg, &k.config) => Some(cfg),
+                                    Ok(_) => None,
+                                    Err(e) => {
+                                        let f = format!("{label}: could not start: {e:#}");
+                                        tasks.push(TaskRun::failed(
+                                            task_id,
+                                            props,
+                                            f.clone(),
+                                            stop,
+                                            pause,
+                                        ));
+                                        failures.push(f);
+                                        continue;
+                                    }
+                                },
+                                None => None,
+                            };
                             let output = match (&self.kafka, creation, &eos) {
                                 (Some(k), Some(creation), Some((group, offsets_topic))) => {
                                     let settings = TransactionBoundary::from_connector_props(
@@ -866,9 +907,12 @@ impl Runtime {
                                             continue;
                                         }
                                     };
-                                    let (k, tracker) = (k.clone(), Arc::clone(&tracker));
+                                    let (mut k, tracker) = (k.clone(), Arc::clone(&tracker));
+                                    if let Some(cfg) = overridden {
+                                        k.config = cfg;
+                                    }
                                     let label = label.clone();
-                                    Output::Transactional(Box::pin(async move {
+                                    Output::Deferred(Box::pin(async move {
                                         let id = settings.transactional_id.clone();
                                         let out = KafkaSourceOutput::new_transactional(
                                             &k, creation, tracker, on_failure, settings,
@@ -878,6 +922,23 @@ impl Runtime {
                                             "{label}: exactly-once: records and offsets in transactions of transactional.id '{id}'"
                                         );
                                         Ok(out)
+                                    }))
+                                }
+                                (Some(k), Some(creation), None) if overridden.is_some() => {
+                                    let (mut k, tracker) = (k.clone(), Arc::clone(&tracker));
+                                    let label = label.clone();
+                                    Output::Deferred(Box::pin(async move {
+                                        if let Some(cfg) = overridden {
+                                            k.producer = sluice_kafka::Producer::connect(&cfg)
+                                                .await
+                                                .with_context(|| {
+                                                    format!("{label}: its producer (producer.override.*)")
+                                                })?;
+                                            k.config = cfg;
+                                        }
+                                        Ok(KafkaSourceOutput::new(
+                                            &k, creation, tracker, on_failure,
+                                        ))
                                     }))
                                 }
                                 (Some(k), Some(creation), None) => {
@@ -900,7 +961,7 @@ impl Runtime {
                                 Arc::clone(&tracker),
                                 tx,
                             );
-                            if matches!(output, Output::Transactional(_)) {
+                            if eos.is_some() && self.kafka.is_some() {
                                 commit_source = commit_source.stored_by_task();
                             }
                             committer.add_source(commit_source);
@@ -935,7 +996,7 @@ impl Runtime {
                                     };
                                     Box::pin(task_fut(task, ctx(sender)))
                                 }
-                                Output::Transactional(make) => {
+                                Output::Deferred(make) => {
                                     let grace = self.config.task_shutdown_timeout;
                                     Box::pin(async move {
                                         let (out, acker) = make.await?;
@@ -1771,15 +1832,15 @@ impl Runtime {
 /// be started alike.
 type TaskFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
 
-/// A source task's way into Kafka: ready, or (exactly-once) a
-/// transactional producer still to be initialized, which the task's own
-/// future does before it runs.
+/// A source task's way into Kafka: ready, or still to be connected (a
+/// transactional producer, or the connector's own producer), which the
+/// task's own future does before it runs.
 enum Output {
     Ready(Option<KafkaSourceOutput>),
-    Transactional(MakeOutput),
+    Deferred(MakeOutput),
 }
 
-/// Initializes a transactional output: the output and its committer.
+/// Connects a task's own output: the output and what acknowledges it.
 type MakeOutput = std::pin::Pin<
     Box<
         dyn std::future::Future<Output = anyhow::Result<(KafkaSourceOutput, JoinHandle<()>)>>
@@ -2042,6 +2103,33 @@ pub(super) async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(
     }
 }
 
+/// The worker's Kafka settings with a connector's `producer.override.*` or
+/// `consumer.override.*` applied (the same Arc when it has none).
+fn client_overrides(
+    base: &Arc<sluice_kafka::KafkaConfig>,
+    props: &Props,
+    role: ClientRole,
+) -> anyhow::Result<Arc<sluice_kafka::KafkaConfig>> {
+    let prefix = match role {
+        ClientRole::Producer => "producer.override.",
+        ClientRole::Consumer => "consumer.override.",
+        ClientRole::Admin => "admin.override.",
+    };
+    let mut overrides = props
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k, v)))
+        .peekable();
+    if overrides.peek().is_none() {
+        return Ok(Arc::clone(base));
+    }
+    let mut cfg = (**base).clone();
+    for (k, v) in overrides {
+        cfg.set_override(role, k, v)
+            .map_err(|e| anyhow::anyhow!("'{prefix}{k}': {e}"))?;
+    }
+    Ok(Arc::new(cfg))
+}
+
 /// How often a distributed worker reads the config topic for changes made
 /// through other workers.
 const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -2129,4 +2217,51 @@ async fn join_group(
     )
     .await
     .with_context(|| format!("joining worker group '{}'", d.group_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::config::props_from;
+
+    #[test]
+    fn connector_client_overrides_apply_to_their_role_only() {
+        let base = Arc::new(sluice_kafka::KafkaConfig::new("127.0.0.1:9092"));
+        let none =
+            client_overrides(&base, &props_from(&[("name", "c")]), ClientRole::Producer).unwrap();
+        assert!(
+            Arc::ptr_eq(&none, &base),
+            "no override: the worker's settings"
+        );
+        let props = props_from(&[
+            ("producer.override.linger.ms", "20"),
+            ("consumer.override.max.poll.interval.ms", "10000"),
+        ]);
+        let p = client_overrides(&base, &props, ClientRole::Producer).unwrap();
+        assert_eq!(
+            p.override_value(ClientRole::Producer, "linger.ms"),
+            Some("20")
+        );
+        assert_eq!(
+            p.override_value(ClientRole::Consumer, "max.poll.interval.ms"),
+            None
+        );
+        let c = client_overrides(&base, &props, ClientRole::Consumer).unwrap();
+        assert_eq!(
+            c.override_value(ClientRole::Consumer, "max.poll.interval.ms"),
+            Some("10000")
+        );
+        // Settings Sluice owns are refused, naming the key.
+        let err = client_overrides(
+            &base,
+            &props_from(&[("producer.override.enable.idempotence", "false")]),
+            ClientRole::Producer,
+        )
+        .expect_err("a reserved key");
+        assert!(
+            err.to_string()
+                .contains("producer.override.enable.idempotence"),
+            "{err}"
+        );
+    }
 }
