@@ -3,6 +3,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod datagen;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -75,6 +76,8 @@ enum Command {
     Connect(ConnectArgs),
     /// Shows Sluice end to end: a throwaway PostgreSQL, live changes, captured and verified.
     Demo(demo::DemoArgs),
+    /// Generates the reference scenario's orders: one insert every 3 s, or a chosen rate and mix of changes.
+    Datagen(datagen::DatagenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
             ExitCode::from(connect(&args.files))
         }
         Command::Demo(args) => ExitCode::from(demo::run(&args, plugins())),
+        Command::Datagen(args) => ExitCode::from(datagen::main(&args)),
     }
 }
 
