@@ -52,6 +52,7 @@ fn plugins() -> Vec<Arc<dyn ConnectorPlugin>> {
     vec![
         // Sinks.
         sluice_connect::file_sink::plugin(),
+        sluice_duckdb::plugin(),
         // Sources.
         sluice_postgres::plugin(),
     ]
