@@ -107,6 +107,12 @@ impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rate::Max => f.write_str("max"),
+            // The scenario's 1/3 reads better as a period than as 0.333...
+            Rate::PerSecond(r) if *r < 1.0 => {
+                let period = format!("{:.3}", 1.0 / r);
+                let period = period.trim_end_matches('0').trim_end_matches('.');
+                write!(f, "one row every {period} s")
+            }
             Rate::PerSecond(r) => write!(f, "{r} rows/s"),
         }
     }
@@ -701,10 +707,9 @@ async fn execute(
 fn conn_params(url: Option<&str>) -> Result<ConnParams> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let cfg = match url {
-        Some(u) => Some(
-            tokio_postgres::Config::from_str(u)
-                .map_err(|e| anyhow::anyhow!("--pg: not a valid connection URL: {e}"))?,
-        ),
+        Some(u) => Some(tokio_postgres::Config::from_str(u).map_err(|e| {
+            anyhow::anyhow!("--pg (or URL): not a valid connection URL or key=value string: {e}")
+        })?),
         None => None,
     };
     let port = match cfg.as_ref().and_then(|c| c.get_ports().first().copied()) {
@@ -1019,6 +1024,11 @@ mod tests {
         assert_eq!("max".parse::<Rate>(), Ok(Rate::Max));
         assert_eq!("250".parse::<Rate>(), Ok(Rate::PerSecond(250.0)));
         assert_eq!("0.5".parse::<Rate>(), Ok(Rate::PerSecond(0.5)));
+        assert_eq!(
+            Rate::PerSecond(DEFAULT_RATE).to_string(),
+            "one row every 3 s"
+        );
+        assert_eq!(Rate::PerSecond(250.0).to_string(), "250 rows/s");
         for bad in ["fast", "0", "-3", "inf", "NaN"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad:?} parsed");
         }
