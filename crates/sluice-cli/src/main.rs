@@ -5,6 +5,7 @@
 
 mod datagen;
 mod demo;
+mod query;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -79,6 +80,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Generates the reference scenario's orders: one insert every 3 s, or a chosen rate and mix of changes.
     Datagen(datagen::DatagenArgs),
+    /// Runs SQL against a DuckDB file and prints the result (table, CSV or JSON).
+    Query(query::QueryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
         }
         Command::Demo(args) => ExitCode::from(demo::run(&args, plugins())),
         Command::Datagen(args) => ExitCode::from(datagen::main(&args)),
+        Command::Query(args) => ExitCode::from(query::run(&args)),
     }
 }
 
