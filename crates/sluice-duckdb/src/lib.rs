@@ -27,8 +27,9 @@
 //!   the topic's last dot-separated segment, mode `upsert`.
 //! - `flush.size.records` (default 10000): records buffered before they
 //!   are written without waiting for the worker's flush.
-//! - `flush.interval.ms`: accepted for compatibility; the worker's own
-//!   `offset.flush.interval.ms` decides when `flush` is called.
+//! - `flush.interval.ms` (default 10000): buffered records older than this
+//!   are written at the next `put`, without waiting for the worker's flush
+//!   (which comes every `offset.flush.interval.ms` and always writes).
 //! - `duckdb.dedup` (`source` | `offset` | `none`, default `source`).
 //!
 //! # Modes
@@ -81,6 +82,7 @@ mod writer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use async_trait::async_trait;
@@ -97,6 +99,7 @@ use writer::{Batch, Column, Position, Row, RowKind, Writer};
 pub const CLASS: &str = "io.sluice.connect.duckdb.DuckDbSinkConnector";
 
 const DEFAULT_FLUSH_SIZE: usize = 10_000;
+const DEFAULT_FLUSH_INTERVAL_MS: u64 = 10_000;
 
 /// The DuckDB sink plugin.
 pub fn plugin() -> Arc<dyn ConnectorPlugin> {
@@ -144,7 +147,7 @@ impl ConnectorPlugin for DuckDbSink {
             ConfigKey::new(
                 "flush.interval.ms",
                 ConfigType::String,
-                "Accepted for compatibility; the worker's offset.flush.interval.ms decides when buffered records are flushed.",
+                "Buffered records older than this are written at the next put, without waiting for the worker's flush.",
             )
             .default("10000"),
             ConfigKey::new(
@@ -173,6 +176,7 @@ impl ConnectorPlugin for DuckDbSink {
             ctx,
             batch: Batch::default(),
             buffered: 0,
+            oldest: None,
             committed: HashMap::new(),
             seen: HashMap::new(),
             skipped: 0,
@@ -185,6 +189,7 @@ struct Settings {
     path: String,
     mapping: Mapping,
     flush_size: usize,
+    flush_interval: Duration,
     dedup: Dedup,
 }
 
@@ -224,15 +229,20 @@ impl Settings {
                 }
             },
         };
-        if let Some(v) = get("flush.interval.ms") {
-            if v.parse::<u64>().is_err() {
-                errors.push(ConfigError::new(
-                    "flush.interval.ms",
-                    Some(&v),
-                    "must be a non-negative integer",
-                ));
-            }
-        }
+        let flush_interval = match get("flush.interval.ms") {
+            None => Duration::from_millis(DEFAULT_FLUSH_INTERVAL_MS),
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms) => Duration::from_millis(ms),
+                Err(_) => {
+                    errors.push(ConfigError::new(
+                        "flush.interval.ms",
+                        Some(&v),
+                        "must be a non-negative integer",
+                    ));
+                    Duration::from_millis(DEFAULT_FLUSH_INTERVAL_MS)
+                }
+            },
+        };
         let dedup = match get("duckdb.dedup").as_deref() {
             None | Some("source") => Dedup::Source,
             Some("offset") => Dedup::Offset,
@@ -251,6 +261,7 @@ impl Settings {
                 path,
                 mapping,
                 flush_size,
+                flush_interval,
                 dedup,
             })
         } else {
@@ -267,6 +278,8 @@ struct DuckDbSinkTask {
     ctx: SinkContext,
     batch: Batch,
     buffered: usize,
+    /// When the oldest buffered record arrived.
+    oldest: Option<Instant>,
     /// Positions durably written (read at start, advanced by each flush).
     committed: HashMap<PartitionKey, Position>,
     /// The last position seen per partition (for ordinals), written or not.
@@ -440,6 +453,7 @@ impl DuckDbSinkTask {
             self.batch.positions.insert(pkey, pos);
         }
         self.buffered += 1;
+        self.oldest.get_or_insert_with(Instant::now);
         Ok(())
     }
 
@@ -470,6 +484,7 @@ impl DuckDbSinkTask {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         self.buffered = 0;
+        self.oldest = None;
         tokio::task::spawn_blocking(move || {
             let mut w = writer
                 .lock()
@@ -595,6 +610,12 @@ impl SinkTask for DuckDbSinkTask {
             if self.buffered >= self.settings.flush_size {
                 self.write().await?;
             }
+        }
+        if self
+            .oldest
+            .is_some_and(|t| t.elapsed() >= self.settings.flush_interval)
+        {
+            self.write().await?;
         }
         Ok(())
     }

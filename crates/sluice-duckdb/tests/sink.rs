@@ -582,3 +582,30 @@ fn config_errors_name_the_key() {
         assert!(errs.contains(key), "{key} missing in {errs}");
     }
 }
+
+#[tokio::test]
+async fn flush_size_and_interval_write_before_the_workers_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sink.duckdb");
+    let mut ev = Events::new(row_schema(true, false));
+    let records: Vec<Record> = (1..=5)
+        .map(|i| ev.record(Op::Create, i, "n", 100 * i64::from(i)))
+        .collect();
+    // Two full batches of two are written during put; the fifth record waits
+    // for a flush that never comes (the task is dropped, as in a crash).
+    let mut t = task(&db, &[("flush.size.records", "2")]);
+    t.put(&records).await.expect("put");
+    drop(t);
+    assert_eq!(
+        query_strings(&db, "SELECT id::VARCHAR FROM items ORDER BY id"),
+        ["1", "2", "3", "4"]
+    );
+    // An interval of 0 writes whatever a put buffered at its end.
+    let mut t = task(&db, &[("flush.interval.ms", "0")]);
+    t.put(&records[4..]).await.expect("put");
+    drop(t);
+    assert_eq!(
+        query_strings(&db, "SELECT count(*)::VARCHAR FROM items"),
+        ["5"]
+    );
+}

@@ -1,0 +1,271 @@
+//! PostgreSQL → Sluice worker (in-process transport, real PostgreSQL
+//! source) → DuckDB: real column types and values, both modes, and a
+//! restart in which the source re-sends events the sink already wrote.
+
+use std::path::Path;
+use std::time::Duration;
+
+use duckdb::Connection;
+use serde_json::{json, Value as Json};
+use sluice_connect::config_files::{load_connector, load_props};
+use sluice_connect::{Registry, Worker};
+use tokio_util::sync::CancellationToken;
+
+struct Pipeline {
+    dir: tempfile::TempDir,
+}
+
+impl Pipeline {
+    fn new(db: &str) -> Pipeline {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = sluice_testkit::shared();
+        let source = json!({"name": "pg", "config": {
+            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+            "database.hostname": "127.0.0.1",
+            "database.port": c.port().to_string(),
+            "database.user": "postgres",
+            "database.dbname": db,
+            "topic.prefix": "test",
+            "slot.name": format!("slot_{db}"),
+            "publication.name": format!("pub_{db}"),
+            "database.sslmode": "disable",
+            "status.update.interval.ms": "1000",
+        }});
+        let upsert = json!({"name": "duck-upsert", "config": {
+            "connector.class": "duckdb",
+            "topics": "test.public.kinds",
+            "duckdb.path": dir.path().join("upsert.duckdb").display().to_string(),
+        }});
+        let append = json!({"name": "duck-append", "config": {
+            "connector.class": "duckdb",
+            "topics.regex": "test\\.public\\..*",
+            "duckdb.path": dir.path().join("append.duckdb").display().to_string(),
+            "duckdb.tables.topics.mapping": "[{'topic': 'test.public.kinds', 'table': 'kinds_log', 'mode': 'append'}]",
+        }});
+        for (name, v) in [("source", source), ("upsert", upsert), ("append", append)] {
+            std::fs::write(dir.path().join(format!("{name}.json")), v.to_string()).expect("write");
+        }
+        std::fs::write(
+            dir.path().join("worker.properties"),
+            format!(
+                "offset.storage.file.filename={}\noffset.flush.interval.ms=100\n\
+                 key.converter=org.apache.kafka.connect.json.JsonConverter\n\
+                 value.converter=org.apache.kafka.connect.json.JsonConverter\n",
+                dir.path().join("offsets.json").display()
+            ),
+        )
+        .expect("write");
+        Pipeline { dir }
+    }
+
+    fn path(&self, f: &str) -> std::path::PathBuf {
+        self.dir.path().join(f)
+    }
+
+    /// Starts the worker.
+    fn start(&self) -> Running {
+        let registry = Registry::new(vec![sluice_postgres::plugin(), sluice_duckdb::plugin()]);
+        let props = load_props(&self.path("worker.properties")).expect("worker props");
+        let connectors = ["source", "upsert", "append"]
+            .iter()
+            .map(|n| load_connector(&self.path(&format!("{n}.json"))).expect("connector"))
+            .collect::<Vec<_>>();
+        let worker = Worker::new(&registry, &props, &connectors).expect("valid config");
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(worker.run(shutdown.clone()));
+        Running {
+            shutdown,
+            run,
+            offsets: self.path("offsets.json"),
+        }
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    run: tokio::task::JoinHandle<Result<(), sluice_connect::WorkerError>>,
+    offsets: std::path::PathBuf,
+}
+
+impl Running {
+    /// Waits until the committed source offset is past `lsn`: every sink
+    /// has then flushed the events up to it.
+    async fn wait_offset(&self, lsn: i64) {
+        let offsets = self.offsets.clone();
+        let reached = sluice_testkit::eventually(Duration::from_secs(120), || {
+            let offsets = offsets.clone();
+            async move { (max_lsn(&offsets) > lsn).then_some(()) }
+        })
+        .await;
+        assert!(
+            reached.is_some(),
+            "the source offset never passed LSN {lsn}"
+        );
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.run.await.expect("worker task").expect("clean stop");
+    }
+}
+
+/// The largest LSN-named number in the offset file (0 when there is none).
+fn max_lsn(path: &Path) -> i64 {
+    fn walk(v: &Json, best: &mut i64) {
+        match v {
+            Json::Object(m) => {
+                for (k, v) in m {
+                    if k.starts_with("lsn") {
+                        if let Some(n) = v.as_i64() {
+                            *best = (*best).max(n);
+                        }
+                    }
+                    walk(v, best);
+                }
+            }
+            Json::Array(a) => a.iter().for_each(|v| walk(v, best)),
+            Json::String(s) => {
+                if let Ok(inner) = serde_json::from_str::<Json>(s) {
+                    if !inner.is_string() {
+                        walk(&inner, best);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut best = 0;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(v) = serde_json::from_str::<Json>(&text) {
+            walk(&v, &mut best);
+        }
+    }
+    best
+}
+
+/// Runs `sql` in a transaction and returns the WAL position before it, at or
+/// below the LSN of its first change.
+async fn change(pg: &mut tokio_postgres::Client, sql: &str) -> i64 {
+    let tx = pg.transaction().await.expect("begin");
+    let lsn: i64 = tx
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::int8", &[])
+        .await
+        .expect("lsn")
+        .get(0);
+    tx.batch_execute(sql).await.expect("change");
+    tx.commit().await.expect("commit");
+    lsn
+}
+
+fn strings(db: &Path, sql: &str) -> Vec<String> {
+    let conn = Connection::open(db).expect("open duckdb");
+    let mut stmt = conn.prepare(sql).expect("prepare");
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .expect("query")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("rows")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_changes_land_in_duckdb_with_their_types_once() {
+    let c = sluice_testkit::shared();
+    let db = c.create_database("duck").await.expect("create database");
+    let mut pg = c.connect(&db).await.expect("connect");
+    pg.batch_execute(
+        "CREATE TABLE kinds (
+            id int4 PRIMARY KEY, i2 int2, i8 int8, n numeric(10,2), f4 float4, f8 float8,
+            b bool, tx text, vc varchar(20), ba bytea, d date, tm time, ts timestamp,
+            tstz timestamptz, j json, jb jsonb, u uuid, arr int[]);
+         INSERT INTO kinds VALUES
+           (1, -2, 9000000000, 12345.67, 1.5, 2.25, true, 'text', 'varchar', '\\xdead00',
+            '2024-02-29', '12:34:56.5', '2024-02-29 12:34:56.000001', '2024-02-29 12:34:56+02',
+            '{\"a\": 1}', '{\"b\": [1, 2]}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{1,NULL,3}'),
+           (2, NULL, NULL, NULL, NULL, NULL, NULL, 'second', NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL, NULL, NULL);",
+    )
+    .await
+    .expect("schema");
+    let p = Pipeline::new(&db);
+    let running = p.start();
+    // The snapshot's offset is stored once both sinks have flushed it.
+    running.wait_offset(0).await;
+    // Streamed changes, then a column added and one dropped at the source.
+    change(
+        &mut pg,
+        "INSERT INTO kinds (id, tx) VALUES (3, 'three'); UPDATE kinds SET tx = 'first' WHERE id = 1; \
+         DELETE FROM kinds WHERE id = 2;",
+    )
+    .await;
+    let lsn = change(
+        &mut pg,
+        "ALTER TABLE kinds ADD COLUMN extra text; ALTER TABLE kinds DROP COLUMN vc; \
+         INSERT INTO kinds (id, tx, extra) VALUES (4, 'four', 'x4');",
+    )
+    .await;
+    running.wait_offset(lsn).await;
+    running.stop().await;
+
+    let upsert = p.path("upsert.duckdb");
+    let append = p.path("append.duckdb");
+    assert_eq!(
+        strings(
+            &upsert,
+            "SELECT column_name || ' ' || data_type FROM duckdb_columns() WHERE table_name = 'kinds' ORDER BY column_index"
+        ),
+        [
+            "id INTEGER", "i2 SMALLINT", "i8 BIGINT", "n DECIMAL(10,2)", "f4 FLOAT", "f8 DOUBLE",
+            "b BOOLEAN", "tx VARCHAR", "vc VARCHAR", "ba BLOB", "d DATE", "tm TIME", "ts TIMESTAMP",
+            "tstz TIMESTAMP WITH TIME ZONE", "j JSON", "jb JSON", "u UUID", "arr INTEGER[]",
+            "extra VARCHAR",
+        ]
+    );
+    assert_eq!(
+        strings(
+            &upsert,
+            "SELECT concat_ws('|', id, i2, i8, n, f4, f8, b, tx, vc, hex(ba), d, tm, ts, \
+             tstz AT TIME ZONE 'UTC', j->>'$.a', jb->>'$.b[1]', u, arr, coalesce(extra, '-')) \
+             FROM kinds ORDER BY id"
+        ),
+        [
+            "1|-2|9000000000|12345.67|1.5|2.25|true|first|varchar|DEAD00|2024-02-29|12:34:56.5|\
+             2024-02-29 12:34:56.000001|2024-02-29 10:34:56|1|2|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11|[1, NULL, 3]|-",
+            "3|three|-",
+            "4|four|x4",
+        ]
+    );
+    let log_query = "SELECT concat_ws(',', id, __op, __deleted) FROM kinds_log ORDER BY __lsn, id";
+    let log = strings(&append, log_query);
+    assert_eq!(
+        log,
+        [
+            "1,r,false",
+            "2,r,false",
+            "3,c,false",
+            "1,u,false",
+            "2,d,true",
+            "4,c,false"
+        ]
+    );
+
+    // A restart resumes from the stored offset: no second snapshot, and
+    // nothing written twice.
+    let running = p.start();
+    change(&mut pg, "INSERT INTO kinds (id, tx) VALUES (5, 'five');").await;
+    let lsn = change(&mut pg, "UPDATE kinds SET tx = 'five again' WHERE id = 5;").await;
+    running.wait_offset(lsn).await;
+    running.stop().await;
+    let mut expected = vec![
+        "1,r,false",
+        "2,r,false",
+        "3,c,false",
+        "1,u,false",
+        "2,d,true",
+        "4,c,false",
+    ];
+    expected.extend(["5,c,false", "5,u,false"]);
+    assert_eq!(strings(&append, log_query), expected);
+    assert_eq!(
+        strings(&upsert, "SELECT id || ':' || tx FROM kinds WHERE id = 5"),
+        ["5:five again"]
+    );
+}
