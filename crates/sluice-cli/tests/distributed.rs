@@ -412,6 +412,21 @@ async fn two_workers_share_the_scenario_and_survive_a_kill_9() {
         assert_eq!(&sorted, amounts, "order of key {id}: {amounts:?}");
     }
 
+    // The offsets the takeover committed, through the REST API.
+    let (code, offs) = http(
+        survivor.port,
+        "GET",
+        "/connectors/pg-orders-source/offsets",
+        None,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{offs}");
+    assert_eq!(
+        offs["offsets"][0]["partition"]["server"], "myserver",
+        "{offs}"
+    );
+    assert!(offs["offsets"][0]["offset"]["lsn"].is_number(), "{offs}");
+
     // The config topic holds the connectors in Kafka Connect's format.
     let reader = TopicReader::open(&kcfg, "connect-configs").await.unwrap();
     let configs = reader.catch_up().await.unwrap();

@@ -1780,6 +1780,16 @@ impl Runtime {
                 let _ = reply.send(result);
             }
             Command::Offsets(n, r) => {
+                if self.cluster.is_some() {
+                    // Another worker may run the connector: read what it
+                    // committed.
+                    if let Some(c) = self.committer.as_mut() {
+                        if let Err(e) = c.refresh().await {
+                            let _ = r.send(Err(ControlError::Failed(e.to_string())));
+                            return;
+                        }
+                    }
+                }
                 let _ = r.send(self.offsets(&n));
             }
             Command::AlterOffsets(n, changes, r) => {
