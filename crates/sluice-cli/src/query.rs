@@ -27,7 +27,7 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Open the file for writing (to run statements that change it).
+    /// Open the file for writing (to run statements that change it), creating it if missing.
     #[arg(long)]
     pub write: bool,
 }
@@ -66,8 +66,8 @@ struct Table {
 
 /// Runs `sql` against `file` and renders the result in `format`.
 pub fn query(file: &Path, sql: &str, format: Format, write: bool) -> Result<String> {
-    if !file.exists() {
-        bail!("no DuckDB file at {}", file.display());
+    if !file.exists() && !write {
+        bail!("no DuckDB file at {} (--write creates one)", file.display());
     }
     let mode = if write {
         AccessMode::ReadWrite
