@@ -1,12 +1,12 @@
 //! `sluice demo`: Sluice end to end in one command. Starts a throwaway
 //! PostgreSQL cluster (or uses `--pg`), creates the scenario's
-//! `retail.orders_info`, runs the PostgreSQL source and the file sink in one
-//! worker while a generator inserts, updates and deletes orders, then checks
-//! that the state rebuilt from the captured events equals the table.
+//! `retail.orders_info`, runs the PostgreSQL source and the DuckDB sink in
+//! one worker while the scenario's generator inserts, updates and deletes
+//! orders, then prints the scenario's analysis from DuckDB and checks that
+//! the DuckDB table equals the PostgreSQL table.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use serde_json::Value as Json;
 use sluice_connect::config_files::ConnectorFile;
 use sluice_connect::{Registry, Worker, WorkerError};
 use sluice_core::config::Props;
@@ -23,40 +22,17 @@ use sluice_core::connector::ConnectorPlugin;
 use sluice_pglocal::{chown, free_port, is_root, pg_bin_dir};
 use tokio_util::sync::CancellationToken;
 
+use crate::{datagen, query};
+
 /// The topic the source writes `retail.orders_info` to.
 const TOPIC: &str = "myserver.retail.orders_info";
 /// Rows seeded into an empty table, so the demo shows a snapshot.
 const SEED_ROWS: usize = 1000;
-/// The scenario generator's cities.
-const CITIES: [&str; 6] = [
-    "New Delhi",
-    "Seattle",
-    "New York",
-    "Austin",
-    "Chicago",
-    "Cleveland",
-];
 /// Exit code after Ctrl-C/SIGTERM, as shells report a SIGINT death.
 const EXIT_INTERRUPTED: u8 = 130;
-/// How long to wait for the captured events to catch up with the table.
+/// How long to wait for the snapshot, and for DuckDB to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(90);
 
-const CREATE_TABLE: &str = "CREATE SCHEMA IF NOT EXISTS retail;
-CREATE TABLE IF NOT EXISTS retail.orders_info (
-    orderid       SERIAL NOT NULL PRIMARY KEY,
-    custid        INTEGER NOT NULL,
-    amount        INTEGER NOT NULL,
-    city          VARCHAR(255) NOT NULL,
-    purchase_time VARCHAR(20) NOT NULL
-);";
-
-// purchase_time is the server's clock in UTC, so every row of a batch
-// shares one transaction timestamp, as the scenario's "now" does.
-const INSERT: &str = "INSERT INTO retail.orders_info (custid, amount, city, purchase_time) \
-     VALUES ($1, $2, $3, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')) \
-     RETURNING orderid";
-const UPDATE: &str = "UPDATE retail.orders_info SET amount = $2 WHERE orderid = $1";
-const DELETE: &str = "DELETE FROM retail.orders_info WHERE orderid = $1";
 const SELECT_ALL: &str =
     "SELECT orderid, custid, amount, city, purchase_time FROM retail.orders_info";
 
@@ -65,21 +41,24 @@ const SELECT_ALL: &str =
 #[command(
     long_about = "Shows Sluice end to end with one command: starts a throwaway PostgreSQL \
 cluster under DIR/pg (PostgreSQL's binaries are found in /usr/lib/postgresql/*/bin, or \
-$PG_BIN), creates retail.orders_info and seeds it, captures every change with the \
-PostgreSQL source connector into DIR/events.jsonl while a generator inserts, updates and \
-deletes orders, then rebuilds the table from the events and checks it against the database.\n\n\
+$PG_BIN), creates the scenario's retail.orders_info and seeds it, then runs the scenario's \
+order generator (with updates and deletes mixed in), the PostgreSQL source and the DuckDB \
+sink in one process, showing live progress. It then prints the scenario's analysis from \
+the DuckDB file (DIR/sluice-demo.duckdb, table orders), checks that the DuckDB table equals \
+the PostgreSQL table (row count and a checksum over all columns), and stops the cluster. \
+The DuckDB file stays for `sluice query`.\n\n\
 Exit codes: 0 verified, 1 mismatch or failure, 130 interrupted."
 )]
 pub struct DemoArgs {
-    /// Working directory: PostgreSQL's files, offsets and the captured events.
+    /// Working directory: PostgreSQL's files, offsets and the DuckDB file.
     #[arg(long, default_value = "./sluice-demo")]
     dir: PathBuf,
     /// Seconds the generator runs.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 60)]
     duration: u64,
-    /// Changes per second the generator makes (about 85% inserts, 10% updates, 5% deletes).
-    #[arg(long, default_value_t = 200)]
-    rate: u32,
+    /// Changes per second the generator makes (85% inserts, 10% updates, 5% deletes).
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
     /// Use this existing database (a libpq URL or key=value string) instead of
     /// starting one; it needs wal_level=logical. Only the table is created if missing.
     #[arg(long, value_name = "URL")]
@@ -541,313 +520,6 @@ async fn table_state(client: &tokio_postgres::Client) -> Result<BTreeMap<i64, Ro
     Ok(out)
 }
 
-/// A small PRNG: the demo needs spread, not cryptography, and this keeps
-/// the binary free of another dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Rng(t ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15)
-    }
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-enum Op {
-    Insert {
-        custid: i32,
-        amount: i32,
-        city: &'static str,
-    },
-    Update {
-        id: i32,
-        amount: i32,
-    },
-    Delete {
-        id: i32,
-    },
-}
-
-/// What the generator did (committed changes only).
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    inserts: u64,
-    updates: u64,
-    deletes: u64,
-}
-
-impl Counts {
-    fn total(&self) -> u64 {
-        self.inserts + self.updates + self.deletes
-    }
-}
-
-/// Inserts, updates and deletes orders with the scenario's distributions.
-struct Generator {
-    client: tokio_postgres::Client,
-    insert: tokio_postgres::Statement,
-    update: tokio_postgres::Statement,
-    delete: tokio_postgres::Statement,
-    live: Vec<i32>,
-    rng: Rng,
-    counts: Counts,
-}
-
-impl Generator {
-    async fn new(client: tokio_postgres::Client) -> Result<Generator> {
-        let insert = client
-            .prepare(INSERT)
-            .await
-            .context("preparing the insert")?;
-        let update = client
-            .prepare(UPDATE)
-            .await
-            .context("preparing the update")?;
-        let delete = client
-            .prepare(DELETE)
-            .await
-            .context("preparing the delete")?;
-        let live = client
-            .query("SELECT orderid FROM retail.orders_info", &[])
-            .await
-            .context("reading existing orderids")?
-            .iter()
-            .map(|r| r.try_get::<_, i32>(0))
-            .collect::<Result<Vec<_>, _>>()
-            .context("reading existing orderids")?;
-        Ok(Generator {
-            client,
-            insert,
-            update,
-            delete,
-            live,
-            rng: Rng::new(),
-            counts: Counts::default(),
-        })
-    }
-
-    fn new_order(&mut self) -> Op {
-        Op::Insert {
-            custid: self.rng.range(1, 1000) as i32,
-            amount: self.rng.range(100, 199) as i32,
-            city: CITIES[self.rng.below(CITIES.len())],
-        }
-    }
-
-    /// ~85% inserts, ~10% amount updates, ~5% deletes of random live orders.
-    fn next_op(&mut self, inserts_only: bool) -> Op {
-        let roll = self.rng.below(100);
-        if inserts_only || self.live.is_empty() || roll >= 15 {
-            return self.new_order();
-        }
-        let i = self.rng.below(self.live.len());
-        if roll < 10 {
-            Op::Update {
-                id: self.live[i],
-                amount: self.rng.range(100, 199) as i32,
-            }
-        } else {
-            // Removed now so no later op of this batch touches a deleted row.
-            Op::Delete {
-                id: self.live.swap_remove(i),
-            }
-        }
-    }
-
-    /// Runs `n` changes in one transaction, pipelined.
-    async fn batch(&mut self, n: usize, inserts_only: bool) -> Result<()> {
-        let ops: Vec<Op> = (0..n).map(|_| self.next_op(inserts_only)).collect();
-        let tx = self
-            .client
-            .transaction()
-            .await
-            .context("starting a generator transaction")?;
-        let (insert, update, delete) = (&self.insert, &self.update, &self.delete);
-        let results = futures::future::try_join_all(ops.iter().map(|op| {
-            let tx = &tx;
-            async move {
-                match op {
-                    Op::Insert {
-                        custid,
-                        amount,
-                        city,
-                    } => {
-                        let row = tx.query_one(insert, &[custid, amount, city]).await?;
-                        Ok::<_, tokio_postgres::Error>((Some(row.try_get::<_, i32>(0)?), 0))
-                    }
-                    Op::Update { id, amount } => {
-                        Ok((None, tx.execute(update, &[id, amount]).await?))
-                    }
-                    Op::Delete { id } => Ok((None, tx.execute(delete, &[id]).await?)),
-                }
-            }
-        }))
-        .await
-        .context("running a generator batch")?;
-        tx.commit().await.context("committing a generator batch")?;
-        for (op, (new_id, affected)) in ops.iter().zip(results) {
-            match op {
-                Op::Insert { .. } => {
-                    self.counts.inserts += 1;
-                    if let Some(id) = new_id {
-                        self.live.push(id);
-                    }
-                }
-                Op::Update { .. } => self.counts.updates += affected,
-                Op::Delete { .. } => self.counts.deletes += affected,
-            }
-        }
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The captured events.
-
-/// What `events.jsonl` holds so far.
-#[derive(Debug, Default)]
-struct Captured {
-    state: BTreeMap<i64, Row>,
-    by_op: BTreeMap<String, u64>,
-    tombstones: u64,
-    lines: u64,
-    /// One event line to show, with its op.
-    example: Option<(String, String)>,
-}
-
-fn int_field(obj: &Json, name: &str) -> Result<i64> {
-    obj.get(name)
-        .and_then(Json::as_i64)
-        .ok_or_else(|| anyhow!("no integer '{name}'"))
-}
-
-fn row_of(after: &Json) -> Result<(i64, Row)> {
-    let text = |name: &str| {
-        after
-            .get(name)
-            .and_then(Json::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("no string '{name}'"))
-    };
-    Ok((
-        int_field(after, "orderid")?,
-        Row {
-            custid: int_field(after, "custid")?,
-            amount: int_field(after, "amount")?,
-            city: text("city")?,
-            purchase_time: text("purchase_time")?,
-        },
-    ))
-}
-
-/// Rebuilds the table from the file sink's records: r/c/u put the row by
-/// key, d removes it, tombstones carry nothing.
-fn read_events(path: &Path) -> Result<Captured> {
-    let mut out = Captured::default();
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
-    };
-    let mut reader = BufReader::new(file);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = reader
-            .read_line(&mut line)
-            .with_context(|| format!("reading {}", path.display()))?;
-        // A line without its newline is still being written by the sink.
-        if n == 0 || !line.ends_with('\n') {
-            break;
-        }
-        out.lines += 1;
-        let rec: Json = serde_json::from_str(&line)
-            .with_context(|| format!("{} line {}: not JSON", path.display(), out.lines))?;
-        if rec.get("topic").and_then(Json::as_str) != Some(TOPIC) {
-            continue;
-        }
-        let value = match rec.get("value") {
-            None | Some(Json::Null) => {
-                out.tombstones += 1;
-                continue;
-            }
-            Some(v) => v,
-        };
-        let op = value
-            .get("op")
-            .and_then(Json::as_str)
-            .ok_or_else(|| anyhow!("{} line {}: event without op", path.display(), out.lines))?
-            .to_string();
-        let ctx = || format!("{} line {}", path.display(), out.lines);
-        match op.as_str() {
-            "r" | "c" | "u" => {
-                let after = value
-                    .get("after")
-                    .ok_or_else(|| anyhow!("no 'after'"))
-                    .with_context(ctx)?;
-                let (id, row) = row_of(after).with_context(ctx)?;
-                out.state.insert(id, row);
-                if op == "u" || (op == "c" && out.example.is_none()) {
-                    out.example = Some((op.clone(), line.trim_end().to_string()));
-                }
-            }
-            "d" => {
-                let id = match rec.get("key") {
-                    Some(k) if k.is_object() => int_field(k, "orderid"),
-                    _ => value
-                        .get("before")
-                        .ok_or_else(|| anyhow!("no 'before'"))
-                        .and_then(|b| int_field(b, "orderid")),
-                }
-                .with_context(ctx)?;
-                out.state.remove(&id);
-            }
-            _ => {}
-        }
-        *out.by_op.entry(op).or_default() += 1;
-    }
-    Ok(out)
-}
-
-/// Counts complete lines appended since the last call.
-struct LineCounter {
-    path: PathBuf,
-    pos: u64,
-    lines: u64,
-}
-
-impl LineCounter {
-    fn poll(&mut self) -> u64 {
-        if let Ok(mut f) = std::fs::File::open(&self.path) {
-            if f.seek(SeekFrom::Start(self.pos)).is_ok() {
-                let mut buf = Vec::new();
-                if f.read_to_end(&mut buf).is_ok() {
-                    self.pos += buf.len() as u64;
-                    self.lines += buf.iter().filter(|b| **b == b'\n').count() as u64;
-                }
-            }
-        }
-        self.lines
-    }
-}
-
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
@@ -870,22 +542,23 @@ fn checksum(state: &BTreeMap<i64, Row>) -> u64 {
 
 /// Up to `limit` lines describing how the two states differ.
 fn differences(db: &BTreeMap<i64, Row>, events: &BTreeMap<i64, Row>, limit: usize) -> Vec<String> {
+    // `events`: the DuckDB table's rows.
     let mut out = Vec::new();
     for (id, row) in db {
         match events.get(id) {
             None => out.push(format!(
-                "orderid {id}: in the table ({row}), not in the events"
+                "orderid {id}: in PostgreSQL ({row}), not in DuckDB"
             )),
-            Some(e) if e != row => {
-                out.push(format!("orderid {id}: table has {row}, events have {e}"))
-            }
+            Some(e) if e != row => out.push(format!(
+                "orderid {id}: PostgreSQL has {row}, DuckDB has {e}"
+            )),
             _ => {}
         }
     }
     for (id, row) in events {
         if !db.contains_key(id) {
             out.push(format!(
-                "orderid {id}: in the events ({row}), not in the table"
+                "orderid {id}: in DuckDB ({row}), not in PostgreSQL"
             ));
         }
     }
@@ -912,10 +585,16 @@ fn connector(name: &str, props: &[(&str, String)]) -> ConnectorFile {
     }
 }
 
+const SOURCE: &str = "pg-orders-source";
+const SINK: &str = "orders-duckdb-sink";
+/// The DuckDB table the sink keeps the orders in (upsert mode).
+const TABLE: &str = "orders";
+
 fn build_worker(
     plugins: Vec<Arc<dyn ConnectorPlugin>>,
     db: &DbTarget,
     dir: &Path,
+    duckdb_file: &Path,
     own_cluster: bool,
 ) -> Result<Worker> {
     let mut worker_props = Props::new();
@@ -933,9 +612,6 @@ fn build_worker(
             "value.converter",
             "org.apache.kafka.connect.json.JsonConverter".into(),
         ),
-        // Without schemas each line is just the change event, readable.
-        ("key.converter.schemas.enable", "false".into()),
-        ("value.converter.schemas.enable", "false".into()),
     ] {
         worker_props.insert(k.into(), v);
     }
@@ -966,18 +642,15 @@ fn build_worker(
         source.push(("slot.drop.on.stop", "true".into()));
     }
     let sink = [
-        (
-            "connector.class",
-            "org.apache.kafka.connect.file.FileStreamSinkConnector".to_string(),
-        ),
-        ("file", dir.join("events.jsonl").display().to_string()),
+        ("connector.class", "duckdb".to_string()),
+        ("duckdb.path", duckdb_file.display().to_string()),
         ("topics", TOPIC.to_string()),
-        ("sluice.file.format", "record".into()),
+        (
+            "duckdb.tables.topics.mapping",
+            format!("[{{'topic': '{TOPIC}', 'table': '{TABLE}', 'mode': 'upsert'}}]"),
+        ),
     ];
-    let connectors = [
-        connector("pg-orders-source", &source),
-        connector("events-file-sink", &sink),
-    ];
+    let connectors = [connector(SOURCE, &source), connector(SINK, &sink)];
     match Worker::new(&Registry::new(plugins), &worker_props, &connectors) {
         Ok(w) => Ok(w),
         Err(WorkerError::Config(report)) => {
@@ -990,22 +663,14 @@ fn build_worker(
     }
 }
 
-async fn prepare_table(client: &tokio_postgres::Client) -> Result<()> {
-    client
-        .batch_execute(CREATE_TABLE)
-        .await
-        .context("creating retail.orders_info")?;
-    Ok(())
-}
-
 async fn demo(
     args: &DemoArgs,
     plugins: Vec<Arc<dyn ConnectorPlugin>>,
     shutdown: CancellationToken,
     cluster_ctl: Arc<Mutex<Option<ClusterCtl>>>,
 ) -> Result<Outcome> {
-    if args.rate == 0 {
-        bail!("--rate must be at least 1");
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        bail!("--rate must be a positive number of changes per second");
     }
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
@@ -1013,10 +678,10 @@ async fn demo(
         .dir
         .canonicalize()
         .with_context(|| format!("resolving {}", args.dir.display()))?;
-    let events_path = dir.join("events.jsonl");
+    let duckdb_file = dir.join(DUCKDB_FILE);
     // Each run captures afresh: no offsets means a new snapshot, and the
-    // events file then describes the table from that snapshot on.
-    for f in ["events.jsonl", "offsets.json"] {
+    // DuckDB file then holds the table from that snapshot on.
+    for f in [DUCKDB_FILE, "sluice-demo.duckdb.wal", "offsets.json"] {
         match std::fs::remove_file(dir.join(f)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1047,7 +712,7 @@ async fn demo(
         &shutdown,
         &db,
         &dir,
-        &events_path,
+        &duckdb_file,
         guard.is_some(),
     )
     .await;
@@ -1060,53 +725,120 @@ async fn demo(
     outcome
 }
 
+/// The DuckDB file the demo writes (in `--dir`).
+const DUCKDB_FILE: &str = "sluice-demo.duckdb";
+
+/// Records the source emits for the changes of `s`: one per insert and
+/// update, two per delete (the delete and its tombstone).
+fn records_for(s: &datagen::Stats) -> u64 {
+    s.inserted + s.updated + 2 * s.deleted
+}
+
+/// What the progress display shows, once a second.
+struct Progress {
+    terminal: bool,
+    start: Instant,
+    lags: Vec<Duration>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            start: Instant::now(),
+            lags: Vec::new(),
+        }
+    }
+
+    /// End-to-end lag: how long ago the oldest change not yet applied was
+    /// committed (zero when everything committed is applied); `committed`
+    /// holds (when, records of the changes committed by then).
+    fn lag(
+        &mut self,
+        committed: &Mutex<std::collections::VecDeque<(Instant, u64)>>,
+        applied: u64,
+    ) -> Duration {
+        let mut c = committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while c.front().is_some_and(|(_, r)| *r <= applied) {
+            c.pop_front();
+        }
+        let lag = c.front().map_or(Duration::ZERO, |(t, _)| t.elapsed());
+        self.lags.push(lag);
+        lag
+    }
+
+    fn show(&self, line: &str) {
+        if self.terminal {
+            eprint!("\r\x1b[2K{line}");
+            let _ = std::io::Write::flush(&mut std::io::stderr());
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn done(&self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+
+    /// Median and maximum of the lags seen.
+    fn lag_summary(&self) -> Option<(Duration, Duration)> {
+        let mut l = self.lags.clone();
+        l.sort();
+        Some((*l.get(l.len() / 2)?, *l.last()?))
+    }
+}
+
+async fn count_orders(client: &tokio_postgres::Client) -> Result<i64> {
+    client
+        .query_one("SELECT count(*) FROM retail.orders_info", &[])
+        .await
+        .and_then(|r| r.try_get::<_, i64>(0))
+        .context("counting retail.orders_info")
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_pipeline(
     args: &DemoArgs,
     plugins: Vec<Arc<dyn ConnectorPlugin>>,
     shutdown: &CancellationToken,
     db: &DbTarget,
     dir: &Path,
-    events_path: &Path,
+    duckdb_file: &Path,
     own_cluster: bool,
 ) -> Result<Outcome> {
     let client = db.connect().await?;
-    prepare_table(&client).await?;
-    let mut gen = Generator::new(db.connect().await?).await?;
-    if gen.live.is_empty() {
-        let mut left = SEED_ROWS;
-        while left > 0 {
-            let n = left.min(500);
-            gen.batch(n, true)
-                .await
-                .context("seeding retail.orders_info")?;
-            left -= n;
-        }
+    datagen::create_table(&client).await?;
+    if count_orders(&client).await? == 0 {
+        let seed = datagen::DatagenOptions {
+            rate: datagen::Rate::Max,
+            count: Some(SEED_ROWS as u64),
+            batch: 500,
+            ..datagen::DatagenOptions::default()
+        };
+        datagen::run(&client, &seed, shutdown.child_token(), |_| {})
+            .await
+            .context("seeding retail.orders_info")?;
         eprintln!("seeded retail.orders_info with {SEED_ROWS} orders");
     }
-    let seeded = gen.live.len();
-    // Seeding is the snapshot's material, not streamed changes.
-    gen.counts = Counts::default();
+    let snapshot_rows = u64::try_from(count_orders(&client).await?).unwrap_or(0);
 
-    let worker = build_worker(plugins, db, dir, own_cluster)?;
+    let worker = build_worker(plugins, db, dir, duckdb_file, own_cluster)?;
     let worker_stop = CancellationToken::new();
     let mut worker_task = tokio::spawn(worker.run(worker_stop.clone()));
-    eprintln!(
-        "capturing {TOPIC} into {}; generating {} changes/s for {}s",
-        events_path.display(),
-        args.rate,
-        args.duration
-    );
-
     let result = drive(
         args,
         shutdown,
-        &client,
-        &mut gen,
-        events_path,
+        db,
+        snapshot_rows,
+        duckdb_file,
         &mut worker_task,
     )
     .await;
-    // The worker is stopped in every case, so offsets and the events file
+    // The worker is stopped in every case, so offsets and the DuckDB file
     // are complete before anything is checked or the cluster goes down.
     worker_stop.cancel();
     let worker_result = match tokio::time::timeout(Duration::from_secs(60), &mut worker_task).await
@@ -1118,159 +850,303 @@ async fn run_pipeline(
             Err(anyhow!("the worker did not stop within 60s"))
         }
     };
-    let drive_outcome = result?;
-    if matches!(drive_outcome, Outcome::Interrupted) {
+    let (outcome, generated, lag) = result?;
+    if matches!(outcome, Outcome::Interrupted) {
         if let Err(e) = worker_result {
             eprintln!("sluice demo: {e:#}");
         }
-        let lines = read_events(events_path).map(|c| c.lines).unwrap_or(0);
         println!(
-            "interrupted: {} changes generated, {lines} events in {}",
-            gen.counts.total(),
-            events_path.display()
+            "interrupted: {} changes generated; DuckDB file: {}",
+            generated.total(),
+            duckdb_file.display()
         );
         return Ok(Outcome::Interrupted);
     }
     worker_result?;
-    verify(&client, events_path, gen.counts, seeded).await
+    report(&client, duckdb_file, &generated, snapshot_rows, lag).await
 }
 
-/// Generates for `--duration`, then waits for the events to catch up.
+type Drove = (Outcome, datagen::Stats, Option<(Duration, Duration)>);
+
+/// Waits for the snapshot, generates for `--duration` while showing
+/// progress, then waits for DuckDB to catch up.
 async fn drive(
     args: &DemoArgs,
     shutdown: &CancellationToken,
-    client: &tokio_postgres::Client,
-    gen: &mut Generator,
-    events_path: &Path,
+    db: &DbTarget,
+    snapshot_rows: u64,
+    duckdb_file: &Path,
     worker_task: &mut tokio::task::JoinHandle<Result<(), WorkerError>>,
-) -> Result<Outcome> {
-    let mut counter = LineCounter {
-        path: events_path.to_path_buf(),
-        pos: 0,
-        lines: 0,
-    };
-    let start = Instant::now();
-    let duration = Duration::from_secs(args.duration);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+) -> Result<Drove> {
+    let (captured, applied) = (
+        sluice_connect::metrics::connector(SOURCE),
+        sluice_connect::metrics::connector(SINK),
+    );
+    let mut progress = Progress::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut done: u64 = 0;
-    let mut next_report = 1u64;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(Outcome::Interrupted),
-            _ = tick.tick() => {}
-        }
-        if worker_task.is_finished() {
-            bail!("the worker stopped while the generator was running");
-        }
-        let elapsed = start.elapsed().min(duration);
-        let due = (elapsed.as_secs_f64() * f64::from(args.rate)) as u64;
-        if due > done {
-            gen.batch((due - done) as usize, false).await?;
-            done = due;
-        }
-        let secs = start.elapsed().as_secs();
-        if secs >= next_report {
-            next_report = secs + 1;
-            let c = gen.counts;
-            eprintln!(
-                "[{secs:>3}s] changes written: {:>6} (insert {}, update {}, delete {})   events captured: {}",
-                c.total(),
-                c.inserts,
-                c.updates,
-                c.deletes,
-                counter.poll()
-            );
-        }
-        if start.elapsed() >= duration {
-            break;
-        }
-    }
-
-    // The table no longer changes: poll until the rebuilt state and the
-    // op counts both show every committed change.
-    let target = table_state(client).await?;
-    let wanted = gen.counts;
+    // Changes start once the snapshot is read, so every one of them is
+    // streamed (and counted) exactly once.
     let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-    let mut last_report = Instant::now();
-    loop {
-        let c = read_events(events_path)?;
-        let seen = |op: &str| c.by_op.get(op).copied().unwrap_or(0);
-        if c.state == target
-            && seen("c") >= wanted.inserts
-            && seen("u") >= wanted.updates
-            && seen("d") >= wanted.deletes
-        {
-            return Ok(Outcome::Verified);
-        }
+    while captured.sourced() < snapshot_rows {
         if worker_task.is_finished() {
-            bail!("the worker stopped before the events caught up");
+            bail!("the worker stopped during the snapshot");
         }
         if Instant::now() > deadline {
-            eprintln!(
-                "events did not catch up within {}s; checking what was captured",
+            bail!(
+                "the snapshot did not finish within {}s",
                 CATCH_UP_TIMEOUT.as_secs()
-            );
-            return Ok(Outcome::Mismatch);
-        }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            last_report = Instant::now();
-            eprintln!(
-                "waiting for capture to catch up: events captured: {}",
-                c.lines
             );
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(Outcome::Interrupted),
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.cancelled() => return Ok((Outcome::Interrupted, datagen::Stats::default(), None)),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
+    eprintln!(
+        "snapshot: {snapshot_rows} rows captured; now generating {} changes/s for {}s into {} (DuckDB table {TABLE})",
+        args.rate,
+        args.duration,
+        duckdb_file.display()
+    );
+    let stats = Arc::new(Mutex::new(datagen::Stats::default()));
+    // When each amount of records was committed, as the generator reports
+    // (every 50 ms): the lag is the age of the oldest one not yet applied.
+    let committed: Arc<Mutex<std::collections::VecDeque<(Instant, u64)>>> = Arc::default();
+    let gen_stop = shutdown.child_token();
+    let opts = datagen::DatagenOptions {
+        rate: datagen::Rate::PerSecond(args.rate),
+        duration: Some(Duration::from_secs(args.duration)),
+        update_ratio: 0.10,
+        delete_ratio: 0.05,
+        batch: ((args.rate / 20.0).ceil() as usize).max(1),
+        progress_every: Duration::from_millis(50),
+        ..datagen::DatagenOptions::default()
+    };
+    let gen_client = db.connect().await?;
+    let mut generator = {
+        let (stats, committed) = (Arc::clone(&stats), Arc::clone(&committed));
+        let stop = gen_stop.clone();
+        tokio::spawn(async move {
+            datagen::run(&gen_client, &opts, stop, move |s| {
+                *stats
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = s.clone();
+                let mut c = committed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let records = records_for(s);
+                if c.back().is_none_or(|(_, r)| *r < records) {
+                    c.push_back((Instant::now(), records));
+                }
+            })
+            .await
+        })
+    };
+    let current = |stats: &Arc<Mutex<datagen::Stats>>| {
+        stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    };
+    let line = |p: &mut Progress, s: &datagen::Stats, what: &str| {
+        let done = applied.sunk();
+        let lag = p.lag(&committed, done.saturating_sub(snapshot_rows));
+        format!(
+            "[{:>3}s] {what}: written {} (insert {}, update {}, delete {}) | captured {} | applied {} | lag {:.1}s",
+            p.start.elapsed().as_secs(),
+            s.total(),
+            s.inserted,
+            s.updated,
+            s.deleted,
+            captured.sourced(),
+            done,
+            lag.as_secs_f64()
+        )
+    };
+    let generated = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                gen_stop.cancel();
+                let _ = (&mut generator).await;
+                progress.done();
+                return Ok((Outcome::Interrupted, current(&stats), None));
+            }
+            r = &mut generator => {
+                break r.map_err(|e| anyhow!("generator task: {e}"))??;
+            }
+            _ = tick.tick() => {
+                if worker_task.is_finished() {
+                    gen_stop.cancel();
+                    bail!("the worker stopped while the generator was running");
+                }
+                let s = current(&stats);
+                let l = line(&mut progress, &s, "generating");
+                progress.show(&l);
+            }
+        }
+    };
+    {
+        // The last batches, in case the final report came after them.
+        let mut c = committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let records = records_for(&generated);
+        if c.back().is_none_or(|(_, r)| *r < records) {
+            c.push_back((Instant::now(), records));
+        }
+    }
+    // Every change is committed: wait until DuckDB holds all of them.
+    let want = snapshot_rows + records_for(&generated);
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    // Also done once the sink has applied everything the source captured
+    // and nothing moved for a few seconds: the comparison of the two
+    // tables below is the real check, the counts only tell when to make it.
+    let mut settled = (applied.sunk(), 0u32);
+    while applied.sunk() < want && settled.1 < 3 {
+        if worker_task.is_finished() {
+            bail!("the worker stopped before DuckDB caught up");
+        }
+        if Instant::now() > deadline {
+            progress.done();
+            eprintln!(
+                "DuckDB did not catch up within {}s ({} of {want} records applied); checking what is there",
+                CATCH_UP_TIMEOUT.as_secs(),
+                applied.sunk()
+            );
+            return Ok((Outcome::Mismatch, generated, progress.lag_summary()));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                progress.done();
+                return Ok((Outcome::Interrupted, generated, None));
+            }
+            _ = tick.tick() => {
+                let now = applied.sunk();
+                settled = if now == settled.0 && now == captured.sourced() {
+                    (now, settled.1 + 1)
+                } else {
+                    (now, 0)
+                };
+                let l = line(&mut progress, &generated, "catching up");
+                progress.show(&l);
+            }
+        }
+    }
+    let l = line(&mut progress, &generated, "done");
+    progress.show(&l);
+    progress.done();
+    Ok((Outcome::Verified, generated, progress.lag_summary()))
 }
 
-async fn verify(
-    client: &tokio_postgres::Client,
-    events_path: &Path,
-    generated: Counts,
-    seeded: usize,
-) -> Result<Outcome> {
-    let captured = read_events(events_path)?;
-    let db = table_state(client).await?;
-    let seen = |op: &str| captured.by_op.get(op).copied().unwrap_or(0);
-    let mut summary = String::new();
-    let _ = writeln!(
-        summary,
-        "generated: {} inserts, {} updates, {} deletes (after {} rows in the table at start)",
-        generated.inserts, generated.updates, generated.deletes, seeded
-    );
-    let _ = writeln!(
-        summary,
-        "captured:  {} events: snapshot (r) {}, create (c) {}, update (u) {}, delete (d) {}, tombstones {}",
-        captured.lines,
-        seen("r"),
-        seen("c"),
-        seen("u"),
-        seen("d"),
-        captured.tombstones
-    );
-    let _ = writeln!(summary, "events:    {}", events_path.display());
-    if let Some((op, ex)) = &captured.example {
-        let _ = writeln!(summary, "example ({op}): {ex}");
+/// The DuckDB table's rows.
+fn duckdb_state(path: &Path) -> Result<BTreeMap<i64, Row>> {
+    let config = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .context("configuring DuckDB")?;
+    let conn = duckdb::Connection::open_with_flags(path, config)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT orderid, custid, amount, city, purchase_time FROM {TABLE}"
+        ))
+        .with_context(|| format!("reading table {TABLE} of {}", path.display()))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                Row {
+                    custid: r.get(1)?,
+                    amount: r.get(2)?,
+                    city: r.get(3)?,
+                    purchase_time: r.get(4)?,
+                },
+            ))
+        })
+        .with_context(|| format!("reading table {TABLE}"))?;
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let (id, row) = r.with_context(|| format!("reading a row of {TABLE}"))?;
+        out.insert(id, row);
     }
-    print!("{summary}");
-    let (db_sum, ev_sum) = (checksum(&db), checksum(&captured.state));
-    if db.len() == captured.state.len() && db_sum == ev_sum && db == captured.state {
+    Ok(out)
+}
+
+/// The scenario's analysis (its KQL, in DuckDB SQL).
+const ANALYSIS: [(&str, &str); 4] = [
+    (
+        "average and total amount, and orders, per city",
+        "SELECT city, round(avg(amount), 2) AS avg_sales, sum(amount) AS total, count(*) AS orders \
+         FROM orders GROUP BY city ORDER BY total DESC",
+    ),
+    (
+        "orders per 10 minutes (time of day, UTC)",
+        "SELECT time_bucket(INTERVAL 10 minutes, purchase_time::TIMESTAMP)::TIME AS bucket, \
+         count(*) AS event_count FROM orders GROUP BY bucket ORDER BY bucket",
+    ),
+    (
+        "New York's biggest orders",
+        "SELECT orderid, amount, purchase_time FROM orders WHERE city = 'New York' \
+         ORDER BY amount DESC, orderid LIMIT 5",
+    ),
+    (
+        "the DuckDB table",
+        "SELECT count(*) AS rows, min(orderid) AS first_orderid, max(orderid) AS last_orderid FROM orders",
+    ),
+];
+
+async fn report(
+    client: &tokio_postgres::Client,
+    duckdb_file: &Path,
+    generated: &datagen::Stats,
+    snapshot_rows: u64,
+    lag: Option<(Duration, Duration)>,
+) -> Result<Outcome> {
+    let file = duckdb_file.to_path_buf();
+    let (analysis, lake) =
+        tokio::task::spawn_blocking(move || -> Result<(String, BTreeMap<i64, Row>)> {
+            let mut out = String::new();
+            for (title, sql) in ANALYSIS {
+                let _ = writeln!(out, "\n{title}:");
+                out.push_str(&query::query(&file, sql, query::Format::Table, false)?);
+            }
+            Ok((out, duckdb_state(&file)?))
+        })
+        .await
+        .context("reading the DuckDB file")??;
+    let db = table_state(client).await?;
+    println!(
+        "generated: {} inserts, {} updates, {} deletes (after a snapshot of {snapshot_rows} rows)",
+        generated.inserted, generated.updated, generated.deleted
+    );
+    if let Some((median, max)) = lag {
         println!(
-            "verified: {} rows match (checksum {db_sum:016x}) between retail.orders_info and the state rebuilt from the events",
+            "end-to-end lag (commit in PostgreSQL -> row in DuckDB): median {:.1}s, max {:.1}s",
+            median.as_secs_f64(),
+            max.as_secs_f64()
+        );
+    }
+    println!(
+        "DuckDB file: {} (try: sluice query {} \"SELECT * FROM {TABLE} LIMIT 5\")",
+        duckdb_file.display(),
+        duckdb_file.display()
+    );
+    print!("{analysis}");
+    println!();
+    let (db_sum, lake_sum) = (checksum(&db), checksum(&lake));
+    if db.len() == lake.len() && db_sum == lake_sum && db == lake {
+        println!(
+            "verified: {} rows match (checksum {db_sum:016x}) between retail.orders_info and DuckDB table {TABLE}",
             db.len()
         );
         return Ok(Outcome::Verified);
     }
     println!(
-        "MISMATCH: table has {} rows (checksum {db_sum:016x}), events rebuild {} rows (checksum {ev_sum:016x})",
+        "MISMATCH: PostgreSQL has {} rows (checksum {db_sum:016x}), DuckDB has {} rows (checksum {lake_sum:016x})",
         db.len(),
-        captured.state.len()
+        lake.len()
     );
-    for d in differences(&db, &captured.state, 10) {
+    for d in differences(&db, &lake, 10) {
         println!("  {d}");
     }
     Ok(Outcome::Mismatch)

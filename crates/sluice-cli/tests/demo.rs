@@ -36,14 +36,33 @@ fn demo_verifies_and_stops_its_cluster() {
         .unwrap_or_else(|| panic!("no 'verified: N rows match' line\n{all}"));
     assert!(verified > 0, "{all}");
 
-    // Progress lines and a summary with the events' path.
-    assert!(stderr.contains("events captured:"), "{all}");
-    let events = demo_dir.join("events.jsonl");
-    assert!(stdout.contains(&events.display().to_string()), "{all}");
-    let lines = std::fs::read_to_string(&events).expect("events.jsonl");
-    let first: serde_json::Value =
-        serde_json::from_str(lines.lines().next().expect("an event")).expect("JSON event");
-    assert_eq!(first["topic"], "myserver.retail.orders_info", "{first}");
+    // Progress lines, the analysis, the lag, and the DuckDB file's path.
+    for part in ["written ", "| captured ", "| applied ", "| lag "] {
+        assert!(stderr.contains(part), "no '{part}' in the progress\n{all}");
+    }
+    for part in [
+        "average and total amount, and orders, per city:",
+        "orders per 10 minutes",
+        "end-to-end lag (commit in PostgreSQL -> row in DuckDB): median ",
+    ] {
+        assert!(stdout.contains(part), "no '{part}'\n{all}");
+    }
+    let duckdb = demo_dir.join("sluice-demo.duckdb");
+    assert!(stdout.contains(&duckdb.display().to_string()), "{all}");
+    // The file stays for `sluice query`, and holds the verified rows.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("query")
+        .arg(&duckdb)
+        .arg("SELECT count(*) AS n FROM orders")
+        .args(["--format", "csv"])
+        .output()
+        .expect("run sluice query");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("n\n{verified}\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The cluster is down: no postmaster.pid, and no process serves the
     // data directory.

@@ -30,6 +30,7 @@ pub mod distributed;
 pub mod errors;
 pub mod file_sink;
 pub mod kafka_transport;
+pub mod metrics;
 pub mod murmur2;
 pub mod offset_file;
 pub mod properties;

@@ -389,6 +389,7 @@ impl SinkDriver {
         for (tracker, seq) in pending.acks.drain(..) {
             tracker.ack(self.index, seq);
         }
+        crate::metrics::connector(&self.connector).add_sunk(pending.records as u64);
         pending.records = 0;
         pending.since = None;
         Ok(())

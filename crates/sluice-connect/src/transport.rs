@@ -323,6 +323,8 @@ pub struct SourceSender {
     // `send` takes &self; records of one task must still be dispatched in
     // order, so concurrent calls are serialized.
     serial: tokio::sync::Mutex<()>,
+    /// The connector's counters.
+    metrics: Arc<crate::metrics::ConnectorMetrics>,
     /// While true (the connector is paused) `send` waits, so the task
     /// stops producing; cancelling the token ends the wait.
     paused: Option<(
@@ -342,6 +344,7 @@ impl SourceSender {
         value_converter: Arc<dyn Converter>,
     ) -> Self {
         SourceSender {
+            metrics: crate::metrics::connector(&connector),
             connector,
             task_id,
             router,
@@ -518,6 +521,7 @@ impl RecordSender for SourceSender {
                 _ = stop.cancelled() => {}
             }
         }
+        let sourced = records.iter().filter(|r| !r.is_offset_only()).count() as u64;
         // Convert the whole batch first: a conversion error fails the task
         // before any of the batch is dispatched.
         let mut converted: Vec<(Record, Option<Arc<SourceOffset>>)> =
@@ -560,6 +564,7 @@ impl RecordSender for SourceSender {
                         format!("connector '{}' task {}", self.connector, self.task_id)
                     })?;
             }
+            self.metrics.add_sourced(sourced);
             return Ok(());
         }
         let mut current: Option<(
@@ -626,6 +631,7 @@ impl RecordSender for SourceSender {
                 }
             }
         }
+        self.metrics.add_sourced(sourced);
         Ok(())
     }
 }
