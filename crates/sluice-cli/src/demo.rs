@@ -624,9 +624,9 @@ fn build_worker(
         ("database.port", db.port.to_string()),
         ("database.user", db.user.clone()),
         ("database.dbname", db.dbname.clone()),
-        ("database.server.name", "myserver".into()),
+        ("topic.prefix", "myserver".into()),
         ("plugin.name", "pgoutput".into()),
-        ("table.whitelist", "retail.orders_info".into()),
+        ("table.include.list", "retail.orders_info".into()),
         ("database.sslmode", db.sslmode.into()),
     ];
     if let Some(p) = &db.password {

@@ -1823,6 +1823,9 @@ impl Runtime {
             None => {
                 if c.spec.kind == ConnectorKind::Source {
                     tracing::info!("{} finished", exit.label);
+                } else if self.source_stop.is_cancelled() {
+                    // The worker is stopping: sinks end once drained.
+                    tracing::debug!("{} stopped", exit.label);
                 } else {
                     tracing::warn!("{} stopped on its own", exit.label);
                 }
