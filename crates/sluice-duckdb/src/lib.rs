@@ -59,8 +59,11 @@
 //!
 //! - `source` (default): the Debezium source position — `source.sequence`
 //!   `["<lsn_commit>","<lsn>"]` (or `source.lsn`, or the unwrapped
-//!   `__lsn`), plus an ordinal counting records at an equal position (the
-//!   snapshot's reads all share one LSN). It survives both transports:
+//!   `__lsn`), then the phase (snapshot reads before streamed changes: the
+//!   first streamed change can carry the snapshot's LSN), plus an ordinal
+//!   counting records at an equal position (the snapshot's reads all share
+//!   one LSN). Incremental-snapshot reads carry no LSN, so they need
+//!   `offset` or `none`. It survives both transports:
 //!   Sluice's in-process transport numbers a topic's records from 0 again
 //!   after every restart, so Kafka offsets would wrongly skip new events
 //!   there, while the source re-sends what was not acknowledged with the
@@ -111,7 +114,7 @@ struct DuckDbSink;
 /// Which position makes replays idempotent (see the crate docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dedup {
-    /// Debezium source position (lsn_commit, lsn, ordinal).
+    /// Debezium source position (lsn_commit, lsn, phase, ordinal).
     Source,
     /// Kafka offsets.
     Offset,
@@ -332,11 +335,18 @@ impl DuckDbSinkTask {
                     )
                 })?;
                 let key = (Arc::clone(&r.topic), r.partition);
+                let phase = if meta.op.as_deref() == Some("r") {
+                    0
+                } else {
+                    1
+                };
                 let ordinal = match self.seen.get(&key) {
-                    Some(Position::Source(c, l, o)) if (*c, *l) == (commit, lsn) => o + 1,
+                    Some(Position::Source(c, l, p, o)) if (*c, *l, *p) == (commit, lsn, phase) => {
+                        o + 1
+                    }
                     _ => 0,
                 };
-                Some(Position::Source(commit, lsn, ordinal))
+                Some(Position::Source(commit, lsn, phase, ordinal))
             }
         })
     }

@@ -18,8 +18,10 @@ const LATEST: &str = "__sluice_latest";
 pub(crate) enum Position {
     /// The Kafka offset of the last record written.
     Offset(i64),
-    /// Debezium (lsn_commit, lsn) and the ordinal among equal positions.
-    Source(i64, i64, i64),
+    /// Debezium (lsn_commit, lsn), the phase (0 for snapshot reads, 1 for
+    /// streamed changes: the first streamed change can carry the snapshot's
+    /// own LSN) and the ordinal among equal positions.
+    Source(i64, i64, i64, i64),
 }
 
 impl Position {
@@ -28,7 +30,9 @@ impl Position {
     pub(crate) fn le(&self, done: &Position) -> bool {
         match (self, done) {
             (Position::Offset(a), Position::Offset(b)) => a <= b,
-            (Position::Source(a, b, c), Position::Source(x, y, z)) => (a, b, c) <= (x, y, z),
+            (Position::Source(a, b, c, d), Position::Source(w, x, y, z)) => {
+                (a, b, c, d) <= (w, x, y, z)
+            }
             _ => false,
         }
     }
@@ -119,7 +123,7 @@ impl Writer {
         let conn = Connection::open(path)
             .with_context(|| format!("opening DuckDB database '{path}' (duckdb.path)"))?;
         conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {POSITIONS} (connector VARCHAR NOT NULL, topic VARCHAR NOT NULL, kafka_partition INTEGER NOT NULL, kafka_offset BIGINT, lsn_commit BIGINT, lsn BIGINT, ordinal BIGINT, PRIMARY KEY (connector, topic, kafka_partition))"
+            "CREATE TABLE IF NOT EXISTS {POSITIONS} (connector VARCHAR NOT NULL, topic VARCHAR NOT NULL, kafka_partition INTEGER NOT NULL, kafka_offset BIGINT, lsn_commit BIGINT, lsn BIGINT, phase BIGINT, ordinal BIGINT, PRIMARY KEY (connector, topic, kafka_partition))"
         ))
         .with_context(|| format!("creating {POSITIONS} in '{path}'"))?;
         Ok(Writer {
@@ -131,13 +135,13 @@ impl Writer {
     /// The stored positions of this connector.
     pub(crate) fn positions(&self) -> anyhow::Result<Vec<(String, i32, Position)>> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT topic, kafka_partition, kafka_offset, lsn_commit, lsn, ordinal FROM {POSITIONS} WHERE connector = ?"
+            "SELECT topic, kafka_partition, kafka_offset, lsn_commit, lsn, phase, ordinal FROM {POSITIONS} WHERE connector = ?"
         ))?;
         let rows = stmt.query_map(params![self.connector], |r| {
             let topic: String = r.get(0)?;
             let partition: i32 = r.get(1)?;
             let offset: Option<i64> = r.get(2)?;
-            let source: (Option<i64>, Option<i64>, Option<i64>) = (r.get(3)?, r.get(4)?, r.get(5)?);
+            let source: [Option<i64>; 4] = [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?];
             Ok((topic, partition, offset, source))
         })?;
         let mut out = Vec::new();
@@ -145,7 +149,7 @@ impl Writer {
             let (topic, partition, offset, source) = row?;
             let pos = match (offset, source) {
                 (Some(o), _) => Position::Offset(o),
-                (None, (Some(c), Some(l), Some(o))) => Position::Source(c, l, o),
+                (None, [Some(c), Some(l), Some(p), Some(o)]) => Position::Source(c, l, p, o),
                 _ => {
                     return Err(anyhow!(
                         "{POSITIONS}: row for topic '{topic}' partition {partition} has neither an offset nor a full source position"
@@ -180,12 +184,12 @@ impl Writer {
                 .with_context(|| format!("writing DuckDB table '{}'", t.name))?;
         }
         let mut stmt = self.conn.prepare(&format!(
-            "INSERT OR REPLACE INTO {POSITIONS} VALUES (?, ?, ?, ?, ?, ?, ?)"
+            "INSERT OR REPLACE INTO {POSITIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         ))?;
         for ((topic, partition), pos) in &batch.positions {
-            let (o, c, l, n) = match pos {
-                Position::Offset(o) => (Some(*o), None, None, None),
-                Position::Source(c, l, n) => (None, Some(*c), Some(*l), Some(*n)),
+            let (o, c, l, p, n) = match pos {
+                Position::Offset(o) => (Some(*o), None, None, None, None),
+                Position::Source(c, l, p, n) => (None, Some(*c), Some(*l), Some(*p), Some(*n)),
             };
             stmt.execute(params![
                 self.connector,
@@ -194,6 +198,7 @@ impl Writer {
                 o,
                 c,
                 l,
+                p,
                 n
             ])
             .with_context(|| {

@@ -269,3 +269,254 @@ async fn postgres_changes_land_in_duckdb_with_their_types_once() {
         ["5:five again"]
     );
 }
+
+/// A sink that takes records but never finishes a flush, so the worker
+/// never commits the source offsets of what it was given.
+struct StallingSink;
+
+impl sluice_core::connector::ConnectorPlugin for StallingSink {
+    fn class(&self) -> &'static str {
+        "test.StallingSink"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["stalling"]
+    }
+    fn kind(&self) -> sluice_core::connector::ConnectorKind {
+        sluice_core::connector::ConnectorKind::Sink
+    }
+    fn config_def(&self) -> sluice_core::config::ConfigDef {
+        sluice_core::config::ConfigDef::new(Vec::new())
+    }
+    fn validate(
+        &self,
+        _props: &sluice_core::config::Props,
+    ) -> Result<Vec<String>, sluice_core::config::ConfigErrors> {
+        Ok(Vec::new())
+    }
+    fn create_sink_task(
+        &self,
+        _props: &sluice_core::config::Props,
+        _ctx: sluice_core::connector::SinkContext,
+    ) -> anyhow::Result<Box<dyn sluice_core::connector::SinkTask>> {
+        Ok(Box::new(StallingTask))
+    }
+}
+
+struct StallingTask;
+
+#[async_trait::async_trait]
+impl sluice_core::connector::SinkTask for StallingTask {
+    async fn put(&mut self, _records: &[sluice_core::record::Record]) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        std::future::pending().await
+    }
+}
+
+/// Runs a worker on its own runtime so that it can be killed: dropping the
+/// runtime drops every task mid-flight, with no orderly stop.
+struct Killable {
+    kill: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn start_killable(dir: &Path, connectors: &[&str], stalling: bool) -> Killable {
+    let mut plugins = vec![
+        sluice_postgres::plugin(),
+        sluice_duckdb::plugin(),
+        sluice_connect::file_sink::plugin(),
+    ];
+    if stalling {
+        plugins.push(std::sync::Arc::new(StallingSink));
+    }
+    let registry = Registry::new(plugins);
+    let props = load_props(&dir.join("worker.properties")).expect("worker props");
+    let connectors = connectors
+        .iter()
+        .map(|n| load_connector(&dir.join(format!("{n}.json"))).expect("connector"))
+        .collect::<Vec<_>>();
+    let worker = Worker::new(&registry, &props, &connectors).expect("valid config");
+    let (kill, killed) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _run = rt.spawn(worker.run(CancellationToken::new()));
+        let _ = killed.recv();
+        // Blocking DuckDB calls in flight finish; nothing else runs again.
+        rt.shutdown_timeout(Duration::from_secs(30));
+    });
+    Killable { kill, thread }
+}
+
+impl Killable {
+    fn kill(self) {
+        let _ = self.kill.send(());
+        self.thread.join().expect("worker thread");
+    }
+}
+
+/// Rows of the append table, read through a read-only connection (the
+/// sink's own connection stays open meanwhile).
+fn log_rows(db: &Path) -> Vec<String> {
+    let config = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .expect("config");
+    let Ok(conn) = Connection::open_with_flags(db, config) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) =
+        conn.prepare("SELECT concat_ws(',', id, v, __op) FROM k_log ORDER BY __lsn, id")
+    else {
+        return Vec::new();
+    };
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_resent_after_a_kill_are_written_once() {
+    let c = sluice_testkit::shared();
+    let db = c
+        .create_database("duckkill")
+        .await
+        .expect("create database");
+    let mut pg = c.connect(&db).await.expect("connect");
+    pg.batch_execute(
+        "CREATE TABLE k (id int4 PRIMARY KEY, v text); INSERT INTO k VALUES (1, 'one');",
+    )
+    .await
+    .expect("schema");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let duck = d.join("log.duckdb");
+    let events = d.join("events.jsonl");
+    let write = |name: &str, v: Json| {
+        std::fs::write(d.join(format!("{name}.json")), v.to_string()).expect("write");
+    };
+    write(
+        "source",
+        json!({"name": "pg", "config": {
+            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+            "database.hostname": "127.0.0.1",
+            "database.port": c.port().to_string(),
+            "database.user": "postgres",
+            "database.dbname": db,
+            "topic.prefix": "test",
+            "slot.name": format!("slot_{db}"),
+            "publication.name": format!("pub_{db}"),
+            "database.sslmode": "disable",
+        }}),
+    );
+    // Every record is written to DuckDB as soon as it arrives.
+    write(
+        "duck",
+        json!({"name": "duck", "config": {
+            "connector.class": "duckdb",
+            "topics": "test.public.k",
+            "duckdb.path": duck.display().to_string(),
+            "flush.size.records": "1",
+            "duckdb.tables.topics.mapping": "[{'topic': 'test.public.k', 'table': 'k_log', 'mode': 'append'}]",
+        }}),
+    );
+    write(
+        "stall",
+        json!({"name": "stall", "config": {
+            "connector.class": "stalling", "topics": "test.public.k",
+        }}),
+    );
+    write(
+        "file",
+        json!({"name": "file", "config": {
+            "connector.class": "FileStreamSink", "topics": "test.public.k",
+            "file": events.display().to_string(), "sluice.file.format": "record",
+        }}),
+    );
+    std::fs::write(
+        d.join("worker.properties"),
+        format!(
+            "offset.storage.file.filename={}\noffset.flush.interval.ms=100\noffset.flush.timeout.ms=100\n\
+             key.converter=org.apache.kafka.connect.json.JsonConverter\n\
+             value.converter=org.apache.kafka.connect.json.JsonConverter\n",
+            d.join("offsets.json").display()
+        ),
+    )
+    .expect("write");
+    let offsets = d.join("offsets.json");
+    let offset_past = |lsn: i64| {
+        let offsets = offsets.clone();
+        async move {
+            sluice_testkit::eventually(Duration::from_secs(120), || {
+                let offsets = offsets.clone();
+                async move { (max_lsn(&offsets) > lsn).then_some(()) }
+            })
+            .await
+            .is_some()
+        }
+    };
+
+    // First run: the snapshot, committed.
+    let w = start_killable(d, &["source", "duck"], false);
+    assert!(
+        offset_past(0).await,
+        "the snapshot's offset was never stored"
+    );
+    w.kill();
+
+    // Second run: a sink that never acknowledges holds the source offsets
+    // back while DuckDB writes the changes; then the worker is killed.
+    let w = start_killable(d, &["source", "duck", "stall"], true);
+    change(
+        &mut pg,
+        "INSERT INTO k VALUES (2, 'two'); UPDATE k SET v = 'uno' WHERE id = 1;",
+    )
+    .await;
+    change(&mut pg, "INSERT INTO k VALUES (3, 'three');").await;
+    let written = sluice_testkit::eventually(Duration::from_secs(120), || {
+        let duck = duck.clone();
+        async move { (log_rows(&duck).len() == 4).then_some(()) }
+    })
+    .await;
+    w.kill();
+    assert!(
+        written.is_some(),
+        "DuckDB never got the changes: {:?}",
+        log_rows(&duck)
+    );
+
+    // Third run: the source sends the changes again, as the file sink (only
+    // in this run) shows, and DuckDB keeps one row per event.
+    let w = start_killable(d, &["source", "duck", "file"], false);
+    let lsn = change(&mut pg, "INSERT INTO k VALUES (4, 'four');").await;
+    assert!(
+        offset_past(lsn).await,
+        "the last change was never committed"
+    );
+    w.kill();
+    let resent: Vec<String> = read_lines(&events)
+        .iter()
+        .filter_map(|r| r["value"]["payload"]["after"]["id"].as_i64())
+        .map(|id| id.to_string())
+        .collect();
+    assert_eq!(
+        resent,
+        ["2", "1", "3", "4"],
+        "the source re-sent the killed run's changes"
+    );
+    assert_eq!(
+        log_rows(&duck),
+        ["1,one,r", "2,two,c", "1,uno,u", "3,three,c", "4,four,c"]
+    );
+}
+
+fn read_lines(path: &Path) -> Vec<Json> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
