@@ -32,6 +32,9 @@
 //!   (which comes every `offset.flush.interval.ms` and always writes).
 //! - `duckdb.dedup` (`source` | `offset` | `none`, default `source`).
 //!
+//! A connector runs one task whatever `tasks.max` says: a DuckDB file takes
+//! one writing process, and one writer keeps each table's rows in order.
+//!
 //! # Modes
 //!
 //! `upsert` keeps each key's current row (primary key = the record key's
