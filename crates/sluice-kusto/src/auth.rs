@@ -278,6 +278,22 @@ fn endpoint(name: &str, value: &str, link_local_ok: bool) -> Result<Url, AuthErr
     }
 }
 
+fn http_client(proxy: Option<(&str, u16)>) -> Result<reqwest::Client, AuthError> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some((host, port)) = proxy {
+        let url = format!("http://{host}:{port}");
+        let proxy = reqwest::Proxy::all(&url).map_err(|e| {
+            AuthError::Config(format!(
+                "proxy.host '{host}' with proxy.port {port} is not a usable proxy: {e}"
+            ))
+        })?;
+        builder = builder.proxy(proxy);
+    }
+    builder
+        .build()
+        .map_err(|e| AuthError::Config(format!("could not build an HTTP client: {e}")))
+}
+
 /// Joins `path` to a base URL that may itself carry a path prefix.
 fn join(base: &Url, path: &str) -> String {
     format!("{}{}", base.as_str().trim_end_matches('/'), path)
@@ -306,10 +322,7 @@ impl TokenProvider {
         )?;
         let resource = resource.trim().trim_end_matches('/').to_owned();
         endpoint("the cluster URL", &resource, false)?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| AuthError::Config(format!("could not build an HTTP client: {e}")))?;
+        let http = http_client(None)?;
         Ok(TokenProvider {
             credential,
             resource,
@@ -325,11 +338,23 @@ impl TokenProvider {
     /// A provider built from the connector's configuration, for the
     /// cluster's query (engine) URL.
     pub fn from_config(config: &KustoConfig, env: &AzureEnv) -> Result<TokenProvider, AuthError> {
-        TokenProvider::new(
+        let p = TokenProvider::new(
             Credential::from_config(config, env)?,
             &config.query_url,
             env,
-        )
+        )?;
+        match &config.proxy {
+            Some((host, port)) => p.with_proxy(host, *port),
+            None => Ok(p),
+        }
+    }
+
+    /// Sends token requests through the HTTP proxy `host:port`
+    /// (`proxy.host`/`proxy.port`), as the official connector does for all
+    /// its traffic.
+    pub fn with_proxy(mut self, host: &str, port: u16) -> Result<Self, AuthError> {
+        self.http = http_client(Some((host, port)))?;
+        Ok(self)
     }
 
     /// Refreshes tokens this long before they expire.

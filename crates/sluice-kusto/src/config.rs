@@ -316,9 +316,24 @@ impl<'a> Reader<'a> {
         default: &'static str,
         allowed: &[&'static str],
     ) -> &'static str {
+        self.choice_quiet(key, default, allowed, &[])
+    }
+
+    /// Like `choice`, without reporting the values in `reported` (their
+    /// caller already explained them).
+    fn choice_quiet(
+        &mut self,
+        key: &str,
+        default: &'static str,
+        allowed: &[&'static str],
+        reported: &[&str],
+    ) -> &'static str {
         let Some((k, v)) = self.get(key) else {
             return default;
         };
+        if reported.iter().any(|r| r.eq_ignore_ascii_case(v)) {
+            return default;
+        }
         match allowed.iter().find(|a| a.eq_ignore_ascii_case(v)) {
             Some(a) => a,
             None => {
@@ -334,7 +349,13 @@ impl<'a> Reader<'a> {
 
     /// An http(s) endpoint without a path, trailing slash removed.
     fn url(&mut self, key: &str, value: &str) -> Option<String> {
-        let url = match Url::parse(value) {
+        // The official connector takes a bare host name as https.
+        let full = if value.contains("://") {
+            value.to_owned()
+        } else {
+            format!("https://{value}")
+        };
+        let url = match Url::parse(&full) {
             Ok(u) => u,
             Err(e) => {
                 self.err(
@@ -377,7 +398,7 @@ impl<'a> Reader<'a> {
             );
             return None;
         }
-        Some(value.trim_end_matches('/').to_owned())
+        Some(full.trim_end_matches('/').to_owned())
     }
 
     fn dlq(&mut self, prefix: &str) -> Option<DeadLetterQueue> {
@@ -466,11 +487,21 @@ impl KustoConfig {
             None => ingestion.as_deref().map(query_url_for),
         };
 
-        let auth_strategy = match r.choice(AUTH_STRATEGY, "application", STRATEGIES) {
-            "managed_identity" => AuthStrategy::ManagedIdentity,
-            "workload_identity" => AuthStrategy::WorkloadIdentity,
-            _ => AuthStrategy::Application,
-        };
+        if r.get(AUTH_STRATEGY)
+            .is_some_and(|(_, v)| v.eq_ignore_ascii_case("az_dev_token"))
+        {
+            r.err(
+                AUTH_STRATEGY,
+                Some("az_dev_token"),
+                format!("the Azure CLI token strategy is for development and is not supported; allowed values are: {}, or set {AUTH_ACCESSTOKEN} to a token from `az account get-access-token`", STRATEGIES.join(", ")),
+            );
+        }
+        let auth_strategy =
+            match r.choice_quiet(AUTH_STRATEGY, "application", STRATEGIES, &["az_dev_token"]) {
+                "managed_identity" => AuthStrategy::ManagedIdentity,
+                "workload_identity" => AuthStrategy::WorkloadIdentity,
+                _ => AuthStrategy::Application,
+            };
         let authority = r.string(AUTH_AUTHORITY);
         let app_id = r.string(AUTH_APPID);
         let app_key = r.string(AUTH_APPKEY);
@@ -528,14 +559,15 @@ impl KustoConfig {
         let retry_max_time =
             Duration::from_millis(r.uint(RETRY_MAX_TIME_MS, DEFAULT_RETRY_MAX_TIME_MS, 0));
         let retry_backoff =
-            Duration::from_millis(r.uint(RETRY_BACKOFF_MS, DEFAULT_RETRY_BACKOFF_MS, 0));
+            Duration::from_millis(r.uint(RETRY_BACKOFF_MS, DEFAULT_RETRY_BACKOFF_MS, 1));
         let errors_dlq = r.dlq(ERRORS_DLQ_PREFIX);
         let misc_dlq = r.dlq(MISC_DLQ_PREFIX);
         let validate_tables = r.bool(VALIDATION_TABLE, false);
 
         let proxy_host = r.string(PROXY_HOST);
+        // -1 is the official connector's "no proxy".
         let proxy_port = match r.get(PROXY_PORT) {
-            None => None,
+            None | Some((_, "-1")) => None,
             Some((k, v)) => match v.parse::<u16>() {
                 Ok(p) if p > 0 => Some(p),
                 _ => {
@@ -547,7 +579,7 @@ impl KustoConfig {
         let proxy = match (proxy_host, proxy_port) {
             (Some(h), Some(p)) => Some((h, p)),
             (Some(h), None) => {
-                if r.get(PROXY_PORT).is_none() {
+                if matches!(r.get(PROXY_PORT), None | Some((_, "-1"))) {
                     r.err(
                         PROXY_PORT,
                         None,
@@ -1006,6 +1038,40 @@ mod tests {
         assert_eq!(
             (quoted[0].topic.as_str(), quoted[0].db.as_str()),
             ("it's", "D \"x\"")
+        );
+    }
+
+    #[test]
+    fn official_spellings() {
+        let mut p = scenario();
+        p.remove("kusto.url");
+        p.insert(
+            "kusto.ingestion.url".into(),
+            "ingest-c.kusto.windows.net".into(),
+        );
+        p.insert("aad.auth.strategy".into(), "APPLICATION".into());
+        p.insert("behavior.on.error".into(), "IGNORE".into());
+        p.insert("proxy.port".into(), "-1".into());
+        let c = KustoConfig::from_props(&p).expect("config");
+        assert_eq!(c.ingestion_url, "https://ingest-c.kusto.windows.net");
+        assert_eq!(c.query_url, "https://c.kusto.windows.net");
+        assert_eq!(c.behavior_on_error, BehaviorOnError::Ignore);
+        assert!(c.proxy.is_none());
+
+        p.insert("aad.auth.strategy".into(), "az_dev_token".into());
+        p.insert("errors.retry.backoff.time.ms".into(), "0".into());
+        let text = errors(&p);
+        assert!(
+            text.contains("'az_dev_token' for configuration 'aad.auth.strategy'"),
+            "{text}"
+        );
+        assert!(text.contains("not supported"), "{text}");
+        assert_eq!(text.matches("aad.auth.strategy'").count(), 1, "{text}");
+        assert!(
+            text.contains(
+                "'0' for configuration 'errors.retry.backoff.time.ms': must be at least 1"
+            ),
+            "{text}"
         );
     }
 

@@ -397,6 +397,41 @@ async fn aad_errors_are_surfaced_with_a_hint() {
 }
 
 #[tokio::test]
+async fn requests_go_through_the_configured_proxy() {
+    let (base, server) = start(3600).await;
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("server port");
+    // The authority host is unreachable; only the proxy (our server, which
+    // receives the request in absolute form) can answer.
+    let config = KustoConfig::from_props(&props_from(&[
+        (
+            "kusto.url",
+            "https://ingest-mycluster.westeurope.kusto.windows.net",
+        ),
+        ("aad.auth.authority", TENANT),
+        ("aad.auth.appid", CLIENT),
+        ("aad.auth.appkey", SECRET),
+        (
+            "kusto.tables.topics.mapping",
+            "[{'topic':'t','db':'D','table':'T'}]",
+        ),
+        ("proxy.host", "127.0.0.1"),
+        ("proxy.port", &port.to_string()),
+    ]))
+    .expect("config");
+    let unreachable = AzureEnv {
+        authority_host: Some("http://127.0.0.1:1".into()),
+        ..AzureEnv::default()
+    };
+    let p = TokenProvider::from_config(&config, &unreachable).expect("provider");
+    assert_eq!(p.token().await.expect("token through the proxy"), "aad-1");
+    assert_eq!(issued(&server), 1);
+}
+
+#[tokio::test]
 async fn plain_http_is_refused_off_loopback() {
     for host in ["http://login.example.com", "http://10.0.0.5:8080"] {
         let e = TokenProvider::new(
