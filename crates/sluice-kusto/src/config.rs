@@ -142,8 +142,9 @@ pub struct TopicMapping {
 /// `misc.deadletterqueue.*`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct DeadLetterQueue {
-    /// `bootstrap.servers`.
-    pub bootstrap_servers: String,
+    /// `bootstrap.servers`; None: the worker's own Kafka cluster (only for
+    /// `errors.deadletterqueue.*`, Kafka Connect's own queue).
+    pub bootstrap_servers: Option<String>,
     /// `topic.name`.
     pub topic: String,
     /// Every other property under the prefix (producer settings such as
@@ -401,7 +402,11 @@ impl<'a> Reader<'a> {
         Some(full.trim_end_matches('/').to_owned())
     }
 
-    fn dlq(&mut self, prefix: &str) -> Option<DeadLetterQueue> {
+    /// A dead-letter queue under `prefix`. `own_brokers_required`: the
+    /// connector's own `misc.` queue needs both brokers and topic (as the
+    /// official connector demands); `errors.` is also Kafka Connect's
+    /// framework queue, where a topic alone means the worker's own cluster.
+    fn dlq(&mut self, prefix: &str, own_brokers_required: bool) -> Option<DeadLetterQueue> {
         let entries: BTreeMap<String, String> = self
             .props
             .iter()
@@ -409,33 +414,38 @@ impl<'a> Reader<'a> {
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        if entries.is_empty() {
-            return None;
-        }
         let servers_key = format!("{prefix}bootstrap.servers");
         let topic_key = format!("{prefix}topic.name");
         let servers = entries.get("bootstrap.servers").cloned();
         let topic = entries.get("topic.name").cloned();
-        if servers.is_none() {
-            self.err(
-                &servers_key,
-                None,
-                format!("required when other {prefix}* properties are set: the Kafka brokers the dead-letter queue is written to"),
-            );
-        }
-        if topic.is_none() && servers.is_some() {
-            self.err(
-                &topic_key,
-                None,
-                format!("required with {servers_key}: the topic failed records are written to"),
-            );
+        match (&servers, &topic) {
+            (None, None) => return None,
+            (Some(s), None) => {
+                self.err(
+                    &topic_key,
+                    None,
+                    format!(
+                        "missing: {servers_key} is '{s}' but no topic is named for failed records"
+                    ),
+                );
+                return None;
+            }
+            (None, Some(t)) if own_brokers_required => {
+                self.err(
+                    &servers_key,
+                    None,
+                    format!("missing: {topic_key} is '{t}' but no Kafka brokers are named to write it to"),
+                );
+                return None;
+            }
+            _ => {}
         }
         let producer = entries
             .into_iter()
             .filter(|(k, _)| k != "bootstrap.servers" && k != "topic.name")
             .collect();
         Some(DeadLetterQueue {
-            bootstrap_servers: servers?,
+            bootstrap_servers: servers,
             topic: topic?,
             producer,
         })
@@ -560,8 +570,8 @@ impl KustoConfig {
             Duration::from_millis(r.uint(RETRY_MAX_TIME_MS, DEFAULT_RETRY_MAX_TIME_MS, 0));
         let retry_backoff =
             Duration::from_millis(r.uint(RETRY_BACKOFF_MS, DEFAULT_RETRY_BACKOFF_MS, 1));
-        let errors_dlq = r.dlq(ERRORS_DLQ_PREFIX);
-        let misc_dlq = r.dlq(MISC_DLQ_PREFIX);
+        let errors_dlq = r.dlq(ERRORS_DLQ_PREFIX, false);
+        let misc_dlq = r.dlq(MISC_DLQ_PREFIX, true);
         let validate_tables = r.bool(VALIDATION_TABLE, false);
 
         let proxy_host = r.string(PROXY_HOST);
@@ -919,8 +929,8 @@ mod tests {
         assert_eq!(c.mapping_for("b").map(|m| m.table.as_str()), Some("Rest"));
         let dlq = c.errors_dlq.as_ref().expect("dlq");
         assert_eq!(
-            (dlq.bootstrap_servers.as_str(), dlq.topic.as_str()),
-            ("k:9092", "dlq")
+            (dlq.bootstrap_servers.as_deref(), dlq.topic.as_str()),
+            (Some("k:9092"), "dlq")
         );
         assert_eq!(
             dlq.producer.get("sasl.jaas.config").map(String::as_str),
@@ -1011,12 +1021,10 @@ mod tests {
             ),
             ("aad.auth.accesstoken", "tok-123"),
             ("aad.auth.appkey", "key-456"),
-            ("errors.deadletterqueue.sasl.jaas.config", "pw=789"),
+            ("misc.deadletterqueue.bootstrap.servers", "k:9092"),
+            ("misc.deadletterqueue.sasl.jaas.config", "pw=789"),
         ]));
-        assert!(
-            text.contains("errors.deadletterqueue.bootstrap.servers"),
-            "{text}"
-        );
+        assert!(text.contains("'misc.deadletterqueue.topic.name'"), "{text}");
         for secret in ["tok-123", "key-456", "pw=789"] {
             assert!(!text.contains(secret), "{text}");
         }
@@ -1039,6 +1047,33 @@ mod tests {
             (quoted[0].topic.as_str(), quoted[0].db.as_str()),
             ("it's", "D \"x\"")
         );
+    }
+
+    #[test]
+    fn framework_dead_letter_queue_needs_no_brokers() {
+        let mut p = scenario();
+        p.insert("errors.tolerance".into(), "all".into());
+        p.insert("errors.deadletterqueue.topic.name".into(), "adx-dlq".into());
+        p.insert(
+            "errors.deadletterqueue.topic.replication.factor".into(),
+            "1".into(),
+        );
+        let c = KustoConfig::from_props(&p).expect("config");
+        let dlq = c.errors_dlq.expect("errors dlq");
+        assert_eq!(
+            (dlq.bootstrap_servers, dlq.topic.as_str()),
+            (None, "adx-dlq")
+        );
+        assert_eq!(
+            dlq.producer
+                .get("topic.replication.factor")
+                .map(String::as_str),
+            Some("1")
+        );
+        // The connector's own queue needs both.
+        p.insert("misc.deadletterqueue.topic.name".into(), "misc".into());
+        let text = errors(&p);
+        assert!(text.contains("'misc.deadletterqueue.bootstrap.servers': missing: misc.deadletterqueue.topic.name is 'misc'"), "{text}");
     }
 
     #[test]
