@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde_json::Value as Json;
-use sluice_core::config::{ConfigError, ConfigErrors, Props};
+use sluice_core::config::{ConfigDef, ConfigError, ConfigErrors, ConfigKey, ConfigType, Props};
 
 /// The ingestion (data management) endpoint; `kusto.url` before 2.0.
 pub const INGESTION_URL: &str = "kusto.ingestion.url";
@@ -654,6 +654,49 @@ impl KustoConfig {
     }
 }
 
+/// The declared keys, for the worker's validation and its warnings about
+/// unknown keys. [`KustoConfig::from_props`] applies the same defaults and
+/// checks more (URLs, the mapping, which auth keys each strategy needs).
+/// The dead-letter queues' keys are prefixes and not listed.
+pub fn config_def() -> ConfigDef {
+    ConfigDef::new(vec![
+        ConfigKey::new(INGESTION_URL, ConfigType::String, "The cluster's ingestion URL, https://ingest-<cluster>.<region>.kusto.windows.net.")
+            .required()
+            .aliases(&[INGESTION_URL_1X]),
+        ConfigKey::new(QUERY_URL, ConfigType::String, "The cluster's query URL; derived from the ingestion URL without its 'ingest-' prefix when unset."),
+        ConfigKey::new(AUTH_STRATEGY, ConfigType::Enum, "How tokens are obtained: application (app id and key), managed_identity, workload_identity.")
+            .default("application")
+            .allowed(STRATEGIES),
+        ConfigKey::new(AUTH_AUTHORITY, ConfigType::String, "The Azure AD tenant id or domain."),
+        ConfigKey::new(AUTH_APPID, ConfigType::String, "The application (or user-assigned identity's) client id."),
+        ConfigKey::new(AUTH_APPKEY, ConfigType::Password, "The application's client secret."),
+        ConfigKey::new(AUTH_ACCESSTOKEN, ConfigType::Password, "A ready access token; when set, no token is requested."),
+        ConfigKey::new(MAPPING, ConfigType::String, "JSON array of {topic, db, table, format, mapping, streaming}; single quotes accepted; topic '*' matches unlisted topics.")
+            .required(),
+        ConfigKey::new(FLUSH_SIZE_BYTES, ConfigType::Int, "Bytes buffered per topic-partition before a batch is ingested (at least 100).")
+            .default("1048576"),
+        ConfigKey::new(FLUSH_INTERVAL_MS, ConfigType::Int, "Longest time in ms a batch is buffered before it is ingested (at least 100).")
+            .default("30000"),
+        ConfigKey::new(TEMPDIR_PATH, ConfigType::String, "Where batches are buffered; the system's temporary directory when unset."),
+        ConfigKey::new(BEHAVIOR_ON_ERROR, ConfigType::Enum, "On failure: fail (stop the task), log (log and go on), ignore (go on).")
+            .default("fail")
+            .allowed(BEHAVIORS),
+        ConfigKey::new(RETRY_MAX_TIME_MS, ConfigType::Int, "How long in ms a failing ingestion is retried.")
+            .default("300000"),
+        ConfigKey::new(RETRY_BACKOFF_MS, ConfigType::Int, "Pause in ms between retries (at least 1).")
+            .default("10000"),
+        ConfigKey::new(VALIDATION_TABLE, ConfigType::Bool, "Check at start that each mapped table exists and is writable.")
+            .default("false"),
+        ConfigKey::new(PROXY_HOST, ConfigType::String, "HTTP proxy host."),
+        ConfigKey::new(PROXY_PORT, ConfigType::Int, "HTTP proxy port (-1: none).").default("-1"),
+        ConfigKey::new(DEDUP, ConfigType::Bool, "Tag each batch's extents and ingest with ingestIfNotExists, so a replayed batch is not ingested twice.")
+            .default("false"),
+        ConfigKey::new(TABLES_CREATE, ConfigType::Bool, "Create missing tables.").default("false"),
+        ConfigKey::new(STATUS_CHECK, ConfigType::Bool, "Follow each queued ingestion to its outcome before its offsets are committed.")
+            .default("false"),
+    ])
+}
+
 /// Parses `kusto.tables.topics.mapping`; every problem is returned, each
 /// naming the entry and field.
 pub fn parse_mappings(text: &str) -> Result<Vec<TopicMapping>, Vec<String>> {
@@ -1074,6 +1117,86 @@ mod tests {
         p.insert("misc.deadletterqueue.topic.name".into(), "misc".into());
         let text = errors(&p);
         assert!(text.contains("'misc.deadletterqueue.bootstrap.servers': missing: misc.deadletterqueue.topic.name is 'misc'"), "{text}");
+    }
+
+    #[test]
+    fn declared_keys_agree_with_the_parser() {
+        let def = config_def();
+        let parsed = def
+            .parse(
+                &scenario(),
+                &[
+                    "transforms",
+                    "key.converter",
+                    "connector.class",
+                    "topics",
+                    "tasks.max",
+                ],
+            )
+            .expect("scenario passes the declared checks");
+        assert!(parsed.unknown.is_empty(), "{:?}", parsed.unknown);
+        assert_eq!(
+            parsed.aliases_used,
+            vec![("kusto.url".to_string(), INGESTION_URL)]
+        );
+        assert_eq!(parsed.get(FLUSH_SIZE_BYTES), Some("10000"));
+        assert_eq!(
+            parsed.int(RETRY_MAX_TIME_MS) as u64,
+            DEFAULT_RETRY_MAX_TIME_MS
+        );
+        assert_eq!(
+            parsed.int(RETRY_BACKOFF_MS) as u64,
+            DEFAULT_RETRY_BACKOFF_MS
+        );
+        let minimal = props_from(&[
+            (INGESTION_URL, "https://ingest-c.kusto.windows.net"),
+            (MAPPING, "[]"),
+        ]);
+        let parsed = def.parse(&minimal, &[]).expect("minimal");
+        assert_eq!(
+            parsed.int(FLUSH_SIZE_BYTES) as u64,
+            DEFAULT_FLUSH_SIZE_BYTES
+        );
+        assert_eq!(
+            parsed.int(FLUSH_INTERVAL_MS) as u64,
+            DEFAULT_FLUSH_INTERVAL_MS
+        );
+        assert_eq!(parsed.get(AUTH_STRATEGY), Some("application"));
+        assert_eq!(parsed.get(BEHAVIOR_ON_ERROR), Some("fail"));
+        // Every key the parser reads is declared.
+        for key in [
+            INGESTION_URL,
+            QUERY_URL,
+            AUTH_STRATEGY,
+            AUTH_AUTHORITY,
+            AUTH_APPID,
+            AUTH_APPKEY,
+            AUTH_ACCESSTOKEN,
+            MAPPING,
+            FLUSH_SIZE_BYTES,
+            FLUSH_INTERVAL_MS,
+            TEMPDIR_PATH,
+            BEHAVIOR_ON_ERROR,
+            RETRY_MAX_TIME_MS,
+            RETRY_BACKOFF_MS,
+            VALIDATION_TABLE,
+            PROXY_HOST,
+            PROXY_PORT,
+            DEDUP,
+            TABLES_CREATE,
+            STATUS_CHECK,
+        ] {
+            assert!(def.key(key).is_some(), "{key} is not declared");
+        }
+        let secrets = def
+            .keys
+            .iter()
+            .filter(|k| k.ty == ConfigType::Password)
+            .map(|k| k.name);
+        assert_eq!(
+            secrets.collect::<Vec<_>>(),
+            vec![AUTH_APPKEY, AUTH_ACCESSTOKEN]
+        );
     }
 
     #[test]
