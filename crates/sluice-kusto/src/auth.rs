@@ -9,6 +9,10 @@
 //! - managed identity: the instance metadata endpoint
 //!   (`GET {imds}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=...`
 //!   with `Metadata: true`, plus `client_id` for a user-assigned identity);
+//!   on App Service and Container Apps (`IDENTITY_ENDPOINT` and
+//!   `IDENTITY_HEADER` set) their endpoint instead
+//!   (`GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&resource=...` with
+//!   `X-IDENTITY-HEADER`);
 //! - workload identity: the federated token in `AZURE_FEDERATED_TOKEN_FILE`
 //!   exchanged at the token endpoint as a `client_assertion`; the file is
 //!   read at every exchange because the kubelet rotates it;
@@ -41,6 +45,7 @@ pub const DEFAULT_IMDS_HOST: &str = "http://169.254.169.254";
 pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
 const IMDS_API_VERSION: &str = "2018-02-01";
+const APP_SERVICE_API_VERSION: &str = "2019-08-01";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Why a token could not be obtained.
@@ -84,7 +89,7 @@ pub enum AuthError {
 
 /// The environment the Azure SDKs read, captured once so tests can supply
 /// their own.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AzureEnv {
     /// `AZURE_AUTHORITY_HOST`.
     pub authority_host: Option<String>,
@@ -96,6 +101,28 @@ pub struct AzureEnv {
     pub federated_token_file: Option<PathBuf>,
     /// `AZURE_POD_IDENTITY_AUTHORITY_HOST`: the metadata endpoint's host.
     pub imds_host: Option<String>,
+    /// `IDENTITY_ENDPOINT`: App Service's and Container Apps' managed
+    /// identity endpoint, used with `identity_header`.
+    pub identity_endpoint: Option<String>,
+    /// `IDENTITY_HEADER`: the secret App Service expects back.
+    pub identity_header: Option<String>,
+}
+
+impl std::fmt::Debug for AzureEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureEnv")
+            .field("authority_host", &self.authority_host)
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("federated_token_file", &self.federated_token_file)
+            .field("imds_host", &self.imds_host)
+            .field("identity_endpoint", &self.identity_endpoint)
+            .field(
+                "identity_header",
+                &self.identity_header.as_ref().map(|_| "[hidden]"),
+            )
+            .finish()
+    }
 }
 
 impl AzureEnv {
@@ -108,6 +135,8 @@ impl AzureEnv {
             client_id: var("AZURE_CLIENT_ID"),
             federated_token_file: var("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from),
             imds_host: var("AZURE_POD_IDENTITY_AUTHORITY_HOST"),
+            identity_endpoint: var("IDENTITY_ENDPOINT"),
+            identity_header: var("IDENTITY_HEADER"),
         }
     }
 }
@@ -240,9 +269,13 @@ pub struct TokenProvider {
     resource: String,
     authority_host: Url,
     imds_host: Url,
+    /// App Service / Container Apps: (IDENTITY_ENDPOINT, IDENTITY_HEADER).
+    app_service: Option<(Url, String)>,
     refresh_margin: Duration,
     clock: Clock,
     http: reqwest::Client,
+    // Managed identity endpoints are local to the host: never proxied.
+    direct: reqwest::Client,
     // An async mutex held across the request makes concurrent callers wait
     // for the one refresh in flight and then reuse its token.
     cache: Mutex<Option<Cached>>,
@@ -255,6 +288,10 @@ impl std::fmt::Debug for TokenProvider {
             .field("resource", &self.resource)
             .field("authority_host", &self.authority_host.as_str())
             .field("imds_host", &self.imds_host.as_str())
+            .field(
+                "app_service",
+                &self.app_service.as_ref().map(|(u, _)| u.as_str()),
+            )
             .finish()
     }
 }
@@ -268,7 +305,9 @@ fn endpoint(name: &str, value: &str, link_local_ok: bool) -> Result<Url, AuthErr
     match url.scheme() {
         "https" => Ok(url),
         "http" if is_loopback(host) => Ok(url),
-        "http" if link_local_ok && host == "169.254.169.254" => Ok(url),
+        // Managed identity endpoints are served over http on the host's
+        // link-local addresses (IMDS 169.254.169.254; Container Apps 169.254.x).
+        "http" if link_local_ok && host.starts_with("169.254.") => Ok(url),
         "http" => Err(AuthError::Config(format!(
             "{name} '{value}' uses plain http, which would send credentials unencrypted; http is allowed only on loopback (127.0.0.1, localhost, [::1]): use https"
         ))),
@@ -320,6 +359,13 @@ impl TokenProvider {
             env.imds_host.as_deref().unwrap_or(DEFAULT_IMDS_HOST),
             true,
         )?;
+        let app_service = match (&env.identity_endpoint, &env.identity_header) {
+            (Some(e), Some(h)) => Some((
+                endpoint("the managed identity endpoint (IDENTITY_ENDPOINT)", e, true)?,
+                h.clone(),
+            )),
+            _ => None,
+        };
         let resource = resource.trim().trim_end_matches('/').to_owned();
         endpoint("the cluster URL", &resource, false)?;
         let http = http_client(None)?;
@@ -328,6 +374,8 @@ impl TokenProvider {
             resource,
             authority_host,
             imds_host,
+            app_service,
+            direct: http.clone(),
             refresh_margin: DEFAULT_REFRESH_MARGIN,
             clock: Arc::new(SystemTime::now),
             http,
@@ -446,16 +494,25 @@ impl TokenProvider {
                 self.post_token(tenant, &form, now).await
             }
             Credential::ManagedIdentity { client_id } => {
-                let url = join(&self.imds_host, IMDS_PATH);
-                let mut query = vec![
-                    ("api-version", IMDS_API_VERSION),
-                    ("resource", self.resource.as_str()),
-                ];
+                let mut query = vec![("resource", self.resource.as_str())];
                 if let Some(id) = client_id {
                     query.push(("client_id", id.as_str()));
                 }
-                let req = self.http.get(&url).query(&query).header("Metadata", "true");
-                self.send(req, &url, now).await
+                let (url, req) = match &self.app_service {
+                    Some((base, secret)) => {
+                        query.push(("api-version", APP_SERVICE_API_VERSION));
+                        let url = base.as_str().to_owned();
+                        let req = self.direct.get(&url).header("X-IDENTITY-HEADER", secret);
+                        (url, req)
+                    }
+                    None => {
+                        query.push(("api-version", IMDS_API_VERSION));
+                        let url = join(&self.imds_host, IMDS_PATH);
+                        let req = self.direct.get(&url).header("Metadata", "true");
+                        (url, req)
+                    }
+                };
+                self.send(req.query(&query), &url, now).await
             }
         }
     }

@@ -128,6 +128,51 @@ async fn imds(
     .into_response()
 }
 
+async fn app_service(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let field = |k: &str| q.get(k).map(String::as_str);
+    if headers
+        .get("X-IDENTITY-HEADER")
+        .and_then(|v| v.to_str().ok())
+        != Some("identity-secret")
+        || headers.contains_key("Metadata")
+    {
+        return refuse(
+            &s,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "bad X-IDENTITY-HEADER",
+        );
+    }
+    let client_ok = match field("client_id") {
+        None => q.len() == 2,
+        Some(c) => c == CLIENT && q.len() == 3,
+    };
+    if field("api-version") != Some("2019-08-01")
+        || field("resource") != Some(CLUSTER)
+        || !client_ok
+    {
+        return refuse(
+            &s,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("unexpected query {q:?}"),
+        );
+    }
+    let n = s.issued.fetch_add(1, Ordering::SeqCst) + 1;
+    // App Service sends only expires_on, as a string of Unix seconds.
+    Json(json!({
+        "access_token": format!("app-{n}"),
+        "expires_on": "1600003600",
+        "resource": CLUSTER,
+        "token_type": "Bearer",
+    }))
+    .into_response()
+}
+
 async fn fallback(State(s): State<Shared>, uri: axum::http::Uri) -> Response {
     refuse(
         &s,
@@ -146,6 +191,7 @@ async fn start(expires_in: u64) -> (String, Shared) {
     let app = Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token_endpoint))
         .route("/metadata/identity/oauth2/token", get(imds))
+        .route("/msi/token", get(app_service))
         .fallback(fallback)
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -266,6 +312,33 @@ async fn managed_identity_system_and_user_assigned() {
     )
     .expect("provider");
     assert_eq!(user.token().await.expect("token"), format!("mi-2-{CLIENT}"));
+    assert!(refused(&server).is_empty(), "{:?}", refused(&server));
+}
+
+#[tokio::test]
+async fn managed_identity_on_app_service_and_container_apps() {
+    let (base, server) = start(3600).await;
+    let env = AzureEnv {
+        identity_endpoint: Some(format!("{base}/msi/token")),
+        identity_header: Some("identity-secret".into()),
+        ..env(&base)
+    };
+    assert!(!format!("{env:?}").contains("identity-secret"));
+    let p = TokenProvider::new(
+        Credential::ManagedIdentity {
+            client_id: Some(CLIENT.into()),
+        },
+        CLUSTER,
+        &env,
+    )
+    .expect("provider")
+    .with_clock(Arc::new(|| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000)
+    }));
+    assert_eq!(p.token().await.expect("token"), "app-1");
+    // expires_on, an hour after the injected "now", keeps it cached.
+    assert_eq!(p.token().await.expect("cached"), "app-1");
+    assert_eq!(issued(&server), 1);
     assert!(refused(&server).is_empty(), "{:?}", refused(&server));
 }
 
