@@ -423,7 +423,9 @@ impl TokenProvider {
     }
 
     /// A valid token: the cached one unless it expires within the refresh
-    /// margin.
+    /// margin. When a refresh fails while the cached token is still valid,
+    /// the cached token is returned (and the failure logged), so a short
+    /// Azure AD outage does not stop ingestion; the next call tries again.
     pub async fn token(&self) -> Result<String, AuthError> {
         let mut cache = self.cache.lock().await;
         let now = (self.clock)();
@@ -436,7 +438,20 @@ impl TokenProvider {
                 return Ok(c.token.clone());
             }
         }
-        let fetched = self.fetch(now).await?;
+        let fetched = match self.fetch(now).await {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(c) = cache.as_ref() {
+                    if c.expires_at.is_some_and(|at| now < at) {
+                        tracing::warn!(
+                            "refreshing the Azure AD token failed; the current one is still valid and is used meanwhile: {e}"
+                        );
+                        return Ok(c.token.clone());
+                    }
+                }
+                return Err(e);
+            }
+        };
         let token = fetched.token.clone();
         *cache = Some(fetched);
         Ok(token)

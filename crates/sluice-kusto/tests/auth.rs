@@ -3,7 +3,7 @@
 //! refuses any request that differs from the documented one.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +32,8 @@ struct Server {
     refused: Mutex<Vec<String>>,
     /// `expires_in` of issued tokens.
     expires_in: u64,
+    /// When set, the token endpoint answers 503 (an outage).
+    down: AtomicBool,
 }
 
 type Shared = Arc<Server>;
@@ -52,6 +54,14 @@ async fn token_endpoint(
     Path(tenant): Path<String>,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Response {
+    if s.down.load(Ordering::SeqCst) {
+        return refuse(
+            &s,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "AADSTS90033: A transient error has occurred.",
+        );
+    }
     if tenant != TENANT {
         return refuse(
             &s,
@@ -279,6 +289,17 @@ async fn refreshes_within_the_margin_and_callers_share_one_refresh() {
     assert_eq!(issued(&server), 2);
     p.invalidate().await;
     assert_eq!(p.token().await.expect("token"), "aad-3");
+
+    // During an outage the token, inside the margin but not expired, is
+    // still handed out; once expired, the outage is reported.
+    server.down.store(true, Ordering::SeqCst);
+    advance(3500);
+    assert_eq!(p.token().await.expect("still valid"), "aad-3");
+    advance(100);
+    let e = p.token().await.expect_err("expired during the outage");
+    assert!(e.to_string().contains("AADSTS90033"), "{e}");
+    server.down.store(false, Ordering::SeqCst);
+    assert_eq!(p.token().await.expect("token"), "aad-4");
 }
 
 #[tokio::test]
