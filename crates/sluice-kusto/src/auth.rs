@@ -317,6 +317,16 @@ fn endpoint(name: &str, value: &str, link_local_ok: bool) -> Result<Url, AuthErr
     }
 }
 
+/// A client that ignores HTTP_PROXY/HTTPS_PROXY: managed identity
+/// endpoints answer only on the machine itself.
+fn direct_client() -> Result<reqwest::Client, AuthError> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .map_err(|e| AuthError::Config(format!("could not build an HTTP client: {e}")))
+}
+
 fn http_client(proxy: Option<(&str, u16)>) -> Result<reqwest::Client, AuthError> {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
     if let Some((host, port)) = proxy {
@@ -375,7 +385,7 @@ impl TokenProvider {
             authority_host,
             imds_host,
             app_service,
-            direct: http.clone(),
+            direct: direct_client()?,
             refresh_margin: DEFAULT_REFRESH_MARGIN,
             clock: Arc::new(SystemTime::now),
             http,
