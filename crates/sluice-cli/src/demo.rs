@@ -734,6 +734,16 @@ fn records_for(s: &datagen::Stats) -> u64 {
     s.inserted + s.updated + 2 * s.deleted
 }
 
+/// Notes that changes amounting to `records` were committed by now.
+fn note_committed(committed: &Mutex<std::collections::VecDeque<(Instant, u64)>>, records: u64) {
+    let mut c = committed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if c.back().is_none_or(|(_, r)| *r < records) {
+        c.push_back((Instant::now(), records));
+    }
+}
+
 /// What the progress display shows, once a second.
 struct Progress {
     terminal: bool,
@@ -932,13 +942,7 @@ async fn drive(
                 *stats
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = s.clone();
-                let mut c = committed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let records = records_for(s);
-                if c.back().is_none_or(|(_, r)| *r < records) {
-                    c.push_back((Instant::now(), records));
-                }
+                note_committed(&committed, records_for(s));
             })
             .await
         })
@@ -986,16 +990,8 @@ async fn drive(
             }
         }
     };
-    {
-        // The last batches, in case the final report came after them.
-        let mut c = committed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let records = records_for(&generated);
-        if c.back().is_none_or(|(_, r)| *r < records) {
-            c.push_back((Instant::now(), records));
-        }
-    }
+    // The last batches, in case the final report came after them.
+    note_committed(&committed, records_for(&generated));
     // Every change is committed: wait until DuckDB holds all of them.
     let want = snapshot_rows + records_for(&generated);
     let deadline = Instant::now() + CATCH_UP_TIMEOUT;

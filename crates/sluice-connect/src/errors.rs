@@ -637,6 +637,21 @@ pub struct ErrorHandler {
 }
 
 impl ErrorHandler {
+    /// Whether a skip warning may be logged now (rate-limited): the text
+    /// to append, telling how many were held back since the last one.
+    fn admit_warning(&self) -> Option<String> {
+        let held_back = self
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(Instant::now())?;
+        Some(if held_back > 0 {
+            format!(" ({held_back} more skipped records were not logged)")
+        } else {
+            String::new()
+        })
+    }
+
     /// The handler of sink task `task_id` of `spec`; `kafka` (the worker's
     /// clients) writes the dead letter queue.
     pub fn for_sink(spec: &ConnectorSpec, task_id: u32, kafka: Option<&KafkaClients>) -> Self {
@@ -807,17 +822,7 @@ impl ErrorHandler {
         }
         bump(&self.counters.records_skipped);
         if !self.policy.log && delivery.is_none() {
-            let admitted = self
-                .gate
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .admit(Instant::now());
-            if let Some(held_back) = admitted {
-                let also = if held_back > 0 {
-                    format!(" ({held_back} more skipped records were not logged)")
-                } else {
-                    String::new()
-                };
+            if let Some(also) = self.admit_warning() {
                 tracing::warn!(
                     connector = %self.connector,
                     task = self.task_id,
@@ -995,17 +1000,7 @@ impl ErrorHandler {
             );
             return Ok(());
         }
-        let admitted = self
-            .gate
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(Instant::now());
-        if let Some(held_back) = admitted {
-            let also = if held_back > 0 {
-                format!(" ({held_back} more skipped records were not logged)")
-            } else {
-                String::new()
-            };
+        if let Some(also) = self.admit_warning() {
             tracing::warn!(
                 connector = %self.connector,
                 task = self.task_id,

@@ -1546,18 +1546,7 @@ impl Runtime {
         self.sync_configs().await?;
         let (name, exists) = self.name_for_put(&props, create_only)?;
         let spec = self.validate(props.clone())?;
-        let mut records = Vec::new();
-        if !exists {
-            records.push(dist::target_record(&name, initial));
-        }
-        records.push(dist::connector_record(&name, &props));
-        // Task configs and their commit marker, as Kafka Connect writes
-        // them, for tools that read the config topic.
-        let tasks = Self::task_configs(&spec);
-        for (i, t) in tasks.iter().enumerate() {
-            records.push(dist::task_record(&name, i as u32, t));
-        }
-        records.push(dist::commit_record(&name, tasks.len()));
+        let records = config_records(&name, &props, &spec, (!exists).then_some(initial));
         self.write_configs(records).await?;
         Ok((self.info(&name)?, !exists))
     }
@@ -2143,6 +2132,29 @@ fn client_overrides(
     Ok(Arc::new(cfg))
 }
 
+/// The config topic records that create or reconfigure connector `name`:
+/// its target state (new connectors only), its config, and its task configs
+/// with their commit marker, as Kafka Connect writes them for tools that
+/// read the topic.
+fn config_records(
+    name: &str,
+    props: &Props,
+    spec: &ConnectorSpec,
+    initial: Option<TargetState>,
+) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut records: Vec<_> = initial
+        .map(|t| dist::target_record(name, t))
+        .into_iter()
+        .collect();
+    records.push(dist::connector_record(name, props));
+    let tasks = Runtime::task_configs(spec);
+    for (i, t) in tasks.iter().enumerate() {
+        records.push(dist::task_record(name, i as u32, t));
+    }
+    records.push(dist::commit_record(name, tasks.len()));
+    records
+}
+
 /// How often a distributed worker reads the config topic for changes made
 /// through other workers.
 const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -2171,15 +2183,8 @@ async fn join_group(
         match rt.connectors.get(&spec.name) {
             None => {
                 tracing::info!(connector = %spec.name, "adding the connector of the command line to the group");
-                let mut records = vec![
-                    dist::target_record(&spec.name, TargetState::Running),
-                    dist::connector_record(&spec.name, &spec.props),
-                ];
-                let tasks = Runtime::task_configs(&spec);
-                for (i, t) in tasks.iter().enumerate() {
-                    records.push(dist::task_record(&spec.name, i as u32, t));
-                }
-                records.push(dist::commit_record(&spec.name, tasks.len()));
+                let records =
+                    config_records(&spec.name, &spec.props, &spec, Some(TargetState::Running));
                 rt.write_configs(records).await?;
             }
             Some(c) if c.spec.props != spec.props => tracing::warn!(
