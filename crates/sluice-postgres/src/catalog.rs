@@ -393,13 +393,30 @@ pub async fn slot_info(client: &Client, slot: &str) -> Result<Option<SlotInfo>> 
     }))
 }
 
-/// Drops a slot (it must not be active).
+/// Drops a slot. The walsender of a replication connection that was just
+/// closed can hold the slot for a moment after the client is gone, so a slot
+/// that is still active is retried for a few seconds before giving up.
 pub async fn drop_slot(client: &Client, slot: &str) -> Result<()> {
-    client
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await
-        .with_context(|| format!("dropping replication slot {slot}"))?;
-    Ok(())
+    let mut attempt = 0;
+    loop {
+        match client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if attempt < 50
+                    && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("dropping replication slot {slot}"))
+            }
+        }
+    }
 }
 
 /// Warns about captured tables whose updates and deletes PostgreSQL will
