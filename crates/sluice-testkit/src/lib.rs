@@ -24,6 +24,7 @@ pub struct PgCluster {
     run_as: Option<String>,
 }
 
+pub mod kusto;
 pub mod tansu;
 
 pub use sluice_pglocal::{free_port, pg_bin_dir};
