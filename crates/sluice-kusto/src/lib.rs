@@ -14,4 +14,8 @@
 //! users only once it ingests.
 
 pub mod auth;
+pub mod client;
 pub mod config;
+pub mod format;
+pub mod queued;
+pub mod streaming;
