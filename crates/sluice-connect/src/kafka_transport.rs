@@ -894,7 +894,10 @@ pub async fn run_sink(
     );
     let stop = driver.stop.clone();
     let connector = driver.connector.clone();
-    let revoke_wait = driver.policy.interval + Duration::from_secs(2);
+    // A task that batches itself writes its batches when told to; that
+    // can take a few round trips to the external system.
+    let revoke_wait = driver.policy.interval + Duration::from_secs(30);
+    let flush_now = Arc::clone(&driver.flush_now);
     let mut pending = Pending {
         tracker: Arc::new(DeliveryTracker::new(driver.index + 1)),
         index: driver.index,
@@ -953,7 +956,9 @@ pub async fn run_sink(
                 }
                 Some(ConsumerEvent::Revoked(rev)) => {
                     // Let the driver flush what it has (it flushes within its
-                    // interval), then hand over what is durable.
+                    // interval, or now when the task batches itself), then
+                    // hand over what is durable.
+                    flush_now.notify_one();
                     let deadline = tokio::time::Instant::now() + revoke_wait;
                     while !pending.all_acked() && !drive.is_finished()
                         && tokio::time::Instant::now() < deadline

@@ -10,6 +10,7 @@
 //! `errors.retry.timeout`, then fails the task; nothing is acknowledged
 //! that was not written.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,6 +165,9 @@ pub struct SinkDriver {
     pub paused: Option<tokio::sync::watch::Receiver<bool>>,
     /// The connector's error handling (`errors.*`).
     pub errors: ErrorHandler,
+    /// Notified when the task must write everything it holds now (its
+    /// partitions are being revoked), even if it batches itself.
+    pub flush_now: Arc<tokio::sync::Notify>,
 }
 
 /// Acknowledgements waiting for the next flush: per source tracker, the
@@ -173,6 +177,20 @@ struct Pending {
     acks: Vec<(Arc<DeliveryTracker>, u64)>,
     records: usize,
     since: Option<Instant>,
+    /// For a task that batches itself: every record not acknowledged yet,
+    /// in the order taken, so that only what the task reports durable is
+    /// acknowledged (per tracker, a prefix of its sequence).
+    entries: VecDeque<Entry>,
+}
+
+/// A record taken for a task that batches itself.
+struct Entry {
+    tracker: Arc<DeliveryTracker>,
+    seq: u64,
+    /// Where the task was given it; None when it never reached the task
+    /// (dropped by a transform or skipped by the error handling): durable
+    /// as soon as everything before it is.
+    at: Option<(Arc<str>, i32, i64)>,
 }
 
 impl SinkDriver {
@@ -187,8 +205,8 @@ impl SinkDriver {
                 if *paused.borrow() && !self.stop.is_cancelled() {
                     // What was taken before the pause is written and
                     // acknowledged; nothing more until resumed.
-                    self.put(&mut batch).await?;
-                    self.flush(&mut pending).await?;
+                    self.put(&mut batch, &mut pending).await?;
+                    self.flush_all(&mut pending).await?;
                     tokio::select! {
                         r = paused.wait_for(|p| !*p) => {
                             if r.is_err() {
@@ -221,6 +239,11 @@ impl SinkDriver {
                     self.flush(&mut pending).await?;
                     false
                 }
+                _ = self.flush_now.notified() => {
+                    self.put(&mut batch, &mut pending).await?;
+                    self.flush_all(&mut pending).await?;
+                    false
+                }
                 _ = self.stop.cancelled() => true,
             };
             if stopping {
@@ -230,24 +253,26 @@ impl SinkDriver {
                 while let Some(d) = self.queue.try_recv() {
                     self.take(d, &mut batch, &mut pending);
                     if batch.len() >= MAX_BATCH {
-                        self.put(&mut batch).await?;
+                        self.put(&mut batch, &mut pending).await?;
                     }
                 }
-                self.put(&mut batch).await?;
-                self.flush(&mut pending).await?;
+                self.put(&mut batch, &mut pending).await?;
+                self.flush_all(&mut pending).await?;
                 self.task
                     .stop()
                     .await
                     .with_context(|| self.what("stopping"))?;
                 return Ok(());
             }
-            self.put(&mut batch).await?;
+            self.put(&mut batch, &mut pending).await?;
             // Checked here too: with records always waiting, the timer
-            // branch above would never be chosen.
+            // branch above would never be chosen. A task that batches
+            // itself is asked on the interval only: its batches close on
+            // their own size, not on the worker's record count.
             let due = pending
                 .since
                 .is_some_and(|s| s.elapsed() >= self.policy.interval);
-            if due || pending.records >= self.policy.max_records {
+            if due || (!self.task.batches_itself() && pending.records >= self.policy.max_records) {
                 self.flush(&mut pending).await?;
             }
         }
@@ -262,6 +287,21 @@ impl SinkDriver {
 
     fn take(&self, d: crate::transport::Delivery, batch: &mut Vec<Record>, pending: &mut Pending) {
         let origin = d.origin;
+        if self.task.batches_itself() {
+            pending.entries.push_back(Entry {
+                tracker: origin.tracker,
+                seq: origin.seq,
+                at: Some((
+                    Arc::clone(&d.record.topic),
+                    d.record.partition,
+                    d.record.offset,
+                )),
+            });
+            pending.records += 1;
+            pending.since.get_or_insert_with(Instant::now);
+            batch.push(d.record);
+            return;
+        }
         match pending
             .acks
             .iter_mut()
@@ -275,17 +315,24 @@ impl SinkDriver {
         batch.push(d.record);
     }
 
-    async fn put(&mut self, batch: &mut Vec<Record>) -> anyhow::Result<()> {
+    async fn put(&mut self, batch: &mut Vec<Record>, pending: &mut Pending) -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
+        // The batch's records are the last entries taken, in order.
+        let first_entry = pending.entries.len().saturating_sub(batch.len());
         // Without transforms and without any errors.* key, records go to
         // `put` as they came: no conversion cost on the default path.
         if self.transforms.is_some() || self.errors.validates_records() {
             let keep = self.errors.keeps_originals();
             let mut kept = Vec::with_capacity(batch.len());
             let mut dlq = Vec::new();
-            for r in batch.drain(..) {
+            for (i, r) in batch.drain(..).enumerate() {
+                let entry = if self.task.batches_itself() {
+                    pending.entries.get_mut(first_entry + i)
+                } else {
+                    None
+                };
                 let outcome = match &self.transforms {
                     Some(t) => t.apply_staged(r, keep),
                     None => match self.errors.check_record(&r) {
@@ -293,6 +340,12 @@ impl SinkDriver {
                         Err(f) => Err(Box::new((r, f))),
                     },
                 };
+                if let Some(e) = entry {
+                    e.at = match &outcome {
+                        Ok(Some(r)) => Some((Arc::clone(&r.topic), r.partition, r.offset)),
+                        _ => None,
+                    };
+                }
                 match outcome {
                     Ok(Some(r)) => kept.push(r),
                     // A dropped record is still acknowledged at the next
@@ -377,7 +430,73 @@ impl SinkDriver {
         }
     }
 
+    /// Commits on the cadence: a task that batches itself reports what is
+    /// durable; any other is flushed.
     async fn flush(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+        if !self.task.batches_itself() {
+            return self.flush_all(pending).await;
+        }
+        if pending.entries.is_empty() {
+            pending.since = None;
+            return Ok(());
+        }
+        let durable: HashMap<(Arc<str>, i32), i64> = self
+            .task
+            .pre_commit()
+            .await
+            .with_context(|| self.what("pre-commit"))?
+            .into_iter()
+            .map(|p| ((p.topic, p.partition), p.offset))
+            .collect();
+        let mut acked = 0usize;
+        while let Some(e) = pending.entries.front() {
+            let done = match &e.at {
+                None => true,
+                Some((topic, partition, offset)) => durable
+                    .get(&(Arc::clone(topic), *partition))
+                    .is_some_and(|d| offset <= d),
+            };
+            if !done {
+                break;
+            }
+            if let Some(e) = pending.entries.pop_front() {
+                Self::note_ack(&mut pending.acks, e.tracker, e.seq);
+                acked += 1;
+            }
+        }
+        self.ack(pending, acked);
+        pending.since = if pending.entries.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        Ok(())
+    }
+
+    fn note_ack(
+        acks: &mut Vec<(Arc<DeliveryTracker>, u64)>,
+        tracker: Arc<DeliveryTracker>,
+        seq: u64,
+    ) {
+        match acks.iter_mut().find(|(t, _)| Arc::ptr_eq(t, &tracker)) {
+            Some((_, s)) => *s = (*s).max(seq),
+            None => acks.push((tracker, seq)),
+        }
+    }
+
+    fn ack(&self, pending: &mut Pending, records: usize) {
+        for (tracker, seq) in pending.acks.drain(..) {
+            tracker.ack(self.index, seq);
+        }
+        crate::metrics::connector(&self.connector).add_sunk(records as u64);
+        pending.records -= records.min(pending.records);
+    }
+
+    /// Makes everything put so far durable and acknowledges it.
+    async fn flush_all(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+        for e in pending.entries.drain(..) {
+            Self::note_ack(&mut pending.acks, e.tracker, e.seq);
+        }
         if pending.acks.is_empty() {
             pending.since = None;
             return Ok(());
@@ -386,11 +505,8 @@ impl SinkDriver {
             .flush()
             .await
             .with_context(|| self.what("flush"))?;
-        for (tracker, seq) in pending.acks.drain(..) {
-            tracker.ack(self.index, seq);
-        }
-        crate::metrics::connector(&self.connector).add_sunk(pending.records as u64);
-        pending.records = 0;
+        let records = pending.records;
+        self.ack(pending, records);
         pending.since = None;
         Ok(())
     }
@@ -497,6 +613,7 @@ mod tests {
             transforms: None,
             paused: None,
             errors: ErrorHandler::for_sink(&specs[0], 0, None),
+            flush_now: Default::default(),
         };
         let handle = tokio::spawn(driver.run());
         let tracker = Arc::new(DeliveryTracker::new(1));
@@ -526,6 +643,146 @@ mod tests {
             stop,
             handle,
         }
+    }
+
+    /// Batches itself: holds what it is given per partition and reports
+    /// durable only the partitions `durable` lists; `flush` writes all.
+    struct Batching {
+        held: Vec<(Arc<str>, i32, i64)>,
+        durable: Arc<Mutex<Vec<i32>>>,
+        flushed: Arc<Mutex<usize>>,
+    }
+
+    #[async_trait]
+    impl SinkTask for Batching {
+        async fn put(&mut self, records: &[Record]) -> anyhow::Result<()> {
+            self.held.extend(
+                records
+                    .iter()
+                    .map(|r| (Arc::clone(&r.topic), r.partition, r.offset)),
+            );
+            Ok(())
+        }
+        async fn flush(&mut self) -> anyhow::Result<()> {
+            *self.flushed.lock().expect("lock") += 1;
+            self.held.clear();
+            Ok(())
+        }
+        fn batches_itself(&self) -> bool {
+            true
+        }
+        async fn pre_commit(
+            &mut self,
+        ) -> anyhow::Result<Vec<sluice_core::connector::PartitionOffset>> {
+            let durable = self.durable.lock().expect("lock").clone();
+            Ok(self
+                .held
+                .iter()
+                .filter(|(_, p, _)| durable.contains(p))
+                .map(|(t, p, o)| sluice_core::connector::PartitionOffset {
+                    topic: Arc::clone(t),
+                    partition: *p,
+                    offset: *o,
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_that_batches_itself_is_acknowledged_only_as_far_as_it_reports() {
+        let registry = Registry::new(vec![crate::file_sink::plugin()]);
+        let converter = crate::converters::BYTE_ARRAY_CONVERTER;
+        let worker = WorkerConfig::from_props(&props(&[
+            ("key.converter", converter),
+            ("value.converter", converter),
+        ]))
+        .expect("worker")
+        .0;
+        let p = props(&[
+            ("name", "batching"),
+            ("connector.class", "file"),
+            ("topics", "t"),
+        ]);
+        let (specs, _) = validate_connectors(
+            &registry,
+            &worker,
+            &[ConnectorFile {
+                path: "c.properties".into(),
+                props: p,
+            }],
+        )
+        .expect("valid");
+        let (tx, rx) = queue(16, 1 << 20);
+        let durable: Arc<Mutex<Vec<i32>>> = Default::default();
+        let flushed: Arc<Mutex<usize>> = Default::default();
+        let stop = CancellationToken::new();
+        let flush_now: Arc<tokio::sync::Notify> = Default::default();
+        let driver = SinkDriver {
+            connector: "batching".to_string(),
+            task_id: 0,
+            index: 0,
+            task: Box::new(Batching {
+                held: Vec::new(),
+                durable: Arc::clone(&durable),
+                flushed: Arc::clone(&flushed),
+            }),
+            queue: rx,
+            stop: stop.clone(),
+            policy: FlushPolicy {
+                interval: Duration::from_millis(10),
+                max_records: 1,
+            },
+            transforms: None,
+            paused: None,
+            errors: ErrorHandler::for_sink(&specs[0], 0, None),
+            flush_now: Arc::clone(&flush_now),
+        };
+        let handle = tokio::spawn(driver.run());
+        let tracker = Arc::new(DeliveryTracker::new(1));
+        // Partition 0, then 1, then 0 again.
+        for (partition, offset) in [(0, 10), (1, 20), (0, 11)] {
+            let seq = tracker.dispatch(&[0], None);
+            let record = Record {
+                topic: Arc::from("t"),
+                partition,
+                offset,
+                timestamp_ms: 0,
+                key: None,
+                value: Some(b"v".to_vec()),
+                headers: Vec::new(),
+            };
+            let origin = Origin {
+                tracker: Arc::clone(&tracker),
+                seq,
+            };
+            tx.send(record, origin).await.expect("queued");
+        }
+        let wait_for = |n: u64| {
+            let tracker = Arc::clone(&tracker);
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while tracker.delivered_up_to() < n {
+                    assert!(Instant::now() < deadline, "never acknowledged up to {n}");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        // Nothing reported durable: nothing acknowledged, over many cadences.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(tracker.delivered_up_to(), 0);
+        // Partition 0 durable: only the first record, as the second
+        // (partition 1) holds back everything after it.
+        durable.lock().expect("lock").push(0);
+        wait_for(1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(tracker.delivered_up_to(), 1);
+        assert_eq!(*flushed.lock().expect("lock"), 0, "never made to flush");
+        // A revocation makes it write everything.
+        flush_now.notify_one();
+        wait_for(3).await;
+        assert_eq!(*flushed.lock().expect("lock"), 1);
+        stop.cancel();
+        handle.await.expect("joined").expect("stopped cleanly");
     }
 
     #[tokio::test]

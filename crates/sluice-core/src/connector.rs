@@ -66,6 +66,19 @@ pub struct SinkContext {
     pub value_converter: Arc<dyn Converter>,
 }
 
+/// The offset of the last durable record of a topic partition, as a sink
+/// task that closes its own batches reports it from
+/// [`SinkTask::pre_commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffset {
+    /// Topic (as the task was given it, after the connector's transforms).
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// Offset of the last record of this partition that is durable.
+    pub offset: i64,
+}
+
 /// A running sink task.
 #[async_trait]
 pub trait SinkTask: Send {
@@ -74,6 +87,24 @@ pub trait SinkTask: Send {
     /// Makes everything `put` so far durable; the worker acknowledges those
     /// records only after this returns Ok.
     async fn flush(&mut self) -> anyhow::Result<()>;
+    /// True for a sink that closes its own batches (by size or age) and
+    /// should not be made to write a partial batch at every commit: the
+    /// worker then calls [`SinkTask::pre_commit`] on its commit cadence
+    /// instead of `flush`, and `flush` only when the task stops, is paused
+    /// or gives up its partitions.
+    fn batches_itself(&self) -> bool {
+        false
+    }
+    /// For a task that [batches itself](SinkTask::batches_itself): writes
+    /// the batches that are due and reports, per topic partition it was
+    /// given records of, the last offset that is durable. A partition with
+    /// nothing pending reports the last offset it was given. Records not
+    /// covered stay unacknowledged and are asked about again. Only called
+    /// when `batches_itself` is true.
+    async fn pre_commit(&mut self) -> anyhow::Result<Vec<PartitionOffset>> {
+        self.flush().await?;
+        Ok(Vec::new())
+    }
     /// Releases resources.
     async fn stop(&mut self) -> anyhow::Result<()> {
         Ok(())

@@ -739,6 +739,7 @@ impl Runtime {
                                     task_id,
                                     self.kafka.as_ref(),
                                 ),
+                                flush_now: Default::default(),
                             };
                             tracing::info!("starting {label}");
                             let handle = match feed {
