@@ -53,6 +53,7 @@ fn plugins() -> Vec<Arc<dyn ConnectorPlugin>> {
     vec![
         // Sinks.
         sluice_connect::file_sink::plugin(),
+        sluice_connect::null_sink::plugin(),
         sluice_duckdb::plugin(),
         // Sources.
         sluice_postgres::plugin(),

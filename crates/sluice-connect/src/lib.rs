@@ -32,6 +32,7 @@ pub mod file_sink;
 pub mod kafka_transport;
 pub mod metrics;
 pub mod murmur2;
+pub mod null_sink;
 pub mod offset_file;
 pub mod properties;
 pub mod registry;
