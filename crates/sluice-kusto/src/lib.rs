@@ -18,4 +18,5 @@ pub mod client;
 pub mod config;
 pub mod format;
 pub mod queued;
+pub mod schema;
 pub mod streaming;
