@@ -1,0 +1,578 @@
+//! The Kusto sink task.
+//!
+//! Records are serialized into one batch per topic partition, in the
+//! mapping's format. A batch is closed when it reaches `flush.size.bytes`
+//! (uncompressed) or is `flush.interval.ms` old, gzipped, and ingested:
+//! queued by default (blob + queue message), or streamed to the engine for
+//! `'streaming': true` mappings, falling back to queued ingestion when the
+//! engine cannot stream it. The task batches itself: the worker commits a
+//! partition's offsets only up to the last record of a batch ADX accepted
+//! (queued: the queue message is posted; with
+//! `kusto.ingestion.status.check=true`, the ingestion reported success).
+//!
+//! Failures of a batch are retried with exponential backoff and jitter
+//! while they are transient (throttling, 5xx, network), for at most
+//! `errors.retry.max.time.ms`; then `behavior.on.error` decides: `fail`
+//! stops the task (nothing of the batch is committed, so it is delivered
+//! again), `log` and `ignore` go on after writing the batch's records to the
+//! misc dead-letter queue when one is configured. A record that cannot be
+//! serialized goes to the errors dead-letter queue, or is handled by
+//! `behavior.on.error` when there is none.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::Rng;
+use sluice_core::connector::{PartitionOffset, SinkContext, SinkTask};
+use sluice_core::record::Record;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::client::{KustoClient, KustoError};
+use crate::config::{
+    BehaviorOnError, KustoConfig, TopicMapping, ERRORS_DLQ_PREFIX, MISC_DLQ_PREFIX,
+};
+use crate::dlq::DeadLetters;
+use crate::format::BatchEncoder;
+use crate::journal::Journal;
+use crate::queued::{IngestionStatus, QueuedBatch, QueuedIngestor};
+use crate::streaming;
+use crate::tables::TableMaker;
+
+/// The first retry waits this long; each next one twice as long, up to
+/// `errors.retry.backoff.time.ms`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+type Tp = (Arc<str>, i32);
+
+/// One topic partition's open batch.
+struct Batch {
+    mapping: TopicMapping,
+    encoder: BatchEncoder,
+    first: Option<i64>,
+    last: i64,
+    opened: Instant,
+    /// The records, kept only when a misc dead-letter queue may need them.
+    records: Vec<Record>,
+    /// With dedup: the journaled range a replayed batch must cover exactly.
+    replay: Option<(i64, i64)>,
+}
+
+/// The outcome of the start-up checks, shared with the task.
+type Checks = watch::Receiver<Option<Result<(), String>>>;
+
+/// The Kusto sink task.
+pub struct KustoSinkTask {
+    cfg: Arc<KustoConfig>,
+    ctx: SinkContext,
+    engine: KustoClient,
+    queued: QueuedIngestor,
+    batches: HashMap<Tp, Batch>,
+    /// Last offset given per topic partition.
+    given: HashMap<Tp, i64>,
+    journal: Option<Journal>,
+    errors_dlq: Option<DeadLetters>,
+    misc_dlq: Option<DeadLetters>,
+    dlq_ready: bool,
+    tables: TableMaker,
+    checks: Checks,
+    checked: bool,
+}
+
+impl KustoSinkTask {
+    /// A task for `cfg`. Start-up checks run in the background at once;
+    /// the first `put` waits for them and fails the task with their fix.
+    pub fn new(cfg: KustoConfig, ctx: SinkContext) -> Result<KustoSinkTask> {
+        let cfg = Arc::new(cfg);
+        let (engine, dm) = crate::connect_clients(&cfg)?;
+        let queued = QueuedIngestor::new(dm);
+        let journal = if cfg.dedup {
+            let dir = cfg
+                .temp_dir
+                .join("sluice-kusto")
+                .join(file_safe(&ctx.connector))
+                .join(format!("task-{}", ctx.task_id));
+            Some(Journal::open(&dir)?)
+        } else {
+            None
+        };
+        let (tx, rx) = watch::channel(None);
+        {
+            let cfg = Arc::clone(&cfg);
+            let engine = engine.clone();
+            let queued = queued.clone();
+            let name = ctx.connector.clone();
+            tokio::spawn(async move {
+                let outcome = match crate::tables::validate(&cfg, &engine, &queued).await {
+                    Ok(warnings) => {
+                        for w in warnings {
+                            tracing::warn!("sink connector '{name}': {w}");
+                        }
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::error!("sink connector '{name}': {e:#}");
+                        Err(format!("{e:#}"))
+                    }
+                };
+                let _ = tx.send(Some(outcome));
+            });
+        }
+        Ok(KustoSinkTask {
+            cfg,
+            ctx,
+            engine,
+            queued,
+            batches: HashMap::new(),
+            given: HashMap::new(),
+            journal,
+            errors_dlq: None,
+            misc_dlq: None,
+            dlq_ready: false,
+            tables: TableMaker::default(),
+            checks: rx,
+            checked: false,
+        })
+    }
+
+    async fn ready(&mut self) -> Result<()> {
+        if !self.checked {
+            let outcome = self
+                .checks
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| anyhow!("the start-up checks stopped before they finished"))?
+                .clone();
+            if let Some(Err(e)) = outcome {
+                return Err(anyhow!("{e}"));
+            }
+            self.checked = true;
+        }
+        if !self.dlq_ready {
+            if let Some(d) = &self.cfg.errors_dlq {
+                if d.bootstrap_servers.is_some() {
+                    self.errors_dlq = Some(DeadLetters::connect(d, ERRORS_DLQ_PREFIX).await?);
+                }
+            }
+            if let Some(d) = &self.cfg.misc_dlq {
+                self.misc_dlq = Some(DeadLetters::connect(d, MISC_DLQ_PREFIX).await?);
+            }
+            self.dlq_ready = true;
+        }
+        Ok(())
+    }
+
+    /// A record the sink cannot write: the errors dead-letter queue takes
+    /// it, or `behavior.on.error` decides.
+    async fn reject(&mut self, record: &Record, why: String) -> Result<()> {
+        if let Some(d) = &self.errors_dlq {
+            d.send(
+                std::slice::from_ref(record),
+                &self.ctx.connector,
+                self.ctx.task_id,
+                &why,
+            )
+            .await?;
+            tracing::warn!(
+                "sink connector '{}': {why}; the record went to the dead-letter queue",
+                self.ctx.connector
+            );
+            return Ok(());
+        }
+        match self.cfg.behavior_on_error {
+            BehaviorOnError::Fail => Err(anyhow!(
+                "{why}. Set errors.deadletterqueue.bootstrap.servers and errors.deadletterqueue.topic.name to keep such records aside, or behavior.on.error=log to skip them"
+            )),
+            BehaviorOnError::Log => {
+                tracing::error!(
+                    "sink connector '{}': {why}; skipped (behavior.on.error=log)",
+                    self.ctx.connector
+                );
+                Ok(())
+            }
+            BehaviorOnError::Ignore => {
+                tracing::warn!(
+                    "sink connector '{}': {why}; skipped (behavior.on.error=ignore)",
+                    self.ctx.connector
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn new_batch(&mut self, mapping: &TopicMapping, tp: &Tp, offset: i64) -> Result<Batch> {
+        let replay = match &mut self.journal {
+            Some(j) => j.range_of(&tp.0, tp.1, offset)?,
+            None => None,
+        };
+        let encoder =
+            BatchEncoder::new(&mapping.format).map_err(|e| anyhow!("topic '{}': {e}", tp.0))?;
+        Ok(Batch {
+            mapping: mapping.clone(),
+            encoder,
+            first: None,
+            last: offset,
+            opened: Instant::now(),
+            records: Vec::new(),
+            replay,
+        })
+    }
+
+    async fn put_one(&mut self, r: &Record) -> Result<()> {
+        let tp: Tp = (Arc::clone(&r.topic), r.partition);
+        self.given.insert(tp.clone(), r.offset);
+        let Some(mapping) = self.cfg.mapping_for(&r.topic).cloned() else {
+            let why = format!(
+                "record {}/{}@{}: no entry of kusto.tables.topics.mapping for topic '{}' (add one, or a '*' entry)",
+                r.topic, r.partition, r.offset, r.topic
+            );
+            return self.reject(r, why).await;
+        };
+        if self.cfg.create_tables {
+            if let Some(schema) = crate::schema::value_schema(r, self.ctx.value_converter.as_ref())
+            {
+                self.tables.ensure(&self.engine, &mapping, &schema).await?;
+            }
+        }
+        // A replayed batch ends exactly where the journal says; a record
+        // past it starts the next batch.
+        if let Some(b) = self.batches.get(&tp) {
+            if b.replay.is_some_and(|(_, last)| r.offset > last) {
+                self.ingest(&tp).await?;
+            }
+        }
+        if !self.batches.contains_key(&tp) {
+            let b = self.new_batch(&mapping, &tp, r.offset)?;
+            self.batches.insert(tp.clone(), b);
+        }
+        let keep = self.misc_dlq.is_some();
+        let pushed = {
+            let b = self.batches.get_mut(&tp).context("batch vanished")?;
+            b.encoder.push(
+                r,
+                self.ctx.key_converter.as_ref(),
+                self.ctx.value_converter.as_ref(),
+            )
+        };
+        if let Err(e) = pushed {
+            return self.reject(r, e.to_string()).await;
+        }
+        let b = self.batches.get_mut(&tp).context("batch vanished")?;
+        if b.first.is_none() {
+            b.first = Some(r.offset);
+            b.opened = Instant::now();
+        }
+        b.last = r.offset;
+        if keep {
+            b.records.push(r.clone());
+        }
+        let full = match b.replay {
+            Some((_, last)) => r.offset >= last,
+            None => b.encoder.len_bytes() as u64 >= self.cfg.flush_size_bytes,
+        };
+        if full {
+            self.ingest(&tp).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes and ingests `tp`'s batch.
+    async fn ingest(&mut self, tp: &Tp) -> Result<()> {
+        let Some(mut b) = self.batches.remove(tp) else {
+            return Ok(());
+        };
+        let Some(first) = b.first else {
+            return Ok(());
+        };
+        let last = b.last;
+        let records = b.encoder.records();
+        let raw = b.encoder.finish().map_err(|e| {
+            anyhow!(
+                "closing the batch of topic '{}' partition {}: {e}",
+                tp.0,
+                tp.1
+            )
+        })?;
+        if raw.is_empty() {
+            return Ok(());
+        }
+        let raw_size = raw.len();
+        let gz = gzip(&raw).context("compressing a batch")?;
+        drop(raw);
+        let m = &b.mapping;
+        // The tag names the exact offsets; a replay covers the same ones.
+        let (tag_first, tag_last) = b.replay.unwrap_or((first, last));
+        let dedup_value = format!("{}/{}/{}-{}", tp.0, tp.1, tag_first, tag_last);
+        if let Some(j) = &mut self.journal {
+            j.record(&tp.0, tp.1, tag_first, tag_last)?;
+        }
+        let what = format!(
+            "batch of {records} record(s) of topic '{}' partition {} (offsets {first}..{last}) to table '{}' in database '{}'",
+            tp.0, tp.1, m.table, m.db
+        );
+        let kusto_format = b.encoder.kusto_format();
+        let queued_batch = QueuedBatch {
+            db: m.db.clone(),
+            table: m.table.clone(),
+            format: kusto_format.to_string(),
+            mapping: m.mapping.clone(),
+            gzipped: Bytes::from(gz),
+            raw_size: raw_size as u64,
+            tags: if self.cfg.dedup {
+                vec![format!("ingest-by:{dedup_value}")]
+            } else {
+                Vec::new()
+            },
+            ingest_if_not_exists: if self.cfg.dedup {
+                vec![dedup_value.clone()]
+            } else {
+                Vec::new()
+            },
+            blob_name_hint: format!("{}__{}__{}__{}__{first}-{last}", m.db, m.table, tp.0, tp.1),
+        };
+        let outcome = self.deliver(&queued_batch, m.streaming, &what).await;
+        match outcome {
+            Ok(()) => {
+                tracing::debug!("sink connector '{}': ingested {what}", self.ctx.connector);
+                crate::metrics::note_batch(&self.ctx.connector, records as u64, raw_size as u64);
+                Ok(())
+            }
+            Err(e) => self.batch_failed(&what, e, &mut b.records).await,
+        }
+    }
+
+    async fn batch_failed(
+        &mut self,
+        what: &str,
+        e: anyhow::Error,
+        records: &mut Vec<Record>,
+    ) -> Result<()> {
+        let why = format!("ingesting the {what} failed: {e:#}");
+        match self.cfg.behavior_on_error {
+            BehaviorOnError::Fail => Err(anyhow!(
+                "{why}. Nothing of it is committed: it is delivered again when the task restarts (behavior.on.error=fail)"
+            )),
+            behavior => {
+                let to_dlq = match &self.misc_dlq {
+                    Some(d) => {
+                        d.send(records, &self.ctx.connector, self.ctx.task_id, &why).await?;
+                        " and its records went to the misc dead-letter queue"
+                    }
+                    None => "; no misc.deadletterqueue.* is set, so its records are only in Kafka",
+                };
+                if behavior == BehaviorOnError::Log {
+                    tracing::error!("sink connector '{}': {why}{to_dlq} (behavior.on.error=log)", self.ctx.connector);
+                } else {
+                    tracing::warn!("sink connector '{}': {why}{to_dlq} (behavior.on.error=ignore)", self.ctx.connector);
+                }
+                crate::metrics::note_failed_batch(&self.ctx.connector);
+                records.clear();
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends one batch, retrying transient failures within
+    /// `errors.retry.max.time.ms`.
+    async fn deliver(&self, batch: &QueuedBatch, streaming: bool, what: &str) -> Result<()> {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        let mut stream = streaming && batch.raw_size as usize <= streaming::STREAMING_MAX_BYTES;
+        if streaming && !stream {
+            tracing::info!(
+                "sink connector '{}': the {what} is over the streaming limit ({} bytes): sent queued",
+                self.ctx.connector,
+                streaming::STREAMING_MAX_BYTES
+            );
+        }
+        loop {
+            attempt += 1;
+            let result = if stream {
+                match streaming::ingest_streaming(
+                    &self.engine,
+                    &batch.db,
+                    &batch.table,
+                    &batch.format,
+                    batch.mapping.as_deref(),
+                    batch.gzipped.clone(),
+                    batch.raw_size as usize,
+                )
+                .await
+                {
+                    Err(e) if streaming::falls_back_to_queued(&e) => {
+                        tracing::warn!(
+                            "sink connector '{}': streaming the {what} failed ({e}); falling back to queued ingestion",
+                            self.ctx.connector
+                        );
+                        stream = false;
+                        continue;
+                    }
+                    other => other,
+                }
+            } else {
+                self.post_queued(batch).await
+            };
+            let err = match result {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if !err.is_retriable() {
+                return Err(anyhow!(err).context(format!("permanent error (attempt {attempt})")));
+            }
+            let cap = self.cfg.retry_backoff.max(FIRST_BACKOFF);
+            let exp = FIRST_BACKOFF
+                .saturating_mul(1u32 << (attempt - 1).min(16))
+                .min(cap);
+            // Full jitter in the upper half: spread retries of many tasks.
+            let jittered = exp.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+            let delay = err.retry_after.map_or(jittered, |r| r.max(jittered));
+            if started.elapsed() + delay > self.cfg.retry_max_time {
+                return Err(anyhow!(err).context(format!(
+                    "gave up after {attempt} attempt(s) in {} ms (errors.retry.max.time.ms={})",
+                    started.elapsed().as_millis(),
+                    self.cfg.retry_max_time.as_millis()
+                )));
+            }
+            tracing::warn!(
+                "sink connector '{}': the {what} failed (attempt {attempt}): {err}; retrying in {} ms",
+                self.ctx.connector,
+                delay.as_millis()
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn post_queued(&self, batch: &QueuedBatch) -> Result<(), KustoError> {
+        let posted = self.queued.ingest(batch).await?;
+        if !self.cfg.status_check {
+            return Ok(());
+        }
+        match self
+            .queued
+            .wait_for_status(&posted, self.cfg.retry_max_time)
+            .await?
+        {
+            IngestionStatus::Succeeded | IngestionStatus::Skipped => Ok(()),
+            IngestionStatus::Failed { details, permanent } => Err(KustoError {
+                kind: if permanent {
+                    crate::client::ErrorKind::Permanent
+                } else {
+                    crate::client::ErrorKind::Transient
+                },
+                status: None,
+                message: details,
+                what: format!(
+                    "ingestion {} (kusto.ingestion.status.check)",
+                    posted.ingestion_id
+                ),
+                retry_after: None,
+            }),
+            IngestionStatus::Pending => Err(KustoError {
+                kind: crate::client::ErrorKind::Permanent,
+                status: None,
+                message: format!(
+                    "no final status within {} ms",
+                    self.cfg.retry_max_time.as_millis()
+                ),
+                what: format!(
+                    "ingestion {} (kusto.ingestion.status.check)",
+                    posted.ingestion_id
+                ),
+                retry_after: None,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl SinkTask for KustoSinkTask {
+    async fn put(&mut self, records: &[Record]) -> Result<()> {
+        self.ready().await?;
+        for r in records {
+            self.put_one(r).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.batches.is_empty() {
+            return Ok(());
+        }
+        self.ready().await?;
+        let tps: Vec<Tp> = self.batches.keys().cloned().collect();
+        for tp in tps {
+            self.ingest(&tp).await?;
+        }
+        Ok(())
+    }
+
+    fn batches_itself(&self) -> bool {
+        true
+    }
+
+    async fn pre_commit(&mut self) -> Result<Vec<PartitionOffset>> {
+        let interval = self.cfg.flush_interval;
+        let due: Vec<Tp> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| {
+                let age = b.opened.elapsed();
+                // A replayed batch waits for the rest of its range, but not
+                // forever: records can be gone (retention).
+                match b.replay {
+                    Some(_) => age >= interval * 2,
+                    None => age >= interval,
+                }
+            })
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            self.ingest(&tp).await?;
+        }
+        Ok(self
+            .given
+            .iter()
+            .map(|(tp, given)| {
+                let durable = match self.batches.get(tp).and_then(|b| b.first) {
+                    Some(first) => first - 1,
+                    None => *given,
+                };
+                PartitionOffset {
+                    topic: Arc::clone(&tp.0),
+                    partition: tp.1,
+                    offset: durable,
+                }
+            })
+            .collect())
+    }
+
+    async fn stop(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
