@@ -196,10 +196,12 @@ async fn table_exists(engine: &KustoClient, db: &str, table: &str) -> Result<boo
 /// Creates tables and mappings from record schemas (`kusto.tables.create`).
 #[derive(Default)]
 pub struct TableMaker {
-    /// Columns known to exist, per (database, table).
-    known: HashMap<(String, String), BTreeSet<String>>,
+    /// Columns known to exist, per (database, table), in creation order.
+    known: HashMap<(String, String), Vec<(String, &'static str)>>,
     /// Mappings known to exist, per (database, table, name).
     mappings: BTreeSet<(String, String, String)>,
+    /// The mappings Sluice created: they follow columns added later.
+    ours: BTreeSet<(String, String, String)>,
 }
 
 impl TableMaker {
@@ -221,7 +223,7 @@ impl TableMaker {
         let known = self.known.entry(key.clone()).or_default();
         let missing: Vec<(String, &'static str)> = columns
             .iter()
-            .filter(|(c, _)| !known.contains(c))
+            .filter(|(c, _)| !known.iter().any(|(k, _)| k == c))
             .cloned()
             .collect();
         if !missing.is_empty() {
@@ -247,12 +249,21 @@ impl TableMaker {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            known.extend(missing.iter().map(|(c, _)| c.clone()));
+            known.extend(missing.iter().cloned());
         }
+        let all_columns = known.clone();
         if let Some(name) = &m.mapping {
             if mapping_kind(&m.format) == "json" {
                 let mkey = (m.db.clone(), m.table.clone(), name.clone());
-                if !self.mappings.contains(&mkey) {
+                if self.ours.contains(&mkey) && !missing.is_empty() {
+                    let csl = schema::create_mapping_command(&m.table, name, &all_columns);
+                    engine.mgmt(&m.db, &csl).await.map_err(|e| {
+                        anyhow::anyhow!(
+                            "kusto.tables.create: extending ingestion mapping '{name}' on table '{}' failed: {e}",
+                            m.table
+                        )
+                    })?;
+                } else if !self.mappings.contains(&mkey) {
                     let csl = format!(
                         ".show table {} ingestion json mappings",
                         quote_name(&m.table)
@@ -261,7 +272,7 @@ impl TableMaker {
                     let exists =
                         (0..t.rows.len()).any(|i| t.get_str(i, "Name") == Some(name.as_str()));
                     if !exists {
-                        let csl = schema::create_mapping_command(&m.table, name, &columns);
+                        let csl = schema::create_mapping_command(&m.table, name, &all_columns);
                         engine.mgmt(&m.db, &csl).await.map_err(|e| {
                             anyhow::anyhow!(
                                 "kusto.tables.create: creating ingestion mapping '{name}' on table '{}' failed: {e}",
@@ -272,6 +283,7 @@ impl TableMaker {
                             "created ingestion mapping '{name}' on table '{}' from the records' schema (kusto.tables.create)",
                             m.table
                         );
+                        self.ours.insert(mkey.clone());
                     }
                     self.mappings.insert(mkey);
                 }
