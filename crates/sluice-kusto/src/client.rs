@@ -52,7 +52,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// The principal lacks permission (403).
     Forbidden,
-    /// The endpoint, database or table does not exist (404).
+    /// The endpoint, database or table does not exist (404, or Kusto's
+    /// 400 `BadRequest_EntityNotFound`).
     NotFound,
 }
 
@@ -254,6 +255,9 @@ fn classify(status: u16, message: &str, permanent: Option<bool>) -> ErrorKind {
         401 => ErrorKind::Unauthorized,
         403 => ErrorKind::Forbidden,
         404 => ErrorKind::NotFound,
+        // Kusto answers an unknown database or table with 400
+        // BadRequest_EntityNotFound.
+        400 if lower.contains("entitynotfound") => ErrorKind::NotFound,
         429 => ErrorKind::Throttled,
         _ if lower.contains("throttl") && permanent != Some(true) => ErrorKind::Throttled,
         408 => ErrorKind::Transient,
@@ -653,6 +657,14 @@ mod tests {
         assert_eq!(classify(401, "x", None), ErrorKind::Unauthorized);
         assert_eq!(classify(403, "x", None), ErrorKind::Forbidden);
         assert_eq!(classify(404, "x", None), ErrorKind::NotFound);
+        assert_eq!(
+            classify(
+                400,
+                "BadRequest_EntityNotFound: Entity ID 'x' of kind 'Database' was not found.",
+                Some(true)
+            ),
+            ErrorKind::NotFound
+        );
     }
 
     #[test]
