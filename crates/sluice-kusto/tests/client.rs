@@ -363,3 +363,66 @@ fn plain_http_is_refused_off_loopback() {
     .expect("https");
     assert_eq!(ok.endpoint(), "https://c.kusto.windows.net");
 }
+
+#[tokio::test]
+async fn azure_ad_errors_and_other_credentials() {
+    let engine = engine().await;
+    let env = AzureEnv {
+        authority_host: Some(engine.url()),
+        ..AzureEnv::default()
+    };
+    let with = |credential: Credential| {
+        let tokens = TokenProvider::new(credential, &engine.url(), &env).expect("token provider");
+        KustoClient::new(&engine.url(), Arc::new(tokens), reqwest::Client::new()).expect("client")
+    };
+
+    let wrong_tenant = with(Credential::ClientSecret {
+        tenant: "no-such-tenant".into(),
+        client_id: engine.app_id().into(),
+        secret: engine.app_key().into(),
+    });
+    let e = wrong_tenant
+        .mgmt(DB, ".show tables")
+        .await
+        .expect_err("unknown tenant");
+    assert_eq!(e.kind, ErrorKind::Unauthorized);
+    assert!(e.message.contains("AADSTS90002"), "{e}");
+
+    // Workload identity: the federated token exchanged as a client assertion.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, engine.assertion()).expect("write the federated token");
+    let workload = with(Credential::WorkloadIdentity {
+        tenant: engine.tenant().into(),
+        client_id: engine.app_id().into(),
+        token_file: file.clone(),
+    });
+    workload
+        .mgmt(DB, ".show tables")
+        .await
+        .expect("workload identity");
+    std::fs::write(&file, "a-stale-assertion").expect("write");
+    let stale = with(Credential::WorkloadIdentity {
+        tenant: engine.tenant().into(),
+        client_id: engine.app_id().into(),
+        token_file: file,
+    });
+    let e = stale
+        .mgmt(DB, ".show tables")
+        .await
+        .expect_err("bad assertion");
+    assert_eq!(e.kind, ErrorKind::Unauthorized);
+
+    // A static token (aad.auth.accesstoken) is used as given; one the
+    // engine did not issue is refused.
+    let fixed = with(Credential::Static(engine.mint_token()));
+    fixed.mgmt(DB, ".show tables").await.expect("static token");
+    let forged = with(Credential::Static("forged".into()));
+    let e = forged
+        .mgmt(DB, ".show tables")
+        .await
+        .expect_err("forged token");
+    assert_eq!(e.kind, ErrorKind::Unauthorized);
+    assert_eq!(e.status, Some(401));
+    assert_no_violations(&engine);
+}

@@ -498,9 +498,12 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_owned();
     let query = uri.query().map(str::to_owned);
-    let gzipped =
-        header(&headers, "content-encoding").is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-    let inflated = if gzipped { inflate(&body) } else { None };
+    let encoding = header(&headers, "content-encoding").map(|v| v.trim().to_ascii_lowercase());
+    let inflated = match encoding.as_deref() {
+        Some("gzip") => Some(inflate(flate2::read::GzDecoder::new(&body[..]))),
+        Some("deflate") => Some(inflate(flate2::read::DeflateDecoder::new(&body[..]))),
+        _ => None,
+    };
     let response = route(
         &s,
         &method,
@@ -508,7 +511,6 @@ async fn handle(
         query.as_deref(),
         &headers,
         &body,
-        gzipped,
         inflated.as_ref(),
     )
     .await;
@@ -557,19 +559,15 @@ fn redact_form(text: &str) -> String {
         .join("&")
 }
 
-fn inflate(body: &[u8]) -> Option<std::result::Result<Vec<u8>, String>> {
+fn inflate(decoder: impl Read) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    let decoder = flate2::read::GzDecoder::new(body);
-    Some(
-        decoder
-            .take(MAX_INFLATED)
-            .read_to_end(&mut out)
-            .map(|_| out)
-            .map_err(|e| e.to_string()),
-    )
+    decoder
+        .take(MAX_INFLATED)
+        .read_to_end(&mut out)
+        .map(|_| out)
+        .map_err(|e| e.to_string())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn route(
     s: &Arc<Shared>,
     method: &Method,
@@ -577,7 +575,6 @@ async fn route(
     query: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
-    gzipped: bool,
     inflated: Option<&std::result::Result<Vec<u8>, String>>,
 ) -> Response {
     let label = format!("{method} {path}");
@@ -627,7 +624,7 @@ async fn route(
     }
     match kind {
         Endpoint::Mgmt | Endpoint::Query => {
-            if let Err(why) = check_json_headers(headers, gzipped) {
+            if let Err(why) = check_json_headers(headers) {
                 return bad(why);
             }
         }
@@ -739,7 +736,7 @@ fn injected_fault(s: &Shared, path: &str) -> Option<Response> {
     Some(r)
 }
 
-fn check_json_headers(headers: &HeaderMap, gzipped: bool) -> std::result::Result<(), String> {
+fn check_json_headers(headers: &HeaderMap) -> std::result::Result<(), String> {
     let ct = header(headers, "content-type").ok_or("Content-Type is missing")?;
     let mut parts = ct.split(';').map(str::trim);
     if !parts
@@ -760,7 +757,6 @@ fn check_json_headers(headers: &HeaderMap, gzipped: bool) -> std::result::Result
     if !accept.contains("application/json") && !accept.contains("*/*") {
         return Err(format!("Accept is '{accept}', not application/json"));
     }
-    let _ = gzipped;
     Ok(())
 }
 

@@ -197,7 +197,8 @@ impl Store {
 
     /// Creates a table with `columns` (name, Kusto type), creating the
     /// database too if needed; an existing table gains the columns it lacks
-    /// (its existing columns are left as they are).
+    /// (its existing columns are left as they are). A type Kusto does not
+    /// know is stored as `dynamic`; [`Store::merge_table`] rejects it instead.
     pub fn create_table(&self, db: &str, table: &str, columns: &[(&str, &str)]) {
         self.create_database(db);
         let mut s = self.state();
@@ -461,20 +462,26 @@ fn parse_mapping(text: &str) -> Result<Vec<MappingColumn>, String> {
     let items = json.as_array().ok_or("a mapping is a JSON array")?;
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let field = |k: &str| {
-            item.get(k)
-                .or_else(|| item.get(k.to_ascii_lowercase()))
-                .or_else(|| item.get("Properties").and_then(|p| p.get(k)))
+        // Kusto reads mapping property names without regard to case
+        // (`"Properties":{"path":...}` works as well as `"Path"`).
+        let get = |v: &Value, k: &str| -> Option<Value> {
+            v.as_object()?
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
         };
+        let field =
+            |k: &str| get(item, k).or_else(|| get(item, "Properties").and_then(|p| get(&p, k)));
         let column = field("Column")
+            .as_ref()
             .and_then(Value::as_str)
             .ok_or_else(|| format!("entry {} has no column", i + 1))?
             .to_owned();
-        let path = match field("Path").and_then(Value::as_str) {
+        let path = match field("Path").as_ref().and_then(Value::as_str) {
             Some(p) => Some(parse_path(p).map_err(|e| format!("column '{column}': {e}"))?),
             None => None,
         };
-        let constant = field("ConstValue").cloned();
+        let constant = field("ConstValue");
         if path.is_none() && constant.is_none() {
             return Err(format!(
                 "column '{column}' has neither a Path nor a ConstValue"
