@@ -78,11 +78,25 @@ pub struct QueueMessage {
 #[derive(Debug)]
 pub struct Azurite {
     child: Child,
+    client: AzuriteClient,
+    _dir: tempfile::TempDir,
+}
+
+/// The storage helpers of a running [`Azurite`], cloneable into tasks
+/// (an [`Azurite`] derefs to it).
+#[derive(Debug, Clone)]
+pub struct AzuriteClient {
     blob_port: u16,
     queue_port: u16,
     table_port: u16,
-    _dir: tempfile::TempDir,
     http: reqwest::Client,
+}
+
+impl std::ops::Deref for Azurite {
+    type Target = AzuriteClient;
+    fn deref(&self) -> &AzuriteClient {
+        &self.client
+    }
 }
 
 impl Azurite {
@@ -145,11 +159,13 @@ impl Azurite {
             .context("building an HTTP client for Azurite")?;
         let mut a = Azurite {
             child,
-            blob_port,
-            queue_port,
-            table_port,
+            client: AzuriteClient {
+                blob_port,
+                queue_port,
+                table_port,
+                http,
+            },
             _dir: dir,
-            http,
         };
         a.spawn_watchdog()?;
         let start = Instant::now();
@@ -193,6 +209,14 @@ impl Azurite {
         Ok(())
     }
 
+    /// Kills Azurite now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl AzuriteClient {
     /// The blob service's account URL, e.g. `http://127.0.0.1:PORT/devstoreaccount1`.
     pub fn blob_url(&self) -> String {
         format!("http://127.0.0.1:{}/{ACCOUNT_NAME}", self.blob_port)
@@ -234,7 +258,7 @@ impl Azurite {
         account_sas(ACCOUNT_NAME, ACCOUNT_KEY, permissions, expiry)
     }
 
-    /// An account SAS like [`Azurite::account_sas`] that expires at `expiry`
+    /// An account SAS like [`AzuriteClient::account_sas`] that expires at `expiry`
     /// (in the past for an expired one).
     pub fn account_sas_until(&self, permissions: &str, expiry: DateTime<Utc>) -> String {
         account_sas(ACCOUNT_NAME, ACCOUNT_KEY, permissions, expiry)
@@ -274,7 +298,7 @@ impl Azurite {
         let resp = self
             .send(&what, self.http.put(url).header("Content-Length", "0"))
             .await?;
-        Azurite::expect_ok(&what, resp, &[201, 409])
+        AzuriteClient::expect_ok(&what, resp, &[201, 409])
             .await
             .map(|_| ())
     }
@@ -286,7 +310,7 @@ impl Azurite {
         let resp = self
             .send(&what, self.http.put(url).header("Content-Length", "0"))
             .await?;
-        Azurite::expect_ok(&what, resp, &[201, 204])
+        AzuriteClient::expect_ok(&what, resp, &[201, 204])
             .await
             .map(|_| ())
     }
@@ -302,7 +326,7 @@ impl Azurite {
             .header("DataServiceVersion", "3.0")
             .json(&serde_json::json!({ "TableName": name }));
         let resp = self.send(&what, req).await?;
-        Azurite::expect_ok(&what, resp, &[201, 204, 409])
+        AzuriteClient::expect_ok(&what, resp, &[201, 204, 409])
             .await
             .map(|_| ())
     }
@@ -316,7 +340,7 @@ impl Azurite {
             self.admin_sas()
         );
         let resp = self.send(&what, self.http.get(url)).await?;
-        let body = Azurite::expect_ok(&what, resp, &[200]).await?;
+        let body = AzuriteClient::expect_ok(&what, resp, &[200]).await?;
         Ok(xml_elements(&body, "Blob")
             .iter()
             .filter_map(|b| xml_elements(b, "Name").into_iter().next())
@@ -360,7 +384,9 @@ impl Azurite {
             .header("x-ms-blob-type", "BlockBlob")
             .body(data);
         let resp = self.send(&what, req).await?;
-        Azurite::expect_ok(&what, resp, &[201]).await.map(|_| ())
+        AzuriteClient::expect_ok(&what, resp, &[201])
+            .await
+            .map(|_| ())
     }
 
     /// Up to `n` (1..=32) messages from the front of `queue`, left in place.
@@ -372,12 +398,12 @@ impl Azurite {
             self.admin_sas()
         );
         let resp = self.send(&what, self.http.get(url)).await?;
-        let body = Azurite::expect_ok(&what, resp, &[200]).await?;
+        let body = AzuriteClient::expect_ok(&what, resp, &[200]).await?;
         Ok(parse_messages(&body))
     }
 
     /// Takes up to `n` (1..=32) messages from `queue`, invisible to others
-    /// for `visibility`; delete them with [`Azurite::delete_message`].
+    /// for `visibility`; delete them with [`AzuriteClient::delete_message`].
     pub async fn get_messages(
         &self,
         queue: &str,
@@ -392,11 +418,11 @@ impl Azurite {
             self.admin_sas()
         );
         let resp = self.send(&what, self.http.get(url)).await?;
-        let body = Azurite::expect_ok(&what, resp, &[200]).await?;
+        let body = AzuriteClient::expect_ok(&what, resp, &[200]).await?;
         Ok(parse_messages(&body))
     }
 
-    /// Deletes a message taken with [`Azurite::get_messages`].
+    /// Deletes a message taken with [`AzuriteClient::get_messages`].
     pub async fn delete_message(&self, queue: &str, msg: &QueueMessage) -> Result<()> {
         let what = format!("deleting message {} from queue {queue}", msg.id);
         let url = format!(
@@ -407,7 +433,9 @@ impl Azurite {
             self.admin_sas()
         );
         let resp = self.send(&what, self.http.delete(url)).await?;
-        Azurite::expect_ok(&what, resp, &[204]).await.map(|_| ())
+        AzuriteClient::expect_ok(&what, resp, &[204])
+            .await
+            .map(|_| ())
     }
 
     /// Posts a message whose text is `text` (already encoded as the
@@ -428,7 +456,9 @@ impl Azurite {
                     .body(body),
             )
             .await?;
-        Azurite::expect_ok(&what, resp, &[201]).await.map(|_| ())
+        AzuriteClient::expect_ok(&what, resp, &[201])
+            .await
+            .map(|_| ())
     }
 
     /// The entity (PartitionKey, RowKey) of `table`, None when absent.
@@ -455,7 +485,7 @@ impl Azurite {
         if resp.status().as_u16() == 404 {
             return Ok(None);
         }
-        let body = Azurite::expect_ok(&what, resp, &[200]).await?;
+        let body = AzuriteClient::expect_ok(&what, resp, &[200]).await?;
         let v = serde_json::from_str(&body)
             .with_context(|| format!("{what}: the answer is not JSON: {body}"))?;
         Ok(Some(v))
@@ -488,13 +518,9 @@ impl Azurite {
             .header("DataServiceVersion", "3.0")
             .json(&serde_json::Value::Object(body));
         let resp = self.send(&what, req).await?;
-        Azurite::expect_ok(&what, resp, &[204]).await.map(|_| ())
-    }
-
-    /// Kills Azurite now.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        AzuriteClient::expect_ok(&what, resp, &[204])
+            .await
+            .map(|_| ())
     }
 }
 
