@@ -75,6 +75,9 @@ pub struct KustoSinkTask {
     batches: HashMap<Tp, Batch>,
     /// Last offset given per topic partition.
     given: HashMap<Tp, i64>,
+    /// First offset of a batch that failed for good (behavior.on.error=
+    /// fail): nothing from there on is ever reported durable.
+    failed: HashMap<Tp, i64>,
     journal: Option<Journal>,
     errors_dlq: Option<DeadLetters>,
     misc_dlq: Option<DeadLetters>,
@@ -130,6 +133,7 @@ impl KustoSinkTask {
             queued,
             batches: HashMap::new(),
             given: HashMap::new(),
+            failed: HashMap::new(),
             journal,
             errors_dlq: None,
             misc_dlq: None,
@@ -342,7 +346,14 @@ impl KustoSinkTask {
                 crate::metrics::note_batch(&self.ctx.connector, records as u64, raw_size as u64);
                 Ok(())
             }
-            Err(e) => self.batch_failed(&what, e, &mut b.records).await,
+            Err(e) => {
+                let outcome = self.batch_failed(&what, e, &mut b.records).await;
+                if outcome.is_err() {
+                    let f = self.failed.entry(tp.clone()).or_insert(first);
+                    *f = (*f).min(first);
+                }
+                outcome
+            }
         }
     }
 
@@ -538,10 +549,13 @@ impl SinkTask for KustoSinkTask {
             .given
             .iter()
             .map(|(tp, given)| {
-                let durable = match self.batches.get(tp).and_then(|b| b.first) {
+                let mut durable = match self.batches.get(tp).and_then(|b| b.first) {
                     Some(first) => first - 1,
                     None => *given,
                 };
+                if let Some(f) = self.failed.get(tp) {
+                    durable = durable.min(f - 1);
+                }
                 PartitionOffset {
                     topic: Arc::clone(&tp.0),
                     partition: tp.1,
