@@ -143,13 +143,23 @@ const FALLBACK_MARKERS: &[&str] = &[
 ];
 
 /// Whether a failed streaming request should go through queued ingestion
-/// instead, as the official managed streaming client decides: after
-/// throttling or transient failures (the service may recover, queued
-/// ingestion absorbs the load), when streaming is off for the table,
-/// database or cluster, when the table's configuration prevents streaming,
-/// and when the request is too large (413, `InputStreamTooLarge`). Other
-/// permanent failures (bad data, a missing mapping or table, permissions)
-/// would fail the same way when queued, and do not fall back.
+/// instead: after throttling or transient failures (the managed streaming
+/// clients retry streaming a few times, then queue), when the request is too
+/// large (413, `InputStreamTooLarge`, or refused here before sending), when
+/// streaming is off for the table, database or cluster
+/// (`StreamingIngestionPolicyNotEnabled`,
+/// `StreamingIngestionDisabledForCluster`), and when the table's
+/// configuration prevents streaming (`UpdatePolicyIncompatible`,
+/// `QuerySchemaDoesNotMatchTableSchema`): the categories the newer official
+/// managed streaming client falls back on. Other permanent failures (bad
+/// data, a missing mapping or table, permissions) would fail the same way
+/// when queued, and do not fall back.
+///
+/// The official connector's older client (azure-kusto-java 5.x
+/// `ManagedStreamingIngestClient`) rethrows every `@permanent` error,
+/// including a disabled streaming policy, and the connector then fails the
+/// task; Sluice queues such a batch instead, so a table whose streaming
+/// policy was never enabled still receives its data.
 pub fn falls_back_to_queued(err: &KustoError) -> bool {
     if matches!(err.kind, ErrorKind::Throttled | ErrorKind::Transient) {
         return true;

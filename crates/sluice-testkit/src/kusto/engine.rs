@@ -22,7 +22,8 @@
 //!   `BadRequest_SyntaxError`.
 //! - `POST /v2/rest/query`: `T`, `T | count`, `T | take N` (`limit N`),
 //!   answered as v2 frames (`DataSetHeader`, the `PrimaryResult` table,
-//!   `DataSetCompletion`).
+//!   `DataSetCompletion`); `POST /v1/rest/query` answers the same in the v1
+//!   shape.
 //! - `POST /v1/rest/ingest/{db}/{table}?streamFormat=..&mappingName=..`:
 //!   streaming ingestion into the [`Store`], the body gzipped when
 //!   `Content-Encoding: gzip`; more than 4 MB of data is a 413, a table
@@ -670,7 +671,7 @@ async fn route(
             if kind == Endpoint::Mgmt {
                 mgmt(s, &principal, &db, &csl)
             } else {
-                query_v2(s, &principal, &db, &csl)
+                run_query(s, &principal, &db, &csl, path == "/v1/rest/query")
             }
         }
         Parsed::Ingest(r) => ingest(s, &principal, &r, &data),
@@ -1117,13 +1118,20 @@ fn bad_request(code: &str, ty: &str, message: &str) -> Response {
     kusto_error(StatusCode::BAD_REQUEST, code, ty, message)
 }
 
+/// The `DataType` of a v1 column: the .NET type's short name.
+fn v1_data_type(t: &str) -> &'static str {
+    match t {
+        "bool" => "Boolean",
+        "decimal" => "Decimal",
+        other => dotnet_type(other).trim_start_matches("System."),
+    }
+}
+
 /// A v1 response with one table.
 fn v1(columns: &[(&str, &str)], rows: Vec<Vec<Value>>) -> Response {
     let cols: Vec<Value> = columns
         .iter()
-        .map(|(n, t)| {
-            json!({"ColumnName": n, "DataType": dotnet_type(t).trim_start_matches("System.").trim_start_matches("Data.SqlTypes.Sql"), "ColumnType": t})
-        })
+        .map(|(n, t)| json!({"ColumnName": n, "DataType": v1_data_type(t), "ColumnType": t}))
         .collect();
     axum::Json(json!({"Tables": [{"TableName": "Table_0", "Columns": cols, "Rows": rows}]}))
         .into_response()
@@ -1466,7 +1474,7 @@ fn create_mapping(
 // ---------------------------------------------------------------------------
 // Queries
 
-fn query_v2(s: &Shared, principal: &str, db: &str, csl: &str) -> Response {
+fn run_query(s: &Shared, principal: &str, db: &str, csl: &str, v1_shape: bool) -> Response {
     if let Some(r) = check_db(s, principal, db, "read") {
         return r;
     }
@@ -1508,6 +1516,10 @@ fn query_v2(s: &Shared, principal: &str, db: &str, csl: &str) -> Response {
             ))
         }
     };
+    if v1_shape {
+        let named: Vec<(&str, &str)> = cols.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        return v1(&named, out);
+    }
     let columns_json: Vec<Value> = cols
         .iter()
         .map(|(n, t)| json!({"ColumnName": n, "ColumnType": t}))
