@@ -182,6 +182,29 @@ impl Resource {
     }
 }
 
+/// Why one attempt at a batch failed: storage refusing the SAS (403) is
+/// worth one attempt with fresh resources; anything else is returned.
+enum Failure {
+    StorageDenied(KustoError),
+    Other(KustoError),
+}
+
+impl Failure {
+    fn storage(e: KustoError) -> Failure {
+        if e.status == Some(403) {
+            Failure::StorageDenied(e)
+        } else {
+            Failure::Other(e)
+        }
+    }
+}
+
+impl From<KustoError> for Failure {
+    fn from(e: KustoError) -> Failure {
+        Failure::Other(e)
+    }
+}
+
 /// The resources of one `.get ingestion resources` answer.
 #[derive(Debug, Clone, Default)]
 struct Resources {
@@ -595,7 +618,8 @@ impl QueuedIngestor {
                 .try_ingest(batch, &format, kind, &id, &blob_name, forced)
                 .await
             {
-                Err(e) if e.status == Some(403) && !forced => {
+                Ok(p) => return Ok(p),
+                Err(Failure::StorageDenied(e)) if !forced => {
                     tracing::info!(
                         "{}: storage refused the SAS ({}); fetching fresh ingestion resources",
                         e.what,
@@ -603,7 +627,7 @@ impl QueuedIngestor {
                     );
                     forced = true;
                 }
-                other => return other,
+                Err(Failure::StorageDenied(e) | Failure::Other(e)) => return Err(e),
             }
         }
     }
@@ -616,12 +640,15 @@ impl QueuedIngestor {
         id: &str,
         blob_name: &str,
         force_refresh: bool,
-    ) -> Result<Posted, KustoError> {
+    ) -> Result<Posted, Failure> {
         let resources = self.resources(force_refresh).await?;
         self.check_resources(&resources)?;
         let identity = self.identity().await?;
 
-        let (container, blob_url) = self.upload(&resources, blob_name, batch).await?;
+        let (container, blob_url) = self
+            .upload(&resources, blob_name, batch)
+            .await
+            .map_err(Failure::storage)?;
 
         let mut additional = Map::new();
         additional.insert("authorizationContext".into(), identity.into());
@@ -672,14 +699,17 @@ impl QueuedIngestor {
                 )
             })?;
             self.insert_pending(table, id, batch, &container, blob_name, now)
-                .await?;
+                .await
+                .map_err(Failure::storage)?;
             message["IngestionStatusInTable"] = json!({
                 "TableConnectionString": table.url(""),
                 "PartitionKey": id,
                 "RowKey": id,
             });
         }
-        self.post(&resources, &message.to_string()).await?;
+        self.post(&resources, &message.to_string())
+            .await
+            .map_err(Failure::storage)?;
         Ok(Posted {
             ingestion_id: id.to_owned(),
             blob_url_without_sas: format!("{}/{blob_name}", container.base),

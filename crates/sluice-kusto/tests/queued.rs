@@ -484,3 +484,52 @@ async fn status_waits_need_status_reporting_and_bad_formats_are_refused() {
     assert!(rows_reach(&e.store, 2).await);
     assert!(e.dm.violations().is_empty(), "{:#?}", e.dm.violations());
 }
+
+#[tokio::test]
+async fn concurrent_batches_share_one_fetch_and_a_refused_principal_is_not_retried() {
+    let e = env().await;
+    // A principal without the Ingestor role: the service's 403 is returned
+    // as it is, without a second resource fetch (only storage 403s mean a
+    // stale SAS).
+    e.dm.fail_next_mgmt(
+        1,
+        403,
+        r#"{"error":{"code":"Forbidden","message":"Principal is not authorized.","@permanent":true}}"#,
+    );
+    let ingestor = QueuedIngestor::new(e.client.clone());
+    let err = ingestor
+        .ingest(&batch(TWO_ORDERS, &[], &[]))
+        .await
+        .expect_err("forbidden");
+    assert_eq!(err.kind, ErrorKind::Forbidden);
+    assert_eq!(
+        e.dm.resources_served(),
+        0,
+        "no refresh after the service's own 403"
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let ingestor = ingestor.clone();
+        tasks.spawn(async move {
+            ingestor
+                .ingest(&batch(
+                    &format!("{{\"order_id\":{i},\"item\":\"c\"}}"),
+                    &[],
+                    &[],
+                ))
+                .await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task").expect("ingest");
+    }
+    assert_eq!(
+        e.dm.resources_served(),
+        1,
+        "one fetch for all concurrent batches"
+    );
+    assert_eq!(e.dm.identity_tokens_served(), 1);
+    assert!(rows_reach(&e.store, 8).await);
+    assert!(e.dm.violations().is_empty(), "{:#?}", e.dm.violations());
+}
