@@ -36,8 +36,7 @@
 //! - **Schemaless values** (JsonConverter with `schemas.enable=false`) are
 //!   Java `HashMap`s; Jackson's `ObjectMapper` writes them, so the keys come
 //!   in `HashMap` iteration order (by the keys' hash codes), not in the
-//!   order of the incoming JSON. Sluice reproduces that order (see
-//!   [`java_hash_order`]). Numbers become Java `Long` / `Double` (`2.50` is
+//!   order of the incoming JSON. Sluice reproduces that order. Numbers become Java `Long` / `Double` (`2.50` is
 //!   written `2.5`, `1e3` as `1000.0`).
 //! - **The writer is chosen once, by the first record** a topic-partition
 //!   writer sees, and kept for later records and files
@@ -107,6 +106,8 @@ use sluice_core::converter::{
     DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME, TIMESTAMP_LOGICAL_NAME, TIME_LOGICAL_NAME,
 };
 use sluice_core::record::Record;
+#[cfg(test)]
+use sluice_core::schema::SchemaBuilder;
 use sluice_core::schema::{Schema, SchemaRef, SchemaType};
 use sluice_core::value::Value;
 
@@ -179,8 +180,8 @@ enum Family {
 struct AvroBatch {
     connect: SchemaRef,
     schema: apache_avro::Schema,
-    /// The schema's JSON, counted once in [`BatchEncoder::len_bytes`].
-    schema_len: usize,
+    /// The file header's size (magic, schema, codec, sync marker).
+    header_len: usize,
     values: Vec<AvroValue>,
     datum_bytes: usize,
 }
@@ -434,14 +435,18 @@ impl BatchEncoder {
             Some(b) => b,
             None => {
                 let json = avro_schema_json(&schema).map_err(|m| self.record_error(record, m))?;
-                let text = json.to_string();
                 let parsed = apache_avro::Schema::parse(&json).map_err(|e| {
-                    self.record_error(record, format!("Avro schema {text} is not valid: {e}"))
+                    self.record_error(record, format!("Avro schema {json} is not valid: {e}"))
                 })?;
+                // An empty writer writes just the header.
+                let header_len = apache_avro::Writer::new(&parsed, Vec::new())
+                    .into_inner()
+                    .map(|h| h.len())
+                    .map_err(|e| self.record_error(record, format!("Avro header: {e}")))?;
                 AvroBatch {
                     connect: Arc::clone(&schema),
                     schema: parsed,
-                    schema_len: text.len(),
+                    header_len,
                     values: Vec::new(),
                     datum_bytes: 0,
                 }
@@ -476,11 +481,12 @@ impl BatchEncoder {
         self.records
     }
 
-    /// Uncompressed bytes so far (for Avro: the encoded records plus the
-    /// schema text of the file header).
+    /// Uncompressed bytes so far. For Avro: the file header and the encoded
+    /// records; the framing of the data blocks (about 20 bytes per 16 kB
+    /// block) comes on top in [`BatchEncoder::finish`].
     pub fn len_bytes(&self) -> usize {
         match &self.avro {
-            Some(b) => b.schema_len + b.datum_bytes,
+            Some(b) => b.header_len + b.datum_bytes,
             None => self.buf.len(),
         }
     }
@@ -607,7 +613,7 @@ fn java_key_hash(schema: Option<&Schema>, k: &Value) -> Option<i32> {
 /// order within a bucket. A repeated key keeps its first place and its last
 /// value, as Jackson's tree does. Maps with a key whose hash is not
 /// reproduced keep their order.
-pub fn java_hash_order(schema: Option<&Schema>, v: Value) -> Value {
+fn java_hash_order(schema: Option<&Schema>, v: Value) -> Value {
     match v {
         Value::Struct(values) => {
             let fields = schema.map(|s| s.fields.as_slice()).unwrap_or(&[]);
@@ -1328,4 +1334,185 @@ fn avro_value_in(
         }
         _ => return Err(mismatch()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys_in_java_order(keys: &[Value]) -> Vec<Value> {
+        let map = Value::Map(keys.iter().map(|k| (k.clone(), Value::Null)).collect());
+        match java_hash_order(None, map) {
+            Value::Map(entries) => entries.into_iter().map(|(k, _)| k).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn strings(keys: &[&str]) -> Vec<Value> {
+        keys.iter().map(|k| Value::String((*k).into())).collect()
+    }
+
+    // Expected orders printed by `new HashMap<>()` filled in the same order
+    // on a JVM (OpenJDK 17).
+    #[test]
+    fn string_keys_follow_java_hashmap() {
+        assert_eq!(
+            keys_in_java_order(&strings(&[
+                "orderid",
+                "custid",
+                "amount",
+                "city",
+                "purchase_time"
+            ])),
+            strings(&["amount", "orderid", "city", "custid", "purchase_time"])
+        );
+        assert_eq!(
+            keys_in_java_order(&strings(&[
+                "before",
+                "after",
+                "source",
+                "op",
+                "ts_ms",
+                "transaction",
+                "ts_us",
+                "ts_ns"
+            ])),
+            strings(&[
+                "op",
+                "before",
+                "ts_us",
+                "after",
+                "source",
+                "ts_ns",
+                "ts_ms",
+                "transaction"
+            ])
+        );
+        // Colliding hashes keep insertion order; UTF-16 hashing of non-ASCII.
+        assert_eq!(
+            keys_in_java_order(&strings(&[
+                "BB", "Aa", "z", "AaAa", "BBBB", "AaBB", "BBAa", "é", "日本", "😀"
+            ])),
+            strings(&["BB", "Aa", "😀", "é", "z", "日本", "AaAa", "BBBB", "AaBB", "BBAa"])
+        );
+    }
+
+    #[test]
+    fn tables_grow_as_java_resizes_them() {
+        let keys: Vec<String> = (0..30).map(|i| format!("field_{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let expected: Vec<String> = [
+            0, 20, 3, 21, 4, 22, 1, 23, 2, 24, 25, 26, 27, 28, 29, 7, 8, 5, 6, 9, 10, 11, 12, 13,
+            14, 15, 16, 17, 18, 19,
+        ]
+        .iter()
+        .map(|i| format!("field_{i}"))
+        .collect();
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        assert_eq!(keys_in_java_order(&strings(&refs)), strings(&expected));
+    }
+
+    #[test]
+    fn other_key_types_hash_as_java_boxes() {
+        assert_eq!(
+            keys_in_java_order(&[
+                Value::Int64(3),
+                Value::Int64(-1),
+                Value::Int64(100_000_000_000),
+                Value::Int64(17)
+            ]),
+            [
+                Value::Int64(-1),
+                Value::Int64(100_000_000_000),
+                Value::Int64(17),
+                Value::Int64(3)
+            ]
+        );
+        assert_eq!(
+            keys_in_java_order(&[
+                Value::Bool(true),
+                Value::Bool(false),
+                Value::Float64(1.5),
+                Value::Float64(-0.0),
+                Value::Null
+            ]),
+            [
+                Value::Float64(-0.0),
+                Value::Null,
+                Value::Bool(false),
+                Value::Float64(1.5),
+                Value::Bool(true)
+            ]
+        );
+    }
+
+    #[test]
+    fn repeated_keys_keep_their_first_place_and_last_value() {
+        let map = Value::Map(vec![
+            (Value::String("b".into()), Value::Int64(1)),
+            (Value::String("a".into()), Value::Int64(2)),
+            (Value::String("b".into()), Value::Int64(3)),
+        ]);
+        assert_eq!(
+            java_hash_order(None, map),
+            Value::Map(vec![
+                (Value::String("a".into()), Value::Int64(2)),
+                (Value::String("b".into()), Value::Int64(3)),
+            ])
+        );
+    }
+
+    #[test]
+    fn maps_inside_structs_and_lists_are_reordered() {
+        let map_schema = SchemaBuilder::map(
+            sluice_core::schema::prim::string(),
+            sluice_core::schema::prim::int64(),
+        )
+        .build();
+        let schema = SchemaBuilder::structure()
+            .field("m", SchemaBuilder::array(map_schema).build())
+            .build();
+        let inner = Value::Map(vec![
+            (Value::String("z".into()), Value::Int64(1)),
+            (Value::String("y".into()), Value::Int64(2)),
+        ]);
+        let v = Value::Struct(vec![Value::Array(vec![inner])]);
+        assert_eq!(
+            java_hash_order(Some(&schema), v),
+            Value::Struct(vec![Value::Array(vec![Value::Map(vec![
+                (Value::String("y".into()), Value::Int64(2)),
+                (Value::String("z".into()), Value::Int64(1)),
+            ])])])
+        );
+    }
+
+    #[test]
+    fn jackson_writes_java_objects() {
+        let decimal = SchemaBuilder::new(SchemaType::Bytes)
+            .name(DECIMAL_LOGICAL_NAME)
+            .parameter("scale", "2")
+            .build();
+        let date = SchemaBuilder::new(SchemaType::Int32)
+            .name(DATE_LOGICAL_NAME)
+            .build();
+        let mut out = Vec::new();
+        jackson(&mut out, Some(&decimal), &Value::Bytes(vec![0x30, 0x39])).unwrap();
+        out.push(b' ');
+        jackson(&mut out, Some(&date), &Value::Int32(1)).unwrap();
+        out.push(b' ');
+        jackson(&mut out, None, &Value::Bytes(vec![1, 2, 3])).unwrap();
+        out.push(b' ');
+        jackson(&mut out, None, &Value::Float64(f64::NAN)).unwrap();
+        out.push(b' ');
+        jackson(&mut out, None, &Value::String("\"\\\u{7f}é".into())).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "123.45 86400000 \"AQID\" \"NaN\" \"\\\"\\\\\u{7f}é\""
+        );
+        let mut out = Vec::new();
+        let null_key = Value::Map(vec![(Value::Null, Value::Int64(1))]);
+        assert!(jackson(&mut out, None, &null_key).is_err());
+        let nested = Value::Array(vec![Value::Struct(vec![])]);
+        assert!(jackson(&mut out, None, &nested).is_err());
+    }
 }

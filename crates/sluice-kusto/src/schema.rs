@@ -29,8 +29,9 @@
 //! `datetime` column for an epoch number (Kusto only converts those with a
 //! mapping transform such as `DateTimeFromUnixMilliseconds`, which a plain
 //! path mapping does not carry), hence `string` and `long` there: the data
-//! is kept and `todecimal()`-free conversions such as
-//! `unixtime_milliseconds_todatetime(col)` work in queries.
+//! is kept, and queries convert it (`unixtime_milliseconds_todatetime(ts)`,
+//! `unixtime_microseconds_todatetime(micro)`, `datetime(1970-01-01) +
+//! date * 1d`).
 
 use sluice_core::converter::{
     Converter, DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME, TIMESTAMP_LOGICAL_NAME, TIME_LOGICAL_NAME,
