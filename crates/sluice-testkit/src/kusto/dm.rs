@@ -422,6 +422,12 @@ async fn mgmt_handler(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Req
             "/v1/rest/mgmt: Content-Type is '{ct}', not application/json"
         ));
     }
+    // The headers every Kusto SDK request carries.
+    for h in ["x-ms-client-request-id", "x-ms-app", "x-ms-version"] {
+        if !headers.contains_key(h) {
+            s.violation(format!("/v1/rest/mgmt: no {h} header"));
+        }
+    }
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
