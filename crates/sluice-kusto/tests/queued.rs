@@ -7,12 +7,13 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
 use sluice_kusto::auth::{AzureEnv, Clock, Credential, TokenProvider};
 use sluice_kusto::client::{ErrorKind, KustoClient};
 use sluice_kusto::queued::{IngestionStatus, QueuedBatch, QueuedIngestor};
 use sluice_testkit::eventually;
 use sluice_testkit::kusto::azurite::Azurite;
-use sluice_testkit::kusto::dm::{FakeDm, CONTAINERS};
+use sluice_testkit::kusto::dm::{FakeDm, CONTAINERS, FAILURE_QUEUE, SUCCESS_QUEUE};
 use sluice_testkit::kusto::engine::FakeEngine;
 use sluice_testkit::kusto::store::Store;
 
@@ -482,6 +483,32 @@ async fn status_waits_need_status_reporting_and_bad_formats_are_refused() {
     assert_eq!(err.kind, ErrorKind::Permanent);
     assert!(err.message.contains("yaml"), "{err}");
     assert!(rows_reach(&e.store, 2).await);
+
+    // Without the status check, a failure is reported on the failed
+    // ingestions queue (ReportLevel FailuresOnly, ReportMethod Queue).
+    let bad = ingestor
+        .ingest(&batch("{\"order_id\":\"x\",\"item\":\"y\"}", &[], &[]))
+        .await
+        .expect("ingest");
+    let reported = eventually(WAIT, || async {
+        let msgs = e.azurite.peek_messages(FAILURE_QUEUE, 32).await.ok()?;
+        msgs.into_iter().find_map(|m| {
+            let json = base64::engine::general_purpose::STANDARD
+                .decode(m.text)
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+            (v["IngestionSourceId"] == bad.ingestion_id.as_str()).then_some(v)
+        })
+    })
+    .await
+    .expect("a failure report");
+    assert_eq!(reported["Database"], DB);
+    assert!(e
+        .azurite
+        .peek_messages(SUCCESS_QUEUE, 32)
+        .await
+        .expect("peek")
+        .is_empty());
     assert!(e.dm.violations().is_empty(), "{:#?}", e.dm.violations());
 }
 
