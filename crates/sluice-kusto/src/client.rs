@@ -162,8 +162,10 @@ pub fn quote_name(name: &str) -> String {
     format!("[{}]", quote_string(name))
 }
 
-/// A Kusto string literal in single quotes, with backslash escapes for the
-/// quote, the backslash and control characters.
+/// A Kusto string literal in single quotes, with the backslash escapes
+/// Kusto documents: the quote, the backslash, tab, newline and carriage
+/// return. Other characters, control characters included, stand for
+/// themselves inside the quotes.
 pub fn quote_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('\'');
@@ -174,9 +176,6 @@ pub fn quote_string(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
             c => out.push(c),
         }
     }
@@ -624,7 +623,7 @@ mod tests {
         assert_eq!(quote_string("it's"), "'it\\'s'");
         assert_eq!(quote_string("a\\b"), "'a\\\\b'");
         assert_eq!(quote_string("l1\nl2\t\r"), "'l1\\nl2\\t\\r'");
-        assert_eq!(quote_string("\u{1}"), "'\\u0001'");
+        assert_eq!(quote_string("\u{1}"), "'\u{1}'");
         assert_eq!(quote_string(""), "''");
         assert_eq!(quote_string("ünï"), "'ünï'");
     }

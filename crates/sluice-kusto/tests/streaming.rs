@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::json;
 use sluice_kusto::auth::{AzureEnv, Credential, TokenProvider};
-use sluice_kusto::client::{ErrorKind, KustoClient};
+use sluice_kusto::client::{quote_name, quote_string, ErrorKind, KustoClient};
 use sluice_kusto::streaming::{falls_back_to_queued, ingest_streaming, STREAMING_MAX_BYTES};
 use sluice_testkit::kusto::engine::FakeEngine;
 use sluice_testkit::kusto::store::Store;
@@ -100,19 +100,23 @@ async fn multijson_through_a_json_mapping_and_names_that_need_encoding() {
     )
     .await
     .expect("create table");
-    c.mgmt(
-        DB,
-        r#".create table ['my events'] ingestion json mapping 'map&1' '[{"column":"id","Properties":{"Path":"$.key.id"}},{"column":"user name","Properties":{"Path":"$.value.user"}}]'"#,
-    )
-    .await
-    .expect("create mapping");
-    let data = r#"{"key":{"id":7},"value":{"user":"ann"}} {"key":{"id":8},"value":{"user":null}}"#;
+    // Built with Sluice's quoting: the name and the JSON carry quotes and
+    // a backslash that must survive the trip.
+    let mapping_json = r#"[{"column":"id","Properties":{"Path":"$.key.id"}},{"column":"user name","Properties":{"Path":"$.value['user\\name']"}}]"#;
+    let csl = format!(
+        ".create table {} ingestion json mapping {} {}",
+        quote_name("my events"),
+        quote_string("map&'1"),
+        quote_string(mapping_json)
+    );
+    c.mgmt(DB, &csl).await.expect("create mapping");
+    let data = r#"{"key":{"id":7},"value":{"user\\name":"ann"}} {"key":{"id":8},"value":{"user\\name":null}}"#;
     ingest_streaming(
         &c,
         DB,
         "my events",
         "multijson",
-        Some("map&1"),
+        Some("map&'1"),
         gzip(data.as_bytes()),
         data.len(),
     )
@@ -127,7 +131,7 @@ async fn multijson_through_a_json_mapping_and_names_that_need_encoding() {
     assert_eq!(reqs[0].path, "/v1/rest/ingest/db/my%20events");
     assert_eq!(
         reqs[0].query.as_deref(),
-        Some("streamFormat=multijson&mappingName=map%261")
+        Some("streamFormat=multijson&mappingName=map%26%271")
     );
     let v = engine.violations();
     assert!(v.is_empty(), "{v:?}");
