@@ -18,7 +18,9 @@
 //!   `KustoRecordWriter`, `FormatWriterHelper` and `HeaderAndMetadataWriter`
 //!   (which wrap each record as `{"value":…,"key":…,"headers":…,"kafkamd":
 //!   {"topic","partition","offset"}}`) exist only on the unreleased branch
-//!   `feature/AddHeadersAndMetadata` (December 2024); no tag contains them.
+//!   `feature/AddHeadersAndMetadata` (December 2024, pull request 117;
+//!   its pom says 5.0.0, but the 5.0.0 release was cut from `master`
+//!   without it); no tag contains them.
 //!   Sluice still reads the key with the key converter, as Kafka Connect does
 //!   before `put`, so a key the converter rejects fails the record.
 //! - **Tombstones are skipped.** `KustoSinkTask.put` drops records whose
@@ -347,7 +349,7 @@ impl BatchEncoder {
             None | Some(SchemaType::String) => Ok(Kind::Text),
             Some(SchemaType::Bytes) => Ok(Kind::Bytes),
             Some(other) => Err(format!(
-                "values with a {} schema are not supported; the connector writes Struct, map, string and bytes values",
+                "values of schema type {} are not supported; the connector writes Struct, map, string and bytes values",
                 other.json_name()
             )),
         }

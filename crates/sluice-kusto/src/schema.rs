@@ -117,9 +117,24 @@ fn escape_single_quoted(s: &str) -> String {
     out
 }
 
-/// A Kusto entity name, bracket-quoted: `['name']`.
+/// `['name']`, or `["name"]` for a name with a single quote (Kusto takes
+/// both, and the double-quoted form needs no escape there); a name with both
+/// quotes is single-quoted with escapes. Used for entity names and JSONPath
+/// members alike.
+fn bracketed(name: &str) -> String {
+    let plain = !name.contains('\\') && !name.chars().any(|c| (c as u32) < 0x20);
+    if plain && !name.contains('\'') {
+        format!("['{name}']")
+    } else if plain && !name.contains('"') {
+        format!("[\"{name}\"]")
+    } else {
+        format!("['{}']", escape_single_quoted(name))
+    }
+}
+
+/// A Kusto entity name, bracket-quoted.
 fn quoted_name(name: &str) -> String {
-    format!("['{}']", escape_single_quoted(name))
+    bracketed(name)
 }
 
 /// The JSONPath of a top-level field: `$.name`, or `$['odd name']`.
@@ -127,7 +142,7 @@ fn json_path(name: &str) -> String {
     if plain_identifier(name) {
         format!("$.{name}")
     } else {
-        format!("$['{}']", escape_single_quoted(name))
+        format!("${}", bracketed(name))
     }
 }
 

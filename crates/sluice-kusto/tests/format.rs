@@ -986,6 +986,27 @@ fn scenario_table_and_mapping() {
     );
 }
 
+/// Reads a Kusto single-quoted string literal (backslash escapes).
+fn kusto_literal(text: &str) -> (String, &str) {
+    let mut chars = text.char_indices();
+    assert_eq!(chars.next(), Some((0, '\'')), "{text}");
+    let mut out = String::new();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\'' => return (out, &text[i + 1..]),
+            '\\' => match chars.next() {
+                Some((_, 'n')) => out.push('\n'),
+                Some((_, 't')) => out.push('\t'),
+                Some((_, 'r')) => out.push('\r'),
+                Some((_, c)) => out.push(c),
+                None => panic!("dangling escape in {text}"),
+            },
+            c => out.push(c),
+        }
+    }
+    panic!("unterminated literal {text}")
+}
+
 #[test]
 fn odd_names_are_escaped() {
     let cols = vec![
@@ -994,24 +1015,58 @@ fn odd_names_are_escaped() {
         ("[x]".to_string(), "long"),
         ("say \"hi\"".to_string(), "string"),
         (r"back\slash".to_string(), "string"),
+        ("it's \"both\"".to_string(), "string"),
     ];
     assert_eq!(
         create_table_command("My 'T'", &cols),
-        r#".create-merge table ['My \'T\''] (['it\'s']:string, ['a b']:int, ['[x]']:long, ['say "hi"']:string, ['back\\slash']:string)"#
+        r#".create-merge table ["My 'T'"] (["it's"]:string, ['a b']:int, ['[x]']:long, ['say "hi"']:string, ['back\\slash']:string, ['it\'s "both"']:string)"#
+    );
+    assert_eq!(
+        alter_merge_command("T", &cols[1..2]),
+        ".alter-merge table ['T'] (['a b']:int)"
     );
     let mapping = json_mapping(&cols);
-    assert_eq!(
-        mapping,
-        r#"[{"column":"it's","Properties":{"path":"$['it\\'s']"}},{"column":"a b","Properties":{"path":"$['a b']"}},{"column":"[x]","Properties":{"path":"$['[x]']"}},{"column":"say \"hi\"","Properties":{"path":"$['say \"hi\"']"}},{"column":"back\\slash","Properties":{"path":"$['back\\\\slash']"}}]"#
-    );
-    // The mapping stays valid JSON, and the command's literal unescapes to it.
     let parsed: serde_json::Value = serde_json::from_str(&mapping).unwrap();
-    assert_eq!(parsed[0]["Properties"]["path"], r"$['it\'s']");
-    let cmd = create_mapping_command("My 'T'", "m'1", &cols[..1]);
+    let paths: Vec<&str> = parsed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Properties"]["path"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        cmd,
-        r#".create-or-alter table ['My \'T\''] ingestion json mapping 'm\'1' '[{"column":"it\'s","Properties":{"path":"$[\'it\\\\\'s\']"}}]'"#
+        paths,
+        [
+            r#"$["it's"]"#,
+            "$['a b']",
+            "$['[x]']",
+            r#"$['say "hi"']"#,
+            r"$['back\\slash']",
+            r#"$['it\'s "both"']"#,
+        ]
     );
+    let columns: Vec<&str> = parsed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["column"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        cols.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
+    );
+
+    // The command's literals read back as the mapping name and JSON.
+    let cmd = create_mapping_command("My 'T'", "m'1\\", &cols);
+    let rest = cmd
+        .strip_prefix(r#".create-or-alter table ["My 'T'"] ingestion json mapping "#)
+        .unwrap_or_else(|| panic!("{cmd}"));
+    let (name, rest) = kusto_literal(rest);
+    assert_eq!(name, "m'1\\");
+    let rest = rest.strip_prefix(' ').unwrap();
+    let (json, rest) = kusto_literal(rest);
+    assert_eq!(json, mapping);
+    assert_eq!(rest, "");
+    assert!(!cmd.contains('\n'));
 }
 
 #[test]
