@@ -1082,7 +1082,7 @@ async fn report(
                 props.insert("FailureStatus".into(), "Permanent".into());
             }
             props.insert("UpdatedOn".into(), now.clone().into());
-            props.insert("OperationId".into(), crate_uuid().into());
+            props.insert("OperationId".into(), uuid4().into());
             if let Err(e) = s.azurite.merge_entity(STATUS_TABLE, pk, rk, props).await {
                 s.violation(format!("writing the status row of {id}: {e:#}"));
             }
@@ -1092,13 +1092,13 @@ async fn report(
         let (queue, body) = match outcome {
             Err((code, d)) => (
                 FAILURE_QUEUE,
-                json!({"OperationId": crate_uuid(), "Database": db, "Table": table, "FailedOn": now,
+                json!({"OperationId": uuid4(), "Database": db, "Table": table, "FailedOn": now,
                        "IngestionSourceId": id, "IngestionSourcePath": blob, "Details": d, "ErrorCode": code,
                        "FailureStatus": "Permanent", "OriginatesFromUpdatePolicy": false, "ShouldRetry": false}),
             ),
             Ok(_) => (
                 SUCCESS_QUEUE,
-                json!({"OperationId": crate_uuid(), "Database": db, "Table": table, "SucceededOn": now,
+                json!({"OperationId": uuid4(), "Database": db, "Table": table, "SucceededOn": now,
                        "IngestionSourceId": id, "IngestionSourcePath": blob}),
             ),
         };
@@ -1109,7 +1109,8 @@ async fn report(
     }
 }
 
-fn crate_uuid() -> String {
+/// A random (version 4) UUID for the operation ids the service reports.
+fn uuid4() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
