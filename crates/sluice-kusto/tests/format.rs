@@ -1081,3 +1081,151 @@ fn value_schema_reads_the_record() {
     assert!(value_schema(&record(0, None, None), &json_conv(true)).is_none());
     assert!(value_schema(&record(0, None, Some(b"{bad")), &json_conv(true)).is_none());
 }
+
+/// A row with every Connect type, nested ones included.
+fn nested_schema() -> SchemaRef {
+    SchemaBuilder::structure()
+        .name("nested.Value")
+        .field("i8", prim::of(SchemaType::Int8, false))
+        .field("i16", prim::of(SchemaType::Int16, false))
+        .field("f32", prim::of(SchemaType::Float32, false))
+        .field("f64", prim::of(SchemaType::Float64, true))
+        .field("ok", prim::of(SchemaType::Boolean, false))
+        .field("raw", prim::of(SchemaType::Bytes, false))
+        .field(
+            "tags",
+            SchemaBuilder::array(prim::string()).optional().build(),
+        )
+        .field(
+            "counts",
+            SchemaBuilder::map(prim::string(), prim::int64()).build(),
+        )
+        .field(
+            "names",
+            SchemaBuilder::map(prim::of(SchemaType::Int32, false), prim::string()).build(),
+        )
+        .field(
+            "inner",
+            SchemaBuilder::structure()
+                .field("x", prim::of(SchemaType::Int32, false))
+                .optional()
+                .build(),
+        )
+        .build()
+}
+
+fn nested_value() -> Value {
+    Value::Struct(vec![
+        Value::Int8(-8),
+        Value::Int16(300),
+        Value::Float32(1.5),
+        Value::Null,
+        Value::Bool(true),
+        Value::Bytes(vec![0, 255]),
+        Value::Array(vec![Value::String("a".into()), Value::String("b".into())]),
+        Value::Map(vec![
+            (Value::String("z".into()), Value::Int64(1)),
+            (Value::String("y".into()), Value::Int64(2)),
+        ]),
+        Value::Map(vec![
+            (Value::Int32(3), Value::String("t".into())),
+            (Value::Int32(17), Value::String("s".into())),
+        ]),
+        Value::Null,
+    ])
+}
+
+fn nested_bytes() -> Vec<u8> {
+    json_conv(true)
+        .from_connect("t", Some(&nested_schema()), Some(&nested_value()))
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn json_nested_types_with_maps_in_hashmap_order() {
+    let mut enc = BatchEncoder::new("json").unwrap();
+    enc.push(
+        &record(0, None, Some(&nested_bytes())),
+        &string_conv(),
+        &json_conv(true),
+    )
+    .unwrap();
+    // Map fields come from HashMaps too: "y" before "z", 17 before 3.
+    assert_eq!(
+        String::from_utf8(enc.finish().unwrap()).unwrap(),
+        concat!(
+            "{\"i8\":-8,\"i16\":300,\"f32\":1.5,\"f64\":null,\"ok\":true,\"raw\":\"AP8=\",",
+            "\"tags\":[\"a\",\"b\"],\"counts\":{\"y\":2,\"z\":1},\"names\":[[17,\"s\"],[3,\"t\"]],\"inner\":null}\n"
+        )
+    );
+}
+
+#[test]
+fn avro_nested_types_read_back() {
+    let mut enc = BatchEncoder::new("avro").unwrap();
+    enc.push(
+        &record(0, None, Some(&nested_bytes())),
+        &string_conv(),
+        &json_conv(true),
+    )
+    .unwrap();
+    let (_, values) = read_avro(&enc.finish().unwrap());
+    let [v] = values.as_slice() else {
+        panic!("{values:?}");
+    };
+    assert_eq!(field(v, "i8"), &Avro::Int(-8));
+    assert_eq!(field(v, "i16"), &Avro::Int(300));
+    assert_eq!(field(v, "f32"), &Avro::Float(1.5));
+    assert_eq!(field(v, "f64"), &Avro::Union(0, Box::new(Avro::Null)));
+    assert_eq!(field(v, "ok"), &Avro::Boolean(true));
+    assert_eq!(field(v, "raw"), &Avro::Bytes(vec![0, 255]));
+    assert_eq!(
+        field(v, "tags"),
+        &Avro::Union(
+            1,
+            Box::new(Avro::Array(vec![
+                Avro::String("a".into()),
+                Avro::String("b".into())
+            ]))
+        )
+    );
+    let Avro::Map(counts) = field(v, "counts") else {
+        panic!("{v:?}");
+    };
+    assert_eq!(counts.get("z"), Some(&Avro::Long(1)));
+    assert_eq!(counts.get("y"), Some(&Avro::Long(2)));
+    let Avro::Array(names) = field(v, "names") else {
+        panic!("{v:?}");
+    };
+    assert_eq!(
+        names,
+        &vec![
+            Avro::Record(vec![
+                ("key".into(), Avro::Int(17)),
+                ("value".into(), Avro::String("s".into()))
+            ]),
+            Avro::Record(vec![
+                ("key".into(), Avro::Int(3)),
+                ("value".into(), Avro::String("t".into()))
+            ]),
+        ]
+    );
+    assert_eq!(field(v, "inner"), &Avro::Union(0, Box::new(Avro::Null)));
+}
+
+#[test]
+fn csv_rejects_logical_type_structs_too() {
+    // Logical types only exist with a schema, i.e. in Structs, which text
+    // formats do not take.
+    let mut enc = BatchEncoder::new("csv").unwrap();
+    let err = enc
+        .push(
+            &record(8, None, Some(&logical_bytes())),
+            &string_conv(),
+            &json_conv(true),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("offset 8"), "{err}");
+    assert_eq!(enc.records(), 0);
+}
