@@ -68,7 +68,7 @@ async fn management_commands_and_queries_with_the_sdk_headers() {
         .expect("create-merge");
     assert_eq!(
         created.get_str(0, "Schema"),
-        Some("id:long, the total:real")
+        Some("id:long,['the total']:real")
     );
     let tables = c.mgmt(DB, ".show tables").await.expect("show tables");
     let names: Vec<_> = (0..tables.rows.len())

@@ -1147,12 +1147,25 @@ fn check_db(s: &Shared, principal: &str, db: &str, action: &str) -> Option<Respo
     None
 }
 
+/// `name:type,...` as `cslschema` shows it; names that are not plain
+/// identifiers in brackets.
 fn schema_text(columns: &[(String, String)]) -> String {
     columns
         .iter()
-        .map(|(n, t)| format!("{n}:{t}"))
+        .map(|(n, t)| {
+            let plain = n
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && n.chars().all(|c| c.is_alphanumeric() || c == '_');
+            if plain {
+                format!("{n}:{t}")
+            } else {
+                format!("['{}']:{t}", n.replace('\\', "\\\\").replace('\'', "\\'"))
+            }
+        })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(",")
 }
 
 fn schema_row(db: &str, table: &str, columns: &[(String, String)]) -> Response {
