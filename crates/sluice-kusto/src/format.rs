@@ -190,6 +190,11 @@ struct AvroBatch {
 
 /// Accumulates one batch of records in a Kusto ingestion format, as the
 /// official connector writes its file for one topic-partition.
+///
+/// Keep one encoder per topic-partition for as long as the partition is
+/// assigned: like the official connector's `FileWriter`, it picks its
+/// writer (JSON, string, bytes, Avro) from the first record it writes and
+/// keeps it for every later batch.
 pub struct BatchEncoder {
     format: String,
     announced: &'static str,
@@ -307,10 +312,16 @@ impl BatchEncoder {
         match kind {
             Kind::Avro => self.push_avro(record, schema, &value)?,
             _ => {
-                let mut line = Vec::new();
-                self.write_line(&mut line, kind, &record.topic, schema.as_deref(), &value)
-                    .map_err(|m| self.record_error(record, m))?;
-                self.buf.extend_from_slice(&line);
+                // Written in place; a failure cuts the partial line off again.
+                let mut buf = std::mem::take(&mut self.buf);
+                let start = buf.len();
+                let written =
+                    self.write_line(&mut buf, kind, &record.topic, schema.as_deref(), &value);
+                if written.is_err() {
+                    buf.truncate(start);
+                }
+                self.buf = buf;
+                written.map_err(|m| self.record_error(record, m))?;
             }
         }
         self.kind = Some(kind);

@@ -1229,3 +1229,47 @@ fn csv_rejects_logical_type_structs_too() {
     assert!(err.to_string().contains("offset 8"), "{err}");
     assert_eq!(enc.records(), 0);
 }
+
+#[test]
+fn a_record_failing_mid_line_leaves_the_batch_as_it_was() {
+    // A map of structs: Jackson cannot serialize the Connect Struct inside.
+    let schema = SchemaBuilder::map(
+        prim::string(),
+        SchemaBuilder::structure()
+            .field("x", prim::of(SchemaType::Int32, false))
+            .build(),
+    )
+    .build();
+    let empty = json_conv(true)
+        .from_connect(TOPIC, Some(&schema), Some(&Value::Map(vec![])))
+        .unwrap()
+        .unwrap();
+    let full = json_conv(true)
+        .from_connect(
+            TOPIC,
+            Some(&schema),
+            Some(&Value::Map(vec![(
+                Value::String("k".into()),
+                Value::Struct(vec![Value::Int32(1)]),
+            )])),
+        )
+        .unwrap()
+        .unwrap();
+    let mut enc = BatchEncoder::new("json").unwrap();
+    enc.push(
+        &record(0, None, Some(&empty)),
+        &string_conv(),
+        &json_conv(true),
+    )
+    .unwrap();
+    let err = enc
+        .push(
+            &record(1, None, Some(&full)),
+            &string_conv(),
+            &json_conv(true),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("Struct"), "{err}");
+    assert_eq!(enc.records(), 1);
+    assert_eq!(enc.finish().unwrap(), b"{}\n".to_vec());
+}
