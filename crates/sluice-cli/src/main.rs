@@ -55,6 +55,7 @@ fn plugins() -> Vec<Arc<dyn ConnectorPlugin>> {
         sluice_connect::file_sink::plugin(),
         sluice_connect::null_sink::plugin(),
         sluice_duckdb::plugin(),
+        sluice_kusto::plugin(),
         // Sources.
         sluice_postgres::plugin(),
     ]
@@ -160,11 +161,12 @@ fn load_configs(files: &[PathBuf]) -> Result<(Props, Vec<ConnectorFile>), Vec<St
             }
         })
         .collect();
-    // A lone worker config is distributed mode's usual command line
-    // (connectors then come through the REST API).
-    let first_is_worker = loaded[0].1.as_ref().is_some_and(|p| {
-        !config_files::looks_like_connector(p) && (files.len() > 1 || p.contains_key("group.id"))
-    });
+    // A lone worker config is distributed mode's usual command line, and
+    // standalone's too when connectors come through the REST API.
+    let first_is_worker = loaded[0]
+        .1
+        .as_ref()
+        .is_some_and(|p| !config_files::looks_like_connector(p));
     let (mut worker, connectors) = if first_is_worker {
         (loaded[0].1.clone().unwrap_or_default(), &loaded[1..])
     } else {

@@ -93,7 +93,7 @@ impl KustoSinkTask {
     pub fn new(cfg: KustoConfig, ctx: SinkContext) -> Result<KustoSinkTask> {
         let cfg = Arc::new(cfg);
         let (engine, dm) = crate::connect_clients(&cfg)?;
-        let queued = QueuedIngestor::new(dm);
+        let queued = QueuedIngestor::new(dm).with_status_reporting(cfg.status_check);
         let journal = if cfg.dedup {
             let dir = cfg
                 .temp_dir

@@ -1,0 +1,294 @@
+//! PostgreSQL to Azure Data Explorer end to end: a `sluice connect` worker,
+//! the scenario's two connector configs posted over HTTP as users post them
+//! to Kafka Connect (only host names, credentials and the database name
+//! changed), and the local ADX stand-ins (engine with its Azure AD token
+//! endpoint, data management, Azurite) behind one cluster URL.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use common::{cluster, fresh_db, sluice_bin, tail};
+use serde_json::{json, Value as Json};
+use sluice_testkit::kusto::azurite::Azurite;
+use sluice_testkit::kusto::dm::FakeDm;
+use sluice_testkit::kusto::engine::FakeEngine;
+use sluice_testkit::kusto::store::Store;
+
+const ORDERS: &str = "CREATE SCHEMA retail; CREATE TABLE retail.orders_info (
+    orderid SERIAL NOT NULL PRIMARY KEY, custid INTEGER NOT NULL, amount INTEGER NOT NULL,
+    city VARCHAR(255) NOT NULL, purchase_time VARCHAR(20) NOT NULL);";
+
+/// The scenario's ADX setup: `.create table Orders ...` and its mapping.
+fn scenario_store() -> Store {
+    let store = Store::new();
+    store.create_database("retail");
+    store.create_table(
+        "retail",
+        "Orders",
+        &[
+            ("orderid", "string"),
+            ("custid", "string"),
+            ("city", "string"),
+            ("amount", "int"),
+            ("purchase_time", "datetime"),
+        ],
+    );
+    store
+        .create_json_mapping(
+            "retail",
+            "Orders",
+            "OrdersEventMapping",
+            r#"[{"column":"orderid","Properties":{"path":"$.orderid"}},{"column":"custid","Properties":{"path":"$.custid"}},{"column":"city","Properties":{"path":"$.city"}},{"column":"amount","Properties":{"path":"$.amount"}},{"column":"purchase_time","Properties":{"path":"$.purchase_time"}}]"#,
+        )
+        .expect("mapping");
+    store
+}
+
+/// One URL for the whole cluster, as `kusto.url` names it: the ingestion
+/// commands go to the data-management stand-in, everything else to the
+/// engine. (A real cluster has two host names, `ingest-<cluster>` and
+/// `<cluster>`; on loopback both are one host.)
+#[derive(Clone)]
+struct Front {
+    engine: String,
+    dm: String,
+    http: reqwest::Client,
+}
+
+async fn forward(State(f): State<Front>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body: Bytes = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let to_dm = parts.uri.path() == "/v1/rest/mgmt"
+        && serde_json::from_slice::<Json>(&body)
+            .ok()
+            .and_then(|j| j["csl"].as_str().map(|c| c.trim().to_string()))
+            .is_some_and(|c| {
+                c.starts_with(".get ingestion resources")
+                    || c.starts_with(".get kusto identity token")
+            });
+    let base = if to_dm { &f.dm } else { &f.engine };
+    let url = format!(
+        "{base}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut rb = f.http.request(parts.method.clone(), url);
+    for (k, v) in &parts.headers {
+        if k != "host" && k != "content-length" {
+            rb = rb.header(k, v);
+        }
+    }
+    match rb.body(body).send().await {
+        Ok(r) => {
+            let status = r.status();
+            let headers = r.headers().clone();
+            let bytes = r.bytes().await.unwrap_or_default();
+            let mut resp = (status, bytes).into_response();
+            for (k, v) in &headers {
+                if k != "content-length" && k != "transfer-encoding" {
+                    resp.headers_mut().insert(k, v.clone());
+                }
+            }
+            resp
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+async fn start_front(engine: &FakeEngine, dm: &FakeDm) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().fallback(forward).with_state(Front {
+        engine: engine.url(),
+        dm: dm.url(),
+        http: reqwest::Client::new(),
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, Json) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = out
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Json::Null);
+    (code, json)
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scenarios_configs_posted_over_http_fill_the_adx_table() {
+    let (db, pg) = fresh_db("kustoe2e").await;
+    pg.batch_execute(ORDERS).await.expect("schema");
+    pg.batch_execute(
+        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
+         SELECT 300 + g, 100 + g, (ARRAY['Austin','Seattle','New York'])[1 + g % 3], '2020-10-09 07:23:10'
+         FROM generate_series(1, 40) g",
+    )
+    .await
+    .expect("rows");
+
+    let store = scenario_store();
+    let engine = FakeEngine::start(store.clone()).await.expect("engine");
+    let azurite = Azurite::start().expect("azurite");
+    let dm = FakeDm::start(store.clone(), &azurite, engine.token_validator())
+        .await
+        .expect("dm");
+    let front = start_front(&engine, &dm).await;
+    engine.accept_audience(&front);
+
+    let dir = tempfile::tempdir().expect("temp");
+    let rest = sluice_testkit::free_port().expect("port");
+    let worker = dir.path().join("worker.properties");
+    std::fs::write(
+        &worker,
+        format!(
+            "offset.storage.file.filename={}\noffset.flush.interval.ms=500\nlisteners=http://127.0.0.1:{rest}\n",
+            dir.path().join("offsets.json").display()
+        ),
+    )
+    .expect("worker");
+    let log = dir.path().join("sluice.log");
+    let child = Command::new(sluice_bin())
+        .arg("connect")
+        .arg(&worker)
+        .env("RUST_LOG", "info")
+        // Where Azure AD is, as the Azure SDKs read it.
+        .env("AZURE_AUTHORITY_HOST", engine.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let _child = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", rest)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "REST never came up: {}",
+            tail(&std::fs::read_to_string(&log).unwrap_or_default(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The scenario's source config (host, port, user, database changed).
+    let source = json!({"name": "pg-orders-source",
+     "config": {
+       "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+       "database.hostname": "127.0.0.1", "database.port": cluster().port().to_string(),
+       "database.user": "postgres", "database.password": "s3cret-pw",
+       "database.dbname": db,
+       "database.server.name": "myserver",
+       "plugin.name": "wal2json",
+       "slot.name": "kusto_e2e",
+       "table.whitelist": "retail.orders_info",
+       "value.converter": "org.apache.kafka.connect.json.JsonConverter"}});
+    // The scenario's adx-orders-sink.json: only the database, tenant,
+    // URL and app credentials changed.
+    let sink = json!({"name": "adx-orders-sink",
+     "config": {
+       "connector.class": "com.microsoft.azure.kusto.kafka.connect.sink.KustoSinkConnector",
+       "flush.size.bytes": 10000, "flush.interval.ms": 30000, "tasks.max": 2,
+       "topics": "myserver.retail.orders_info",
+       "kusto.tables.topics.mapping": "[{'topic': 'myserver.retail.orders_info','db': 'retail', 'table': 'Orders','format': 'json', 'mapping':'OrdersEventMapping'}]",
+       "aad.auth.authority": engine.tenant(),
+       "kusto.url": front,
+       "aad.auth.appid": engine.app_id(), "aad.auth.appkey": engine.app_key(),
+       "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+       "transforms": "unwrap",
+       "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState"}});
+    let (code, body) = http(rest, "POST", "/connectors", Some(&sink.to_string()));
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = http(rest, "POST", "/connectors", Some(&source.to_string()));
+    assert_eq!(code, 201, "{body}");
+
+    // Changes while streaming: more orders and an update.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.batch_execute(
+        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
+         SELECT 400 + g, 200 + g, 'Chicago', '2020-10-09 08:00:00' FROM generate_series(1, 20) g;
+         UPDATE retail.orders_info SET amount = 999 WHERE orderid = 1;",
+    )
+    .await
+    .expect("changes");
+
+    // 40 snapshot rows, 20 inserts, 1 update: 61 rows (ADX keeps every
+    // change); the last batch closes on flush.interval.ms (30 s).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = store.rows("retail", "Orders");
+        if rows.len() >= 61 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 61 rows; log:\n{}",
+            rows.len(),
+            tail(&std::fs::read_to_string(&log).unwrap_or_default(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rows = store.rows("retail", "Orders");
+    assert_eq!(rows.len(), 61, "{rows:?}");
+    let order1: Vec<&serde_json::Map<String, Json>> =
+        rows.iter().filter(|r| r["orderid"] == "1").collect();
+    let mut amounts: Vec<i64> = order1.iter().filter_map(|r| r["amount"].as_i64()).collect();
+    amounts.sort();
+    assert_eq!(amounts, [101, 999], "{order1:?}");
+    assert_eq!(rows.iter().filter(|r| r["city"] == "Chicago").count(), 20);
+    assert!(
+        rows.iter().all(|r| r["purchase_time"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2020-10-09"))),
+        "{rows:?}"
+    );
+    let (code, status) = http(rest, "GET", "/connectors/adx-orders-sink/status", None);
+    assert_eq!(code, 200);
+    assert_eq!(status["connector"]["state"], "RUNNING", "{status}");
+    assert_eq!(engine.violations(), Vec::<String>::new());
+    assert_eq!(dm.violations(), Vec::<String>::new());
+    drop(pg);
+}

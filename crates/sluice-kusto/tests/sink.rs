@@ -1,0 +1,559 @@
+//! The Kusto sink task against the local ADX stand-ins: the engine (query,
+//! management, streaming ingestion), the data-management service with
+//! Azurite for queued ingestion. Every request the sink makes is checked
+//! against the documented contract; each test asserts none departed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sluice_core::config::props_from;
+use sluice_core::connector::{SinkContext, SinkTask};
+use sluice_core::converter::{JsonConverter, JsonConverterConfig, StringConverter, StringEncoding};
+use sluice_core::record::Record;
+use sluice_testkit::kusto::azurite::Azurite;
+use sluice_testkit::kusto::dm::FakeDm;
+use sluice_testkit::kusto::engine::FakeEngine;
+use sluice_testkit::kusto::store::Store;
+
+const DB: &str = "retail";
+const TABLE: &str = "Orders";
+const TOPIC: &str = "myserver.retail.orders_info";
+const MAPPING: &str = "OrdersEventMapping";
+const MAPPING_JSON: &str = r#"[{"column":"orderid","Properties":{"path":"$.orderid"}},{"column":"custid","Properties":{"path":"$.custid"}},{"column":"city","Properties":{"path":"$.city"}},{"column":"amount","Properties":{"path":"$.amount"}},{"column":"purchase_time","Properties":{"path":"$.purchase_time"}}]"#;
+
+/// A local ADX: engine, data management and storage.
+struct Adx {
+    engine: FakeEngine,
+    dm: FakeDm,
+    _azurite: Azurite,
+    temp: tempfile::TempDir,
+}
+
+impl Adx {
+    /// The scenario's database, table and mapping.
+    async fn start() -> Adx {
+        let store = Store::new();
+        store.create_database(DB);
+        store.create_table(
+            DB,
+            TABLE,
+            &[
+                ("orderid", "string"),
+                ("custid", "string"),
+                ("city", "string"),
+                ("amount", "int"),
+                ("purchase_time", "datetime"),
+            ],
+        );
+        store
+            .create_json_mapping(DB, TABLE, MAPPING, MAPPING_JSON)
+            .expect("mapping");
+        Self::with_store(store).await
+    }
+
+    async fn with_store(store: Store) -> Adx {
+        let engine = FakeEngine::start(store.clone()).await.expect("engine");
+        let azurite = Azurite::start().expect("azurite");
+        let dm = FakeDm::start(store, &azurite, engine.token_validator())
+            .await
+            .expect("dm");
+        engine.accept_audience(&dm.url());
+        Adx {
+            engine,
+            dm,
+            _azurite: azurite,
+            temp: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        self.engine.store()
+    }
+
+    /// The scenario's sink config, pointed here, with a static token.
+    fn props(&self, mapping: &str, extra: &[(&str, &str)]) -> sluice_core::config::Props {
+        let token = self.engine.mint_token();
+        let temp = self.temp.path().display().to_string();
+        let mut kv: Vec<(&str, &str)> = vec![
+            ("connector.class", sluice_kusto::CLASS),
+            ("topics", TOPIC),
+            ("kusto.tables.topics.mapping", mapping),
+            ("kusto.ingestion.url", ""),
+            ("kusto.query.url", ""),
+            ("aad.auth.accesstoken", &token),
+            ("flush.interval.ms", "100"),
+            ("tempdir.path", &temp),
+            ("errors.retry.backoff.time.ms", "200"),
+            ("errors.retry.max.time.ms", "5000"),
+        ];
+        kv.extend_from_slice(extra);
+        let mut p = props_from(&kv);
+        p.insert("kusto.ingestion.url".into(), self.dm.url());
+        p.insert("kusto.query.url".into(), self.engine.url());
+        p
+    }
+
+    fn assert_no_violations(&self) {
+        assert_eq!(self.engine.violations(), Vec::<String>::new(), "engine");
+        assert_eq!(
+            self.dm.violations(),
+            Vec::<String>::new(),
+            "data management"
+        );
+    }
+
+    async fn wait_rows(&self, n: usize) -> Vec<serde_json::Map<String, Value>> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = self.store().rows(DB, TABLE);
+            if rows.len() >= n {
+                return rows;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} rows ingested; dm violations {:?}",
+                rows.len(),
+                self.dm.violations()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn scenario_mapping(extra: &str) -> String {
+    format!("[{{'topic': '{TOPIC}','db': '{DB}', 'table': '{TABLE}','format': 'json', 'mapping':'{MAPPING}'{extra}}}]")
+}
+
+fn ctx(connector: &str) -> SinkContext {
+    SinkContext {
+        connector: connector.to_string(),
+        task_id: 0,
+        key_converter: Arc::new(StringConverter::new(StringEncoding::Utf8)),
+        value_converter: Arc::new(JsonConverter::new(JsonConverterConfig::default())),
+    }
+}
+
+/// An unwrapped order, as the scenario's worker writes it (JsonConverter
+/// with schemas).
+fn order(offset: i64, id: i64, city: &str) -> Record {
+    let value = json!({
+        "schema": {"type": "struct", "optional": false, "name": "myserver.retail.orders_info.Value", "fields": [
+            {"field": "orderid", "type": "int32", "optional": false},
+            {"field": "custid", "type": "int32", "optional": false},
+            {"field": "amount", "type": "int32", "optional": false},
+            {"field": "city", "type": "string", "optional": false},
+            {"field": "purchase_time", "type": "string", "optional": false}
+        ]},
+        "payload": {"orderid": id, "custid": 300 + id, "amount": 100 + id, "city": city, "purchase_time": "2020-10-09 07:23:10"}
+    });
+    Record {
+        topic: Arc::from(TOPIC),
+        partition: 0,
+        offset,
+        timestamp_ms: 1_600_000_000_000,
+        key: Some(id.to_string().into_bytes()),
+        value: Some(serde_json::to_vec(&value).expect("json")),
+        headers: Vec::new(),
+    }
+}
+
+fn task(props: &sluice_core::config::Props, connector: &str) -> Box<dyn SinkTask> {
+    let plugin = sluice_kusto::plugin();
+    plugin.validate(props).expect("valid config");
+    plugin
+        .create_sink_task(props, ctx(connector))
+        .expect("task")
+}
+
+async fn durable(t: &mut Box<dyn SinkTask>) -> Option<i64> {
+    t.pre_commit()
+        .await
+        .expect("pre-commit")
+        .into_iter()
+        .find(|p| &*p.topic == TOPIC && p.partition == 0)
+        .map(|p| p.offset)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_ingestion_lands_the_scenario_rows_through_the_users_mapping() {
+    let adx = Adx::start().await;
+    let props = adx.props(&scenario_mapping(""), &[("flush.interval.ms", "600000")]);
+    let mut t = task(&props, "queued");
+    t.put(&[
+        order(0, 1, "Austin"),
+        order(1, 2, "Seattle"),
+        order(2, 3, "New York"),
+    ])
+    .await
+    .expect("put");
+    // The batch is open (neither size nor age reached): nothing durable.
+    assert_eq!(durable(&mut t).await, Some(-1));
+    t.flush().await.expect("flush");
+    assert_eq!(durable(&mut t).await, Some(2));
+    let rows = adx.wait_rows(3).await;
+    let mut cities: Vec<&str> = rows.iter().filter_map(|r| r["city"].as_str()).collect();
+    cities.sort();
+    assert_eq!(cities, ["Austin", "New York", "Seattle"]);
+    let austin = rows.iter().find(|r| r["city"] == "Austin").expect("row");
+    assert_eq!(austin["orderid"], "1");
+    assert_eq!(austin["amount"], 101);
+    // One blob and one queue message for the batch, as documented.
+    let msgs = adx.dm.messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let m = &msgs[0];
+    assert_eq!(m["DatabaseName"], DB);
+    assert_eq!(m["TableName"], TABLE);
+    assert_eq!(m["AdditionalProperties"]["format"], "multijson");
+    assert!(
+        m["BlobPath"]
+            .as_str()
+            .is_some_and(|p| p.contains(".multijson.gz")),
+        "{m}"
+    );
+    adx.assert_no_violations();
+    t.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_close_on_size_and_on_age_and_only_ingested_records_are_durable() {
+    let adx = Adx::start().await;
+    // Each record is ~100 bytes of JSON: three per batch.
+    let props = adx.props(
+        &scenario_mapping(""),
+        &[("flush.size.bytes", "250"), ("flush.interval.ms", "300")],
+    );
+    let mut t = task(&props, "sizes");
+    let records: Vec<Record> = (0..7).map(|i| order(i, i + 1, "Austin")).collect();
+    t.put(&records).await.expect("put");
+    let d = durable(&mut t).await.expect("reported");
+    assert!(
+        (2..7).contains(&d),
+        "full batches durable, the open one not: {d}"
+    );
+    adx.wait_rows(d as usize + 1).await;
+    // The last batch closes on age.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(durable(&mut t).await, Some(6));
+    adx.wait_rows(7).await;
+    assert!(adx.dm.messages().len() >= 3);
+    adx.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_dedup_a_replay_after_a_crash_is_not_ingested_twice() {
+    let adx = Adx::start().await;
+    let props = adx.props(
+        &scenario_mapping(""),
+        &[
+            ("kusto.ingestion.dedup", "true"),
+            ("flush.interval.ms", "200"),
+        ],
+    );
+    let records: Vec<Record> = (0..10).map(|i| order(i, i + 1, "Chicago")).collect();
+    let mut first = task(&props, "dedup");
+    first.put(&records[..6]).await.expect("put");
+    // Closed by age: a boundary no size rule would reproduce.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(durable(&mut first).await, Some(5));
+    first.put(&records[6..]).await.expect("put");
+    first.flush().await.expect("flush");
+    adx.wait_rows(10).await;
+    // The worker died before committing: everything is delivered again,
+    // all at once, to a new task.
+    drop(first);
+    let mut second = task(&props, "dedup");
+    second.put(&records).await.expect("replay");
+    second.flush().await.expect("flush");
+    // Both replayed batches were posted, and skipped by ADX.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while adx.dm.messages().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            adx.dm.messages()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(adx.store().rows(DB, TABLE).len(), 10, "no duplicates");
+    let tags = adx.store().extents(DB, TABLE);
+    assert!(
+        tags.iter()
+            .flatten()
+            .any(|t| t == &format!("ingest-by:{TOPIC}/0/0-5")),
+        "{tags:?}"
+    );
+    let m = &adx.dm.messages()[3];
+    assert!(
+        m["AdditionalProperties"]["ingestIfNotExists"]
+            .to_string()
+            .contains("6-9"),
+        "{m}"
+    );
+    adx.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_ingestion_and_its_fallback_to_queued() {
+    let adx = Adx::start().await;
+    let props = adx.props(&scenario_mapping(", 'streaming': true"), &[]);
+    adx.engine.set_streaming_enabled(DB, TABLE, true);
+    let mut t = task(&props, "streaming");
+    t.put(&[order(0, 1, "Austin")]).await.expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(
+        adx.store().rows(DB, TABLE).len(),
+        1,
+        "streamed synchronously"
+    );
+    assert!(adx.dm.messages().is_empty(), "nothing queued");
+    assert!(adx
+        .engine
+        .requests()
+        .iter()
+        .any(|r| r.path.starts_with("/v1/rest/ingest/")));
+    // Streaming turned off on the table: the batch goes queued.
+    adx.engine.set_streaming_enabled(DB, TABLE, false);
+    t.put(&[order(1, 2, "Seattle")]).await.expect("put");
+    t.flush().await.expect("flush");
+    adx.wait_rows(2).await;
+    assert_eq!(adx.dm.messages().len(), 1);
+    adx.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttled_streaming_falls_back_to_queued_ingestion() {
+    let adx = Adx::start().await;
+    adx.engine.set_streaming_enabled(DB, TABLE, true);
+    let props = adx.props(&scenario_mapping(", 'streaming': true"), &[]);
+    let mut t = task(&props, "throttled");
+    adx.engine.fail_next(
+        "/v1/rest/ingest/",
+        1,
+        429,
+        r#"{"error":{"code":"TooManyRequests","message":"The request was denied due to throttling.","@permanent":false}}"#,
+    );
+    t.put(&[order(0, 1, "Austin")]).await.expect("put");
+    t.flush().await.expect("accepted by queued ingestion");
+    adx.wait_rows(1).await;
+    assert_eq!(
+        adx.dm.messages().len(),
+        1,
+        "queued after the throttled stream"
+    );
+    adx.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_error_follows_behavior_on_error() {
+    let adx = Adx::start().await;
+    adx.engine.set_streaming_enabled(DB, TABLE, true);
+    let bad_data =
+        r#"{"error":{"code":"BadRequest","message":"Bad data in batch","@permanent":true}}"#;
+    // behavior.on.error=fail: the batch fails the task, naming it.
+    let props = adx.props(&scenario_mapping(", 'streaming': true"), &[]);
+    let mut t = task(&props, "permanent-fail");
+    t.put(&[order(0, 1, "Austin")]).await.expect("put");
+    adx.engine.fail_next("/v1/rest/ingest/", 1, 400, bad_data);
+    let err = format!("{:#}", t.flush().await.expect_err("fails"));
+    assert!(
+        err.contains("Orders") && err.contains("offsets 0..0"),
+        "{err}"
+    );
+    assert!(err.contains("Bad data in batch"), "{err}");
+    assert_eq!(durable(&mut t).await, Some(-1), "nothing of it committed");
+
+    // behavior.on.error=log: the task goes on, and counts the batch.
+    let props = adx.props(
+        &scenario_mapping(", 'streaming': true"),
+        &[("behavior.on.error", "log")],
+    );
+    let mut t = task(&props, "permanent-log");
+    t.put(&[order(5, 6, "Austin")]).await.expect("put");
+    adx.engine.fail_next("/v1/rest/ingest/", 1, 400, bad_data);
+    t.flush().await.expect("logged and skipped");
+    let statuses: Vec<(String, u16)> = adx
+        .engine
+        .requests()
+        .iter()
+        .map(|r| (r.path.clone(), r.status))
+        .collect();
+    assert_eq!(
+        sluice_kusto::metrics::counts("permanent-log").failed_batches,
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(durable(&mut t).await, Some(5), "skipped: committed");
+    assert!(adx.store().rows(DB, TABLE).is_empty());
+    adx.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_errors_are_retried_within_the_retry_time_then_fail_the_batch() {
+    let adx = Adx::start().await;
+    let props = adx.props(
+        &scenario_mapping(""),
+        &[
+            ("errors.retry.max.time.ms", "1500"),
+            ("errors.retry.backoff.time.ms", "200"),
+        ],
+    );
+    let mut t = task(&props, "transient");
+    t.put(&[order(0, 1, "Austin")]).await.expect("put");
+    // Two storage failures: retried, then accepted.
+    adx.dm.fail_next_storage(2, 503);
+    t.flush().await.expect("retried until accepted");
+    adx.wait_rows(1).await;
+    // Failing for longer than errors.retry.max.time.ms: the batch fails.
+    t.put(&[order(1, 2, "Austin")]).await.expect("put");
+    adx.dm.fail_next_storage(1000, 503);
+    let err = format!("{:#}", t.flush().await.expect_err("gives up"));
+    assert!(err.contains("errors.retry.max.time.ms=1500"), "{err}");
+    assert!(err.contains("offsets 1..1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_up_checks_name_the_fix() {
+    // A mapping that does not exist.
+    let adx = Adx::start().await;
+    let props = adx.props(
+        &format!("[{{'topic': '{TOPIC}','db': '{DB}', 'table': '{TABLE}','format': 'json', 'mapping':'NoSuchMapping'}}]"),
+        &[],
+    );
+    let mut t = task(&props, "checks-mapping");
+    let err = format!(
+        "{:#}",
+        t.put(&[order(0, 1, "Austin")]).await.expect_err("refused")
+    );
+    assert!(err.contains("ingestion mapping 'NoSuchMapping'"), "{err}");
+    assert!(
+        err.contains(".create table ['Orders'] ingestion json mapping")
+            || err.contains("ingestion json mapping"),
+        "{err}"
+    );
+
+    // A table that does not exist.
+    let props = adx.props(
+        &format!("[{{'topic': '{TOPIC}','db': '{DB}', 'table': 'Missing','format': 'json'}}]"),
+        &[],
+    );
+    let mut t = task(&props, "checks-table");
+    let err = format!(
+        "{:#}",
+        t.put(&[order(0, 1, "Austin")]).await.expect_err("refused")
+    );
+    assert!(err.contains("table 'Missing' does not exist"), "{err}");
+    assert!(err.contains("kusto.tables.create=true"), "{err}");
+
+    // A database the principal may not use.
+    let props = adx.props(
+        &format!("[{{'topic': '{TOPIC}','db': 'nodb', 'table': '{TABLE}','format': 'json'}}]"),
+        &[],
+    );
+    let mut t = task(&props, "checks-db");
+    let err = format!(
+        "{:#}",
+        t.put(&[order(0, 1, "Austin")]).await.expect_err("refused")
+    );
+    assert!(err.contains("nodb"), "{err}");
+
+    // An unreachable cluster.
+    let mut props = adx.props(&scenario_mapping(""), &[]);
+    let port = sluice_testkit::free_port().expect("port");
+    props.insert(
+        "kusto.ingestion.url".into(),
+        format!("http://127.0.0.1:{port}"),
+    );
+    let mut t = task(&props, "checks-unreachable");
+    let err = format!(
+        "{:#}",
+        t.put(&[order(0, 1, "Austin")]).await.expect_err("refused")
+    );
+    assert!(err.contains("could not be reached"), "{err}");
+    assert!(err.contains("kusto.ingestion.url"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_create_makes_the_table_and_mapping_and_adds_new_columns() {
+    let store = Store::new();
+    store.create_database(DB);
+    let adx = Adx::with_store(store).await;
+    let props = adx.props(
+        &format!("[{{'topic': '{TOPIC}','db': '{DB}', 'table': 'NewOrders','format': 'json', 'mapping':'NewMapping'}}]"),
+        &[("kusto.tables.create", "true")],
+    );
+    let mut t = task(&props, "create");
+    t.put(&[order(0, 1, "Austin")]).await.expect("put");
+    t.flush().await.expect("flush");
+    let columns = adx.store().columns(DB, "NewOrders").expect("table created");
+    let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(
+        names,
+        ["orderid", "custid", "amount", "city", "purchase_time"]
+    );
+    assert!(adx
+        .store()
+        .json_mappings(DB, "NewOrders")
+        .is_some_and(|m| m.iter().any(|(n, _)| n == "NewMapping")));
+    // A record with a new field: the column is added, the mapping follows.
+    let mut r = order(1, 2, "Seattle");
+    let mut v: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("json");
+    v["schema"]["fields"]
+        .as_array_mut()
+        .expect("fields")
+        .push(json!({"field": "channel", "type": "string", "optional": true}));
+    v["payload"]["channel"] = json!("web");
+    r.value = Some(serde_json::to_vec(&v).expect("json"));
+    t.put(&[r]).await.expect("put");
+    t.flush().await.expect("flush");
+    let columns = adx.store().columns(DB, "NewOrders").expect("table");
+    assert!(columns.iter().any(|(c, _)| c == "channel"), "{columns:?}");
+    let rows = adx.wait_rows_in("NewOrders", 2).await;
+    assert!(rows.iter().any(|r| r["channel"] == "web"), "{rows:?}");
+    adx.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_that_cannot_be_read_fails_the_task_or_is_skipped_as_configured() {
+    let adx = Adx::start().await;
+    let mut bad = order(1, 2, "Austin");
+    bad.value = Some(b"{not json".to_vec());
+    let props = adx.props(&scenario_mapping(""), &[]);
+    let mut t = task(&props, "bad-fail");
+    let err = format!(
+        "{:#}",
+        t.put(&[order(0, 1, "Austin"), bad.clone()])
+            .await
+            .expect_err("fails")
+    );
+    assert!(err.contains(TOPIC) && err.contains('1'), "{err}");
+
+    let props = adx.props(&scenario_mapping(""), &[("behavior.on.error", "log")]);
+    let mut t = task(&props, "bad-log");
+    t.put(&[order(0, 1, "Austin"), bad, order(2, 3, "Austin")])
+        .await
+        .expect("skipped");
+    t.flush().await.expect("flush");
+    assert_eq!(durable(&mut t).await, Some(2));
+    adx.wait_rows(2).await;
+    adx.assert_no_violations();
+}
+
+impl Adx {
+    async fn wait_rows_in(&self, table: &str, n: usize) -> Vec<serde_json::Map<String, Value>> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = self.store().rows(DB, table);
+            if rows.len() >= n {
+                return rows;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} rows",
+                rows.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
