@@ -1094,7 +1094,7 @@ fn avro_base_type(s: &Schema, names: &mut AvroNames) -> Result<Json, String> {
             }
             obj.insert("fields".into(), Json::Array(fields));
             if let Some(d) = &s.doc {
-                obj.insert("doc".into(), json!(d));
+                obj.insert("connect.doc".into(), json!(d));
             }
             if let Some(v) = s.version {
                 obj.insert("connect.version".into(), json!(v));
