@@ -1273,3 +1273,28 @@ fn a_record_failing_mid_line_leaves_the_batch_as_it_was() {
     assert_eq!(enc.records(), 1);
     assert_eq!(enc.finish().unwrap(), b"{}\n".to_vec());
 }
+
+#[test]
+fn keys_and_headers_are_not_part_of_the_data() {
+    let plain = record(7, None, Some(&order_with_schema(51)));
+    let mut rich = record(7, Some(ORDER_KEY), Some(&order_with_schema(51)));
+    rich.headers = vec![sluice_core::record::Header {
+        key: "trace".into(),
+        value: Some(b"abc".to_vec()),
+    }];
+    for format in ["json", "avro"] {
+        let mut a = BatchEncoder::new(format).unwrap();
+        a.push(&plain, &string_conv(), &json_conv(true)).unwrap();
+        let mut b = BatchEncoder::new(format).unwrap();
+        b.push(&rich, &string_conv(), &json_conv(true)).unwrap();
+        assert_eq!(a.len_bytes(), b.len_bytes(), "{format}");
+        if format == "json" {
+            assert_eq!(a.finish().unwrap(), b.finish().unwrap());
+        } else {
+            assert_eq!(
+                read_avro(&a.finish().unwrap()).1,
+                read_avro(&b.finish().unwrap()).1
+            );
+        }
+    }
+}
