@@ -285,6 +285,7 @@ async fn the_scenarios_configs_posted_over_http_fill_the_adx_table() {
             .is_some_and(|t| t.starts_with("2020-10-09"))),
         "{rows:?}"
     );
+
     let (code, status) = http(rest, "GET", "/connectors/adx-orders-sink/status", None);
     assert_eq!(code, 200);
     assert_eq!(status["connector"]["state"], "RUNNING", "{status}");

@@ -44,6 +44,20 @@ impl DeadLetters {
         }
         let cfg = KafkaConfig::from_worker_props(&props)
             .with_context(|| format!("{prefix}*: not a valid Kafka client configuration"))?;
+        // Created when missing (broker defaults), so a first failure is
+        // never lost to a missing topic on clusters without auto-creation.
+        let admin = sluice_kafka::Admin::connect(&cfg).await.with_context(|| {
+            format!("connecting to the dead-letter queue cluster ({prefix}bootstrap.servers)")
+        })?;
+        admin
+            .ensure_topic(&dlq.topic, -1, -1, &[])
+            .await
+            .with_context(|| {
+                format!(
+                    "creating the dead-letter queue topic '{}' ({prefix}topic.name)",
+                    dlq.topic
+                )
+            })?;
         let producer = Producer::connect(&cfg).await.with_context(|| {
             format!("connecting to the dead-letter queue cluster ({prefix}bootstrap.servers)")
         })?;

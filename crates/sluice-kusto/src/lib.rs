@@ -118,11 +118,11 @@ pub fn http_client(cfg: &config::KustoConfig) -> Result<reqwest::Client> {
 /// endpoint (`kusto.ingestion.url`), each with tokens for its own URL.
 pub fn connect_clients(
     cfg: &config::KustoConfig,
+    env: &auth::AzureEnv,
 ) -> Result<(client::KustoClient, client::KustoClient)> {
-    let env = auth::AzureEnv::from_process();
     let http = http_client(cfg)?;
     let provider = |url: &str| -> Result<Arc<auth::TokenProvider>> {
-        let p = auth::TokenProvider::new(auth::Credential::from_config(cfg, &env)?, url, &env)?;
+        let p = auth::TokenProvider::new(auth::Credential::from_config(cfg, env)?, url, env)?;
         let p = match &cfg.proxy {
             Some((host, port)) => p.with_proxy(host, *port)?,
             None => p,

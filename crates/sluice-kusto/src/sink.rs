@@ -75,6 +75,10 @@ pub struct KustoSinkTask {
     batches: HashMap<Tp, Batch>,
     /// Last offset given per topic partition.
     given: HashMap<Tp, i64>,
+    /// Encoders of closed batches, reused per topic partition: like the
+    /// official connector's writer, an encoder keeps the form its first
+    /// record chose.
+    spare: HashMap<Tp, BatchEncoder>,
     /// First offset of a batch that failed for good (behavior.on.error=
     /// fail): nothing from there on is ever reported durable.
     failed: HashMap<Tp, i64>,
@@ -91,8 +95,18 @@ impl KustoSinkTask {
     /// A task for `cfg`. Start-up checks run in the background at once;
     /// the first `put` waits for them and fails the task with their fix.
     pub fn new(cfg: KustoConfig, ctx: SinkContext) -> Result<KustoSinkTask> {
+        Self::with_env(cfg, ctx, &crate::auth::AzureEnv::from_process())
+    }
+
+    /// A task whose Azure AD endpoints and workload identity settings come
+    /// from `env` instead of the process environment.
+    pub fn with_env(
+        cfg: KustoConfig,
+        ctx: SinkContext,
+        env: &crate::auth::AzureEnv,
+    ) -> Result<KustoSinkTask> {
         let cfg = Arc::new(cfg);
-        let (engine, dm) = crate::connect_clients(&cfg)?;
+        let (engine, dm) = crate::connect_clients(&cfg, env)?;
         let queued = QueuedIngestor::new(dm).with_status_reporting(cfg.status_check);
         let journal = if cfg.dedup {
             let dir = cfg
@@ -133,6 +147,7 @@ impl KustoSinkTask {
             queued,
             batches: HashMap::new(),
             given: HashMap::new(),
+            spare: HashMap::new(),
             failed: HashMap::new(),
             journal,
             errors_dlq: None,
@@ -214,8 +229,12 @@ impl KustoSinkTask {
             Some(j) => j.range_of(&tp.0, tp.1, offset)?,
             None => None,
         };
-        let encoder =
-            BatchEncoder::new(&mapping.format).map_err(|e| anyhow!("topic '{}': {e}", tp.0))?;
+        let encoder = match self.spare.remove(tp) {
+            Some(e) => e,
+            None => {
+                BatchEncoder::new(&mapping.format).map_err(|e| anyhow!("topic '{}': {e}", tp.0))?
+            }
+        };
         Ok(Batch {
             mapping: mapping.clone(),
             encoder,
@@ -291,6 +310,7 @@ impl KustoSinkTask {
             return Ok(());
         };
         let Some(first) = b.first else {
+            self.spare.insert(tp.clone(), b.encoder);
             return Ok(());
         };
         let last = b.last;
@@ -302,6 +322,8 @@ impl KustoSinkTask {
                 tp.1
             )
         })?;
+        let kusto_format = b.encoder.kusto_format();
+        self.spare.insert(tp.clone(), b.encoder);
         if raw.is_empty() {
             return Ok(());
         }
@@ -319,7 +341,6 @@ impl KustoSinkTask {
             "batch of {records} record(s) of topic '{}' partition {} (offsets {first}..{last}) to table '{}' in database '{}'",
             tp.0, tp.1, m.table, m.db
         );
-        let kusto_format = b.encoder.kusto_format();
         let queued_batch = QueuedBatch {
             db: m.db.clone(),
             table: m.table.clone(),

@@ -557,3 +557,132 @@ impl Adx {
         }
     }
 }
+
+/// Reads a whole topic of the test broker.
+async fn read_topic(bootstrap: &str, topic: &str) -> Vec<Record> {
+    let cfg = sluice_kafka::KafkaConfig::new(bootstrap);
+    let reader = sluice_kafka::TopicReader::open(&cfg, topic)
+        .await
+        .expect("reader");
+    reader.catch_up().await.expect("read")
+}
+
+fn header<'a>(r: &'a Record, key: &str) -> Option<&'a str> {
+    r.headers
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value.as_deref())
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dead_letter_queues_keep_what_adx_did_not_take() {
+    let adx = Adx::start().await;
+    adx.engine.set_streaming_enabled(DB, TABLE, true);
+    let kafka = sluice_testkit::tansu::Tansu::start();
+    let bootstrap = kafka.bootstrap();
+    let props = adx.props(
+        &scenario_mapping(", 'streaming': true"),
+        &[
+            ("behavior.on.error", "log"),
+            ("errors.deadletterqueue.bootstrap.servers", &bootstrap),
+            ("errors.deadletterqueue.topic.name", "adx-errors"),
+            ("misc.deadletterqueue.bootstrap.servers", &bootstrap),
+            ("misc.deadletterqueue.topic.name", "adx-misc"),
+            ("misc.deadletterqueue.security.protocol", "PLAINTEXT"),
+        ],
+    );
+    let mut t = task(&props, "dlq");
+    // A record that cannot be read goes to the errors queue; the rest of
+    // the batch is ingested.
+    let mut bad = order(1, 2, "Austin");
+    bad.value = Some(b"{not json".to_vec());
+    t.put(&[order(0, 1, "Austin"), bad, order(2, 3, "Austin")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(adx.store().rows(DB, TABLE).len(), 2);
+    let errors = read_topic(&bootstrap, "adx-errors").await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].value.as_deref(), Some(b"{not json".as_slice()));
+    assert_eq!(errors[0].key.as_deref(), Some(b"2".as_slice()));
+    assert_eq!(header(&errors[0], "__connect.errors.offset"), Some("1"));
+    assert_eq!(header(&errors[0], "__connect.errors.topic"), Some(TOPIC));
+    // A batch ADX refuses for good goes to the misc queue, every record.
+    adx.engine.fail_next(
+        "/v1/rest/ingest/",
+        1,
+        400,
+        r#"{"error":{"code":"BadRequest","message":"Bad data in batch","@permanent":true}}"#,
+    );
+    t.put(&[order(3, 4, "Seattle"), order(4, 5, "Seattle")])
+        .await
+        .expect("put");
+    t.flush().await.expect("logged, dead-lettered");
+    let misc = read_topic(&bootstrap, "adx-misc").await;
+    assert_eq!(misc.len(), 2, "{misc:?}");
+    assert_eq!(header(&misc[1], "__connect.errors.offset"), Some("4"));
+    assert!(header(&misc[0], "__connect.errors.exception.message")
+        .is_some_and(|m| m.contains("Bad data in batch")));
+    assert_eq!(durable(&mut t).await, Some(4));
+    adx.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_status_check_a_batch_counts_only_once_adx_reports_it_ingested() {
+    let adx = Adx::start().await;
+    let props = adx.props(
+        &scenario_mapping(""),
+        &[("kusto.ingestion.status.check", "true")],
+    );
+    let mut t = task(&props, "status");
+    t.put(&[order(0, 1, "Austin")]).await.expect("put");
+    t.flush().await.expect("succeeded");
+    // Ingested before flush returned, not eventually.
+    assert_eq!(adx.store().rows(DB, TABLE).len(), 1);
+    // Data the table cannot take: the ingestion fails, and so does the batch.
+    let mut r = order(1, 2, "Austin");
+    let mut v: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("json");
+    v["schema"]["fields"][2]["type"] = json!("string");
+    v["payload"]["amount"] = json!("not a number");
+    r.value = Some(serde_json::to_vec(&v).expect("json"));
+    t.put(&[r]).await.expect("put");
+    let err = format!("{:#}", t.flush().await.expect_err("ingestion failed"));
+    assert!(err.contains("amount"), "{err}");
+    assert_eq!(durable(&mut t).await, Some(0));
+    adx.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_tokens_are_replaced_and_ingestion_goes_on() {
+    let adx = Adx::start().await;
+    adx.engine.set_streaming_enabled(DB, TABLE, true);
+    // Client credentials against the engine's Azure AD endpoint.
+    let mut props = adx.props(&scenario_mapping(", 'streaming': true"), &[]);
+    props.remove("aad.auth.accesstoken");
+    props.insert("aad.auth.authority".into(), adx.engine.tenant().into());
+    props.insert("aad.auth.appid".into(), adx.engine.app_id().into());
+    props.insert("aad.auth.appkey".into(), adx.engine.app_key().into());
+    let env = sluice_kusto::auth::AzureEnv {
+        authority_host: Some(adx.engine.url()),
+        ..Default::default()
+    };
+    let cfg = sluice_kusto::config::KustoConfig::from_props(&props).expect("config");
+    let mut t: Box<dyn SinkTask> = Box::new(
+        sluice_kusto::sink::KustoSinkTask::with_env(cfg, ctx("tokens"), &env).expect("task"),
+    );
+    t.put(&[order(0, 1, "Austin")]).await.expect("put");
+    t.flush().await.expect("flush");
+    let issued = adx.engine.tokens_issued();
+    assert!(issued >= 1);
+    // Every token issued so far stops working (expiry, revocation).
+    adx.engine.expire_tokens();
+    t.put(&[order(1, 2, "Seattle")]).await.expect("put");
+    t.flush().await.expect("a new token, then accepted");
+    assert!(
+        adx.engine.tokens_issued() > issued,
+        "a new token was fetched"
+    );
+    assert_eq!(adx.store().rows(DB, TABLE).len(), 2);
+    adx.assert_no_violations();
+}
