@@ -293,3 +293,165 @@ async fn the_scenarios_configs_posted_over_http_fill_the_adx_table() {
     assert_eq!(dm.violations(), Vec::<String>::new());
     drop(pg);
 }
+
+/// Starts `sluice connect` with `files`, logging to `log`.
+fn spawn_worker(files: &[&std::path::Path], log: &std::path::Path, authority: &str) -> Killed {
+    let child = Command::new(sluice_bin())
+        .arg("connect")
+        .args(files)
+        .env("RUST_LOG", "info")
+        .env("AZURE_AUTHORITY_HOST", authority)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("log"),
+        )
+        .spawn()
+        .expect("spawn");
+    Killed(child)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_kafka_with_dedup_a_sink_killed_mid_batch_leaves_no_duplicates() {
+    let tansu = sluice_testkit::tansu::Tansu::start();
+    let (db, pg) = fresh_db("kustodedup").await;
+    pg.batch_execute(ORDERS).await.expect("schema");
+    pg.batch_execute(
+        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
+         SELECT 300 + g, 100 + g, 'Austin', '2020-10-09 07:23:10' FROM generate_series(1, 120) g",
+    )
+    .await
+    .expect("rows");
+    let store = scenario_store();
+    let engine = FakeEngine::start(store.clone()).await.expect("engine");
+    let azurite = Azurite::start().expect("azurite");
+    let dm = FakeDm::start(store.clone(), &azurite, engine.token_validator())
+        .await
+        .expect("dm");
+    let front = start_front(&engine, &dm).await;
+    engine.accept_audience(&front);
+    // Queue messages wait: a killed sink's last batches are posted but not
+    // ingested, so the replay meets them in flight.
+    dm.pause_ingestion();
+
+    let dir = tempfile::tempdir().expect("temp");
+    let path = |f: &str| dir.path().join(f);
+    let worker = |name: &str| {
+        format!(
+            "bootstrap.servers={}\noffset.storage.file.filename={}\noffset.flush.interval.ms=500\n\
+             consumer.session.timeout.ms=6000\nconsumer.heartbeat.interval.ms=500\n",
+            tansu.bootstrap(),
+            path(&format!("{name}.offsets")).display()
+        )
+    };
+    std::fs::write(path("source-worker.properties"), worker("source")).expect("write");
+    std::fs::write(path("sink-worker.properties"), worker("sink")).expect("write");
+    let source = json!({"name": "pg-orders-source",
+     "config": {
+       "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+       "database.hostname": "127.0.0.1", "database.port": cluster().port().to_string(),
+       "database.user": "postgres", "database.dbname": db,
+       "database.server.name": "myserver", "slot.name": "kusto_dedup",
+       "table.include.list": "retail.orders_info"}});
+    let sink = json!({"name": "adx-orders-sink",
+     "config": {
+       "connector.class": "com.microsoft.azure.kusto.kafka.connect.sink.KustoSinkConnector",
+       "flush.size.bytes": 2000, "flush.interval.ms": 1000, "tasks.max": 1,
+       "topics": "myserver.retail.orders_info",
+       "kusto.tables.topics.mapping": "[{'topic': 'myserver.retail.orders_info','db': 'retail', 'table': 'Orders','format': 'json', 'mapping':'OrdersEventMapping'}]",
+       "kusto.ingestion.url": front,
+       "kusto.ingestion.dedup": true,
+       "tempdir.path": path("kusto-tmp").display().to_string(),
+       "aad.auth.authority": engine.tenant(),
+       "aad.auth.appid": engine.app_id(), "aad.auth.appkey": engine.app_key(),
+       "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+       "transforms": "unwrap",
+       "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState"}});
+    std::fs::write(path("source.json"), source.to_string()).expect("write");
+    std::fs::write(path("sink.json"), sink.to_string()).expect("write");
+    let authority = engine.url();
+    let _source = spawn_worker(
+        &[&path("source-worker.properties"), &path("source.json")],
+        &path("source.log"),
+        &authority,
+    );
+    let sink_files = [path("sink-worker.properties"), path("sink.json")];
+    let sink_files: Vec<&std::path::Path> = sink_files.iter().map(|p| p.as_path()).collect();
+    let mut sink_worker = spawn_worker(&sink_files, &path("sink.log"), &authority);
+
+    // Kill -9 the sink the moment its second batch is posted: posted,
+    // not yet committed to Kafka.
+    let posted = |dm: &FakeDm| {
+        dm.storage_requests()
+            .iter()
+            .filter(|r| r.service == "queue" && r.method == "POST" && r.status < 300)
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while posted(&dm) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no batch posted; sink log:\n{}",
+            tail(
+                &std::fs::read_to_string(path("sink.log")).unwrap_or_default(),
+                40
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(sink_worker);
+    let before_restart = posted(&dm);
+    pg.batch_execute(
+        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
+         SELECT 500 + g, 300 + g, 'Seattle', '2020-10-09 09:00:00' FROM generate_series(1, 30) g",
+    )
+    .await
+    .expect("more rows");
+    sink_worker = spawn_worker(&sink_files, &path("sink.log"), &authority);
+    dm.resume_ingestion();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.rows("retail", "Orders").len() < 150 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 150 rows; sink log:\n{}",
+            store.rows("retail", "Orders").len(),
+            tail(
+                &std::fs::read_to_string(path("sink.log")).unwrap_or_default(),
+                40
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let any duplicate still in the queue land.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dm.queues_empty().await.expect("queues") {
+        assert!(
+            Instant::now() < deadline,
+            "the ingestion queue never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows = store.rows("retail", "Orders");
+    let mut ids: Vec<&str> = rows.iter().filter_map(|r| r["orderid"].as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 150, "every order");
+    assert_eq!(rows.len(), 150, "and each once");
+    let skipped = dm
+        .outcomes()
+        .values()
+        .filter(|o| o.contains("Skipped"))
+        .count();
+    eprintln!(
+        "batches posted before the kill: {before_restart}; replayed batches ADX skipped: {skipped}"
+    );
+    assert_eq!(engine.violations(), Vec::<String>::new());
+    assert_eq!(dm.violations(), Vec::<String>::new());
+    drop(sink_worker);
+}
