@@ -62,6 +62,24 @@ impl ConnectorPlugin for KustoSink {
     }
     fn validate(&self, props: &Props) -> Result<Vec<String>, ConfigErrors> {
         let cfg = config::KustoConfig::from_props(props)?;
+        // Formats Kusto ingests but Sluice cannot write are refused here,
+        // not at the first record.
+        let unsupported: Vec<sluice_core::config::ConfigError> = cfg
+            .mappings
+            .iter()
+            .filter_map(|m| {
+                format::BatchEncoder::new(&m.format).err().map(|e| {
+                    sluice_core::config::ConfigError {
+                        key: config::MAPPING.to_string(),
+                        value: Some(m.format.clone()),
+                        message: format!("topic '{}': {e}", m.topic),
+                    }
+                })
+            })
+            .collect();
+        if !unsupported.is_empty() {
+            return Err(ConfigErrors(unsupported));
+        }
         let mut warnings = Vec::new();
         if props.contains_key(config::INGESTION_URL_1X)
             && !props.contains_key(config::INGESTION_URL)
