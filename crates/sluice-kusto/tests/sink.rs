@@ -686,3 +686,40 @@ async fn expired_tokens_are_replaced_and_ingestion_goes_on() {
     assert_eq!(adx.store().rows(DB, TABLE).len(), 2);
     adx.assert_no_violations();
 }
+
+/// Throughput of the sink task alone (serialize, gzip, upload, post) into
+/// the local stand-ins: `cargo test --release -p sluice-kusto --test sink
+/// -- --ignored --nocapture bench_`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a test"]
+async fn bench_queued_ingestion_of_the_scenario_rows() {
+    let adx = Adx::start().await;
+    adx.dm.pause_ingestion();
+    let props = adx.props(&scenario_mapping(""), &[("flush.interval.ms", "600000")]);
+    let mut t = task(&props, "bench");
+    let n = 200_000i64;
+    let records: Vec<Record> = (0..n).map(|i| order(i, i + 1, "New York")).collect();
+    let bytes: usize = records
+        .iter()
+        .map(|r| r.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    // Start-up checks are not part of the measurement.
+    t.put(&records[..1]).await.expect("put");
+    let started = std::time::Instant::now();
+    for chunk in records[1..].chunks(1024) {
+        t.put(chunk).await.expect("put");
+    }
+    t.flush().await.expect("flush");
+    let took = started.elapsed().as_secs_f64();
+    let posted = adx
+        .dm
+        .storage_requests()
+        .iter()
+        .filter(|r| r.service == "queue" && r.method == "POST")
+        .count();
+    eprintln!(
+        "{n} records ({:.1} MB as the worker's JSON) in {took:.2} s: {:.0} records/s, {posted} batches posted",
+        bytes as f64 / 1e6,
+        n as f64 / took
+    );
+}
