@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use sluice_core::record::SourceOffset;
 
+use crate::metrics::{now_us, LatencyHistogram, LatencySummary};
+
 /// A sink task's index among all sink tasks of the worker.
 pub type SinkTaskIndex = usize;
 
@@ -104,6 +106,69 @@ struct State {
     marks: Watermarks,
     /// Offsets of dispatched records not yet known delivered, oldest first.
     offsets: VecDeque<(u64, Arc<SourceOffset>)>,
+    /// How many entries at the front of `offsets` were seen delivered
+    /// (their latency taken) but not taken for a commit yet.
+    observed: usize,
+    /// Whether any record carried a source offset.
+    had_offsets: bool,
+    stats: DeliveryStats,
+}
+
+/// A source task's delivery figures: how many of its records were delivered
+/// (made durable by every sink they went to, or acknowledged by Kafka), over
+/// what time, and how long after their PostgreSQL commit.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryStats {
+    /// Records delivered (offset-only markers included).
+    pub delivered: u64,
+    /// Wall clock (µs since the epoch) when the first record was handed to
+    /// the worker.
+    pub first_dispatch_us: Option<i64>,
+    /// Wall clock (µs since the epoch) when the first record was delivered.
+    pub first_us: Option<i64>,
+    /// Wall clock when the last record was delivered.
+    pub last_us: Option<i64>,
+    /// From the commit time a streamed record's offset carries (`ts_usec`,
+    /// Debezium's) to its delivery; snapshot reads have none.
+    pub latency: LatencyHistogram,
+}
+
+impl DeliveryStats {
+    /// The latency percentiles, if any record had a commit time.
+    pub fn latency_summary(&self) -> Option<LatencySummary> {
+        (self.latency.count() > 0).then(|| self.latency.summary())
+    }
+}
+
+/// The commit time of a streamed record, from its Debezium offset.
+fn commit_time_us(offset: &SourceOffset) -> Option<i64> {
+    if offset.offset.contains_key("snapshot") {
+        return None;
+    }
+    offset.offset.get("ts_usec")?.as_i64()
+}
+
+impl State {
+    /// Takes note of what became delivered since the last look.
+    fn observe(&mut self) {
+        let upto = self.marks.delivered_up_to();
+        if upto <= self.stats.delivered {
+            return;
+        }
+        let now = now_us();
+        self.stats.delivered = upto;
+        self.stats.first_us.get_or_insert(now);
+        self.stats.last_us = Some(now);
+        while let Some((seq, offset)) = self.offsets.get(self.observed) {
+            if *seq > upto {
+                break;
+            }
+            if let Some(ts) = commit_time_us(offset) {
+                self.stats.latency.record_us(now - ts);
+            }
+            self.observed += 1;
+        }
+    }
 }
 
 /// One source task's delivery state, shared by its sender, the sink drivers
@@ -119,6 +184,9 @@ impl DeliveryTracker {
             state: Mutex::new(State {
                 marks: Watermarks::new(sink_tasks),
                 offsets: VecDeque::new(),
+                observed: 0,
+                had_offsets: false,
+                stats: DeliveryStats::default(),
             }),
         }
     }
@@ -133,8 +201,12 @@ impl DeliveryTracker {
     /// carries.
     pub fn dispatch(&self, sinks: &[SinkTaskIndex], offset: Option<&Arc<SourceOffset>>) -> u64 {
         let mut st = self.lock();
+        if st.stats.first_dispatch_us.is_none() {
+            st.stats.first_dispatch_us = Some(now_us());
+        }
         let seq = st.marks.dispatch(sinks);
         if let Some(o) = offset {
+            st.had_offsets = true;
             st.offsets.push_back((seq, Arc::clone(o)));
         }
         seq
@@ -142,12 +214,21 @@ impl DeliveryTracker {
 
     /// See [`Watermarks::ack`].
     pub fn ack(&self, sink: SinkTaskIndex, seq: u64) {
-        self.lock().marks.ack(sink, seq);
+        let mut st = self.lock();
+        st.marks.ack(sink, seq);
+        st.observe();
     }
 
     /// See [`Watermarks::forget`].
     pub fn forget(&self, sink: SinkTaskIndex) {
-        self.lock().marks.forget(sink);
+        let mut st = self.lock();
+        st.marks.forget(sink);
+        st.observe();
+    }
+
+    /// The delivery figures so far.
+    pub fn stats(&self) -> DeliveryStats {
+        self.lock().stats.clone()
     }
 
     /// The highest sequence number up to which every record is delivered.
@@ -164,9 +245,37 @@ impl DeliveryTracker {
         while st.offsets.front().is_some_and(|(seq, _)| *seq <= upto) {
             if let Some((_, o)) = st.offsets.pop_front() {
                 out.push(o);
+                st.observed = st.observed.saturating_sub(1);
             }
         }
         out
+    }
+}
+
+impl Drop for DeliveryTracker {
+    /// The source task's delivery figures, once, when it is gone (the
+    /// benchmark reads them from this line).
+    fn drop(&mut self) {
+        let st = self.lock();
+        let stats = &st.stats;
+        // Trackers without source offsets (a Kafka sink task's bookkeeping
+        // of what it consumed) have nothing to say about a source.
+        if stats.delivered == 0 || !st.had_offsets {
+            return;
+        }
+        let secs = match (stats.first_dispatch_us, stats.last_us) {
+            (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e6,
+            _ => 0.0,
+        };
+        let latency = stats
+            .latency_summary()
+            .map_or_else(|| "n/a".to_string(), |l| l.to_string());
+        tracing::info!(
+            "delivery: {} records of a source task delivered in {:.3} s from the first record sent; commit-to-delivery latency {}",
+            stats.delivered,
+            secs,
+            latency
+        );
     }
 }
 
@@ -211,6 +320,43 @@ mod tests {
         let got = t.take_committable();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].offset.get("n"), Some(&3.into()));
+    }
+
+    #[test]
+    fn latency_is_taken_once_per_streamed_record_when_delivered() {
+        let t = DeliveryTracker::new(2);
+        let committed = now_us() - 3_000_000;
+        let off = |snapshot: bool| {
+            let mut o = serde_json::Map::new();
+            o.insert("ts_usec".into(), committed.into());
+            if snapshot {
+                o.insert("snapshot".into(), true.into());
+            }
+            Arc::new(SourceOffset {
+                partition: serde_json::Map::new(),
+                offset: o,
+            })
+        };
+        t.dispatch(&[0], Some(&off(true)));
+        t.dispatch(&[0, 1], Some(&off(false)));
+        t.dispatch(&[1], Some(&off(false)));
+        t.ack(0, 2);
+        // Record 2 still waits for sink task 1; the snapshot read has no
+        // commit time.
+        assert_eq!(t.stats().delivered, 1);
+        assert!(t.stats().latency_summary().is_none());
+        t.ack(1, 2);
+        assert_eq!(t.take_committable().len(), 2);
+        t.ack(1, 3);
+        t.ack(1, 3);
+        let stats = t.stats();
+        assert_eq!(stats.delivered, 3);
+        assert!(stats.first_dispatch_us <= stats.first_us);
+        assert!(stats.first_us <= stats.last_us);
+        let latency = stats.latency_summary().expect("latency");
+        assert_eq!(latency.count, 2);
+        assert!(latency.p50_ms >= 3000.0, "{latency}");
+        assert_eq!(t.take_committable().len(), 1);
     }
 
     #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@
 //! are no Debezium envelope) are counted without latency.
 //!
 //! `sluice.null.stats.file` names a JSON file rewritten (atomically) at each
-//! flush and at stop with the counts, the wall-clock times of the first
-//! `put` and the last flush, and the latency percentiles; the same figures
+//! flush and at stop with the counts, the wall-clock times of the first and
+//! last `put` and of the last flush, and the latency percentiles; the same figures
 //! are logged when the task stops.
 
 use std::path::PathBuf;
@@ -31,6 +31,8 @@ pub const CLASS: &str = "io.sluice.connect.NullSinkConnector";
 
 /// The key of the statistics file.
 const STATS_FILE: &str = "sluice.null.stats.file";
+/// The key of the records counted but left out of the latency.
+const WARMUP: &str = "sluice.null.latency.warmup.records";
 
 /// The null sink plugin.
 pub fn plugin() -> Arc<dyn ConnectorPlugin> {
@@ -50,11 +52,19 @@ impl ConnectorPlugin for NullSink {
         ConnectorKind::Sink
     }
     fn config_def(&self) -> ConfigDef {
-        ConfigDef::new(vec![ConfigKey::new(
-            STATS_FILE,
-            ConfigType::String,
-            "JSON file rewritten at each flush with the records counted, the times of the first put and the last flush (µs since the epoch) and the commit-to-flush latency; task N > 0 writes '<file>.N'. Absent: the figures are only logged at stop.",
-        )])
+        ConfigDef::new(vec![
+            ConfigKey::new(
+                STATS_FILE,
+                ConfigType::String,
+                "JSON file rewritten at each flush with the records counted, the times of the first and last put and of the last flush (µs since the epoch) and the commit-to-flush latency; task N > 0 writes '<file>.N'. Absent: the figures are only logged at stop.",
+            ),
+            ConfigKey::new(
+                WARMUP,
+                ConfigType::Int,
+                "The first records a task takes are counted but left out of the latency, so a warm-up change (one that waited for topics and consumer groups to be set up) does not show as latency of the load.",
+            )
+            .default("0"),
+        ])
     }
     fn validate(&self, _props: &Props) -> Result<Vec<String>, ConfigErrors> {
         Ok(Vec::new())
@@ -76,10 +86,17 @@ impl ConnectorPlugin for NullSink {
                 0 => PathBuf::from(p),
                 n => PathBuf::from(format!("{p}.{n}")),
             });
+        let warmup = match parsed.get(WARMUP) {
+            None => 0,
+            Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                anyhow::anyhow!("{WARMUP}: '{v}' is not a number of records (0 or more)")
+            })?,
+        };
         Ok(Box::new(NullSinkTask {
             connector: ctx.connector,
             task_id: ctx.task_id,
             stats_file,
+            warmup,
             stats: Stats::default(),
             pending: Vec::new(),
             latency: LatencyHistogram::default(),
@@ -100,6 +117,10 @@ struct Stats {
     flushed_records: u64,
     /// Wall clock (µs since the epoch) of the first put with records.
     first_put_us: Option<i64>,
+    /// Wall clock of the last put with records: the pipeline's throughput
+    /// is measured from the first to the last put, since the worker's flush
+    /// schedule, not the sink, decides when the last flush comes.
+    last_put_us: Option<i64>,
     /// Wall clock of the last flush that covered records.
     last_flush_us: Option<i64>,
     /// Commit-to-flush latency of the flushed change events.
@@ -110,6 +131,8 @@ struct NullSinkTask {
     connector: String,
     task_id: u32,
     stats_file: Option<PathBuf>,
+    /// Records (from the first) left out of the latency.
+    warmup: u64,
     stats: Stats,
     /// Commit times (µs) of the records put since the last flush, one entry
     /// per run of equal times (a transaction's events share one), so memory
@@ -187,18 +210,19 @@ impl SinkTask for NullSinkTask {
         if records.is_empty() {
             return Ok(());
         }
-        if self.stats.first_put_us.is_none() {
-            self.stats.first_put_us = Some(now_us());
-        }
+        let now = now_us();
+        self.stats.first_put_us.get_or_insert(now);
+        self.stats.last_put_us = Some(now);
         for r in records {
             self.stats.records += 1;
+            let measured = self.stats.records > self.warmup;
             self.stats.bytes +=
                 (r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)) as u64;
             let Some(value) = &r.value else {
                 self.stats.tombstones += 1;
                 continue;
             };
-            if let Some(ts) = commit_time_us(value) {
+            if let Some(ts) = commit_time_us(value).filter(|_| measured) {
                 match self.pending.last_mut() {
                     Some((last, n)) if *last == ts => *n += 1,
                     _ => self.pending.push((ts, 1)),
@@ -228,24 +252,25 @@ impl SinkTask for NullSinkTask {
 
     async fn stop(&mut self) -> anyhow::Result<()> {
         let s = &self.stats;
-        let secs = match (s.first_put_us, s.last_flush_us) {
+        let secs = match (s.first_put_us, s.last_put_us) {
             (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e6,
             _ => 0.0,
         };
         let rate = if secs > 0.0 {
-            s.flushed_records as f64 / secs
+            s.records as f64 / secs
         } else {
             0.0
         };
         tracing::info!(
-            "null sink {} task {}: {} records ({} tombstones, {} bytes) flushed in {:.3} s from the first put = {:.0} records/s; commit-to-flush latency {}",
+            "null sink {} task {}: {} records ({} tombstones, {} bytes) put in {:.3} s from the first to the last put = {:.0} records/s, {} flushed; commit-to-flush latency {}",
             self.connector,
             self.task_id,
-            s.flushed_records,
+            s.records,
             s.tombstones,
             s.bytes,
             secs,
             rate,
+            s.flushed_records,
             s.latency.map_or_else(|| "n/a".to_string(), |l| l.to_string()),
         );
         self.write_stats()
@@ -376,6 +401,50 @@ mod tests {
         // Not flushed: counted, not durable.
         assert_eq!(stats["flushed_records"], 4);
         assert_eq!(stats["latency"]["count"], 2);
+    }
+
+    #[tokio::test]
+    async fn warmup_records_are_counted_without_latency() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stats.json");
+        let shown = path.display().to_string();
+        let mut t = task(&[
+            ("sluice.null.stats.file", &shown),
+            ("sluice.null.latency.warmup.records", "2"),
+        ]);
+        let commit = now_us();
+        let change = event("false", commit / 1000, Some(commit), "{\"id\":1}");
+        t.put(&[rec(0, Some(&change)), rec(1, None), rec(2, Some(&change))])
+            .await
+            .expect("put");
+        t.flush().await.expect("flush");
+        let stats: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("stats")).expect("json");
+        assert_eq!(stats["records"], 3);
+        assert_eq!(stats["latency"]["count"], 1);
+        let props: Props = [("sluice.null.latency.warmup.records", "x")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let conv: Arc<dyn sluice_core::converter::Converter> =
+            Arc::new(crate::converters::ByteArrayConverter);
+        let err = plugin()
+            .create_sink_task(
+                &props,
+                SinkContext {
+                    connector: "n".into(),
+                    task_id: 0,
+                    key_converter: Arc::clone(&conv),
+                    value_converter: conv,
+                },
+            )
+            .err()
+            .expect("a bad warm-up count is refused");
+        assert!(
+            err.to_string()
+                .contains("sluice.null.latency.warmup.records"),
+            "{err}"
+        );
     }
 
     #[test]
