@@ -213,12 +213,25 @@ pub fn source_value(info: &SourceInfo<'_>) -> Value {
 /// decimal strings of their signed 64-bit values, or `null`, e.g.
 /// `["24023119","24023128"]` or `[null,"24023128"]`.
 pub fn sequence_text(last_commit_lsn: Option<u64>, lsn: Option<u64>) -> String {
-    let part = |v: Option<u64>| match v {
-        // Lsn.asLong() is a Java long.
-        Some(v) => format!("\"{}\"", v as i64),
-        None => "null".to_string(),
-    };
-    format!("[{},{}]", part(last_commit_lsn), part(lsn))
+    use std::fmt::Write as _;
+    // One buffer instead of three formatted strings: this runs for every
+    // streamed event.
+    fn part(out: &mut String, v: Option<u64>) {
+        match v {
+            // Lsn.asLong() is a Java long. Writing to a String cannot fail.
+            Some(v) => {
+                let _ = write!(out, "\"{}\"", v as i64);
+            }
+            None => out.push_str("null"),
+        }
+    }
+    let mut out = String::with_capacity(48);
+    out.push('[');
+    part(&mut out, last_commit_lsn);
+    out.push(',');
+    part(&mut out, lsn);
+    out.push(']');
+    out
 }
 
 /// `event.block` (version 1, optional): id, total_order,

@@ -1039,6 +1039,10 @@ fn to_schema(j: &Json, cfg: &JsonConverterConfig) -> Result<Option<SchemaRef>, P
 pub struct JsonConverter {
     config: JsonConverterConfig,
     cache: Mutex<SchemaCache>,
+    /// Size of the last record written: the next record's buffer starts at
+    /// about that size, so a typical record is written without the buffer
+    /// growing (and being copied) on the way.
+    size_hint: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for JsonConverter {
@@ -1053,12 +1057,14 @@ impl JsonConverter {
     /// A converter with the given configuration.
     pub fn new(config: JsonConverterConfig) -> Self {
         let capacity = config.schemas_cache_size.max(1);
+        let size_hint = if config.schemas_enable { 2048 } else { 256 };
         JsonConverter {
             config,
             cache: Mutex::new(SchemaCache {
                 entries: HashMap::new(),
                 capacity,
             }),
+            size_hint: std::sync::atomic::AtomicUsize::new(size_hint),
         }
     }
 
@@ -1148,12 +1154,15 @@ impl Converter for JsonConverter {
         schema: Option<&Schema>,
         value: Option<&Value>,
     ) -> Result<Option<Vec<u8>>, ConvertError> {
-        let mut out = Vec::with_capacity(if self.config.schemas_enable {
-            2048
-        } else {
-            256
-        });
+        use std::sync::atomic::Ordering::Relaxed;
+        // Records of one topic are alike in size; some headroom covers
+        // longer text values without a second allocation.
+        let hint = self.size_hint.load(Relaxed);
+        let mut out = Vec::with_capacity(hint + hint / 8);
         if self.write(&mut out, topic, schema, value)? {
+            if out.len() != hint {
+                self.size_hint.store(out.len().clamp(64, 1 << 20), Relaxed);
+            }
             Ok(Some(out))
         } else {
             Ok(None)
