@@ -191,18 +191,8 @@ async fn the_scenarios_configs_posted_over_http_fill_the_adx_table() {
     )
     .expect("worker");
     let log = dir.path().join("sluice.log");
-    let child = Command::new(sluice_bin())
-        .arg("connect")
-        .arg(&worker)
-        .env("RUST_LOG", "info")
-        // Where Azure AD is, as the Azure SDKs read it.
-        .env("AZURE_AUTHORITY_HOST", engine.url())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn");
-    let _child = Killed(child);
+    // AZURE_AUTHORITY_HOST: where Azure AD is, as the Azure SDKs read it.
+    let _child = spawn_worker(&[&worker], &log, &engine.url());
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", rest)).is_err() {
         assert!(
@@ -294,7 +284,8 @@ async fn the_scenarios_configs_posted_over_http_fill_the_adx_table() {
     drop(pg);
 }
 
-/// Starts `sluice connect` with `files`, logging to `log`.
+/// Starts `sluice connect` with `files`, logging to `log`, with Azure AD at
+/// `authority` (`AZURE_AUTHORITY_HOST`).
 fn spawn_worker(files: &[&std::path::Path], log: &std::path::Path, authority: &str) -> Killed {
     let child = Command::new(sluice_bin())
         .arg("connect")

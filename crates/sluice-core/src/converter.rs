@@ -14,8 +14,8 @@ mod json_tree;
 mod string;
 
 pub use json::{
-    DecimalFormat, JsonConverter, JsonConverterConfig, DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME,
-    TIMESTAMP_LOGICAL_NAME, TIME_LOGICAL_NAME,
+    write_str as write_json_string, DecimalFormat, JsonConverter, JsonConverterConfig,
+    DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME, TIMESTAMP_LOGICAL_NAME, TIME_LOGICAL_NAME,
 };
 pub use string::{java_date_string, StringConverter, StringEncoding};
 

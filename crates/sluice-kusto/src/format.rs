@@ -695,36 +695,10 @@ fn java_hash_order(schema: Option<&Schema>, v: Value) -> Value {
 // ---------------------------------------------------------------------------
 // Jackson's ObjectMapper on the Java objects Kafka's converters produce
 
-/// Appends a JSON string with Jackson's escaping (`"` `\`, `\b \t \n \f
-/// \r`, other control characters as `\u00XX`; everything else raw UTF-8).
+/// Appends a JSON string with Jackson's escaping, as Kafka's JsonConverter
+/// writes it.
 fn jackson_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..i]);
-        start = i + 1;
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x09 => out.extend_from_slice(b"\\t"),
-            0x0A => out.extend_from_slice(b"\\n"),
-            0x0C => out.extend_from_slice(b"\\f"),
-            0x0D => out.extend_from_slice(b"\\r"),
-            _ => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xF)]);
-            }
-        }
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    sluice_core::converter::write_json_string(out, s);
 }
 
 fn push_display(out: &mut Vec<u8>, v: impl std::fmt::Display) {

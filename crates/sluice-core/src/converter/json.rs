@@ -244,7 +244,7 @@ pub(crate) fn write_i64(out: &mut Vec<u8>, v: i64) {
 /// Appends a JSON string with Jackson's default escaping: `"` and `\`, the
 /// short forms `\b \t \n \f \r`, other control characters as `\u00XX` with
 /// upper-case hex; everything else (including `/`, DEL and non-ASCII) raw.
-pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.push(b'"');
     let bytes = s.as_bytes();
