@@ -572,7 +572,13 @@ mod tests {
     }
 
     /// A sink `name` over a [`Flaky`] task, fed one record.
-    async fn run(name: &str, failures: usize, errors: &[(&str, &str)]) -> Run {
+    /// A driver for a file-sink connector `name` (with `errors`) over
+    /// `task`, flushing every 10 ms; its queue's sending half.
+    fn driver(
+        name: &str,
+        task: Box<dyn SinkTask>,
+        errors: &[(&str, &str)],
+    ) -> (SinkDriver, crate::transport::QueueSender) {
         let registry = Registry::new(vec![crate::file_sink::plugin()]);
         let converter = crate::converters::BYTE_ARRAY_CONVERTER;
         let worker = WorkerConfig::from_props(&props(&[
@@ -593,19 +599,13 @@ mod tests {
         )
         .expect("valid");
         let (tx, rx) = queue(16, 1 << 20);
-        let (attempts, kept) = Default::default();
-        let stop = CancellationToken::new();
         let driver = SinkDriver {
             connector: name.to_string(),
             task_id: 0,
             index: 0,
-            task: Box::new(Flaky {
-                failures,
-                attempts: Arc::clone(&attempts),
-                kept: Arc::clone(&kept),
-            }),
+            task,
             queue: rx,
-            stop: stop.clone(),
+            stop: CancellationToken::new(),
             policy: FlushPolicy {
                 interval: Duration::from_millis(10),
                 max_records: 1,
@@ -615,6 +615,18 @@ mod tests {
             errors: ErrorHandler::for_sink(&specs[0], 0, None),
             flush_now: Default::default(),
         };
+        (driver, tx)
+    }
+
+    async fn run(name: &str, failures: usize, errors: &[(&str, &str)]) -> Run {
+        let (attempts, kept): (Arc<Mutex<usize>>, Arc<Mutex<Vec<i64>>>) = Default::default();
+        let task = Box::new(Flaky {
+            failures,
+            attempts: Arc::clone(&attempts),
+            kept: Arc::clone(&kept),
+        });
+        let (driver, tx) = driver(name, task, errors);
+        let stop = driver.stop.clone();
         let handle = tokio::spawn(driver.run());
         let tracker = Arc::new(DeliveryTracker::new(1));
         let seq = tracker.dispatch(&[0], None);
@@ -690,53 +702,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_that_batches_itself_is_acknowledged_only_as_far_as_it_reports() {
-        let registry = Registry::new(vec![crate::file_sink::plugin()]);
-        let converter = crate::converters::BYTE_ARRAY_CONVERTER;
-        let worker = WorkerConfig::from_props(&props(&[
-            ("key.converter", converter),
-            ("value.converter", converter),
-        ]))
-        .expect("worker")
-        .0;
-        let p = props(&[
-            ("name", "batching"),
-            ("connector.class", "file"),
-            ("topics", "t"),
-        ]);
-        let (specs, _) = validate_connectors(
-            &registry,
-            &worker,
-            &[ConnectorFile {
-                path: "c.properties".into(),
-                props: p,
-            }],
-        )
-        .expect("valid");
-        let (tx, rx) = queue(16, 1 << 20);
         let durable: Arc<Mutex<Vec<i32>>> = Default::default();
         let flushed: Arc<Mutex<usize>> = Default::default();
-        let stop = CancellationToken::new();
-        let flush_now: Arc<tokio::sync::Notify> = Default::default();
-        let driver = SinkDriver {
-            connector: "batching".to_string(),
-            task_id: 0,
-            index: 0,
-            task: Box::new(Batching {
-                held: Vec::new(),
-                durable: Arc::clone(&durable),
-                flushed: Arc::clone(&flushed),
-            }),
-            queue: rx,
-            stop: stop.clone(),
-            policy: FlushPolicy {
-                interval: Duration::from_millis(10),
-                max_records: 1,
-            },
-            transforms: None,
-            paused: None,
-            errors: ErrorHandler::for_sink(&specs[0], 0, None),
-            flush_now: Arc::clone(&flush_now),
-        };
+        let task = Box::new(Batching {
+            held: Vec::new(),
+            durable: Arc::clone(&durable),
+            flushed: Arc::clone(&flushed),
+        });
+        let (driver, tx) = driver("batching", task, &[]);
+        let stop = driver.stop.clone();
+        let flush_now = Arc::clone(&driver.flush_now);
         let handle = tokio::spawn(driver.run());
         let tracker = Arc::new(DeliveryTracker::new(1));
         // Partition 0, then 1, then 0 again.
