@@ -29,7 +29,14 @@ use crate::error::{Error, Result};
 
 /// Consumer defaults, each overridable with `consumer.<key>`: Kafka Connect
 /// starts sink tasks from the earliest offset when the group has none.
-pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[("auto.offset.reset", "earliest")];
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("auto.offset.reset", "earliest"),
+    // Prefetch at most 16 MiB per consumer (librdkafka's default is 64 MiB,
+    // above the Java consumer's fetch.max.bytes of 50 MiB): a sink reading
+    // behind Kafka keeps the worker's memory small, and 16 MiB is still
+    // thousands of records ahead of the sink.
+    ("queued.max.messages.kbytes", "16384"),
+];
 
 /// A topic partition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -27,6 +27,10 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("batch.num.messages", "10000"),
     ("batch.size", "1000000"),
     ("queue.buffering.max.messages", "200000"),
+    // The Java producer's buffer.memory default (32 MiB): without it
+    // librdkafka buffers up to 1 GiB, and 200,000 Debezium events with
+    // their schemas (about 3 KiB each) took the worker past 450 MiB.
+    ("queue.buffering.max.kbytes", "32768"),
 ];
 
 /// Settings Sluice always applies to the producer (overrides refused):
