@@ -834,7 +834,18 @@ pub fn consumer_subscription(sub: &Subscription) -> sluice_kafka::Subscription {
             topics.sort();
             sluice_kafka::Subscription::Topics(topics)
         }
-        Subscription::Regex(r) => sluice_kafka::Subscription::Regex(r.as_str().to_string()),
+        Subscription::Regex(r) => {
+            // The connector's regex is anchored as `^(?:<topics.regex>)$` for
+            // whole-name matching; librdkafka's POSIX regexes know no `(?:`
+            // (subscribing failed with "Invalid argument"), and the Kafka
+            // client anchors the user's pattern itself.
+            let text = r.as_str();
+            let user = text
+                .strip_prefix("^(?:")
+                .and_then(|t| t.strip_suffix(")$"))
+                .unwrap_or(text);
+            sluice_kafka::Subscription::Regex(user.to_string())
+        }
     }
 }
 
@@ -993,6 +1004,20 @@ mod tests {
     use tokio::sync::oneshot;
 
     type Ack = oneshot::Sender<sluice_kafka::Result<Delivered>>;
+
+    #[test]
+    fn topics_regex_reaches_the_consumer_without_the_matcher_anchors() {
+        let anchored = regex::Regex::new(r"^(?:bench\..*|other)$").expect("regex");
+        assert_eq!(
+            consumer_subscription(&Subscription::Regex(anchored)),
+            sluice_kafka::Subscription::Regex(r"bench\..*|other".to_string())
+        );
+        let bare = regex::Regex::new("orders.*").expect("regex");
+        assert_eq!(
+            consumer_subscription(&Subscription::Regex(bare)),
+            sluice_kafka::Subscription::Regex("orders.*".to_string())
+        );
+    }
 
     async fn delivery(
         rx: oneshot::Receiver<sluice_kafka::Result<Delivered>>,
