@@ -36,6 +36,12 @@ pub struct FlushPolicy {
     pub interval: Duration,
     /// Flush once this many records were put since the last flush.
     pub max_records: usize,
+    /// Once the queue is drained, flush what was put if the last flush is
+    /// at least this old (group commit): a trickle of changes is durable
+    /// within milliseconds, while under load, when the queue never drains,
+    /// flushes stay batched by `interval` and `max_records`. None: only
+    /// those two.
+    pub idle_gap: Option<Duration>,
 }
 
 impl Default for FlushPolicy {
@@ -43,6 +49,7 @@ impl Default for FlushPolicy {
         FlushPolicy {
             interval: Duration::from_secs(1),
             max_records: 10_000,
+            idle_gap: Some(Duration::from_millis(10)),
         }
     }
 }
@@ -177,6 +184,10 @@ struct Pending {
     acks: Vec<(Arc<DeliveryTracker>, u64)>,
     records: usize,
     since: Option<Instant>,
+    /// The queue was empty after the last records were taken.
+    drained: bool,
+    /// When the task was last flushed (or asked what is durable).
+    last_flush: Option<Instant>,
     /// For a task that batches itself: every record not acknowledged yet,
     /// in the order taken, so that only what the task reports durable is
     /// acknowledged (per tracker, a prefix of its sequence).
@@ -219,16 +230,26 @@ impl SinkDriver {
                     continue;
                 }
             }
-            let deadline = pending.since.map(|s| s + self.policy.interval);
+            let mut deadline = pending.since.map(|s| s + self.policy.interval);
+            // A task that batches itself decides on its own when to write.
+            let idle_gap = self.policy.idle_gap.filter(|_| !self.task.batches_itself());
+            if let (Some(gap), true, Some(d)) = (idle_gap, pending.drained, deadline) {
+                let idle = pending.last_flush.map_or_else(Instant::now, |f| f + gap);
+                deadline = Some(d.min(idle));
+            }
             let stopping = tokio::select! {
                 biased;
                 d = self.queue.recv() => match d {
                     Some(d) => {
                         self.take(d, &mut batch, &mut pending);
+                        pending.drained = false;
                         while batch.len() < MAX_BATCH {
                             match self.queue.try_recv() {
                                 Some(d) => self.take(d, &mut batch, &mut pending),
-                                None => break,
+                                None => {
+                                    pending.drained = true;
+                                    break;
+                                }
                             }
                         }
                         false
@@ -269,9 +290,16 @@ impl SinkDriver {
             // branch above would never be chosen. A task that batches
             // itself is asked on the interval only: its batches close on
             // their own size, not on the worker's record count.
-            let due = pending
-                .since
-                .is_some_and(|s| s.elapsed() >= self.policy.interval);
+            let idle_due = match self.policy.idle_gap.filter(|_| !self.task.batches_itself()) {
+                Some(gap) if pending.drained => {
+                    pending.last_flush.is_none_or(|f| f.elapsed() >= gap)
+                }
+                _ => false,
+            };
+            let due = idle_due
+                || pending
+                    .since
+                    .is_some_and(|s| s.elapsed() >= self.policy.interval);
             if due || (!self.task.batches_itself() && pending.records >= self.policy.max_records) {
                 self.flush(&mut pending).await?;
             }
@@ -433,6 +461,7 @@ impl SinkDriver {
     /// Commits on the cadence: a task that batches itself reports what is
     /// durable; any other is flushed.
     async fn flush(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+        pending.last_flush = Some(Instant::now());
         if !self.task.batches_itself() {
             return self.flush_all(pending).await;
         }
@@ -494,6 +523,7 @@ impl SinkDriver {
 
     /// Makes everything put so far durable and acknowledges it.
     async fn flush_all(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+        pending.last_flush = Some(Instant::now());
         for e in pending.entries.drain(..) {
             Self::note_ack(&mut pending.acks, e.tracker, e.seq);
         }
@@ -609,6 +639,7 @@ mod tests {
             policy: FlushPolicy {
                 interval: Duration::from_millis(10),
                 max_records: 1,
+                idle_gap: None,
             },
             transforms: None,
             paused: None,
@@ -756,6 +787,50 @@ mod tests {
         flush_now.notify_one();
         wait_for(3).await;
         assert_eq!(*flushed.lock().expect("lock"), 1);
+        stop.cancel();
+        handle.await.expect("joined").expect("stopped cleanly");
+    }
+
+    #[tokio::test]
+    async fn a_drained_queue_is_flushed_without_waiting_for_the_interval() {
+        let (attempts, kept): (Arc<Mutex<usize>>, Arc<Mutex<Vec<i64>>>) = Default::default();
+        let task = Box::new(Flaky {
+            failures: 0,
+            attempts,
+            kept,
+        });
+        let (mut driver, tx) = driver("idle", task, &[]);
+        // An interval no test waits for: only the idle flush can ack.
+        driver.policy = FlushPolicy {
+            interval: Duration::from_secs(3600),
+            max_records: 1_000_000,
+            idle_gap: Some(Duration::from_millis(10)),
+        };
+        let stop = driver.stop.clone();
+        let handle = tokio::spawn(driver.run());
+        let tracker = Arc::new(DeliveryTracker::new(1));
+        for offset in 0..3 {
+            let seq = tracker.dispatch(&[0], None);
+            let record = Record {
+                topic: Arc::from("t"),
+                partition: 0,
+                offset,
+                timestamp_ms: 0,
+                key: None,
+                value: Some(b"v".to_vec()),
+                headers: Vec::new(),
+            };
+            let origin = Origin {
+                tracker: Arc::clone(&tracker),
+                seq,
+            };
+            tx.send(record, origin).await.expect("queued");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while tracker.delivered_up_to() < seq {
+                assert!(Instant::now() < deadline, "record {offset} never flushed");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         stop.cancel();
         handle.await.expect("joined").expect("stopped cleanly");
     }

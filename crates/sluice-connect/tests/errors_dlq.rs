@@ -143,6 +143,7 @@ fn start(
     worker.set_flush_policy(FlushPolicy {
         interval: Duration::from_millis(100),
         max_records: 1000,
+        ..FlushPolicy::default()
     });
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(worker.run(shutdown.clone()));
@@ -638,6 +639,7 @@ fn poison_pipeline(
     w.set_flush_policy(FlushPolicy {
         interval: Duration::from_millis(20),
         max_records: 1000,
+        ..FlushPolicy::default()
     });
     (w, rx, out, offsets)
 }

@@ -103,6 +103,20 @@ impl Running {
         );
     }
 
+    /// Waits until the stored offset covers transaction `xid`.
+    async fn wait_tx(&self, xid: i64) {
+        let offsets = self.offsets.clone();
+        let reached = sluice_testkit::eventually(Duration::from_secs(120), || {
+            let offsets = offsets.clone();
+            async move { (max_txid(&offsets) >= xid).then_some(()) }
+        })
+        .await;
+        assert!(
+            reached.is_some(),
+            "the source offset never covered transaction {xid}"
+        );
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
         self.run.await.expect("worker task").expect("clean stop");
@@ -143,18 +157,54 @@ fn max_lsn(path: &Path) -> i64 {
     best
 }
 
-/// Runs `sql` in a transaction and returns the WAL position before it, at or
-/// below the LSN of its first change.
+/// Runs `sql` in a transaction and returns its transaction id. (Not a WAL
+/// position: the source may store an offset past a position while the
+/// transaction is still open, as other databases' WAL moves the slot on.)
 async fn change(pg: &mut tokio_postgres::Client, sql: &str) -> i64 {
     let tx = pg.transaction().await.expect("begin");
-    let lsn: i64 = tx
-        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::int8", &[])
+    let xid: i64 = tx
+        .query_one("SELECT txid_current()", &[])
         .await
-        .expect("lsn")
+        .expect("xid")
         .get(0);
     tx.batch_execute(sql).await.expect("change");
     tx.commit().await.expect("commit");
-    lsn
+    xid
+}
+
+/// The largest `txId` in the offset file: the stored offset covers that
+/// transaction's events (offsets without events carry 0).
+fn max_txid(path: &Path) -> i64 {
+    fn walk(v: &Json, best: &mut i64) {
+        match v {
+            Json::Object(m) => {
+                for (k, v) in m {
+                    if k == "txId" {
+                        if let Some(n) = v.as_i64() {
+                            *best = (*best).max(n);
+                        }
+                    }
+                    walk(v, best);
+                }
+            }
+            Json::Array(a) => a.iter().for_each(|v| walk(v, best)),
+            Json::String(s) => {
+                if let Ok(inner) = serde_json::from_str::<Json>(s) {
+                    if !inner.is_string() {
+                        walk(&inner, best);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut best = 0;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(v) = serde_json::from_str::<Json>(&text) {
+            walk(&v, &mut best);
+        }
+    }
+    best
 }
 
 fn strings(db: &Path, sql: &str) -> Vec<String> {
@@ -196,13 +246,13 @@ async fn postgres_changes_land_in_duckdb_with_their_types_once() {
          DELETE FROM kinds WHERE id = 2;",
     )
     .await;
-    let lsn = change(
+    let xid = change(
         &mut pg,
         "ALTER TABLE kinds ADD COLUMN extra text; ALTER TABLE kinds DROP COLUMN vc; \
          INSERT INTO kinds (id, tx, extra) VALUES (4, 'four', 'x4');",
     )
     .await;
-    running.wait_offset(lsn).await;
+    running.wait_tx(xid).await;
     running.stop().await;
 
     let upsert = p.path("upsert.duckdb");
@@ -251,8 +301,8 @@ async fn postgres_changes_land_in_duckdb_with_their_types_once() {
     // nothing written twice.
     let running = p.start();
     change(&mut pg, "INSERT INTO kinds (id, tx) VALUES (5, 'five');").await;
-    let lsn = change(&mut pg, "UPDATE kinds SET tx = 'five again' WHERE id = 5;").await;
-    running.wait_offset(lsn).await;
+    let xid = change(&mut pg, "UPDATE kinds SET tx = 'five again' WHERE id = 5;").await;
+    running.wait_tx(xid).await;
     running.stop().await;
     let mut expected = vec![
         "1,r,false",
@@ -491,11 +541,14 @@ async fn events_resent_after_a_kill_are_written_once() {
     // Third run: the source sends the changes again, as the file sink (only
     // in this run) shows, and DuckDB keeps one row per event.
     let w = start_killable(d, &["source", "duck", "file"], false);
-    let lsn = change(&mut pg, "INSERT INTO k VALUES (4, 'four');").await;
-    assert!(
-        offset_past(lsn).await,
-        "the last change was never committed"
-    );
+    let xid = change(&mut pg, "INSERT INTO k VALUES (4, 'four');").await;
+    let tx_covered = sluice_testkit::eventually(Duration::from_secs(120), || {
+        let offsets = offsets.clone();
+        async move { (max_txid(&offsets) >= xid).then_some(()) }
+    })
+    .await
+    .is_some();
+    assert!(tx_covered, "the last change was never committed");
     w.kill();
     let resent: Vec<String> = read_lines(&events)
         .iter()
