@@ -103,17 +103,18 @@ impl Running {
         );
     }
 
-    /// Waits until the stored offset covers transaction `xid`.
-    async fn wait_tx(&self, xid: i64) {
+    /// Waits until the stored offset covers transaction `c`.
+    async fn wait_tx(&self, c: Committed) {
         let offsets = self.offsets.clone();
         let reached = sluice_testkit::eventually(Duration::from_secs(120), || {
             let offsets = offsets.clone();
-            async move { (max_txid(&offsets) >= xid).then_some(()) }
+            async move { covers(&offsets, c).then_some(()) }
         })
         .await;
         assert!(
             reached.is_some(),
-            "the source offset never covered transaction {xid}"
+            "the source offset never covered transaction {}",
+            c.xid
         );
     }
 
@@ -157,10 +158,16 @@ fn max_lsn(path: &Path) -> i64 {
     best
 }
 
-/// Runs `sql` in a transaction and returns its transaction id. (Not a WAL
-/// position: the source may store an offset past a position while the
-/// transaction is still open, as other databases' WAL moves the slot on.)
-async fn change(pg: &mut tokio_postgres::Client, sql: &str) -> i64 {
+/// A committed transaction: its id, and the WAL insert position right
+/// after its commit.
+#[derive(Clone, Copy)]
+struct Committed {
+    xid: i64,
+    after: i64,
+}
+
+/// Runs `sql` in a transaction.
+async fn change(pg: &mut tokio_postgres::Client, sql: &str) -> Committed {
     let tx = pg.transaction().await.expect("begin");
     let xid: i64 = tx
         .query_one("SELECT txid_current()", &[])
@@ -169,42 +176,39 @@ async fn change(pg: &mut tokio_postgres::Client, sql: &str) -> i64 {
         .get(0);
     tx.batch_execute(sql).await.expect("change");
     tx.commit().await.expect("commit");
-    xid
+    let after: i64 = pg
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::int8", &[])
+        .await
+        .expect("lsn")
+        .get(0);
+    Committed { xid, after }
 }
 
-/// The largest `txId` in the offset file: the stored offset covers that
-/// transaction's events (offsets without events carry 0).
-fn max_txid(path: &Path) -> i64 {
-    fn walk(v: &Json, best: &mut i64) {
+/// Whether the stored source offset covers `c`: it is one of its events'
+/// (`txId`), or a progress marker the source sent after the commit
+/// (`lsn_commit` past it). A WAL position alone would not do: the slot may
+/// move past a position while the transaction is still open.
+fn covers(path: &Path, c: Committed) -> bool {
+    fn walk(v: &Json, c: Committed) -> bool {
         match v {
             Json::Object(m) => {
-                for (k, v) in m {
-                    if k == "txId" {
-                        if let Some(n) = v.as_i64() {
-                            *best = (*best).max(n);
-                        }
-                    }
-                    walk(v, best);
-                }
+                let tx = m.get("txId").and_then(Json::as_i64);
+                let commit = m.get("lsn_commit").and_then(Json::as_i64);
+                tx.is_some_and(|t| t >= c.xid)
+                    || commit.is_some_and(|l| l >= c.after)
+                    || m.values().any(|v| walk(v, c))
             }
-            Json::Array(a) => a.iter().for_each(|v| walk(v, best)),
-            Json::String(s) => {
-                if let Ok(inner) = serde_json::from_str::<Json>(s) {
-                    if !inner.is_string() {
-                        walk(&inner, best);
-                    }
-                }
-            }
-            _ => {}
+            Json::Array(a) => a.iter().any(|v| walk(v, c)),
+            Json::String(s) => serde_json::from_str::<Json>(s)
+                .ok()
+                .is_some_and(|inner| !inner.is_string() && walk(&inner, c)),
+            _ => false,
         }
     }
-    let mut best = 0;
-    if let Ok(text) = std::fs::read_to_string(path) {
-        if let Ok(v) = serde_json::from_str::<Json>(&text) {
-            walk(&v, &mut best);
-        }
-    }
-    best
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Json>(&t).ok())
+        .is_some_and(|v| walk(&v, c))
 }
 
 fn strings(db: &Path, sql: &str) -> Vec<String> {
@@ -246,13 +250,13 @@ async fn postgres_changes_land_in_duckdb_with_their_types_once() {
          DELETE FROM kinds WHERE id = 2;",
     )
     .await;
-    let xid = change(
+    let done = change(
         &mut pg,
         "ALTER TABLE kinds ADD COLUMN extra text; ALTER TABLE kinds DROP COLUMN vc; \
          INSERT INTO kinds (id, tx, extra) VALUES (4, 'four', 'x4');",
     )
     .await;
-    running.wait_tx(xid).await;
+    running.wait_tx(done).await;
     running.stop().await;
 
     let upsert = p.path("upsert.duckdb");
@@ -301,8 +305,8 @@ async fn postgres_changes_land_in_duckdb_with_their_types_once() {
     // nothing written twice.
     let running = p.start();
     change(&mut pg, "INSERT INTO kinds (id, tx) VALUES (5, 'five');").await;
-    let xid = change(&mut pg, "UPDATE kinds SET tx = 'five again' WHERE id = 5;").await;
-    running.wait_tx(xid).await;
+    let done = change(&mut pg, "UPDATE kinds SET tx = 'five again' WHERE id = 5;").await;
+    running.wait_tx(done).await;
     running.stop().await;
     let mut expected = vec![
         "1,r,false",
@@ -541,10 +545,10 @@ async fn events_resent_after_a_kill_are_written_once() {
     // Third run: the source sends the changes again, as the file sink (only
     // in this run) shows, and DuckDB keeps one row per event.
     let w = start_killable(d, &["source", "duck", "file"], false);
-    let xid = change(&mut pg, "INSERT INTO k VALUES (4, 'four');").await;
+    let done = change(&mut pg, "INSERT INTO k VALUES (4, 'four');").await;
     let tx_covered = sluice_testkit::eventually(Duration::from_secs(120), || {
         let offsets = offsets.clone();
-        async move { (max_txid(&offsets) >= xid).then_some(()) }
+        async move { covers(&offsets, done).then_some(()) }
     })
     .await
     .is_some();
