@@ -339,6 +339,46 @@ impl Parsed {
     }
 }
 
+/// Rewrites single-quoted strings of a JSON-like text as JSON strings,
+/// leaving double-quoted ones alone: connector configs such as the Kusto
+/// sink's `kusto.tables.topics.mapping` are written with single quotes in
+/// the official examples, and the official connectors accept them.
+pub fn single_quotes_to_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut quote: Option<char> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'') => {
+                quote = Some('\'');
+                out.push('"');
+            }
+            (None, '"') => {
+                quote = Some('"');
+                out.push('"');
+            }
+            (Some(q), '\\') => {
+                if let Some(n) = chars.next() {
+                    // \' inside a single-quoted string is a plain quote.
+                    if q == '\'' && n == '\'' {
+                        out.push('\'');
+                    } else {
+                        out.push('\\');
+                        out.push(n);
+                    }
+                }
+            }
+            (Some('\''), '\'') | (Some('"'), '"') => {
+                quote = None;
+                out.push('"');
+            }
+            (Some('\''), '"') => out.push_str("\\\""),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ mod json_tree;
 mod string;
 
 pub use json::{
-    write_str as write_json_string, DecimalFormat, JsonConverter, JsonConverterConfig,
+    value_kind, write_str as write_json_string, DecimalFormat, JsonConverter, JsonConverterConfig,
     DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME, TIMESTAMP_LOGICAL_NAME, TIME_LOGICAL_NAME,
 };
 pub use string::{java_date_string, StringConverter, StringEncoding};

@@ -41,7 +41,7 @@ impl Mapping {
             return Ok(mapping);
         }
         let json: Json = serde_json::from_str(text)
-            .or_else(|_| serde_json::from_str(&single_to_double_quotes(text)))
+            .or_else(|_| serde_json::from_str(&sluice_core::config::single_quotes_to_json(text)))
             .map_err(|e| format!("not a JSON array of objects: {e}"))?;
         let entries = json
             .as_array()
@@ -104,43 +104,6 @@ impl Mapping {
 /// The topic's last dot-separated segment (`server.schema.table` → `table`).
 pub fn default_table(topic: &str) -> String {
     topic.rsplit('.').next().unwrap_or(topic).to_owned()
-}
-
-/// Rewrites single-quoted strings as JSON strings, leaving double-quoted
-/// ones alone.
-fn single_to_double_quotes(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut quote: Option<char> = None;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, '\'') => {
-                quote = Some('\'');
-                out.push('"');
-            }
-            (None, '"') => {
-                quote = Some('"');
-                out.push('"');
-            }
-            (Some(q), '\\') => {
-                out.push('\\');
-                if let Some(n) = chars.next() {
-                    // \' inside single quotes is just a quote in JSON.
-                    if q == '\'' && n == '\'' {
-                        out.pop();
-                    }
-                    out.push(n);
-                }
-            }
-            (Some('\''), '"') => out.push_str("\\\""),
-            (Some(q), c) if c == q => {
-                quote = None;
-                out.push('"');
-            }
-            (_, c) => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

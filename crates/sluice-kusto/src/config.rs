@@ -701,7 +701,7 @@ pub fn config_def() -> ConfigDef {
 /// naming the entry and field.
 pub fn parse_mappings(text: &str) -> Result<Vec<TopicMapping>, Vec<String>> {
     let json: Json = serde_json::from_str(text)
-        .or_else(|_| serde_json::from_str(&single_to_double_quotes(text)))
+        .or_else(|_| serde_json::from_str(&sluice_core::config::single_quotes_to_json(text)))
         .map_err(|e| vec![format!("not a JSON array of objects: {e}")])?;
     let Some(entries) = json.as_array() else {
         return Err(vec!["not a JSON array of objects".to_owned()]);
@@ -791,44 +791,6 @@ pub fn parse_mappings(text: &str) -> Result<Vec<TopicMapping>, Vec<String>> {
     } else {
         Err(problems)
     }
-}
-
-/// Rewrites single-quoted strings as JSON strings, leaving double-quoted
-/// ones alone: the official connector's examples use single quotes.
-fn single_to_double_quotes(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut quote: Option<char> = None;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, '\'') => {
-                quote = Some('\'');
-                out.push('"');
-            }
-            (None, '"') => {
-                quote = Some('"');
-                out.push('"');
-            }
-            (Some(q), '\\') => {
-                if let Some(n) = chars.next() {
-                    // \' inside a single-quoted string is a plain quote.
-                    if q == '\'' && n == '\'' {
-                        out.push('\'');
-                    } else {
-                        out.push('\\');
-                        out.push(n);
-                    }
-                }
-            }
-            (Some('\''), '\'') | (Some('"'), '"') => {
-                quote = None;
-                out.push('"');
-            }
-            (Some('\''), '"') => out.push_str("\\\""),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

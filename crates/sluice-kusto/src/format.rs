@@ -104,8 +104,9 @@ use apache_avro::types::Value as AvroValue;
 use base64::Engine as _;
 use serde_json::{json, Map as JsonMap, Value as Json};
 use sluice_core::converter::{
-    javafmt, Converter, JsonConverter, JsonConverterConfig, StringConverter, StringEncoding,
-    DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME, TIMESTAMP_LOGICAL_NAME, TIME_LOGICAL_NAME,
+    javafmt, value_kind, Converter, JsonConverter, JsonConverterConfig, StringConverter,
+    StringEncoding, DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME, TIMESTAMP_LOGICAL_NAME,
+    TIME_LOGICAL_NAME,
 };
 use sluice_core::record::Record;
 #[cfg(test)]
@@ -542,25 +543,6 @@ fn describe_schema(s: &Schema) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-    }
-}
-
-/// The variant name of a value, for messages.
-fn value_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Int8(_) => "int8",
-        Value::Int16(_) => "int16",
-        Value::Int32(_) => "int32",
-        Value::Int64(_) => "int64",
-        Value::Float32(_) => "float",
-        Value::Float64(_) => "double",
-        Value::String(_) => "string",
-        Value::Bytes(_) => "bytes",
-        Value::Array(_) => "array",
-        Value::Map(_) => "map",
-        Value::Struct(_) => "struct",
     }
 }
 

@@ -188,7 +188,7 @@ fn type_name(ty: SchemaType) -> &'static str {
 }
 
 /// The variant name of a value, for messages.
-pub(crate) fn value_kind(v: &Value) -> &'static str {
+pub fn value_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
