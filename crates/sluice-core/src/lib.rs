@@ -5,14 +5,17 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod binary;
 pub mod config;
 pub mod connector;
 pub mod converter;
 pub mod debezium;
+pub mod error;
 pub mod record;
 pub mod schema;
 pub mod value;
 
-pub use record::{Header, Record, SourceOffset, SourceRecord};
+pub use error::{ErrorKind, TaskError};
+pub use record::{Header, Record, SinkRecord, SourceOffset, SourceRecord};
 pub use schema::{Field, Schema, SchemaBuilder, SchemaRef, SchemaType};
 pub use value::Value;

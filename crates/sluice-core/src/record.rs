@@ -1,7 +1,7 @@
 //! Records: what a source task emits ([`SourceRecord`], structured, with the
-//! offset it has reached), and what travels through the transport and reaches
-//! sink tasks ([`Record`], serialized by the converters, exactly the bytes a
-//! Kafka topic would hold).
+//! offset it has reached), what a Kafka topic holds ([`Record`], serialized
+//! by the converters), and what a sink task is given ([`SinkRecord`],
+//! structured again, with its place in its topic).
 
 use std::sync::Arc;
 
@@ -91,5 +91,41 @@ impl SourceRecord {
     /// Whether this is an [`SourceRecord::offset_only`] marker.
     pub fn is_offset_only(&self) -> bool {
         self.topic.is_empty()
+    }
+}
+
+/// A record as a sink task receives it (Kafka Connect's `SinkRecord`): the
+/// structured key and value, read back by the connector's converters (or
+/// kept structured by an in-process transport), after the connector's
+/// transforms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkRecord {
+    /// Topic (after the connector's transforms).
+    pub topic: Arc<str>,
+    /// Partition within the topic.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// Timestamp in ms since the epoch.
+    pub timestamp_ms: i64,
+    /// Key schema (None when schemaless).
+    pub key_schema: Option<SchemaRef>,
+    /// Key; None for a null key.
+    pub key: Option<Value>,
+    /// Value schema (None when schemaless).
+    pub value_schema: Option<SchemaRef>,
+    /// Value; None for a tombstone.
+    pub value: Option<Value>,
+    /// Headers.
+    pub headers: Vec<Header>,
+}
+
+impl SinkRecord {
+    /// "topic 't' partition p offset o", for messages.
+    pub fn position(&self) -> String {
+        format!(
+            "topic '{}' partition {} offset {}",
+            self.topic, self.partition, self.offset
+        )
     }
 }
