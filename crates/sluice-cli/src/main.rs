@@ -270,8 +270,18 @@ fn connect(files: &[PathBuf]) -> u8 {
             signal(SignalKind::terminate()),
         );
         tokio::spawn(watch_signals(shutdown.clone(), signals));
-        match RestServer::bind(rest).await {
-            Ok(server) => {
+        let bound = if rest.enabled {
+            Some(RestServer::bind(rest).await)
+        } else {
+            tracing::info!("running without the REST API (sluice.rest.enabled=false)");
+            None
+        };
+        match bound {
+            None => {}
+            Some(Ok(server)) => {
+                // Failed tasks can be restarted through the API: the
+                // worker keeps running whatever fails.
+                worker.set_exit_when_nothing_runs(false);
                 if let Ok(id) = server.worker_id() {
                     worker.set_worker_id(id);
                 }
@@ -283,11 +293,11 @@ fn connect(files: &[PathBuf]) -> u8 {
                     }
                 });
             }
-            Err(e) if rest_chosen => {
+            Some(Err(e)) if rest_chosen => {
                 eprintln!("sluice: {e} (worker key 'listeners')");
                 return EXIT_BAD_CONFIG;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!("{e}; running without the REST API (set 'listeners' to choose another address, e.g. http://127.0.0.1:0)");
             }
         }

@@ -1,8 +1,8 @@
-//! The offset committer: gathers the offsets whose records every sink task
-//! made durable, writes them to the offset file, and only once the file is
-//! durable tells each source task through its `committed` channel — a source
-//! may release upstream data (confirm an LSN) when it hears, so the file must
-//! never lag behind what a source was told.
+//! The offset committer: gathers the offsets whose records the transport
+//! stored durably, writes them to the offset store, and only once they are
+//! durable tells each source task through its `committed` channel — a
+//! source may release upstream data (confirm an LSN) when it hears, so the
+//! store must never lag behind what a source was told.
 
 use std::sync::Arc;
 
@@ -10,8 +10,7 @@ use sluice_core::record::SourceOffset;
 use tokio::sync::watch;
 
 use crate::delivery::DeliveryTracker;
-use crate::distributed::InternalTopics;
-use crate::offset_file::{OffsetFileError, OffsetStore};
+use crate::offsets::{OffsetStore, OffsetStoreError, OffsetTable, OffsetWrite};
 
 /// One source task as the committer sees it.
 pub struct CommitSource {
@@ -26,9 +25,10 @@ pub struct CommitSource {
     /// Written to the store but not yet durable, or durable but not yet
     /// announced (a failed write is retried at the next commit).
     unannounced: Option<Arc<SourceOffset>>,
-    /// The task writes its offsets itself, in the transactions of its
-    /// records (exactly-once mode): they are only announced.
-    stored_by_task: bool,
+    /// The transport writes the task's offsets itself, in the
+    /// transactions of its records (exactly-once mode): they are only
+    /// announced.
+    stored_by_transport: bool,
 }
 
 impl CommitSource {
@@ -38,6 +38,7 @@ impl CommitSource {
         task_id: u32,
         tracker: Arc<DeliveryTracker>,
         committed: watch::Sender<Option<Arc<SourceOffset>>>,
+        stored_by_transport: bool,
     ) -> Self {
         CommitSource {
             connector,
@@ -45,66 +46,38 @@ impl CommitSource {
             tracker,
             committed,
             unannounced: None,
-            stored_by_task: false,
+            stored_by_transport,
         }
-    }
-
-    /// Marks the task as writing its offsets in its own transactions.
-    pub fn stored_by_task(mut self) -> Self {
-        self.stored_by_task = true;
-        self
     }
 }
 
 /// Commits source offsets to one offset store.
 pub struct Committer {
-    store: OffsetStore,
+    store: Box<dyn OffsetStore>,
     sources: Vec<CommitSource>,
-    dirty: bool,
-    /// Distributed mode: offsets go to the offsets topic, not a file.
-    topics: Option<Arc<InternalTopics>>,
+    /// Delivered, not yet written (a failed write is retried).
+    pending: Vec<OffsetWrite>,
 }
 
 impl Committer {
-    /// A committer over `store` for `sources`.
-    pub fn new(store: OffsetStore, sources: Vec<CommitSource>) -> Self {
-        Committer {
-            store,
-            sources,
-            dirty: false,
-            topics: None,
-        }
-    }
-
-    /// A committer writing to the offsets topic of `topics`; `store` holds
-    /// what the topic holds.
-    pub fn over_topic(store: OffsetStore, topics: Arc<InternalTopics>) -> Self {
+    /// A committer over `store` (loaded).
+    pub fn new(store: Box<dyn OffsetStore>) -> Self {
         Committer {
             store,
             sources: Vec::new(),
-            dirty: false,
-            topics: Some(topics),
+            pending: Vec::new(),
         }
     }
 
-    /// Reads what other workers wrote to the offsets topic (before a source
-    /// task starts from it); nothing for a file store.
-    pub async fn refresh(&mut self) -> Result<(), OffsetFileError> {
-        let Some(topics) = self.topics.clone() else {
-            return Ok(());
-        };
-        // Our own unwritten changes go first, so reading cannot undo them.
+    /// Reads what the store holds now (what other workers wrote to a
+    /// shared store), after writing what is pending so reading cannot undo
+    /// it.
+    pub async fn refresh(&mut self) -> Result<(), OffsetStoreError> {
         self.commit().await?;
-        topics
-            .refresh_offsets(&mut self.store)
-            .await
-            .map_err(|e| OffsetFileError::Topic {
-                topic: topics.config.offset_topic.clone(),
-                message: format!("{e:#}"),
-            })
+        self.store.load().await
     }
 
-    /// Adds a source task started at runtime.
+    /// Adds a source task.
     pub fn add_source(&mut self, source: CommitSource) {
         self.sources.push(source);
     }
@@ -115,80 +88,71 @@ impl Committer {
         self.sources.retain(|s| s.connector != connector);
     }
 
-    /// Every source task's delivery tracker.
-    pub fn trackers(&self) -> impl Iterator<Item = &Arc<DeliveryTracker>> {
-        self.sources.iter().map(|s| &s.tracker)
+    /// Forgets one source task (stopped).
+    pub fn remove_source(&mut self, connector: &str, task_id: u32) {
+        self.sources
+            .retain(|s| s.connector != connector || s.task_id != task_id);
     }
 
-    /// The offset store (what was committed so far).
-    pub fn store(&self) -> &OffsetStore {
-        &self.store
+    /// The offsets stored so far.
+    pub fn table(&self) -> &OffsetTable {
+        self.store.table()
     }
 
-    /// Changes the stored offsets (the REST API's offset endpoints) and
-    /// commits, so the change is durable when this returns Ok.
-    pub async fn alter(
+    /// What the store is, for messages.
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Changes stored offsets (the REST API's offset endpoints); durable
+    /// when this returns Ok.
+    pub async fn alter(&mut self, changes: Vec<OffsetWrite>) -> Result<(), OffsetStoreError> {
+        self.commit().await?;
+        self.store.write(changes).await
+    }
+
+    /// Stores one offset at once, outside delivery (see
+    /// [`sluice_core::connector::OffsetWriter`]).
+    pub async fn store_now(
         &mut self,
-        change: impl FnOnce(&mut OffsetStore),
-    ) -> Result<(), OffsetFileError> {
-        change(&mut self.store);
-        self.dirty = true;
-        self.commit().await
+        connector: &str,
+        offset: &SourceOffset,
+    ) -> Result<(), OffsetStoreError> {
+        self.alter(vec![OffsetWrite {
+            connector: connector.to_string(),
+            partition: offset.partition.clone(),
+            offset: Some(offset.offset.clone()),
+        }])
+        .await
     }
 
     /// Commits whatever became delivered since the last commit.
-    pub async fn commit(&mut self) -> Result<(), OffsetFileError> {
+    pub async fn commit(&mut self) -> Result<(), OffsetStoreError> {
         for s in &mut self.sources {
             for o in s.tracker.take_committable() {
-                if s.stored_by_task {
-                    self.store.set_stored(&s.connector, &o.partition, &o.offset);
+                let w = OffsetWrite {
+                    connector: s.connector.clone(),
+                    partition: o.partition.clone(),
+                    offset: Some(o.offset.clone()),
+                };
+                if s.stored_by_transport {
+                    self.store.note_stored(w);
                 } else {
-                    self.store.set(&s.connector, &o.partition, &o.offset);
-                    self.dirty = true;
+                    // Only the latest per entry is worth writing.
+                    self.pending
+                        .retain(|p| p.connector != w.connector || p.partition != w.partition);
+                    self.pending.push(w);
                 }
                 s.unannounced = Some(o);
             }
         }
-        if let Some(topics) = self.topics.clone() {
-            let changes = self.store.take_changes();
-            if !changes.is_empty() {
-                let records = changes
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_ref().map(|o| {
-                                serde_json::Value::Object(o.clone())
-                                    .to_string()
-                                    .into_bytes()
-                            }),
-                        )
-                    })
-                    .collect();
-                if let Err(e) = topics.write(&topics.config.offset_topic, records).await {
-                    self.store.restore_changes(changes);
-                    return Err(OffsetFileError::Topic {
-                        topic: topics.config.offset_topic.clone(),
-                        message: format!("{e:#}"),
-                    });
-                }
-                tracing::debug!(topic = %topics.config.offset_topic, "committed source offsets");
+        if !self.pending.is_empty() {
+            let changes = std::mem::take(&mut self.pending);
+            if let Err(e) = self.store.write(changes.clone()).await {
+                self.pending = changes;
+                return Err(e);
             }
-            self.dirty = false;
-        }
-        if self.dirty {
-            let snapshot = self.store.clone();
-            // The write fsyncs: keep it off the async worker threads.
-            let saved = tokio::task::spawn_blocking(move || snapshot.save())
-                .await
-                .map_err(|e| OffsetFileError::Io {
-                    path: self.store.path().display().to_string(),
-                    action: "writing (writer thread failed)",
-                    source: std::io::Error::other(e),
-                })?;
-            saved?;
-            self.dirty = false;
-            tracing::debug!(file = %self.store.path().display(), "committed source offsets");
+            tracing::debug!(store = %self.store.describe(), "committed source offsets");
         }
         for s in &mut self.sources {
             if let Some(o) = s.unannounced.take() {
@@ -197,5 +161,46 @@ impl Committer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offsets::MemoryOffsetStore;
+
+    #[tokio::test]
+    async fn only_delivered_offsets_are_written_and_then_announced() {
+        let mut c = Committer::new(Box::new(MemoryOffsetStore::new()));
+        let tracker = Arc::new(DeliveryTracker::new());
+        let (tx, rx) = watch::channel(None);
+        c.add_source(CommitSource::new(
+            "pg".into(),
+            0,
+            Arc::clone(&tracker),
+            tx,
+            false,
+        ));
+        let off = |n: i64| {
+            let mut o = serde_json::Map::new();
+            o.insert("lsn".into(), n.into());
+            let mut p = serde_json::Map::new();
+            p.insert("server".into(), "s".into());
+            Arc::new(SourceOffset {
+                partition: p,
+                offset: o,
+            })
+        };
+        tracker.dispatch(Some(&off(1)));
+        tracker.dispatch(Some(&off(2)));
+        c.commit().await.expect("commit");
+        assert!(rx.borrow().is_none(), "nothing delivered, nothing told");
+        tracker.ack(1);
+        c.commit().await.expect("commit");
+        assert_eq!(
+            rx.borrow().as_ref().map(|o| o.offset["lsn"].clone()),
+            Some(1.into())
+        );
+        assert_eq!(c.table().of("pg")[0].1["lsn"], 1);
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sluice_core::config::{split_list, ConfigError, Props};
+use sluice_core::config::{closest, split_list, ConfigError, Props};
 use sluice_core::connector::{ConnectorKind, ConnectorPlugin};
 use sluice_core::converter::Converter;
 
@@ -13,7 +13,6 @@ use crate::config_files::ConnectorFile;
 use crate::converters;
 use crate::errors::{converter_class, transform_classes, ErrorPolicy, StageClasses};
 use crate::registry::Registry;
-use crate::sink_driver::SinkTransforms;
 use crate::transforms::TransformChain;
 use crate::worker_config::WorkerConfig;
 
@@ -109,18 +108,6 @@ pub struct ConnectorSpec {
     pub errors: Arc<ErrorPolicy>,
 }
 
-impl ConnectorSpec {
-    /// What a sink task needs to apply the chain (None when the chain is
-    /// empty, so records go to `put` untouched).
-    pub fn sink_transforms(&self) -> Option<SinkTransforms> {
-        (!self.transforms.is_empty()).then(|| SinkTransforms {
-            chain: Arc::clone(&self.transforms),
-            key_converter: Arc::clone(&self.key_converter),
-            value_converter: Arc::clone(&self.value_converter),
-        })
-    }
-}
-
 impl std::fmt::Debug for ConnectorSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectorSpec")
@@ -207,13 +194,39 @@ fn validate_one(
         ConnectorKind::Sink => subscription(props, errors),
         ConnectorKind::Source => None,
     };
-    match plugin.config_def().parse(props, &[]) {
+    let def = plugin.config_def();
+    // A key a typo away from a known one is almost surely that key
+    // misspelt: ignoring it would run with the default (e.g. capture every
+    // table), so it is refused.
+    let near_miss = |key: &str| -> Option<String> {
+        let known = def
+            .keys
+            .iter()
+            .flat_map(|k| std::iter::once(k.name).chain(k.aliases.iter().copied()))
+            .chain(WORKER_LEVEL_KEYS.iter().copied());
+        let max = if key.len() > 12 { 2 } else { 1 };
+        closest(key, known, max).first().map(|s| s.to_string())
+    };
+    let unknown_key = |key: &str, warnings: &mut Vec<String>, errors: &mut Vec<ConfigError>| {
+        match near_miss(key) {
+            Some(known) => errors.push(ConfigError::new(
+                key,
+                props.get(key).map(String::as_str),
+                format!(
+                    "not a configuration of {}; did you mean '{known}'? (a misspelt key would silently fall back to the default, so it is refused)",
+                    plugin.class()
+                ),
+            )),
+            None => warnings.push(format!(
+                "configuration '{key}' is not used by {}",
+                plugin.class()
+            )),
+        }
+    };
+    match def.parse(props, &[]) {
         Ok(parsed) => {
             for key in parsed.unknown.iter().filter(|k| !is_worker_level(k)) {
-                warnings.push(format!(
-                    "configuration '{key}' is not used by {}",
-                    plugin.class()
-                ));
+                unknown_key(key, warnings, errors);
             }
             for (alias, canonical) in parsed.aliases_used {
                 warnings.push(format!(
@@ -222,17 +235,14 @@ fn validate_one(
             }
         }
         Err(e) => {
-            // Unknown keys are worth a warning even when the config is
+            // Unknown keys are worth reporting even when the config is
             // rejected: they are often the misspelling behind the error.
-            let def = plugin.config_def();
-            for key in props
+            let unknown: Vec<&String> = props
                 .keys()
                 .filter(|k| def.key(k).is_none() && !is_worker_level(k))
-            {
-                warnings.push(format!(
-                    "configuration '{key}' is not used by {}",
-                    plugin.class()
-                ));
+                .collect();
+            for key in unknown {
+                unknown_key(key, warnings, errors);
             }
             errors.extend(e.0)
         }

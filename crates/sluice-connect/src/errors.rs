@@ -38,7 +38,7 @@ use sluice_core::record::{Header, Record, SourceOffset};
 
 use crate::connector_config::ConnectorSpec;
 use crate::converters::BYTE_ARRAY_CONVERTER;
-use crate::kafka_transport::KafkaClients;
+use crate::transport::kafka::KafkaClients;
 
 /// `errors.tolerance`: `none` or `all`.
 pub const TOLERANCE: &str = "errors.tolerance";

@@ -1,8 +1,8 @@
 //! `org.apache.kafka.connect.file.FileStreamSinkConnector`: writes one line
-//! per record to a file (or stdout), as Kafka's file sink does — the value's
-//! converted text, `null` for a tombstone. `sluice.file.format=record` writes
-//! a JSON object per line instead, with topic, partition, offset, key and
-//! value, so keys and tombstones can be seen.
+//! per record to a file (or stdout) — the value as the connector's value
+//! converter writes it, `null` for a tombstone. `sluice.file.format=record`
+//! writes a JSON object per line instead, with topic, partition, offset, key
+//! and value, so keys and tombstones can be seen.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use serde_json::Value as Json;
 use sluice_core::config::{ConfigDef, ConfigErrors, ConfigKey, ConfigType, Props};
 use sluice_core::connector::{ConnectorKind, ConnectorPlugin, SinkContext, SinkTask};
-use sluice_core::record::Record;
+use sluice_core::converter::Converter;
+use sluice_core::record::SinkRecord;
 
 /// Kafka's class name for the file sink.
 pub const CLASS: &str = "org.apache.kafka.connect.file.FileStreamSinkConnector";
@@ -64,7 +65,7 @@ impl ConnectorPlugin for FileStreamSink {
     fn create_sink_task(
         &self,
         props: &Props,
-        _ctx: SinkContext,
+        ctx: SinkContext,
     ) -> anyhow::Result<Box<dyn SinkTask>> {
         let parsed = self.config_def().parse(props, &[])?;
         let format = match parsed.get("sluice.file.format") {
@@ -90,6 +91,8 @@ impl ConnectorPlugin for FileStreamSink {
             out,
             format,
             buf: Vec::new(),
+            key_converter: ctx.key_converter,
+            value_converter: ctx.value_converter,
         }))
     }
 }
@@ -112,6 +115,8 @@ struct FileSinkTask {
     out: Output,
     format: Format,
     buf: Vec<u8>,
+    key_converter: Arc<dyn Converter>,
+    value_converter: Arc<dyn Converter>,
 }
 
 /// Key or value text as JSON: parsed when it is JSON, else a string.
@@ -124,19 +129,37 @@ fn as_json(data: Option<&[u8]>) -> Json {
 }
 
 impl FileSinkTask {
-    fn append(&mut self, r: &Record) {
+    fn append(&mut self, r: &SinkRecord) -> anyhow::Result<()> {
+        let value = self
+            .value_converter
+            .from_connect(&r.topic, r.value_schema.as_deref(), r.value.as_ref())
+            .with_context(|| {
+                format!(
+                    "file sink: writing the value of the record at {}",
+                    r.position()
+                )
+            })?;
         match self.format {
-            Format::Value => match &r.value {
+            Format::Value => match &value {
                 Some(v) => self.buf.extend_from_slice(v),
                 None => self.buf.extend_from_slice(b"null"),
             },
             Format::Record => {
+                let key = self
+                    .key_converter
+                    .from_connect(&r.topic, r.key_schema.as_deref(), r.key.as_ref())
+                    .with_context(|| {
+                        format!(
+                            "file sink: writing the key of the record at {}",
+                            r.position()
+                        )
+                    })?;
                 let mut obj = serde_json::Map::new();
                 obj.insert("topic".into(), Json::String(r.topic.to_string()));
                 obj.insert("partition".into(), r.partition.into());
                 obj.insert("offset".into(), r.offset.into());
-                obj.insert("key".into(), as_json(r.key.as_deref()));
-                obj.insert("value".into(), as_json(r.value.as_deref()));
+                obj.insert("key".into(), as_json(key.as_deref()));
+                obj.insert("value".into(), as_json(value.as_deref()));
                 if !r.headers.is_empty() {
                     let headers = r
                         .headers
@@ -155,6 +178,7 @@ impl FileSinkTask {
             }
         }
         self.buf.push(b'\n');
+        Ok(())
     }
 
     async fn write_out(&mut self, sync: bool) -> anyhow::Result<()> {
@@ -192,9 +216,9 @@ impl FileSinkTask {
 
 #[async_trait]
 impl SinkTask for FileSinkTask {
-    async fn put(&mut self, records: &[Record]) -> anyhow::Result<()> {
+    async fn put(&mut self, records: &[SinkRecord]) -> anyhow::Result<()> {
         for r in records {
-            self.append(r);
+            self.append(r)?;
             if self.buf.len() >= MAX_BUFFER {
                 self.write_out(false).await?;
             }
@@ -212,14 +236,16 @@ mod tests {
     use super::*;
     use sluice_core::record::Header;
 
-    fn rec(offset: i64, key: Option<&str>, value: Option<&str>) -> Record {
-        Record {
+    fn rec(offset: i64, key: Option<&str>, value: Option<&str>) -> SinkRecord {
+        SinkRecord {
             topic: Arc::from("t"),
             partition: 0,
             offset,
             timestamp_ms: 0,
-            key: key.map(|k| k.as_bytes().to_vec()),
-            value: value.map(|v| v.as_bytes().to_vec()),
+            key_schema: None,
+            key: key.map(|k| sluice_core::value::Value::Bytes(k.as_bytes().to_vec())),
+            value_schema: None,
+            value: value.map(|v| sluice_core::value::Value::Bytes(v.as_bytes().to_vec())),
             headers: Vec::new(),
         }
     }
@@ -239,6 +265,7 @@ mod tests {
                     task_id: 0,
                     key_converter: Arc::clone(&conv),
                     value_converter: conv,
+                    reporter: Default::default(),
                 },
             )
             .expect("task")

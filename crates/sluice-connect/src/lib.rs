@@ -1,22 +1,27 @@
-//! Sluice's Kafka Connect-compatible worker runtime, standalone mode.
+//! Sluice's Kafka Connect-compatible worker.
 //!
 //! How a worker is built and run:
 //! 1. a [`Registry`] of connector plugins (`connector.class` lookup);
 //! 2. worker properties ([`config_files::load_props`]) and connector configs
 //!    ([`config_files::load_connector`]);
 //! 3. [`Worker::new`] validates everything, reporting every error at once;
-//! 4. [`Worker::run`] runs until its shutdown token is cancelled or a task
-//!    fails.
+//! 4. [`Worker::run`] runs until its shutdown token is cancelled.
 //!
-//! Records flow in-process: source records are converted
-//! ([`transport`]), routed to sink tasks by key, acknowledged after the sink
-//! flushes ([`sink_driver`]), tracked per source task ([`delivery`]), and the
-//! delivered offsets committed to the offset file ([`offset_file`],
-//! [`committer`]) before sources hear of them.
-//!
-//! While it runs, a [`WorkerHandle`] ([`Worker::handle`]) creates, changes,
-//! pauses, stops, restarts and deletes connectors; [`rest`] serves Kafka
-//! Connect's REST API over it.
+//! Where things are:
+//! - [`runtime`]: connectors' and tasks' lives (start, retry, stop,
+//!   restart), whatever the mode; [`runtime::WorkerHandle`] is what the
+//!   [`rest`] API drives;
+//! - [`transport`]: where records wait between source and sink tasks (a
+//!   local log, or Kafka);
+//! - [`offsets`]: where source offsets are kept (a file, or a topic), and
+//!   [`committer`]: when they are written;
+//! - [`distributed`]: a worker of a group (config, status and offsets
+//!   topics, and the group's assignments);
+//! - [`source_sender`] and [`sink_driver`]: a source task's way out and a
+//!   sink task's loop; [`delivery`]: which records are stored;
+//! - [`errors`]: the `errors.*` handling of bad records; [`transforms`]:
+//!   single message transforms;
+//! - [`file_sink`], [`null_sink`]: the built-in sinks.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
@@ -29,18 +34,19 @@ pub mod delivery;
 pub mod distributed;
 pub mod errors;
 pub mod file_sink;
-pub mod kafka_transport;
 pub mod metrics;
 pub mod murmur2;
 pub mod null_sink;
-pub mod offset_file;
+pub mod offsets;
 pub mod properties;
 pub mod registry;
 pub mod rest;
+pub mod runtime;
 pub mod sink_driver;
+pub mod source_sender;
+pub mod topics;
 pub mod transforms;
 pub mod transport;
-pub mod worker;
 pub mod worker_config;
 
 /// The Kafka client library of the Kafka transport (for tools and tests).
@@ -49,5 +55,5 @@ pub use sluice_kafka;
 pub use config_files::ConnectorFile;
 pub use connector_config::ConfigReport;
 pub use registry::Registry;
-pub use worker::{Worker, WorkerError, WorkerHandle};
+pub use runtime::{Worker, WorkerError, WorkerHandle};
 pub use worker_config::WorkerConfig;

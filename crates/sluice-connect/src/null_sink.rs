@@ -2,13 +2,13 @@
 //! discards them, counting. It is the sink of benchmarks: what it measures is
 //! the cost of everything before the sink.
 //!
-//! Besides counting records, tombstones and bytes, it measures each change
+//! Besides counting records and tombstones, it measures each change
 //! event's latency: from the PostgreSQL commit time the event carries
 //! (`source.ts_us`, or `source.ts_ms` where there is no `ts_us`) to the
-//! `flush` that made it durable here (the worker acknowledges a record only
-//! after the flush). Snapshot reads are counted but carry no commit time, so
-//! they have no latency. Values the JSON converter did not write (or that
-//! are no Debezium envelope) are counted without latency.
+//! `flush` that made it durable here (the worker commits a record's
+//! position only after the flush). Snapshot reads are counted but carry no
+//! commit time, so they have no latency. Values that are no Debezium
+//! envelope (or came without a schema) are counted without latency.
 //!
 //! `sluice.null.stats.file` names a JSON file rewritten (atomically) at each
 //! flush and at stop with the counts, the wall-clock times of the first and
@@ -22,7 +22,9 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use sluice_core::config::{ConfigDef, ConfigErrors, ConfigKey, ConfigType, Props};
 use sluice_core::connector::{ConnectorKind, ConnectorPlugin, SinkContext, SinkTask};
-use sluice_core::record::Record;
+use sluice_core::record::SinkRecord;
+use sluice_core::schema::Schema;
+use sluice_core::value::Value;
 
 use crate::metrics::{now_us, LatencyHistogram, LatencySummary};
 
@@ -121,8 +123,6 @@ struct Stats {
     records: u64,
     /// Records with a null value.
     tombstones: u64,
-    /// Key and value bytes.
-    bytes: u64,
     /// Records made durable by a flush.
     flushed_records: u64,
     /// Wall clock (µs since the epoch) of the first put with records.
@@ -151,64 +151,32 @@ struct NullSinkTask {
     latency: LatencyHistogram,
 }
 
-/// Position of the last occurrence of `needle` (not empty) in `hay`. Looks
-/// for the first byte before comparing, which is several times cheaper than
-/// comparing every window: this runs on every record.
-fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let first = *needle.first()?;
-    let mut end = hay.len();
-    while let Some(i) = hay[..end].iter().rposition(|&b| b == first) {
-        if hay[i..].starts_with(needle) {
-            return Some(i);
-        }
-        end = i;
-    }
-    None
-}
-
-/// Position of the first occurrence of `needle` (not empty) in `hay`.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let first = *needle.first()?;
-    let mut start = 0;
-    while let Some(i) = hay[start..].iter().position(|&b| b == first) {
-        if hay[start + i..].starts_with(needle) {
-            return Some(start + i);
-        }
-        start += i + 1;
-    }
-    None
-}
-
-/// The decimal integer at the start of `s`.
-fn leading_int(s: &[u8]) -> Option<(i64, usize)> {
-    let len = s.iter().take_while(|b| b.is_ascii_digit()).count();
-    let text = std::str::from_utf8(s.get(..len)?).ok()?;
-    Some((text.parse().ok()?, len))
-}
-
 /// The PostgreSQL commit time (µs since the epoch) of a Debezium change
-/// event as the JSON converter wrote it (with or without its schema), or
-/// None for a snapshot read or anything else.
-///
-/// The envelope's `source` block comes after `before` and `after`, and a
-/// JSON string cannot hold an unescaped `"`, so the last `"source":{` is the
-/// envelope's whatever the row's columns hold.
-fn commit_time_us(value: &[u8]) -> Option<i64> {
-    let start = rfind(value, b"\"source\":{")?;
-    let source = &value[start..];
-    let ts_ms_at = find(source, b"\"ts_ms\":")? + b"\"ts_ms\":".len();
-    let (ts_ms, len) = leading_int(&source[ts_ms_at..])?;
-    let rest = &source[ts_ms_at + len..];
-    // Debezium's source block: ts_ms, then snapshot ("false" while streaming).
-    if !rest.starts_with(b",\"snapshot\":\"false\"") {
-        return None;
+/// event, or None for a snapshot read or anything else: the envelope's
+/// `source.ts_us` (Debezium 2.x), else `source.ts_ms`, when
+/// `source.snapshot` is "false".
+fn commit_time_us(schema: Option<&Schema>, value: &Value) -> Option<i64> {
+    let schema = schema?;
+    let (i, source_field) = schema.field("source")?;
+    let source = value.as_struct()?.get(i)?.as_struct()?;
+    let field = |name: &str| {
+        source_field
+            .schema
+            .field(name)
+            .and_then(|(j, _)| source.get(j))
+    };
+    // Streaming events carry "false", or null standing for the field's
+    // default ("false").
+    match field("snapshot")? {
+        Value::Null => {}
+        Value::String(s) if s == "false" => {}
+        _ => return None,
     }
-    // ts_us (Debezium 2.x) follows within the block, before schema and table.
-    let block_end = find(rest, b"\"schema\":").unwrap_or(rest.len());
-    let ts_us = find(&rest[..block_end], b"\"ts_us\":")
-        .and_then(|at| leading_int(&rest[at + b"\"ts_us\":".len()..]))
-        .map(|(us, _)| us);
-    Some(ts_us.unwrap_or(ts_ms.saturating_mul(1000)))
+    field("ts_us").and_then(Value::as_i64).or_else(|| {
+        field("ts_ms")
+            .and_then(Value::as_i64)
+            .map(|ms| ms.saturating_mul(1000))
+    })
 }
 
 impl NullSinkTask {
@@ -234,7 +202,7 @@ impl NullSinkTask {
 
 #[async_trait]
 impl SinkTask for NullSinkTask {
-    async fn put(&mut self, records: &[Record]) -> anyhow::Result<()> {
+    async fn put(&mut self, records: &[SinkRecord]) -> anyhow::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -244,13 +212,14 @@ impl SinkTask for NullSinkTask {
         for r in records {
             self.stats.records += 1;
             let measured = self.stats.records > self.warmup;
-            self.stats.bytes +=
-                (r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)) as u64;
             let Some(value) = &r.value else {
                 self.stats.tombstones += 1;
                 continue;
             };
-            if let Some(ts) = measured.then(|| commit_time_us(value)).flatten() {
+            if let Some(ts) = measured
+                .then(|| commit_time_us(r.value_schema.as_deref(), value))
+                .flatten()
+            {
                 match self.pending.last_mut() {
                     Some((last, n)) if *last == ts => *n += 1,
                     _ => self.pending.push((ts, 1)),
@@ -290,12 +259,11 @@ impl SinkTask for NullSinkTask {
             0.0
         };
         tracing::info!(
-            "null sink {} task {}: {} records ({} tombstones, {} bytes) put in {:.3} s from the first to the last put = {:.0} records/s, {} flushed; commit-to-flush latency {}",
+            "null sink {} task {}: {} records ({} tombstones) put in {:.3} s from the first to the last put = {:.0} records/s, {} flushed; commit-to-flush latency {}",
             self.connector,
             self.task_id,
             s.records,
             s.tombstones,
-            s.bytes,
             secs,
             rate,
             s.flushed_records,
@@ -308,92 +276,90 @@ impl SinkTask for NullSinkTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_core::debezium::{source_schema, source_value, SourceInfo};
+    use sluice_core::schema::{prim, SchemaBuilder, SchemaRef};
 
-    fn rec(offset: i64, value: Option<&str>) -> Record {
-        Record {
+    fn envelope() -> SchemaRef {
+        let row = SchemaBuilder::structure()
+            .name("p.s.t.Value")
+            .optional()
+            .field("id", prim::int64())
+            .build();
+        SchemaBuilder::structure()
+            .name("p.s.t.Envelope")
+            .field("before", row.clone())
+            .field("after", row)
+            .field("source", source_schema())
+            .field("op", prim::string())
+            .build()
+    }
+
+    fn event(snapshot: &str, ts_us: i64) -> Value {
+        let source = source_value(&SourceInfo {
+            name: "p",
+            ts_ms: ts_us / 1000,
+            ts_us,
+            ts_ns: ts_us * 1000,
+            snapshot,
+            db: "d",
+            sequence: Some("[null,\"1\"]"),
+            schema: "s",
+            table: "t",
+            tx_id: Some(1),
+            lsn: Some(2),
+            xmin: None,
+        });
+        Value::Struct(vec![
+            Value::Null,
+            Value::Struct(vec![Value::Int64(1)]),
+            source,
+            Value::String("c".into()),
+        ])
+    }
+
+    fn rec(offset: i64, value: Option<Value>) -> SinkRecord {
+        SinkRecord {
             topic: Arc::from("t"),
             partition: 0,
             offset,
             timestamp_ms: 0,
-            key: Some(b"{\"id\":1}".to_vec()),
-            value: value.map(|v| v.as_bytes().to_vec()),
+            key_schema: None,
+            key: None,
+            value_schema: value.as_ref().map(|_| envelope()),
+            value,
             headers: Vec::new(),
         }
     }
 
-    fn task(props: &[(&str, &str)]) -> Box<dyn SinkTask> {
+    fn task(props: &[(&str, &str)]) -> anyhow::Result<Box<dyn SinkTask>> {
         let props: Props = props
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let conv: Arc<dyn sluice_core::converter::Converter> =
             Arc::new(crate::converters::ByteArrayConverter);
-        plugin()
-            .create_sink_task(
-                &props,
-                SinkContext {
-                    connector: "n".into(),
-                    task_id: 0,
-                    key_converter: Arc::clone(&conv),
-                    value_converter: conv,
-                },
-            )
-            .expect("task")
-    }
-
-    fn event(snapshot: &str, ts_ms: i64, ts_us: Option<i64>, after: &str) -> String {
-        let ts_us = ts_us.map_or(String::new(), |us| {
-            format!(",\"ts_us\":{us},\"ts_ns\":null")
-        });
-        format!(
-            "{{\"schema\":{{\"type\":\"struct\",\"fields\":[{{\"field\":\"source\"}}]}},\"payload\":{{\"before\":null,\"after\":{after},\"source\":{{\"version\":\"2.7.0.Final\",\"connector\":\"postgresql\",\"name\":\"p\",\"ts_ms\":{ts_ms},\"snapshot\":\"{snapshot}\",\"db\":\"d\",\"sequence\":null{ts_us},\"schema\":\"s\",\"table\":\"t\",\"txId\":1,\"lsn\":2,\"xmin\":null}},\"transaction\":null,\"op\":\"c\",\"ts_ms\":99,\"ts_us\":99000}}}}"
+        plugin().create_sink_task(
+            &props,
+            SinkContext {
+                connector: "n".into(),
+                task_id: 0,
+                key_converter: Arc::clone(&conv),
+                value_converter: conv,
+                reporter: Default::default(),
+            },
         )
     }
 
     #[test]
-    fn finds_first_and_last_occurrences() {
-        assert_eq!(find(b"abcabc", b"bc"), Some(1));
-        assert_eq!(rfind(b"abcabc", b"bc"), Some(4));
-        assert_eq!(find(b"abcab", b"abc"), Some(0));
-        assert_eq!(rfind(b"abcab", b"abc"), Some(0));
-        assert_eq!(find(b"ab", b"abc"), None);
-        assert_eq!(rfind(b"", b"a"), None);
-        assert_eq!(find(b"aaa", b""), None);
-    }
-
-    #[test]
     fn commit_time_comes_from_the_envelope_source_block() {
-        // A column holding a struct named source, with its own ts fields,
-        // does not fool it.
-        let after = "{\"source\":{\"ts_ms\":5,\"snapshot\":\"false\",\"ts_us\":5000},\"note\":\"\\\"source\\\":{\"}";
-        assert_eq!(
-            commit_time_us(
-                event(
-                    "false",
-                    1_700_000_000_123,
-                    Some(1_700_000_000_123_456),
-                    after
-                )
-                .as_bytes()
-            ),
-            Some(1_700_000_000_123_456)
-        );
-        // Without ts_us (older event layouts): ts_ms in µs.
-        assert_eq!(
-            commit_time_us(event("false", 1_700_000_000_123, None, "null").as_bytes()),
-            Some(1_700_000_000_123_000)
-        );
-        // Snapshot reads and non-envelopes have no commit time.
-        assert_eq!(
-            commit_time_us(event("true", 1, Some(1000), "null").as_bytes()),
-            None
-        );
-        assert_eq!(
-            commit_time_us(event("last", 1, Some(1000), "null").as_bytes()),
-            None
-        );
-        assert_eq!(commit_time_us(b"{\"a\":1}"), None);
-        assert_eq!(commit_time_us(b"\"source\":{\"ts_ms\":x"), None);
+        let schema = envelope();
+        let t = 1_700_000_000_123_456;
+        assert_eq!(commit_time_us(Some(&schema), &event("false", t)), Some(t));
+        // Snapshot reads, schemaless values and non-envelopes have none.
+        assert_eq!(commit_time_us(Some(&schema), &event("true", t)), None);
+        assert_eq!(commit_time_us(Some(&schema), &event("last", t)), None);
+        assert_eq!(commit_time_us(None, &event("false", t)), None);
+        assert_eq!(commit_time_us(Some(&prim::int64()), &Value::Int64(1)), None);
     }
 
     #[tokio::test]
@@ -401,18 +367,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("stats.json");
         let shown = path.display().to_string();
-        let mut t = task(&[("sluice.null.stats.file", &shown)]);
+        let mut t = task(&[("sluice.null.stats.file", &shown)]).expect("task");
         // An empty flush writes nothing.
         t.flush().await.expect("flush");
         assert!(!path.exists());
         let commit = now_us() - 2_000_000;
-        let change = event("false", commit / 1000, Some(commit), "{\"id\":1}");
-        let read = event("true", commit / 1000, Some(commit), "{\"id\":2}");
         t.put(&[
-            rec(0, Some(&change)),
-            rec(1, Some(&change)),
+            rec(0, Some(event("false", commit))),
+            rec(1, Some(event("false", commit))),
             rec(2, None),
-            rec(3, Some(&read)),
+            rec(3, Some(event("true", commit))),
         ])
         .await
         .expect("put");
@@ -422,8 +386,6 @@ mod tests {
         assert_eq!(stats["records"], 4);
         assert_eq!(stats["flushed_records"], 4);
         assert_eq!(stats["tombstones"], 1);
-        let bytes = 4 * 8 + 2 * change.len() + read.len();
-        assert_eq!(stats["bytes"], bytes);
         assert!(
             stats["first_put_us"].as_i64().expect("first")
                 <= stats["last_flush_us"].as_i64().expect("last")
@@ -432,7 +394,7 @@ mod tests {
         assert_eq!(stats["latency"]["count"], 2);
         let p50 = stats["latency"]["p50_ms"].as_f64().expect("p50");
         assert!(p50 >= 2000.0, "latency {p50} ms below the 2 s since commit");
-        t.put(&[rec(4, Some("not json"))]).await.expect("put");
+        t.put(&[rec(4, Some(Value::Int64(7)))]).await.expect("put");
         t.stop().await.expect("stop");
         let stats: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).expect("stats")).expect("json");
@@ -450,12 +412,16 @@ mod tests {
         let mut t = task(&[
             ("sluice.null.stats.file", &shown),
             ("sluice.null.latency.warmup.records", "2"),
-        ]);
+        ])
+        .expect("task");
         let commit = now_us();
-        let change = event("false", commit / 1000, Some(commit), "{\"id\":1}");
-        t.put(&[rec(0, Some(&change)), rec(1, None), rec(2, Some(&change))])
-            .await
-            .expect("put");
+        t.put(&[
+            rec(0, Some(event("false", commit))),
+            rec(1, None),
+            rec(2, Some(event("false", commit))),
+        ])
+        .await
+        .expect("put");
         t.flush().await.expect("flush");
         let stats: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).expect("stats")).expect("json");
@@ -467,29 +433,17 @@ mod tests {
         let mut t = task(&[
             ("sluice.null.stats.file", &shown),
             ("sluice.null.latency.enable", "false"),
-        ]);
-        t.put(&[rec(0, Some(&change))]).await.expect("put");
+        ])
+        .expect("task");
+        t.put(&[rec(0, Some(event("false", commit)))])
+            .await
+            .expect("put");
         t.flush().await.expect("flush");
         let stats: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).expect("stats")).expect("json");
         assert_eq!(stats["records"], 1);
         assert_eq!(stats["latency"], serde_json::Value::Null);
-        let props: Props = [("sluice.null.latency.warmup.records", "x")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let conv: Arc<dyn sluice_core::converter::Converter> =
-            Arc::new(crate::converters::ByteArrayConverter);
-        let err = plugin()
-            .create_sink_task(
-                &props,
-                SinkContext {
-                    connector: "n".into(),
-                    task_id: 0,
-                    key_converter: Arc::clone(&conv),
-                    value_converter: conv,
-                },
-            )
+        let err = task(&[("sluice.null.latency.warmup.records", "x")])
             .err()
             .expect("a bad warm-up count is refused");
         assert!(

@@ -9,11 +9,44 @@ use sluice_core::config::{ConfigError, ConfigErrors, Props};
 /// The converter Kafka Connect workers use when none is configured.
 pub const DEFAULT_CONVERTER: &str = "org.apache.kafka.connect.json.JsonConverter";
 
-/// Where an in-process topic's records wait for a sink task: bounded by count
-/// and by bytes so a slow sink slows the sources instead of growing memory.
-pub const DEFAULT_QUEUE_MAX_RECORDS: usize = 8192;
-/// See [`DEFAULT_QUEUE_MAX_RECORDS`].
-pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// The file a standalone worker remembers its connectors in: next to its
+/// offset file and named after it (`<offsets stem>.connectors.json`), unless
+/// `config.storage.file.filename` says otherwise; this name without an
+/// offset file.
+pub const DEFAULT_CONNECTORS_FILE: &str = "sluice.connectors.json";
+/// The in-process transport's log directory: next to the offset file and
+/// named after it (`<offsets stem>-log`), unless `local.log.dir` says
+/// otherwise; this name without an offset file.
+pub const DEFAULT_LOCAL_LOG_DIR: &str = "sluice-log";
+
+/// The in-process transport's local log (worker keys `local.log.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalLogSettings {
+    /// `local.log.dir`.
+    pub dir: PathBuf,
+    /// `local.log.segment.bytes` (default 64 MiB).
+    pub segment_bytes: u64,
+    /// `local.log.retention.ms` (default one day; -1: no limit).
+    pub retention: Option<Duration>,
+    /// `local.log.retention.bytes` per topic partition (default 4 GiB; -1:
+    /// no limit).
+    pub retention_bytes: Option<u64>,
+    /// `local.log.max.bytes`: the whole log's limit (default none).
+    pub max_bytes: Option<u64>,
+}
+
+impl LocalLogSettings {
+    /// The log's configuration.
+    pub fn log_config(&self) -> sluice_log::LogConfig {
+        sluice_log::LogConfig {
+            dir: self.dir.clone(),
+            segment_bytes: self.segment_bytes,
+            retention: self.retention,
+            retention_bytes: self.retention_bytes,
+            max_bytes: self.max_bytes,
+        }
+    }
+}
 
 /// A converter class and its own properties (prefix removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,10 +89,12 @@ pub struct WorkerConfig {
     pub offset_flush_timeout: Duration,
     /// `task.shutdown.graceful.timeout.ms`.
     pub task_shutdown_timeout: Duration,
-    /// `sluice.queue.max.records`: per sink task queue bound.
-    pub queue_max_records: usize,
-    /// `sluice.queue.max.bytes`: per sink task queue bound.
-    pub queue_max_bytes: usize,
+    /// Standalone mode: `config.storage.file.filename`, where connectors
+    /// created over the REST API are remembered (next to the offset file
+    /// by default).
+    pub connectors_file: Option<PathBuf>,
+    /// The in-process transport's log (used without `bootstrap.servers`).
+    pub local_log: LocalLogSettings,
     /// `key.converter` and its options.
     pub key_converter: ConverterSpec,
     /// `value.converter` and its options.
@@ -237,10 +272,17 @@ const KNOWN: &[&str] = &[
     "rest.advertised.port",
     "rest.advertised.listener",
     "sluice.rest.show.secrets",
+    "sluice.rest.enabled",
     "rest.basic.auth.user",
     "rest.basic.auth.password",
     "sluice.queue.max.records",
     "sluice.queue.max.bytes",
+    "config.storage.file.filename",
+    "local.log.dir",
+    "local.log.segment.bytes",
+    "local.log.retention.ms",
+    "local.log.retention.bytes",
+    "local.log.max.bytes",
     // Distributed mode.
     "group.id",
     "config.storage.topic",
@@ -298,20 +340,56 @@ fn non_negative_ms(
     }
 }
 
-fn positive(props: &Props, key: &str, default: usize, errors: &mut Vec<ConfigError>) -> usize {
-    match props.get(key) {
+/// A byte count or duration with -1 meaning "no limit": None.
+fn limit(
+    props: &Props,
+    key: &str,
+    default: Option<u64>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<u64> {
+    match props.get(key).map(|v| v.trim()) {
         None => default,
-        Some(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => n,
+        Some("-1") => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n > 0 => Some(n),
             _ => {
                 errors.push(ConfigError::new(
                     key,
                     Some(v),
-                    "Expected a positive integer",
+                    "Expected a positive integer, or -1 for no limit",
                 ));
                 default
             }
         },
+    }
+}
+
+/// A path next to the offset file, named after it (`<dir>/<stem><suffix>`),
+/// so that workers with offset files of their own in one directory do not
+/// share it; `default` when there is no offset file.
+fn beside(offset_file: Option<&PathBuf>, suffix: &str, default: &str) -> PathBuf {
+    let Some(f) = offset_file else {
+        return PathBuf::from(default);
+    };
+    let stem = f
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sluice".into());
+    let name = format!("{stem}{suffix}");
+    match f.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(name),
+        _ => PathBuf::from(name),
+    }
+}
+
+fn path_key(props: &Props, key: &str, errors: &mut Vec<ConfigError>) -> Option<PathBuf> {
+    match props.get(key) {
+        Some(v) if v.trim().is_empty() => {
+            errors.push(ConfigError::new(key, Some(v), "Must not be empty"));
+            None
+        }
+        Some(v) => Some(PathBuf::from(v.trim())),
+        None => None,
     }
 }
 
@@ -362,18 +440,48 @@ impl WorkerConfig {
             5_000,
             &mut errors,
         );
-        let queue_max_records = positive(
-            props,
-            "sluice.queue.max.records",
-            DEFAULT_QUEUE_MAX_RECORDS,
-            &mut errors,
-        );
-        let queue_max_bytes = positive(
-            props,
-            "sluice.queue.max.bytes",
-            DEFAULT_QUEUE_MAX_BYTES,
-            &mut errors,
-        );
+        for key in ["sluice.queue.max.records", "sluice.queue.max.bytes"] {
+            if props.contains_key(key) {
+                warnings.push(format!(
+                    "worker configuration '{key}' has no effect: records wait in the local log (local.log.*) or in Kafka"
+                ));
+            }
+        }
+        let connectors_file =
+            path_key(props, "config.storage.file.filename", &mut errors).or_else(|| {
+                offset_file.as_ref().map(|_| {
+                    beside(
+                        offset_file.as_ref(),
+                        ".connectors.json",
+                        DEFAULT_CONNECTORS_FILE,
+                    )
+                })
+            });
+        let local_log = LocalLogSettings {
+            dir: path_key(props, "local.log.dir", &mut errors)
+                .unwrap_or_else(|| beside(offset_file.as_ref(), "-log", DEFAULT_LOCAL_LOG_DIR)),
+            segment_bytes: limit(
+                props,
+                "local.log.segment.bytes",
+                Some(64 << 20),
+                &mut errors,
+            )
+            .unwrap_or(64 << 20),
+            retention: limit(
+                props,
+                "local.log.retention.ms",
+                Some(86_400_000),
+                &mut errors,
+            )
+            .map(Duration::from_millis),
+            retention_bytes: limit(
+                props,
+                "local.log.retention.bytes",
+                Some(4 << 30),
+                &mut errors,
+            ),
+            max_bytes: limit(props, "local.log.max.bytes", None, &mut errors),
+        };
         // Without a class the converter is the default, still configured by
         // the prefixed options (e.g. `value.converter.schemas.enable`).
         let converter = |prefix: &str| {
@@ -409,8 +517,8 @@ impl WorkerConfig {
                 offset_flush_interval,
                 offset_flush_timeout,
                 task_shutdown_timeout,
-                queue_max_records,
-                queue_max_bytes,
+                connectors_file,
+                local_log,
                 key_converter,
                 value_converter,
                 kafka,
@@ -435,7 +543,11 @@ mod tests {
         assert_eq!(w.key_converter.class, DEFAULT_CONVERTER);
         assert_eq!(w.value_converter.class, DEFAULT_CONVERTER);
         assert!(w.offset_file.is_none());
-        assert_eq!(w.queue_max_records, DEFAULT_QUEUE_MAX_RECORDS);
+        assert_eq!(
+            w.local_log.dir,
+            std::path::PathBuf::from(DEFAULT_LOCAL_LOG_DIR)
+        );
+        assert_eq!(w.connectors_file, None);
     }
 
     #[test]
@@ -467,13 +579,13 @@ mod tests {
     fn errors_name_keys_and_unknown_keys_warn() {
         let err = WorkerConfig::from_props(&props(&[
             ("offset.flush.interval.ms", "soon"),
-            ("sluice.queue.max.records", "0"),
+            ("local.log.max.bytes", "0"),
         ]))
         .expect_err("invalid")
         .to_string();
         assert!(err.contains("2 configuration errors"), "{err}");
         assert!(err.contains("'offset.flush.interval.ms'"), "{err}");
-        assert!(err.contains("'sluice.queue.max.records'"), "{err}");
+        assert!(err.contains("'local.log.max.bytes'"), "{err}");
         let (_, warnings) = WorkerConfig::from_props(&props(&[
             ("plugin.path", "/opt/plugins"),
             ("group.idd", "x"),

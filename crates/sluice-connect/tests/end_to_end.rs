@@ -205,8 +205,7 @@ fn setup(count: i64, fail: bool) -> Setup {
              offset.storage.file.filename={}\n\
              offset.flush.interval.ms=20\n\
              key.converter=org.apache.kafka.connect.converters.ByteArrayConverter\n\
-             value.converter=org.apache.kafka.connect.converters.ByteArrayConverter\n\
-             sluice.queue.max.records=16\n",
+             value.converter=org.apache.kafka.connect.converters.ByteArrayConverter\n",
             offsets.display()
         ),
     )
@@ -272,7 +271,7 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_flow_in_order_and_offsets_commit_after_the_file() {
+async fn records_flow_in_order_and_offsets_commit_after_the_log() {
     const COUNT: i64 = 500;
     let s = setup(COUNT, false);
     let worker = Worker::new(&s.registry, &s.worker_props, &s.connectors).expect("valid config");
@@ -289,6 +288,11 @@ async fn records_flow_in_order_and_offsets_commit_after_the_file() {
     };
     until("both tasks' last offsets to be committed", || {
         last_committed(0) && last_committed(1)
+    })
+    .await;
+    let out_path = s.out.clone();
+    until("the sink to write every record", || {
+        lines(&out_path).len() as i64 >= 2 * COUNT
     })
     .await;
     shutdown.cancel();
@@ -378,31 +382,75 @@ async fn records_flow_in_order_and_offsets_commit_after_the_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_task_stops_the_worker_after_committing_what_was_delivered() {
+async fn a_failing_task_is_failed_in_its_status_while_the_rest_runs_on() {
     const COUNT: i64 = 40;
     let s = setup(COUNT, true);
+    let mut worker =
+        Worker::new(&s.registry, &s.worker_props, &s.connectors).expect("valid config");
+    // A worker with a REST listener would be told so: it keeps running.
+    worker.set_exit_when_nothing_runs(false);
+    let handle = worker.handle();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(worker.run(shutdown.clone()));
+    // The failed task's records were already handed over: the sink writes
+    // them and their offsets are committed.
+    let out_path = s.out.clone();
+    until("the sink to write the failed source's records", || {
+        lines(&out_path).len() as i64 >= 2 * COUNT
+    })
+    .await;
+    let status = loop {
+        let st = handle.status("numbers").await.expect("status");
+        if st.tasks.iter().all(|t| t.state.state == "FAILED") {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for t in &status.tasks {
+        let trace = t.state.trace.as_deref().unwrap_or_default();
+        assert!(
+            trace.contains("source connector 'numbers' task") && trace.contains("on purpose"),
+            "{trace}"
+        );
+    }
+    let sink = handle.status("numbers-file").await.expect("sink status");
+    assert!(
+        sink.tasks.iter().all(|t| t.state.state == "RUNNING"),
+        "the healthy sink keeps running: {sink:?}"
+    );
+    let offsets = s.offsets.clone();
+    until("the delivered offsets to be committed", || {
+        std::fs::read_to_string(&offsets)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Json>(&t).ok())
+            .and_then(|d| {
+                d.as_object()
+                    .map(|o| o.len() == 2 && o.values().all(|v| v == &json!({"n": COUNT - 1})))
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    shutdown.cancel();
+    run.await.expect("worker task").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_nobody_can_reach_stops_once_every_task_failed() {
+    const COUNT: i64 = 5;
+    let mut s = setup(COUNT, true);
+    // Only the failing source.
+    s.connectors.truncate(1);
     let worker = Worker::new(&s.registry, &s.worker_props, &s.connectors).expect("valid config");
-    let err = worker
-        .run(CancellationToken::new())
-        .await
-        .expect_err("a task failed");
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        worker.run(CancellationToken::new()),
+    )
+    .await
+    .expect("stops by itself")
+    .expect_err("a task failed");
     let text = err.to_string();
     assert!(matches!(err, WorkerError::TaskFailed(_)), "{text}");
-    assert!(
-        text.contains("source connector 'numbers' task") && text.contains("on purpose"),
-        "{text}"
-    );
-    // The failed task's records were already handed over: they drained into
-    // the sink, were flushed and their offsets committed.
-    let doc: Json =
-        serde_json::from_str(&std::fs::read_to_string(&s.offsets).expect("offset file"))
-            .expect("offset JSON");
-    let committed: Vec<&Json> = doc.as_object().expect("object").values().collect();
-    assert!(!committed.is_empty());
-    for v in committed {
-        assert_eq!(v, &json!({"n": COUNT - 1}));
-    }
-    assert!(lines(&s.out).len() as i64 >= COUNT);
+    assert!(text.contains("on purpose"), "{text}");
 }
 
 #[test]

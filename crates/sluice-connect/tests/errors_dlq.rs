@@ -655,6 +655,10 @@ async fn a_source_record_failing_a_transform_is_skipped_and_its_offset_committed
         .await
         .expect("offset 4 committed")
         .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while written(&out).len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(written(&out), vec![0, 1, 3], "the good records, tagged");
     let stored: Json = serde_json::from_str(&std::fs::read_to_string(&offsets).unwrap()).unwrap();
     let text = stored.to_string();
@@ -673,14 +677,22 @@ async fn a_source_record_failing_a_transform_is_skipped_and_its_offset_committed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_record_failing_a_transform_fails_the_task_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let (worker, committed, out, _) = poison_pipeline(dir.path(), "none");
-    let run = tokio::spawn(worker.run(CancellationToken::new()));
-    let err = tokio::time::timeout(WAIT, run)
-        .await
-        .expect("the task fails")
-        .unwrap()
-        .expect_err("the poison record fails the task")
-        .to_string();
+    let (mut worker, committed, out, _) = poison_pipeline(dir.path(), "none");
+    worker.set_exit_when_nothing_runs(false);
+    let handle = worker.handle();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(worker.run(shutdown.clone()));
+    let err = tokio::time::timeout(WAIT, async {
+        loop {
+            let st = handle.status("poison-source-none").await.expect("status");
+            if let Some(t) = st.tasks.iter().find(|t| t.state.state == "FAILED") {
+                return t.state.trace.clone().unwrap_or_default();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the poison record fails the task");
     eprintln!("{err}");
     for part in [
         "source connector 'poison-source-none' task 0",
@@ -694,4 +706,10 @@ async fn a_source_record_failing_a_transform_fails_the_task_by_default() {
     // The whole batch failed before any of it was dispatched.
     assert!(written(&out).is_empty());
     assert!(committed.borrow().is_none_or(|n| n < 2));
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("stops")
+        .unwrap()
+        .expect("the worker stops cleanly");
 }

@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use sluice_connect::delivery::DeliveryTracker;
-use sluice_connect::kafka_transport::{
-    KafkaClients, KafkaSourceOutput, TopicCreation, TransactionBoundary, TxnSettings, PRODUCER,
-};
 use sluice_connect::murmur2::{murmur2, to_positive};
 use sluice_connect::sluice_kafka::{
     Admin, CommitOffsets, Consumer, ConsumerEvent, ConsumerOptions, KafkaConfig, Subscription,
     COMPACTED,
 };
+use sluice_connect::transport::kafka::{
+    KafkaClients, KafkaSourceOutput, TopicCreation, TransactionBoundary, TxnSettings,
+};
+use sluice_connect::transport::{OutRecord, Outgoing, SourceOutput};
 use sluice_core::record::{Record, SourceOffset};
 use sluice_testkit::tansu::Tansu;
 use tokio::sync::oneshot;
@@ -40,6 +41,19 @@ fn offset(server: &str, lsn: u64) -> Arc<SourceOffset> {
         partition: object(json!({ "server": server })),
         offset: object(json!({ "lsn": lsn, "txId": lsn / 2 })),
     })
+}
+
+/// Sends one record with its source offset through `out`.
+async fn send(
+    out: &KafkaSourceOutput,
+    record: Record,
+    offset: Option<Arc<SourceOffset>>,
+) -> anyhow::Result<()> {
+    out.send(vec![Outgoing {
+        record: Some(OutRecord::Serialized(record)),
+        offset,
+    }])
+    .await
 }
 
 fn record(topic: &str, i: u64) -> Record {
@@ -170,8 +184,8 @@ fn expected_offset(key: &str, value: &str) -> (String, (i32, String)) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_and_their_offsets_are_committed_together_and_acknowledged_after() {
     let (_broker, clients) = start().await;
-    let tracker = Arc::new(DeliveryTracker::new(PRODUCER + 1));
-    let (out, committer) = KafkaSourceOutput::new_transactional(
+    let tracker = Arc::new(DeliveryTracker::new());
+    let out = KafkaSourceOutput::new_transactional(
         &clients,
         creation(),
         Arc::clone(&tracker),
@@ -186,7 +200,7 @@ async fn records_and_their_offsets_are_committed_together_and_acknowledged_after
     // transaction stays open.
     for i in 1..=9u64 {
         let server = if i % 3 == 0 { "b" } else { "a" };
-        out.send(&tracker, record("orders", i), Some(&offset(server, i)))
+        send(&out, record("orders", i), Some(offset(server, i)))
             .await
             .expect("send");
     }
@@ -201,7 +215,7 @@ async fn records_and_their_offsets_are_committed_together_and_acknowledged_after
     assert!(tracker.take_committable().is_empty());
 
     // The tenth ends the transaction.
-    out.send(&tracker, record("orders", 10), Some(&offset("a", 10)))
+    send(&out, record("orders", 10), Some(offset("a", 10)))
         .await
         .expect("send");
     wait_delivered(&tracker, 10, Duration::from_secs(60)).await;
@@ -229,18 +243,19 @@ async fn records_and_their_offsets_are_committed_together_and_acknowledged_after
 
     // A second transaction: records and an offset-only marker, committed
     // when the output is dropped.
-    out.send(&tracker, record("orders", 11), Some(&offset("b", 11)))
+    send(&out, record("orders", 11), Some(offset("b", 11)))
         .await
         .expect("send");
-    out.send_offset(&tracker, Some(&offset("a", 12)))
-        .await
-        .expect("offset-only marker");
+    out.send(vec![Outgoing {
+        record: None,
+        offset: Some(offset("a", 12)),
+    }])
+    .await
+    .expect("offset-only marker");
     assert_eq!(tracker.delivered_up_to(), 10);
-    drop(out);
-    tokio::time::timeout(Duration::from_secs(60), committer)
+    tokio::time::timeout(Duration::from_secs(60), out.close(Duration::from_secs(60)))
         .await
-        .expect("the committer ends after the output is dropped")
-        .expect("committer");
+        .expect("closing commits what is pending");
     assert_eq!(tracker.delivered_up_to(), 12);
     let got = read_until(&mut committed, Duration::from_secs(60), |rs| {
         !data_records(rs, "orders").is_empty() && offset_records(rs).len() >= 2
@@ -263,26 +278,26 @@ async fn records_and_their_offsets_are_committed_together_and_acknowledged_after
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_taken_over_by_another_worker_fails_as_fenced() {
     let (_broker, clients) = start().await;
-    let tracker = Arc::new(DeliveryTracker::new(PRODUCER + 1));
+    let tracker = Arc::new(DeliveryTracker::new());
     let (told_tx, told) = oneshot::channel();
-    let (old, old_committer) = KafkaSourceOutput::new_transactional(
+    let old = KafkaSourceOutput::new_transactional(
         &clients,
         creation(),
         Arc::clone(&tracker),
-        Box::new(move |e| {
-            let _ = told_tx.send(e);
+        Box::new(move |e: anyhow::Error| {
+            let _ = told_tx.send(e.to_string());
         }),
         settings(1000),
     )
     .await
     .expect("first output");
-    old.send(&tracker, record("orders", 1), Some(&offset("a", 1)))
+    send(&old, record("orders", 1), Some(offset("a", 1)))
         .await
         .expect("send");
 
     // Another worker starts the same task: same transactional.id.
-    let new_tracker = Arc::new(DeliveryTracker::new(PRODUCER + 1));
-    let (new, new_committer) = KafkaSourceOutput::new_transactional(
+    let new_tracker = Arc::new(DeliveryTracker::new());
+    let new = KafkaSourceOutput::new_transactional(
         &clients,
         creation(),
         Arc::clone(&new_tracker),
@@ -296,10 +311,9 @@ async fn a_task_taken_over_by_another_worker_fails_as_fenced() {
     // broker refuses to add it: fenced). tansu 0.6.0 drops the connection
     // on a fenced EndTxn instead of answering it, so the commit alone would
     // only time out there; with Kafka the commit alone fails as fenced.
-    let _ = old
-        .send(&tracker, record("customers", 2), Some(&offset("a", 2)))
-        .await;
-    drop(old);
+    let _ = send(&old, record("customers", 2), Some(offset("a", 2))).await;
+    // Closing commits what is pending: the commit fails as fenced.
+    let closing = tokio::spawn(async move { old.close(Duration::from_secs(60)).await });
     let failure = tokio::time::timeout(Duration::from_secs(90), told)
         .await
         .expect("told in time")
@@ -310,10 +324,10 @@ async fn a_task_taken_over_by_another_worker_fails_as_fenced() {
         "{failure}"
     );
     assert!(failure.contains("'sluice-test-pg-0'"), "{failure}");
-    tokio::time::timeout(Duration::from_secs(30), old_committer)
+    tokio::time::timeout(Duration::from_secs(30), closing)
         .await
-        .expect("the old committer ends")
-        .expect("old committer");
+        .expect("the old output closes")
+        .expect("closing");
     assert_eq!(
         tracker.delivered_up_to(),
         0,
@@ -321,14 +335,12 @@ async fn a_task_taken_over_by_another_worker_fails_as_fenced() {
     );
 
     // The new owner commits normally.
-    new.send(&new_tracker, record("orders", 3), Some(&offset("a", 3)))
+    send(&new, record("orders", 3), Some(offset("a", 3)))
         .await
         .expect("send");
-    drop(new);
-    tokio::time::timeout(Duration::from_secs(60), new_committer)
+    tokio::time::timeout(Duration::from_secs(60), new.close(Duration::from_secs(60)))
         .await
-        .expect("the new committer ends")
-        .expect("new committer");
+        .expect("the new output closes");
     assert_eq!(new_tracker.delivered_up_to(), 1);
     let mut committed = reader(&clients.config, &["orders", OFFSETS_TOPIC]).await;
     let got = read_until(&mut committed, Duration::from_secs(60), |rs| {
@@ -364,21 +376,21 @@ async fn a_transaction_that_cannot_commit_is_aborted_and_fails_the_task() {
             .expect("override");
     }
     let clients = KafkaClients::connect(cfg).await.expect("Kafka clients");
-    let tracker = Arc::new(DeliveryTracker::new(PRODUCER + 1));
+    let tracker = Arc::new(DeliveryTracker::new());
     let (told_tx, told) = oneshot::channel();
-    let (out, committer) = KafkaSourceOutput::new_transactional(
+    let out = KafkaSourceOutput::new_transactional(
         &clients,
         creation(),
         Arc::clone(&tracker),
-        Box::new(move |e| {
-            let _ = told_tx.send(e);
+        Box::new(move |e: anyhow::Error| {
+            let _ = told_tx.send(e.to_string());
         }),
         settings(3),
     )
     .await
     .expect("transactional output");
     for i in 1..=3u64 {
-        out.send(&tracker, record("orders", i), Some(&offset("a", i)))
+        send(&out, record("orders", i), Some(offset("a", i)))
             .await
             .expect("send");
     }
@@ -401,15 +413,12 @@ async fn a_transaction_that_cannot_commit_is_aborted_and_fails_the_task() {
         "nothing of the aborted transaction counts"
     );
     // The task's next send reports the failure.
-    let again = out
-        .send(&tracker, record("orders", 4), Some(&offset("a", 4)))
+    let again = send(&out, record("orders", 4), Some(offset("a", 4)))
         .await
         .expect_err("send after the failure");
     assert_eq!(again.to_string(), failure);
-    drop(out);
-    tokio::time::timeout(Duration::from_secs(30), committer)
+    tokio::time::timeout(Duration::from_secs(30), out.close(Duration::from_secs(10)))
         .await
-        .expect("the committer ends")
-        .expect("committer");
+        .expect("the output closes");
     assert_eq!(tracker.delivered_up_to(), 0);
 }

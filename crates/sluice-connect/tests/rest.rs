@@ -161,7 +161,6 @@ async fn start(extra: &[(&str, &str)]) -> Running {
             "value.converter",
             "org.apache.kafka.connect.converters.ByteArrayConverter".to_string(),
         ),
-        ("sluice.queue.max.records", "16".to_string()),
         ("listeners", "http://127.0.0.1:0".to_string()),
     ]
     .into_iter()
@@ -175,7 +174,7 @@ async fn start(extra: &[(&str, &str)]) -> Running {
         Arc::new(TickSource),
     ]);
     let mut worker = Worker::new(&registry, &props, &[]).expect("valid worker");
-    worker.set_stop_on_task_failure(false);
+    worker.set_exit_when_nothing_runs(false);
     let server = RestServer::bind(RestConfig::from_props(&props).expect("REST config"))
         .await
         .expect("bind");

@@ -183,6 +183,39 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// Levenshtein distance between two strings (by chars).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// The candidates closest to `word` by [`edit_distance`], nearest first,
+/// at most `max_distance` away.
+pub fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    max_distance: usize,
+) -> Vec<&'a str> {
+    let mut scored: Vec<(usize, &str)> = candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= max_distance)
+        .collect();
+    scored.sort();
+    scored.dedup_by(|a, b| a.1 == b.1);
+    scored.into_iter().map(|(_, c)| c).collect()
+}
+
 /// Splits a Kafka-style comma-separated list, trimming items and dropping
 /// empty ones.
 pub fn split_list(v: &str) -> Vec<String> {
@@ -397,6 +430,21 @@ mod tests {
     }
 
     use crate::config::props_from as props;
+
+    #[test]
+    fn closest_words_by_edit_distance() {
+        assert_eq!(edit_distance("table.include.lst", "table.include.list"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(
+            closest(
+                "table.include.lst",
+                ["table.include.list", "table.exclude.list", "topic.prefix"],
+                2
+            ),
+            vec!["table.include.list"]
+        );
+        assert!(closest("wholly.other", ["table.include.list"], 2).is_empty());
+    }
 
     #[test]
     fn aliases_defaults_and_unknown() {

@@ -1,6 +1,8 @@
 //! The roles a connector plays, as small traits: a source task pushes
 //! [`SourceRecord`]s into the worker and learns which offsets became durable;
-//! a sink task takes serialized [`Record`]s and makes them durable on flush.
+//! a sink task takes structured [`SinkRecord`]s and makes them durable on
+//! flush; a [`ConnectorPlugin`] validates configs (also against the external
+//! system) and makes tasks.
 
 use std::sync::Arc;
 
@@ -9,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::converter::Converter;
-use crate::record::{Record, SourceOffset, SourceRecord};
+use crate::record::{SinkRecord, SourceOffset, SourceRecord};
 
 /// Where a source task sends its records. Sending waits when the transport
 /// is full (back-pressure).
@@ -19,13 +21,51 @@ pub trait RecordSender: Send + Sync {
     async fn send(&self, records: Vec<SourceRecord>) -> anyhow::Result<()>;
 }
 
-/// Reads offsets the worker has stored for a source partition.
+/// Reads offsets the worker has stored for a source partition. The worker
+/// starts a source task only after it read its offset store completely, so
+/// `None` means "nothing stored", never "not read yet".
 pub trait OffsetReader: Send + Sync {
     /// The stored offset for `partition`, if any.
     fn read(
         &self,
         partition: &serde_json::Map<String, serde_json::Value>,
     ) -> Option<serde_json::Map<String, serde_json::Value>>;
+}
+
+/// Stores a source offset at once, outside the delivery of records, for a
+/// task that must remember something before it acts on the external system
+/// (e.g. that it is about to create a replication slot of its own). Only
+/// for use before the task sends records: an offset stored this way must
+/// not run ahead of records still in flight.
+#[async_trait]
+pub trait OffsetWriter: Send + Sync {
+    /// Stores `offset`; durable once this returns Ok.
+    async fn store_now(&self, offset: &SourceOffset) -> anyhow::Result<()>;
+}
+
+/// What a running task tells the worker about itself besides its records.
+#[derive(Debug, Clone, Default)]
+pub struct TaskReporter {
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TaskReporter {
+    /// A reporter nobody reads (tests, tools).
+    pub fn new() -> Self {
+        TaskReporter::default()
+    }
+    /// The task is connected and working: a retry budget spent on an
+    /// earlier outage is given back.
+    pub fn healthy(&self) {
+        self.healthy
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// Whether [`TaskReporter::healthy`] was called since the last
+    /// [`TaskReporter::take_healthy`]; clears it.
+    pub fn take_healthy(&self) -> bool {
+        self.healthy
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// What a running source task is given.
@@ -38,6 +78,10 @@ pub struct SourceContext {
     pub sender: Arc<dyn RecordSender>,
     /// Stored offsets at start.
     pub offsets: Arc<dyn OffsetReader>,
+    /// Stores an offset at once (see [`OffsetWriter`]).
+    pub offset_writer: Arc<dyn OffsetWriter>,
+    /// Tells the worker the task is healthy.
+    pub reporter: TaskReporter,
     /// The latest offset the worker has durably committed (after every record
     /// up to it was accepted downstream). The task may then release the
     /// corresponding source resources (e.g. confirm an LSN).
@@ -60,10 +104,14 @@ pub struct SinkContext {
     pub connector: String,
     /// Task number.
     pub task_id: u32,
-    /// Key converter (to read record keys).
+    /// The connector's key converter, for a sink that writes keys as bytes
+    /// (records arrive already read).
     pub key_converter: Arc<dyn Converter>,
-    /// Value converter (to read record values).
+    /// The connector's value converter, for a sink that writes values as
+    /// bytes.
     pub value_converter: Arc<dyn Converter>,
+    /// Tells the worker the task is healthy.
+    pub reporter: TaskReporter,
 }
 
 /// The offset of the last durable record of a topic partition, as a sink
@@ -83,7 +131,9 @@ pub struct PartitionOffset {
 #[async_trait]
 pub trait SinkTask: Send {
     /// Takes records, in order per partition. They need not be durable yet.
-    async fn put(&mut self, records: &[Record]) -> anyhow::Result<()>;
+    /// A failure's [kind](crate::error::ErrorKind) says whether retrying
+    /// the same records may succeed.
+    async fn put(&mut self, records: &[SinkRecord]) -> anyhow::Result<()>;
     /// Makes everything `put` so far durable; the worker acknowledges those
     /// records only after this returns Ok.
     async fn flush(&mut self) -> anyhow::Result<()>;
@@ -121,8 +171,31 @@ pub enum ConnectorKind {
     Sink,
 }
 
+/// How the worker retries a task that failed with a
+/// [transient](crate::error::ErrorKind::Transient) error: it restarts it
+/// after a backoff (doubling from one second up to `max_backoff`) at most
+/// `max_retries` times in a row (None: without limit). Both reset once the
+/// task reports itself healthy again, so each outage gets the whole budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Restarts in a row before the task is FAILED; None: unlimited.
+    pub max_retries: Option<u32>,
+    /// The longest wait between two restarts.
+    pub max_backoff: std::time::Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: Some(10),
+            max_backoff: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 /// A connector implementation the worker can run, chosen by
 /// `connector.class` (a Java class name or a short alias).
+#[async_trait]
 pub trait ConnectorPlugin: Send + Sync {
     /// The Java class name users put in `connector.class`.
     fn class(&self) -> &'static str;
@@ -142,6 +215,32 @@ pub trait ConnectorPlugin: Send + Sync {
         &self,
         props: &crate::config::Props,
     ) -> Result<Vec<String>, crate::config::ConfigErrors>;
+    /// Tries the config against the world (connects, logs in, looks for
+    /// what the config names) and reports each problem on the key it is
+    /// about. Called by `PUT /connector-plugins/{p}/config/validate` and
+    /// before a connector is created; a config that passed [`validate`]
+    /// only. The default checks nothing.
+    ///
+    /// [`validate`]: ConnectorPlugin::validate
+    async fn check_external(
+        &self,
+        props: &crate::config::Props,
+    ) -> Vec<crate::config::ConfigError> {
+        let _ = props;
+        Vec::new()
+    }
+    /// Called when a connector is deleted: releases what the connector
+    /// asked to release on stop, and says what it leaves behind in the
+    /// external system (one line each, with how to remove it).
+    async fn on_delete(&self, props: &crate::config::Props) -> Vec<String> {
+        let _ = props;
+        Vec::new()
+    }
+    /// How transient task failures are retried.
+    fn retry_policy(&self, props: &crate::config::Props) -> RetryPolicy {
+        let _ = props;
+        RetryPolicy::default()
+    }
     /// Splits the connector config into at most `max_tasks` task configs.
     fn task_configs(
         &self,

@@ -94,7 +94,7 @@ use anyhow::{anyhow, bail, Context as _};
 use async_trait::async_trait;
 use sluice_core::config::{ConfigDef, ConfigError, ConfigErrors, ConfigKey, ConfigType, Props};
 use sluice_core::connector::{ConnectorKind, ConnectorPlugin, SinkContext, SinkTask};
-use sluice_core::record::Record;
+use sluice_core::record::SinkRecord;
 use sluice_core::schema::{Schema, SchemaType};
 use sluice_core::value::Value;
 
@@ -295,7 +295,7 @@ struct DuckDbSinkTask {
 }
 
 /// Record coordinates for error messages.
-fn at(r: &Record) -> String {
+fn at(r: &SinkRecord) -> String {
     format!(
         "record topic '{}' partition {} offset {}",
         r.topic, r.partition, r.offset
@@ -326,7 +326,7 @@ impl DuckDbSinkTask {
     }
 
     /// The record's position for deduplication, if the mode uses one.
-    fn position(&self, r: &Record, meta: &Meta) -> anyhow::Result<Option<Position>> {
+    fn position(&self, r: &SinkRecord, meta: &Meta) -> anyhow::Result<Option<Position>> {
         Ok(match self.settings.dedup {
             Dedup::None => None,
             Dedup::Offset => Some(Position::Offset(r.offset)),
@@ -354,12 +354,8 @@ impl DuckDbSinkTask {
         })
     }
 
-    fn add(&mut self, r: &Record) -> anyhow::Result<()> {
-        let (schema, value) = self
-            .ctx
-            .value_converter
-            .to_connect(&r.topic, r.value.as_deref())
-            .with_context(|| at(r))?;
+    fn add(&mut self, r: &SinkRecord) -> anyhow::Result<()> {
+        let (schema, value) = (r.value_schema.as_ref(), r.value.as_ref());
         if value.is_none() {
             // Tombstones follow deletes, which already carry the change.
             self.tombstones += 1;
@@ -371,7 +367,7 @@ impl DuckDbSinkTask {
                 at(r)
             );
         };
-        let event = read_event(&schema, &value).with_context(|| at(r))?;
+        let event = read_event(schema, value).with_context(|| at(r))?;
         let position = self.position(r, &event.meta)?;
         let pkey = (Arc::clone(&r.topic), r.partition);
         if let Some(pos) = &position {
@@ -386,19 +382,14 @@ impl DuckDbSinkTask {
         let target = self.settings.mapping.target(&r.topic);
         let mut key_columns = Vec::new();
         if target.mode == Mode::Upsert {
-            let (kschema, kvalue) = self
-                .ctx
-                .key_converter
-                .to_connect(&r.topic, r.key.as_deref())
-                .with_context(|| at(r))?;
-            let (Some(kschema), Some(Value::Struct(kfields))) = (kschema, kvalue) else {
+            let (Some(kschema), Some(Value::Struct(kfields))) = (&r.key_schema, &r.key) else {
                 bail!(
                     "{}: upsert mode needs a struct key with a schema (table '{}'); use mode 'append' for keyless topics",
                     at(r),
                     target.table
                 );
             };
-            for (f, v) in kschema.fields.iter().zip(&kfields) {
+            for (f, v) in kschema.fields.iter().zip(kfields) {
                 let text = types::value_text(&f.schema, v)
                     .with_context(|| format!("{}: key field '{}'", at(r), f.name))?;
                 if text.is_none() {
@@ -614,7 +605,7 @@ fn read_event<'a>(schema: &'a Schema, value: &'a Value) -> anyhow::Result<Event<
 
 #[async_trait]
 impl SinkTask for DuckDbSinkTask {
-    async fn put(&mut self, records: &[Record]) -> anyhow::Result<()> {
+    async fn put(&mut self, records: &[SinkRecord]) -> anyhow::Result<()> {
         // The stored positions must be known before the first record is
         // judged a replay or not.
         self.writer().await?;

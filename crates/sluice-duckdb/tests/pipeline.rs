@@ -360,7 +360,7 @@ struct StallingTask;
 
 #[async_trait::async_trait]
 impl sluice_core::connector::SinkTask for StallingTask {
-    async fn put(&mut self, _records: &[sluice_core::record::Record]) -> anyhow::Result<()> {
+    async fn put(&mut self, _records: &[sluice_core::record::SinkRecord]) -> anyhow::Result<()> {
         Ok(())
     }
     async fn flush(&mut self) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! The DuckDB sink task fed with records serialized by the real JSON
 //! converter from Debezium-shaped envelopes (built with `sluice_core`'s own
-//! Debezium schema builders), checked against a real DuckDB file.
+//! Debezium schema builders) and read back by it, as the worker hands them
+//! to a sink over Kafka, checked against a real DuckDB file.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use sluice_core::config::Props;
 use sluice_core::connector::{SinkContext, SinkTask};
 use sluice_core::converter::{Converter, JsonConverter, JsonConverterConfig};
 use sluice_core::debezium::{self, Op, SourceInfo};
-use sluice_core::record::Record;
+use sluice_core::record::{Record, SinkRecord};
 use sluice_core::schema::{SchemaBuilder, SchemaRef, SchemaType};
 use sluice_core::value::Value;
 
@@ -17,6 +18,29 @@ const TOPIC: &str = "myserver.public.items";
 
 fn converter() -> Arc<dyn Converter> {
     Arc::new(JsonConverter::new(JsonConverterConfig::default()))
+}
+
+/// A record as the worker gives it to the sink: read from the topic with
+/// the connector's converters.
+fn read(r: Record) -> SinkRecord {
+    let conv = converter();
+    let (key_schema, key) = conv
+        .to_connect(&r.topic, r.key.as_deref())
+        .unwrap_or_else(|e| panic!("key of offset {}: {}", r.offset, e.message));
+    let (value_schema, value) = conv
+        .to_connect(&r.topic, r.value.as_deref())
+        .unwrap_or_else(|e| panic!("value of offset {}: {}", r.offset, e.message));
+    SinkRecord {
+        topic: r.topic,
+        partition: r.partition,
+        offset: r.offset,
+        timestamp_ms: r.timestamp_ms,
+        key_schema,
+        key,
+        value_schema,
+        value,
+        headers: r.headers,
+    }
 }
 
 fn task(db: &std::path::Path, extra: &[(&str, &str)]) -> Box<dyn SinkTask> {
@@ -39,6 +63,7 @@ fn task(db: &std::path::Path, extra: &[(&str, &str)]) -> Box<dyn SinkTask> {
                 task_id: 0,
                 key_converter: converter(),
                 value_converter: converter(),
+                reporter: Default::default(),
             },
         )
         .expect("sink task")
@@ -158,7 +183,7 @@ impl Events {
         }
     }
 
-    fn record(&mut self, op: Op, id: i32, note: &str, lsn: i64) -> Record {
+    fn record(&mut self, op: Op, id: i32, note: &str, lsn: i64) -> SinkRecord {
         let conv = converter();
         let envelope =
             debezium::envelope_schema("myserver.public.items.Envelope", &self.row_schema);
@@ -198,10 +223,10 @@ impl Events {
             headers: Vec::new(),
         };
         self.offset += 1;
-        record
+        read(record)
     }
 
-    fn tombstone(&mut self, id: i32) -> Record {
+    fn tombstone(&mut self, id: i32) -> SinkRecord {
         let key = Value::Struct(vec![Value::Int32(id)]);
         let record = Record {
             topic: Arc::from(TOPIC),
@@ -215,7 +240,7 @@ impl Events {
             headers: Vec::new(),
         };
         self.offset += 1;
-        record
+        read(record)
     }
 }
 
@@ -482,7 +507,7 @@ async fn unwrapped_records_and_errors_that_name_the_record() {
             Value::Int64(lsn),
             Value::String((op == "d").to_string()),
         ]);
-        Record {
+        read(Record {
             topic: Arc::from(TOPIC),
             partition: 0,
             offset,
@@ -498,7 +523,7 @@ async fn unwrapped_records_and_errors_that_name_the_record() {
                 .from_connect(TOPIC, Some(&schema), Some(&value))
                 .expect("value"),
             headers: Vec::new(),
-        }
+        })
     };
     let mut t = task(&db, &[]);
     t.put(&[
@@ -521,7 +546,7 @@ async fn unwrapped_records_and_errors_that_name_the_record() {
     let plain = SchemaBuilder::structure()
         .field("id", SchemaBuilder::new(SchemaType::Int32).build())
         .build();
-    let bad = Record {
+    let bad = read(Record {
         topic: Arc::from(TOPIC),
         partition: 3,
         offset: 42,
@@ -535,7 +560,7 @@ async fn unwrapped_records_and_errors_that_name_the_record() {
             )
             .expect("value"),
         headers: Vec::new(),
-    };
+    });
     let err = format!(
         "{:#}",
         t.put(std::slice::from_ref(&bad)).await.expect_err("no lsn")
@@ -588,7 +613,7 @@ async fn flush_size_and_interval_write_before_the_workers_flush() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("sink.duckdb");
     let mut ev = Events::new(row_schema(true, false));
-    let records: Vec<Record> = (1..=5)
+    let records: Vec<SinkRecord> = (1..=5)
         .map(|i| ev.record(Op::Create, i, "n", 100 * i64::from(i)))
         .collect();
     // Two full batches of two are written during put; the fifth record waits

@@ -22,21 +22,21 @@ fn record(topic: &Arc<str>, i: usize) -> Record {
         key: "seq".into(),
         value: Some(i.to_string().into_bytes()),
     }];
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         headers.push(Header {
             key: "null-header".into(),
             value: None,
         });
     }
-    if i % 11 == 0 {
+    if i.is_multiple_of(11) {
         headers.push(Header {
             key: "bin".into(),
             value: Some(vec![0, 255, (i % 256) as u8]),
         });
     }
     let value = match i % 13 {
-        0 => None,                           // tombstone
-        5 if i % 2 == 0 => Some(Vec::new()), // empty, not null
+        0 => None,                                    // tombstone
+        5 if i.is_multiple_of(2) => Some(Vec::new()), // empty, not null
         _ => Some(format!("{{\"seq\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 50)).into_bytes()),
     };
     Record {

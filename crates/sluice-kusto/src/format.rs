@@ -108,7 +108,7 @@ use sluice_core::converter::{
     StringEncoding, DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME, TIMESTAMP_LOGICAL_NAME,
     TIME_LOGICAL_NAME,
 };
-use sluice_core::record::Record;
+use sluice_core::record::SinkRecord;
 #[cfg(test)]
 use sluice_core::schema::SchemaBuilder;
 use sluice_core::schema::{Schema, SchemaRef, SchemaType};
@@ -273,7 +273,7 @@ impl BatchEncoder {
         self.announced
     }
 
-    fn record_error(&self, record: &Record, message: impl Into<String>) -> FormatError {
+    fn record_error(&self, record: &SinkRecord, message: impl Into<String>) -> FormatError {
         FormatError {
             record: Some((record.topic.to_string(), record.partition, record.offset)),
             format: self.format.clone(),
@@ -281,29 +281,18 @@ impl BatchEncoder {
         }
     }
 
-    /// Appends one record. Tombstones (a null value after the value
-    /// converter) are skipped, as the official connector skips them. On
-    /// error nothing is appended and the encoder is unchanged (the caller
-    /// sends the record to the errors dead-letter queue).
-    pub fn push(
-        &mut self,
-        record: &Record,
-        key_converter: &dyn Converter,
-        value_converter: &dyn Converter,
-    ) -> Result<(), FormatError> {
-        // Kafka Connect reads the key before `put` even though the sink
-        // ignores it: a key its converter rejects fails the record.
-        key_converter
-            .to_connect(&record.topic, record.key.as_deref())
-            .map_err(|e| self.record_error(record, format!("key: {}", e.message)))?;
-        let (schema, value) = value_converter
-            .to_connect(&record.topic, record.value.as_deref())
-            .map_err(|e| self.record_error(record, format!("value: {}", e.message)))?;
-        let Some(value) = value.filter(|v| !v.is_null()) else {
+    /// Appends one record (as the worker read it with the connector's
+    /// converters). Tombstones (a null value) are skipped, as the official
+    /// connector skips them. On error nothing is appended and the encoder is
+    /// unchanged (the caller sends the record to the errors dead-letter
+    /// queue).
+    pub fn push(&mut self, record: &SinkRecord) -> Result<(), FormatError> {
+        let schema = record.value_schema.clone();
+        let Some(value) = record.value.as_ref().filter(|v| !v.is_null()) else {
             return Ok(());
         };
         // Every map Kafka's converters produce is a java.util.HashMap.
-        let value = java_hash_order(schema.as_deref(), value);
+        let value = java_hash_order(schema.as_deref(), value.clone());
         let kind = match self.kind {
             Some(k) => k,
             None => self
@@ -420,7 +409,7 @@ impl BatchEncoder {
 
     fn push_avro(
         &mut self,
-        record: &Record,
+        record: &SinkRecord,
         schema: Option<SchemaRef>,
         value: &Value,
     ) -> Result<(), FormatError> {

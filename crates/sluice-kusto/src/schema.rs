@@ -34,9 +34,9 @@
 //! date * 1d`).
 
 use sluice_core::converter::{
-    Converter, DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME, TIMESTAMP_LOGICAL_NAME, TIME_LOGICAL_NAME,
+    DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME, TIMESTAMP_LOGICAL_NAME, TIME_LOGICAL_NAME,
 };
-use sluice_core::record::Record;
+use sluice_core::record::SinkRecord;
 use sluice_core::schema::{Schema, SchemaRef, SchemaType};
 
 /// The Kusto type for one field's schema.
@@ -205,11 +205,11 @@ pub fn create_mapping_command(
     )
 }
 
-/// The value schema of a record, read with the value converter (None for
-/// schemaless values, tombstones, and values the converter rejects).
-pub fn value_schema(record: &Record, value_converter: &dyn Converter) -> Option<SchemaRef> {
-    match value_converter.to_connect(&record.topic, record.value.as_deref()) {
-        Ok((schema, Some(value))) if !value.is_null() => schema,
+/// The value schema of a record (None for schemaless values and
+/// tombstones).
+pub fn value_schema(record: &SinkRecord) -> Option<SchemaRef> {
+    match &record.value {
+        Some(v) if !v.is_null() => record.value_schema.clone(),
         _ => None,
     }
 }

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::Rng;
 use sluice_core::connector::{PartitionOffset, SinkContext, SinkTask};
-use sluice_core::record::Record;
+use sluice_core::record::{Record, SinkRecord};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -58,7 +58,7 @@ struct Batch {
     last: i64,
     opened: Instant,
     /// The records, kept only when a misc dead-letter queue may need them.
-    records: Vec<Record>,
+    records: Vec<SinkRecord>,
     /// With dedup: the journaled range a replayed batch must cover exactly.
     replay: Option<(i64, i64)>,
 }
@@ -186,12 +186,36 @@ impl KustoSinkTask {
         Ok(())
     }
 
+    /// A record as bytes again, written with the connector's converters,
+    /// for a dead-letter queue (what cannot be written shows as null).
+    fn serialized(&self, r: &SinkRecord) -> Record {
+        Record {
+            topic: Arc::clone(&r.topic),
+            partition: r.partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            key: self
+                .ctx
+                .key_converter
+                .from_connect(&r.topic, r.key_schema.as_deref(), r.key.as_ref())
+                .ok()
+                .flatten(),
+            value: self
+                .ctx
+                .value_converter
+                .from_connect(&r.topic, r.value_schema.as_deref(), r.value.as_ref())
+                .ok()
+                .flatten(),
+            headers: r.headers.clone(),
+        }
+    }
+
     /// A record the sink cannot write: the errors dead-letter queue takes
     /// it, or `behavior.on.error` decides.
-    async fn reject(&mut self, record: &Record, why: String) -> Result<()> {
+    async fn reject(&mut self, record: &SinkRecord, why: String) -> Result<()> {
         if let Some(d) = &self.errors_dlq {
             d.send(
-                std::slice::from_ref(record),
+                std::slice::from_ref(&self.serialized(record)),
                 &self.ctx.connector,
                 self.ctx.task_id,
                 &why,
@@ -246,7 +270,7 @@ impl KustoSinkTask {
         })
     }
 
-    async fn put_one(&mut self, r: &Record) -> Result<()> {
+    async fn put_one(&mut self, r: &SinkRecord) -> Result<()> {
         let tp: Tp = (Arc::clone(&r.topic), r.partition);
         self.given.insert(tp.clone(), r.offset);
         let Some(mapping) = self.cfg.mapping_for(&r.topic).cloned() else {
@@ -257,8 +281,7 @@ impl KustoSinkTask {
             return self.reject(r, why).await;
         };
         if self.cfg.create_tables {
-            if let Some(schema) = crate::schema::value_schema(r, self.ctx.value_converter.as_ref())
-            {
+            if let Some(schema) = crate::schema::value_schema(r) {
                 self.tables.ensure(&self.engine, &mapping, &schema).await?;
             }
         }
@@ -276,11 +299,7 @@ impl KustoSinkTask {
         let keep = self.misc_dlq.is_some();
         let pushed = {
             let b = self.batches.get_mut(&tp).context("batch vanished")?;
-            b.encoder.push(
-                r,
-                self.ctx.key_converter.as_ref(),
-                self.ctx.value_converter.as_ref(),
-            )
+            b.encoder.push(r)
         };
         if let Err(e) = pushed {
             return self.reject(r, e.to_string()).await;
@@ -382,7 +401,7 @@ impl KustoSinkTask {
         &mut self,
         what: &str,
         e: anyhow::Error,
-        records: &mut Vec<Record>,
+        records: &mut Vec<SinkRecord>,
     ) -> Result<()> {
         let why = format!("ingesting the {what} failed: {e:#}");
         match self.cfg.behavior_on_error {
@@ -392,7 +411,10 @@ impl KustoSinkTask {
             behavior => {
                 let to_dlq = match &self.misc_dlq {
                     Some(d) => {
-                        d.send(records, &self.ctx.connector, self.ctx.task_id, &why).await?;
+                        let serialized: Vec<Record> =
+                            records.iter().map(|r| self.serialized(r)).collect();
+                        d.send(&serialized, &self.ctx.connector, self.ctx.task_id, &why)
+                            .await?;
                         " and its records went to the misc dead-letter queue"
                     }
                     None => "; no misc.deadletterqueue.* is set, so its records are only in Kafka",
@@ -523,7 +545,7 @@ impl KustoSinkTask {
 
 #[async_trait]
 impl SinkTask for KustoSinkTask {
-    async fn put(&mut self, records: &[Record]) -> Result<()> {
+    async fn put(&mut self, records: &[SinkRecord]) -> Result<()> {
         self.ready().await?;
         for r in records {
             self.put_one(r).await?;

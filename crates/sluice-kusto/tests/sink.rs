@@ -9,8 +9,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sluice_core::config::props_from;
 use sluice_core::connector::{SinkContext, SinkTask};
-use sluice_core::converter::{JsonConverter, JsonConverterConfig, StringConverter, StringEncoding};
-use sluice_core::record::Record;
+use sluice_core::converter::{
+    Converter, JsonConverter, JsonConverterConfig, StringConverter, StringEncoding,
+};
+use sluice_core::record::{Record, SinkRecord};
+use sluice_core::schema::{prim, SchemaBuilder, SchemaType};
+use sluice_core::value::Value as Data;
 use sluice_testkit::kusto::azurite::Azurite;
 use sluice_testkit::kusto::dm::FakeDm;
 use sluice_testkit::kusto::engine::FakeEngine;
@@ -125,18 +129,54 @@ fn scenario_mapping(extra: &str) -> String {
     format!("[{{'topic': '{TOPIC}','db': '{DB}', 'table': '{TABLE}','format': 'json', 'mapping':'{MAPPING}'{extra}}}]")
 }
 
+fn key_converter() -> StringConverter {
+    StringConverter::new(StringEncoding::Utf8)
+}
+
+fn value_converter() -> JsonConverter {
+    JsonConverter::new(JsonConverterConfig::default())
+}
+
 fn ctx(connector: &str) -> SinkContext {
     SinkContext {
         connector: connector.to_string(),
         task_id: 0,
-        key_converter: Arc::new(StringConverter::new(StringEncoding::Utf8)),
-        value_converter: Arc::new(JsonConverter::new(JsonConverterConfig::default())),
+        key_converter: Arc::new(key_converter()),
+        value_converter: Arc::new(value_converter()),
+        reporter: Default::default(),
     }
 }
 
-/// An unwrapped order, as the scenario's worker writes it (JsonConverter
-/// with schemas).
-fn order(offset: i64, id: i64, city: &str) -> Record {
+/// A record as the worker gives it to the sink: read from the topic with
+/// the connector's converters.
+fn read(r: Record) -> SinkRecord {
+    let (key_schema, key) = key_converter()
+        .to_connect(&r.topic, r.key.as_deref())
+        .unwrap_or_else(|e| panic!("key of offset {}: {}", r.offset, e.message));
+    let (value_schema, value) = value_converter()
+        .to_connect(&r.topic, r.value.as_deref())
+        .unwrap_or_else(|e| panic!("value of offset {}: {}", r.offset, e.message));
+    SinkRecord {
+        topic: r.topic,
+        partition: r.partition,
+        offset: r.offset,
+        timestamp_ms: r.timestamp_ms,
+        key_schema,
+        key,
+        value_schema,
+        value,
+        headers: r.headers,
+    }
+}
+
+/// An unwrapped order, as the sink is given it.
+fn order(offset: i64, id: i64, city: &str) -> SinkRecord {
+    read(order_bytes(offset, id, city))
+}
+
+/// An unwrapped order, as the scenario's worker writes it to the topic
+/// (JsonConverter with schemas).
+fn order_bytes(offset: i64, id: i64, city: &str) -> Record {
     let value = json!({
         "schema": {"type": "struct", "optional": false, "name": "myserver.retail.orders_info.Value", "fields": [
             {"field": "orderid", "type": "int32", "optional": false},
@@ -224,7 +264,7 @@ async fn batches_close_on_size_and_on_age_and_only_ingested_records_are_durable(
         &[("flush.size.bytes", "250"), ("flush.interval.ms", "300")],
     );
     let mut t = task(&props, "sizes");
-    let records: Vec<Record> = (0..7).map(|i| order(i, i + 1, "Austin")).collect();
+    let records: Vec<SinkRecord> = (0..7).map(|i| order(i, i + 1, "Austin")).collect();
     t.put(&records).await.expect("put");
     let d = durable(&mut t).await.expect("reported");
     assert!(
@@ -250,7 +290,7 @@ async fn with_dedup_a_replay_after_a_crash_is_not_ingested_twice() {
             ("flush.interval.ms", "200"),
         ],
     );
-    let records: Vec<Record> = (0..10).map(|i| order(i, i + 1, "Chicago")).collect();
+    let records: Vec<SinkRecord> = (0..10).map(|i| order(i, i + 1, "Chicago")).collect();
     let mut first = task(&props, "dedup");
     first.put(&records[..6]).await.expect("put");
     // Closed by age: a boundary no size rule would reproduce.
@@ -497,7 +537,7 @@ async fn tables_create_makes_the_table_and_mapping_and_adds_new_columns() {
         .json_mappings(DB, "NewOrders")
         .is_some_and(|m| m.iter().any(|(n, _)| n == "NewMapping")));
     // A record with a new field: the column is added, the mapping follows.
-    let mut r = order(1, 2, "Seattle");
+    let mut r = order_bytes(1, 2, "Seattle");
     let mut v: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("json");
     v["schema"]["fields"]
         .as_array_mut()
@@ -505,7 +545,7 @@ async fn tables_create_makes_the_table_and_mapping_and_adds_new_columns() {
         .push(json!({"field": "channel", "type": "string", "optional": true}));
     v["payload"]["channel"] = json!("web");
     r.value = Some(serde_json::to_vec(&v).expect("json"));
-    t.put(&[r]).await.expect("put");
+    t.put(&[read(r)]).await.expect("put");
     t.flush().await.expect("flush");
     let columns = adx.store().columns(DB, "NewOrders").expect("table");
     assert!(columns.iter().any(|(c, _)| c == "channel"), "{columns:?}");
@@ -514,11 +554,38 @@ async fn tables_create_makes_the_table_and_mapping_and_adds_new_columns() {
     adx.assert_no_violations();
 }
 
+/// The value of a record a `json` mapping cannot write: a map of Structs,
+/// which the official connector's Jackson cannot serialize, serialized as
+/// the worker writes it.
+fn unwritable_value() -> Vec<u8> {
+    let schema = SchemaBuilder::map(
+        prim::string(),
+        SchemaBuilder::structure()
+            .field("x", prim::of(SchemaType::Int32, false))
+            .build(),
+    )
+    .build();
+    let value = Data::Map(vec![(
+        Data::String("k".into()),
+        Data::Struct(vec![Data::Int32(1)]),
+    )]);
+    value_converter()
+        .from_connect(TOPIC, Some(&schema), Some(&value))
+        .expect("serializes")
+        .expect("not null")
+}
+
+/// Order `id` at `offset`, but with a value the sink cannot write.
+fn unwritable(offset: i64, id: i64) -> SinkRecord {
+    let mut r = order_bytes(offset, id, "Austin");
+    r.value = Some(unwritable_value());
+    read(r)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_record_that_cannot_be_read_fails_the_task_or_is_skipped_as_configured() {
+async fn a_record_that_cannot_be_written_fails_the_task_or_is_skipped_as_configured() {
     let adx = Adx::start().await;
-    let mut bad = order(1, 2, "Austin");
-    bad.value = Some(b"{not json".to_vec());
+    let bad = unwritable(1, 2);
     let props = adx.props(&scenario_mapping(""), &[]);
     let mut t = task(&props, "bad-fail");
     let err = format!(
@@ -527,7 +594,10 @@ async fn a_record_that_cannot_be_read_fails_the_task_or_is_skipped_as_configured
             .await
             .expect_err("fails")
     );
-    assert!(err.contains(TOPIC) && err.contains('1'), "{err}");
+    assert!(
+        err.contains(TOPIC) && err.contains("offset 1") && err.contains("Struct"),
+        "{err}"
+    );
 
     let props = adx.props(&scenario_mapping(""), &[("behavior.on.error", "log")]);
     let mut t = task(&props, "bad-log");
@@ -593,10 +663,9 @@ async fn the_dead_letter_queues_keep_what_adx_did_not_take() {
         ],
     );
     let mut t = task(&props, "dlq");
-    // A record that cannot be read goes to the errors queue; the rest of
-    // the batch is ingested.
-    let mut bad = order(1, 2, "Austin");
-    bad.value = Some(b"{not json".to_vec());
+    // A record that cannot be written goes to the errors queue, as the
+    // worker's converters serialize it; the rest of the batch is ingested.
+    let bad = unwritable(1, 2);
     t.put(&[order(0, 1, "Austin"), bad, order(2, 3, "Austin")])
         .await
         .expect("put");
@@ -604,7 +673,7 @@ async fn the_dead_letter_queues_keep_what_adx_did_not_take() {
     assert_eq!(adx.store().rows(DB, TABLE).len(), 2);
     let errors = read_topic(&bootstrap, "adx-errors").await;
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].value.as_deref(), Some(b"{not json".as_slice()));
+    assert_eq!(errors[0].value, Some(unwritable_value()));
     assert_eq!(errors[0].key.as_deref(), Some(b"2".as_slice()));
     assert_eq!(header(&errors[0], "__connect.errors.offset"), Some("1"));
     assert_eq!(header(&errors[0], "__connect.errors.topic"), Some(TOPIC));
@@ -641,12 +710,12 @@ async fn with_status_check_a_batch_counts_only_once_adx_reports_it_ingested() {
     // Ingested before flush returned, not eventually.
     assert_eq!(adx.store().rows(DB, TABLE).len(), 1);
     // Data the table cannot take: the ingestion fails, and so does the batch.
-    let mut r = order(1, 2, "Austin");
+    let mut r = order_bytes(1, 2, "Austin");
     let mut v: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("json");
     v["schema"]["fields"][2]["type"] = json!("string");
     v["payload"]["amount"] = json!("not a number");
     r.value = Some(serde_json::to_vec(&v).expect("json"));
-    t.put(&[r]).await.expect("put");
+    t.put(&[read(r)]).await.expect("put");
     let err = format!("{:#}", t.flush().await.expect_err("ingestion failed"));
     assert!(err.contains("amount"), "{err}");
     assert_eq!(durable(&mut t).await, Some(0));
@@ -698,11 +767,13 @@ async fn bench_queued_ingestion_of_the_scenario_rows() {
     let props = adx.props(&scenario_mapping(""), &[("flush.interval.ms", "600000")]);
     let mut t = task(&props, "bench");
     let n = 200_000i64;
-    let records: Vec<Record> = (0..n).map(|i| order(i, i + 1, "New York")).collect();
-    let bytes: usize = records
+    let serialized: Vec<Record> = (0..n).map(|i| order_bytes(i, i + 1, "New York")).collect();
+    let bytes: usize = serialized
         .iter()
         .map(|r| r.value.as_ref().map_or(0, Vec::len))
         .sum();
+    // Reading with the converters is the worker's part, not measured here.
+    let records: Vec<SinkRecord> = serialized.into_iter().map(read).collect();
     // Start-up checks are not part of the measurement.
     t.put(&records[..1]).await.expect("put");
     let started = std::time::Instant::now();

@@ -107,6 +107,12 @@ pub enum LogError {
         /// What is wrong.
         message: String,
     },
+    /// Another process has the log open.
+    #[error("local log {dir} is in use by another process (another worker with the same local.log.dir, or the same offset file in the same directory): give each worker its own local.log.dir")]
+    Locked {
+        /// The log's directory.
+        dir: String,
+    },
     /// A topic or partition that does not exist.
     #[error("local log: no topic '{topic}' partition {partition}")]
     NoPartition {
@@ -136,7 +142,7 @@ impl LogError {
     pub fn is_transient(&self) -> bool {
         !matches!(
             self,
-            LogError::Corrupt { .. } | LogError::NoPartition { .. }
+            LogError::Corrupt { .. } | LogError::NoPartition { .. } | LogError::Locked { .. }
         )
     }
 
@@ -226,6 +232,9 @@ pub(crate) struct Inner {
     pub(crate) used: AtomicU64,
     pub(crate) floor: RwLock<Option<RetentionFloor>>,
     create: std::sync::Mutex<()>,
+    /// Held (locked) while the log is open, so that no other process
+    /// writes it.
+    _lock: std::fs::File,
 }
 
 impl Inner {
@@ -269,6 +278,32 @@ impl Log {
         let topics_dir = cfg.dir.join("topics");
         std::fs::create_dir_all(&topics_dir)
             .map_err(|e| LogError::io(&topics_dir, "creating", e))?;
+        let lock_path = cfg.dir.join("LOCK");
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| LogError::io(&lock_path, "opening", e))?;
+        // A log closed in this process a moment ago is released once its
+        // writer thread ends: wait a little for it, not for another process.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(LogError::Locked {
+                        dir: cfg.dir.display().to_string(),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(LogError::io(&lock_path, "locking", e))
+                }
+            }
+        }
         let groups = GroupStore::open(&cfg.dir)?;
         let mut topics = BTreeMap::new();
         let mut used = 0u64;
@@ -311,6 +346,7 @@ impl Log {
             used: AtomicU64::new(used),
             floor: RwLock::new(None),
             create: std::sync::Mutex::new(()),
+            _lock: lock,
         });
         let appender = writer::start(Arc::clone(&inner))?;
         Ok(Log {
@@ -446,6 +482,16 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_opener_of_the_same_log_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let first = Log::open(LogConfig::new(dir.path())).expect("open");
+        let err = Log::open(LogConfig::new(dir.path())).expect_err("locked");
+        assert!(matches!(err, LogError::Locked { .. }), "{err}");
+        drop(first);
+        Log::open(LogConfig::new(dir.path())).expect("free once closed");
+    }
 
     #[test]
     fn topic_names_map_to_directories_and_back() {

@@ -37,6 +37,17 @@ impl SslMode {
             _ => return None,
         })
     }
+
+    /// The canonical spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 /// Everything needed to open a connection.
@@ -277,7 +288,21 @@ impl ConnParams {
             }
             Some(tls) => {
                 let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-                let (client, conn) = cfg.connect(tls).await.with_context(what)?;
+                let (client, conn) = cfg.connect(tls).await.map_err(|e| {
+                    // tokio-postgres reports a server without TLS only in
+                    // words; give it a type, as it is no reason to retry.
+                    if e.to_string().contains("server does not support TLS") {
+                        anyhow::Error::new(crate::error::TlsRefused(format!(
+                            "PostgreSQL at {}:{} does not support TLS but database.sslmode={} requires it: enable ssl on the server or set database.sslmode=prefer",
+                            self.host,
+                            self.port,
+                            self.sslmode.name()
+                        )))
+                    } else {
+                        anyhow::Error::new(e)
+                    }
+                    .context(what())
+                })?;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!("PostgreSQL connection closed: {e}");

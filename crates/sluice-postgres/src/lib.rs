@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod catalog;
+pub mod checks;
 pub mod config;
 pub mod conn;
 pub mod copy;
@@ -18,13 +19,15 @@ pub mod table;
 
 use std::sync::Arc;
 
-use sluice_core::config::{ConfigDef, ConfigErrors, Props};
-use sluice_core::connector::{ConnectorKind, ConnectorPlugin, SourceTask};
+use async_trait::async_trait;
+use sluice_core::config::{ConfigDef, ConfigError, ConfigErrors, Props};
+use sluice_core::connector::{ConnectorKind, ConnectorPlugin, RetryPolicy, SourceTask};
 
 /// The connector plugin.
 #[derive(Debug, Default)]
 pub struct PostgresConnector;
 
+#[async_trait]
 impl ConnectorPlugin for PostgresConnector {
     fn class(&self) -> &'static str {
         "io.debezium.connector.postgresql.PostgresConnector"
@@ -40,6 +43,23 @@ impl ConnectorPlugin for PostgresConnector {
     }
     fn validate(&self, props: &Props) -> Result<Vec<String>, ConfigErrors> {
         config::PostgresConfig::parse(props).map(|(_, w)| w)
+    }
+    async fn check_external(&self, props: &Props) -> Vec<ConfigError> {
+        checks::check_external(props).await
+    }
+    async fn on_delete(&self, props: &Props) -> Vec<String> {
+        checks::left_behind(props).await
+    }
+    /// Debezium's `errors.max.retries` (-1: without limit) and
+    /// `retriable.restart.connector.wait.ms` (the longest backoff).
+    fn retry_policy(&self, props: &Props) -> RetryPolicy {
+        match config::PostgresConfig::parse(props) {
+            Ok((cfg, _)) => RetryPolicy {
+                max_retries: u32::try_from(cfg.max_retries).ok(),
+                max_backoff: cfg.retry_max_wait,
+            },
+            Err(_) => RetryPolicy::default(),
+        }
     }
     fn create_source_task(&self, props: &Props) -> anyhow::Result<Box<dyn SourceTask>> {
         // Warnings were reported when the worker validated the config.

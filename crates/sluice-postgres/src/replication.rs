@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::sync::{mpsc, Mutex, Notify};
 
 use crate::conn::{ConnParams, SESSION_SETTINGS};
-use crate::error::PgError;
+use crate::error::{ConnectionLost, PgError};
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -120,7 +120,9 @@ async fn read_msg(
         }
         let n = io.read_buf(buf).await.context("reading from PostgreSQL")?;
         if n == 0 {
-            bail!("PostgreSQL closed the replication connection");
+            return Err(
+                ConnectionLost("PostgreSQL closed the replication connection".into()).into(),
+            );
         }
     }
 }
@@ -132,12 +134,10 @@ impl ReplicationConn {
         tokio::time::timeout(params.connect_timeout, fut)
             .await
             .map_err(|_| {
-                anyhow!(
+                anyhow::Error::new(ConnectionLost(format!(
                     "timed out after {:?} connecting to PostgreSQL at {}:{}",
-                    params.connect_timeout,
-                    params.host,
-                    params.port
-                )
+                    params.connect_timeout, params.host, params.port
+                )))
             })?
     }
 
@@ -176,10 +176,13 @@ impl ReplicationConn {
                             })?)
                         }
                         _ if params.sslmode == crate::conn::SslMode::Prefer => Box::new(tcp),
-                        _ => bail!(
-                            "PostgreSQL at {target} does not accept TLS but database.sslmode \
-                             requires it: enable ssl on the server or set database.sslmode=prefer"
-                        ),
+                        _ => {
+                            return Err(crate::error::TlsRefused(format!(
+                                "PostgreSQL at {target} does not accept TLS but database.sslmode \
+                                 requires it: enable ssl on the server or set database.sslmode=prefer"
+                            ))
+                            .into())
+                        }
                     }
                 }
             }
@@ -554,10 +557,11 @@ async fn reader_loop(
                 .context("PostgreSQL ended replication with an error")),
             // The server ends the copy on shutdown (CopyDone, then the
             // command's completion): a disconnect, worth a retry.
-            b'c' | b'C' | b'Z' => Err(anyhow!(
+            b'c' | b'C' | b'Z' => Err(ConnectionLost(format!(
                 "replication stream closed by the server (message '{}')",
                 m.tag as char
-            )),
+            ))
+            .into()),
             b'N' => continue,
             t => Err(anyhow!(
                 "unexpected message '{}' in replication stream",
@@ -586,7 +590,7 @@ impl ReplicationStream {
     pub async fn recv(&mut self) -> Result<ReplicationMessage> {
         match self.rx.recv().await {
             Some(r) => r,
-            None => bail!("replication stream closed"),
+            None => Err(ConnectionLost("replication stream closed".into()).into()),
         }
     }
 

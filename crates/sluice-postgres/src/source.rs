@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use async_trait::async_trait;
@@ -13,7 +12,7 @@ use sluice_pgtypes::TypeRegistry;
 
 use crate::catalog::{self, CatalogTable};
 use crate::config::{PostgresConfig, SnapshotMode};
-use crate::error::{is_transient, PgError};
+use crate::error::{classify, PgError};
 use crate::events::{EventFactory, Resume};
 use crate::replication::{quote_literal, ReplicationConn};
 use crate::snapshot::{self, SnapshotJob};
@@ -40,6 +39,9 @@ struct RunState {
     snapshot_pending: bool,
     /// End LSN of the last fully sent transaction.
     last_commit_end: u64,
+    /// Whether offsets were stored for this connector: only then is a slot
+    /// of its name its own.
+    has_offsets: bool,
 }
 
 fn slot_busy(slot: &str, pid: i32) -> anyhow::Error {
@@ -57,6 +59,12 @@ fn slot_busy(slot: &str, pid: i32) -> anyhow::Error {
 
 #[async_trait]
 impl SourceTask for PostgresSourceTask {
+    /// One session: connect, snapshot when needed, stream until shutdown.
+    /// A failure is returned with its [kind](sluice_core::error::ErrorKind):
+    /// the worker restarts the task after a transient one (a lost
+    /// connection, a restarting server, a slot still held by an old
+    /// session) within `errors.max.retries`, and a new session resumes
+    /// from the committed offsets.
     async fn run(&mut self, ctx: SourceContext) -> Result<()> {
         let cfg = self.cfg.clone();
         let stored = ctx.offsets.read(&cfg.partition());
@@ -79,43 +87,14 @@ impl SourceTask for PostgresSourceTask {
             resume: if snapshot_pending { None } else { resume },
             snapshot_pending,
             last_commit_end: resume.and_then(|r| r.complete_end).unwrap_or(0),
+            has_offsets: stored.is_some(),
         };
-        let mut attempt: i64 = 0;
-        let mut delay = Duration::from_millis(500);
-        loop {
-            match self.session(&ctx, &mut state).await {
-                Ok(()) => break,
-                Err(e) if ctx.shutdown.is_cancelled() => {
-                    tracing::debug!("stopping after shutdown: {e:#}");
-                    break;
-                }
-                Err(e)
-                    if is_transient(&e) && (cfg.max_retries < 0 || attempt < cfg.max_retries) =>
-                {
-                    attempt += 1;
-                    tracing::warn!(
-                        "connector {} lost PostgreSQL ({e:#}); retry {attempt}{} in {delay:?}",
-                        cfg.name,
-                        if cfg.max_retries < 0 {
-                            String::new()
-                        } else {
-                            format!(" of {}", cfg.max_retries)
-                        }
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = ctx.shutdown.cancelled() => break,
-                    }
-                    delay = (delay * 2).min(cfg.retry_max_wait);
-                }
-                Err(e) if is_transient(&e) => {
-                    return Err(e.context(format!(
-                        "giving up after {attempt} retries (errors.max.retries={})",
-                        cfg.max_retries
-                    )))
-                }
-                Err(e) => return Err(e),
+        match self.session(&ctx, &mut state).await {
+            Ok(()) => {}
+            Err(e) if ctx.shutdown.is_cancelled() => {
+                tracing::debug!("stopping after shutdown: {e:#}");
             }
+            Err(e) => return Err(classify(e)),
         }
         if cfg.slot_drop_on_stop {
             if let Ok(c) = cfg.conn.connect().await {
@@ -130,6 +109,26 @@ impl SourceTask for PostgresSourceTask {
         }
         Ok(())
     }
+}
+
+/// The error for a slot of this connector's name that it did not create.
+fn foreign_slot(cfg: &PostgresConfig, s: &catalog::SlotInfo) -> anyhow::Error {
+    let holder = match s.active_pid {
+        Some(pid) => {
+            format!("in use by PID {pid} (SELECT * FROM pg_stat_activity WHERE pid = {pid})")
+        }
+        None => "not in use".to_string(),
+    };
+    sluice_core::error::definite(anyhow!(
+        "replication slot '{}' already exists (database '{}', plugin '{}', {holder}) and this connector has no stored offsets, \
+         so it is not a slot Sluice created for connector {}: another pipeline's position would be lost if it were dropped. \
+         Choose another slot.name, or, if nothing needs that slot, drop it: SELECT pg_drop_replication_slot({});",
+        cfg.slot_name,
+        s.database.as_deref().unwrap_or("?"),
+        s.plugin.as_deref().unwrap_or("?"),
+        cfg.name,
+        quote_literal(&cfg.slot_name)
+    ))
 }
 
 impl PostgresSourceTask {
@@ -168,6 +167,9 @@ impl PostgresSourceTask {
         }
         let slot = catalog::slot_info(&control, &cfg.slot_name).await?;
         if let Some(s) = &slot {
+            if !state.has_offsets {
+                return Err(foreign_slot(cfg, s));
+            }
             if s.plugin.as_deref() != Some("pgoutput") {
                 bail!(
                     "replication slot '{}' exists with plugin '{}', but Sluice decodes pgoutput. Fix: \
@@ -219,15 +221,37 @@ impl PostgresSourceTask {
         }
         let mut repl = ReplicationConn::connect(&cfg.conn).await?;
         let events = EventFactory::new(cfg);
+        if slot.is_none() && !state.has_offsets {
+            // Remembered before the slot exists: after a crash right after
+            // creating it, the next run knows the slot is this connector's
+            // (its offsets say the snapshot did not finish).
+            let mut marker = serde_json::Map::new();
+            if state.snapshot_pending {
+                marker.insert("snapshot".into(), true.into());
+                marker.insert("last_snapshot_record".into(), false.into());
+            }
+            marker.insert("sluice_slot".into(), cfg.slot_name.clone().into());
+            ctx.offset_writer
+                .store_now(&sluice_core::record::SourceOffset {
+                    partition: cfg.partition(),
+                    offset: marker,
+                })
+                .await
+                .context("remembering the replication slot about to be created")?;
+            state.has_offsets = true;
+        }
         if state.snapshot_pending {
             if slot.is_some() {
+                // This connector's own slot (it has offsets): a consistent
+                // snapshot needs the exported snapshot of a new slot.
                 tracing::info!(
-                    "dropping slot {} to take a consistent snapshot",
+                    "dropping this connector's slot {} to take a consistent snapshot",
                     cfg.slot_name
                 );
                 catalog::drop_slot(&control, &cfg.slot_name).await?;
             }
             let created = repl.create_slot(&cfg.slot_name, true).await?;
+            ctx.reporter.healthy();
             let snapshot_name = created
                 .snapshot_name
                 .clone()
@@ -328,6 +352,7 @@ impl PostgresSourceTask {
             "streaming changes from slot {} (pgoutput protocol {protocol})",
             cfg.slot_name
         );
+        ctx.reporter.healthy();
         let mut changes = ChangeStream::new(
             cfg.clone(),
             control,

@@ -86,6 +86,7 @@ impl Pipeline {
             dir.path().join("worker.properties"),
             format!(
                 "offset.storage.file.filename={}\noffset.flush.interval.ms=200\n\
+                 sluice.rest.enabled=false\n\
                  key.converter=org.apache.kafka.connect.json.JsonConverter\n\
                  value.converter=org.apache.kafka.connect.json.JsonConverter\n",
                 dir.path().join("offsets.json").display()

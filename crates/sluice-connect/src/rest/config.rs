@@ -1,6 +1,6 @@
 //! The worker keys of the REST server: `listeners` (or the older
-//! `rest.host.name`/`rest.port`), Sluice's basic auth keys and
-//! `sluice.rest.show.secrets`.
+//! `rest.host.name`/`rest.port`), Sluice's basic auth keys,
+//! `sluice.rest.show.secrets` and `sluice.rest.enabled`.
 
 use sluice_core::config::{split_list, ConfigError, Props};
 
@@ -22,6 +22,10 @@ pub struct RestConfig {
     pub advertised_host: Option<String>,
     /// `rest.advertised.port`: the port in the worker id.
     pub advertised_port: Option<u16>,
+    /// `sluice.rest.enabled` (default true): false runs the worker without
+    /// the REST API (it then stops once every task failed, since nothing
+    /// could restart them).
+    pub enabled: bool,
 }
 
 fn host_port(listener: &str, key: &str) -> Result<String, ConfigError> {
@@ -121,20 +125,16 @@ impl RestConfig {
                 ))
             }
         };
-        let show_secrets = match props.get("sluice.rest.show.secrets") {
-            None => false,
+        let flag = |key: &str, default: bool| match props.get(key) {
+            None => Ok(default),
             Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "true" => true,
-                "false" => false,
-                _ => {
-                    return Err(ConfigError::new(
-                        "sluice.rest.show.secrets",
-                        Some(v),
-                        "Expected true or false",
-                    ))
-                }
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(ConfigError::new(key, Some(v), "Expected true or false")),
             },
         };
+        let show_secrets = flag("sluice.rest.show.secrets", false)?;
+        let enabled = flag("sluice.rest.enabled", true)?;
         let advertised_host = props
             .get("rest.advertised.host.name")
             .map(|h| h.trim().to_string())
@@ -155,6 +155,7 @@ impl RestConfig {
             show_secrets,
             advertised_host,
             advertised_port,
+            enabled,
         })
     }
 

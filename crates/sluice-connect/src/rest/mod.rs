@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::RestConfig;
 
-use crate::worker::{ConnectorInfo, ControlError, OffsetChange, TargetState, WorkerHandle};
+use crate::runtime::{ConnectorInfo, ControlError, OffsetChange, TargetState, WorkerHandle};
 
 struct AppState {
     handle: WorkerHandle,
@@ -598,16 +598,16 @@ async fn validate_config(
             }
         }
     }
-    let (errors, _warnings) = state.handle.validate(&props);
+    let (errors, _warnings) = state.handle.validate(&props).await;
     let secrets = if state.show_secrets {
         Vec::new()
     } else {
-        crate::worker::secret_values(registry, &props)
+        crate::runtime::secret_values(registry, &props)
     };
     let errors: Vec<(String, String)> = errors
         .into_iter()
         .map(|e| {
-            let msg = crate::worker::scrub_secrets(&e.to_string(), &secrets);
+            let msg = crate::runtime::scrub_secrets(&e.to_string(), &secrets);
             (e.key, msg)
         })
         .collect();

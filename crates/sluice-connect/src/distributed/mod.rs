@@ -23,9 +23,11 @@ use sluice_core::record::Record;
 use sluice_kafka::{Admin, KafkaConfig, Producer, TopicReader, COMPACTED};
 
 use crate::murmur2::{murmur2, to_positive};
-use crate::offset_file::{JsonObject, OffsetStore};
-use crate::worker::TargetState;
+use crate::runtime::TargetState;
 use crate::worker_config::DistributedConfig;
+
+mod cluster;
+pub(crate) use cluster::Distributed;
 
 /// A config topic record, decoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +54,14 @@ pub enum ConfigRecord {
         include_tasks: bool,
         /// Only failed instances.
         only_failed: bool,
+    },
+    /// `restart-task-<name>-<id>` (Sluice's own: Kafka Connect restarts a
+    /// single task by forwarding the request to its worker).
+    RestartTask {
+        /// Connector name.
+        name: String,
+        /// Task id.
+        task: u32,
     },
     /// Task configs, commit markers, session keys: derived data Sluice
     /// recomputes from the connector config.
@@ -109,6 +119,14 @@ pub fn restart_record(
         Some(json_bytes(
             &json!({ "include-tasks": include_tasks, "only-failed": only_failed }),
         )),
+    )
+}
+
+/// `restart-task-<name>-<id>`.
+pub fn restart_task_record(name: &str, task: u32) -> (String, Option<Vec<u8>>) {
+    (
+        format!("restart-task-{name}-{task}"),
+        Some(json_bytes(&json!({}))),
     )
 }
 
@@ -196,6 +214,19 @@ pub fn decode_config(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<ConfigR
             state,
         });
     }
+    if let Some(rest) = key.strip_prefix("restart-task-") {
+        if let Some((name, task)) = rest.rsplit_once('-') {
+            if let Ok(task) = task.parse::<u32>() {
+                return Ok(ConfigRecord::RestartTask {
+                    name: name.to_string(),
+                    task,
+                });
+            }
+        }
+        return Err(format!(
+            "config topic record '{key}': not restart-task-<connector>-<task>"
+        ));
+    }
     if let Some(name) = key.strip_prefix("restart-connector-") {
         let obj = match value {
             Some(v) => parse_object(v, key)?,
@@ -274,55 +305,6 @@ pub fn unit_partition(connector: &str, task: u32, partitions: i32) -> i32 {
     }
     let base = i64::from(to_positive(murmur2(connector.as_bytes())));
     ((base + i64::from(task)) % i64::from(partitions)) as i32
-}
-
-/// Applies an offsets topic record to `store`: key `["<connector>",{..}]`,
-/// value the offset object or null (deleted).
-pub fn apply_offset_record(store: &mut OffsetStore, r: &Record) -> Result<(), String> {
-    let Some(key) = r.key.as_deref() else {
-        return Err(format!(
-            "offsets topic record at partition {} offset {} has no key",
-            r.partition, r.offset
-        ));
-    };
-    let where_ = || {
-        format!(
-            "offsets topic record at partition {} offset {}",
-            r.partition, r.offset
-        )
-    };
-    let (connector, partition) = match serde_json::from_slice::<Value>(key) {
-        Ok(Value::Array(a)) if a.len() == 2 => match (&a[0], &a[1]) {
-            (Value::String(c), Value::Object(p)) => (c.clone(), p.clone()),
-            _ => return Err(format!("{}: key is not [\"<connector>\",{{..}}]", where_())),
-        },
-        _ => return Err(format!("{}: key is not [\"<connector>\",{{..}}]", where_())),
-    };
-    match r.value.as_deref() {
-        None => {
-            store.remove(&connector, Some(&partition));
-        }
-        Some(v) => match serde_json::from_slice::<Value>(v) {
-            Ok(Value::Object(o)) => store.set(&connector, &partition, &o),
-            Ok(Value::Null) => {
-                store.remove(&connector, Some(&partition));
-            }
-            _ => return Err(format!("{}: value is not a JSON object", where_())),
-        },
-    }
-    Ok(())
-}
-
-/// The offsets topic record for `connector`'s `partition`.
-pub fn offset_record(
-    connector: &str,
-    partition: &JsonObject,
-    offset: Option<&JsonObject>,
-) -> (String, Option<Vec<u8>>) {
-    (
-        crate::offset_file::entry_key(connector, partition),
-        offset.map(|o| json_bytes(&Value::Object(o.clone()))),
-    )
 }
 
 /// The three internal topics: created when missing, read by every worker,
@@ -434,18 +416,6 @@ impl InternalTopics {
                 .await
                 .map_err(|e| anyhow::anyhow!("writing to '{topic}': {e}"))?;
         }
-        Ok(())
-    }
-
-    /// Reads the offsets written since the last call into `store`.
-    pub async fn refresh_offsets(&self, store: &mut OffsetStore) -> anyhow::Result<()> {
-        for r in self.offsets.catch_up().await? {
-            if let Err(e) = apply_offset_record(store, &r) {
-                tracing::warn!("ignoring {e}");
-            }
-        }
-        // What was read is what the topic holds: nothing to write back.
-        store.take_changes();
         Ok(())
     }
 
@@ -570,30 +540,5 @@ mod tests {
         assert_eq!(unit_partition("sink", 1, 25), (p0 + 1) % 25);
         assert!((0..25).contains(&p0));
         assert_eq!(unit_partition("sink", 0, 1), 0);
-    }
-
-    #[test]
-    fn offset_records_apply_to_the_store() {
-        let mut store = OffsetStore::memory("offsets topic");
-        let part: JsonObject = serde_json::from_str(r#"{"server":"s"}"#).unwrap();
-        let off: JsonObject = serde_json::from_str(r#"{"lsn":42}"#).unwrap();
-        let (k, v) = offset_record("pg", &part, Some(&off));
-        assert_eq!(k, r#"["pg",{"server":"s"}]"#);
-        let rec = |value: Option<Vec<u8>>| Record {
-            topic: Arc::from("offsets"),
-            partition: 0,
-            offset: 0,
-            timestamp_ms: 0,
-            key: Some(k.clone().into_bytes()),
-            value,
-            headers: Vec::new(),
-        };
-        apply_offset_record(&mut store, &rec(v)).unwrap();
-        assert_eq!(store.get("pg", &part), Some(&off));
-        apply_offset_record(&mut store, &rec(None)).unwrap();
-        assert_eq!(store.get("pg", &part), None);
-        let mut bad = rec(Some(b"[1]".to_vec()));
-        bad.key = Some(b"nope".to_vec());
-        assert!(apply_offset_record(&mut store, &bad).is_err());
     }
 }

@@ -1,16 +1,13 @@
-//! The Kafka transport, used when the worker has `bootstrap.servers`
-//! (Kafka Connect's standalone mode against a real cluster; source offsets
-//! stay in `offset.storage.file.filename`).
+//! The Kafka transport, used when the worker has `bootstrap.servers`.
 //!
-//! Source side: a source task's records are converted as in-process, then
-//! produced with the idempotent producer (the key picks the partition). The
-//! producer is the single "sink" of every source task's
-//! [`DeliveryTracker`], at index [`PRODUCER`]: a record counts as delivered
-//! when the broker acknowledged it, and since deliveries of different
-//! partitions can complete out of order, sequence numbers are acknowledged
-//! strictly in order, so an offset is committed only once every earlier
-//! record is stored in Kafka. Topics are created when missing with the
-//! connector's `topic.creation.default.*` settings.
+//! Source side: a source task's records are converted by its connector's
+//! converters, then produced with the idempotent producer (the key picks the
+//! partition). A record counts as delivered when the broker acknowledged it;
+//! deliveries of different partitions can complete out of order, so they are
+//! acknowledged to the task's [`DeliveryTracker`] strictly in order
+//! ([`InOrderAcks`]): an offset is committed only once every earlier record
+//! is stored in Kafka. Topics are created when missing with the connector's
+//! `topic.creation.default.*` settings.
 //!
 //! Exactly-once source delivery (KIP-618, worker
 //! `exactly.once.source.support=enabled`): [`KafkaSourceOutput::new_transactional`]
@@ -24,42 +21,35 @@
 //! at all. Transactions end as the connector's `transaction.boundary` says
 //! ([`TransactionBoundary`]).
 //!
-//! Sink side: each sink task consumes as group `connect-<connector>` and
-//! feeds the same [`SinkDriver`] as in-process through a local queue; the
-//! driver's acknowledgements (after `flush`) decide which Kafka offsets are
-//! committed. On revocation, what was flushed of the revoked partitions is
-//! committed before they are let go.
+//! Sink side: each sink task consumes as group `connect-<connector>`
+//! ([`KafkaInput`]); the sink driver commits what its sink made durable,
+//! and on revocation hands the revoked partitions over with their final
+//! positions.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_trait::async_trait;
 use sluice_core::config::Props;
+use sluice_core::error::{definite, transient};
 use sluice_core::record::{Record, SourceOffset};
 use sluice_kafka::{
     Admin, ClientRole, CommitOffsets, Consumer, ConsumerEvent, ConsumerOptions, Delivery,
-    KafkaConfig, Producer, TopicPartition, TransactionalProducer,
+    KafkaConfig, Producer, Revocation, TransactionalProducer,
 };
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::{
+    InRecord, OnFailure, OutRecord, Outgoing, Polled, RecordForm, SinkInput, SinkInputSpec,
+    SourceOutput, SourceOutputSpec, TopicPartition, Transport,
+};
 use crate::connector_config::Subscription;
-use crate::delivery::{DeliveryTracker, SinkTaskIndex};
-use crate::offset_file::entry_key;
-use crate::sink_driver::SinkDriver;
-use crate::transport::{Origin, QueueSender, Router};
-
-/// The tracker index of the producer in a source task's [`DeliveryTracker`]
-/// (sink tasks in Kafka mode have their own trackers and indices from 1).
-pub const PRODUCER: SinkTaskIndex = 0;
-
-/// Deliveries waiting to be acknowledged per source task.
-const ACK_QUEUE: usize = 65_536;
-
-/// How often a sink task commits what its sink flushed.
-const SINK_COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+use crate::delivery::{Completion, DeliveryTracker, InOrderAcks};
+use crate::offsets::entry_key;
 
 /// The consumers' metadata refresh unless `consumer.<key>` sets it: how
 /// soon a sink sees a topic created after it subscribed.
@@ -149,12 +139,253 @@ impl KafkaClients {
     }
 }
 
+/// The exactly-once settings of a distributed worker with
+/// `exactly.once.source.support=enabled`.
+#[derive(Debug, Clone)]
+pub struct ExactlyOnce {
+    /// The worker's `group.id`.
+    pub group_id: String,
+    /// The worker's `offset.storage.topic`.
+    pub offsets_topic: String,
+    /// The worker's `offset.flush.interval.ms`.
+    pub commit_interval: Duration,
+}
+
+/// The Kafka transport.
+pub struct KafkaTransport {
+    clients: KafkaClients,
+    exactly_once: Option<ExactlyOnce>,
+}
+
+impl KafkaTransport {
+    /// A transport over connected `clients`; with `exactly_once`, source
+    /// tasks write in transactions.
+    pub fn new(clients: KafkaClients, exactly_once: Option<ExactlyOnce>) -> Self {
+        KafkaTransport {
+            clients,
+            exactly_once,
+        }
+    }
+
+    /// The worker's clients.
+    pub fn clients(&self) -> &KafkaClients {
+        &self.clients
+    }
+}
+
+#[async_trait]
+impl Transport for KafkaTransport {
+    fn describe(&self) -> String {
+        format!("Kafka at {}", self.clients.config)
+    }
+
+    async fn source_output(&self, spec: SourceOutputSpec) -> anyhow::Result<Box<dyn SourceOutput>> {
+        let label = format!(
+            "source connector '{}' task {}",
+            spec.connector, spec.task_id
+        );
+        let creation = TopicCreation::from_connector_props(&spec.props).map_err(definite)?;
+        let overridden = client_overrides(&self.clients.config, &spec.props, ClientRole::Producer)
+            .map_err(definite)?;
+        let mut clients = self.clients.clone();
+        if !Arc::ptr_eq(&overridden, &self.clients.config) {
+            clients.producer = Producer::connect(&overridden)
+                .await
+                .map_err(|e| transient(anyhow::Error::new(e)))
+                .with_context(|| format!("{label}: its producer (producer.override.*)"))?;
+            clients.config = overridden;
+        }
+        match &self.exactly_once {
+            Some(eos) => {
+                let boundary =
+                    TransactionBoundary::from_connector_props(&spec.props).map_err(definite)?;
+                let settings = TxnSettings::new(
+                    &eos.group_id,
+                    &spec.connector,
+                    spec.task_id,
+                    &eos.offsets_topic,
+                    boundary,
+                    eos.commit_interval,
+                );
+                let id = settings.transactional_id.clone();
+                let out = KafkaSourceOutput::new_transactional(
+                    &clients,
+                    creation,
+                    spec.tracker,
+                    spec.on_failure,
+                    settings,
+                )
+                .await
+                .map_err(transient)?;
+                tracing::info!(
+                    "{label}: exactly-once: records and offsets in transactions of transactional.id '{id}'"
+                );
+                Ok(Box::new(out))
+            }
+            None => Ok(Box::new(KafkaSourceOutput::new(
+                &clients,
+                creation,
+                spec.tracker,
+                spec.on_failure,
+            ))),
+        }
+    }
+
+    async fn sink_input(&self, spec: SinkInputSpec) -> anyhow::Result<Box<dyn SinkInput>> {
+        let label = format!("sink connector '{}' task {}", spec.connector, spec.task_id);
+        let config = client_overrides(&self.clients.config, &spec.props, ClientRole::Consumer)
+            .map_err(definite)?;
+        let consumer = Consumer::subscribe(
+            &config,
+            &spec.connector,
+            consumer_subscription(&spec.subscription),
+            ConsumerOptions::default(),
+        )
+        .await
+        .map_err(|e| transient(anyhow::Error::new(e)))
+        .with_context(|| format!("{label}: joining consumer group"))?;
+        Ok(Box::new(KafkaInput {
+            consumer: Some(consumer),
+            revoked: None,
+            label,
+        }))
+    }
+}
+
+/// Records in one consumer event from which more are assumed to be
+/// waiting.
+const FULL_POLL: usize = 500;
+
+/// A sink task's consumer.
+struct KafkaInput {
+    consumer: Option<Consumer>,
+    /// A revocation announced and not yet released.
+    revoked: Option<Revocation>,
+    label: String,
+}
+
+fn kafka_tp(tp: &TopicPartition) -> sluice_kafka::TopicPartition {
+    sluice_kafka::TopicPartition {
+        topic: Arc::clone(&tp.topic),
+        partition: tp.partition,
+    }
+}
+
+fn commit_offsets(positions: &[(TopicPartition, i64)]) -> CommitOffsets {
+    let mut offsets = CommitOffsets::new();
+    for (tp, off) in positions {
+        offsets.set(kafka_tp(tp), *off);
+    }
+    offsets
+}
+
+#[async_trait]
+impl SinkInput for KafkaInput {
+    async fn poll(&mut self) -> anyhow::Result<Option<Polled>> {
+        let Some(consumer) = self.consumer.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            match consumer.next_event().await {
+                None => return Ok(None),
+                Some(ConsumerEvent::Records(records)) => {
+                    // A full fetch batch: more is likely waiting.
+                    let more = records.len() >= FULL_POLL;
+                    return Ok(Some(Polled::Records {
+                        records: records.into_iter().map(InRecord::Serialized).collect(),
+                        more,
+                    }));
+                }
+                Some(ConsumerEvent::Assigned(parts)) => {
+                    tracing::info!("{}: assigned {} partition(s)", self.label, parts.len());
+                }
+                Some(ConsumerEvent::Revoked(rev)) => {
+                    let parts = rev
+                        .partitions
+                        .iter()
+                        .map(|tp| TopicPartition {
+                            topic: Arc::clone(&tp.topic),
+                            partition: tp.partition,
+                        })
+                        .collect();
+                    if let Some(old) = self.revoked.replace(rev) {
+                        old.release(CommitOffsets::new());
+                    }
+                    return Ok(Some(Polled::Revoked(parts)));
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self, positions: &[(TopicPartition, i64)]) -> anyhow::Result<()> {
+        let Some(consumer) = self.consumer.as_ref() else {
+            return Ok(());
+        };
+        if positions.is_empty() {
+            return Ok(());
+        }
+        consumer
+            .commit(&commit_offsets(positions))
+            .await
+            .map_err(|e| transient(anyhow::Error::new(e)))
+            .with_context(|| format!("{}: committing Kafka offsets", self.label))
+    }
+
+    async fn release(&mut self, positions: &[(TopicPartition, i64)]) -> anyhow::Result<()> {
+        if let Some(rev) = self.revoked.take() {
+            tracing::info!(
+                "{}: releasing {} partition(s)",
+                self.label,
+                rev.partitions.len()
+            );
+            rev.release(commit_offsets(positions));
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        if let Some(rev) = self.revoked.take() {
+            rev.release(CommitOffsets::new());
+        }
+        if let Some(c) = self.consumer.take() {
+            c.close().await;
+        }
+    }
+}
+
+/// The worker's Kafka settings with a connector's `producer.override.*` or
+/// `consumer.override.*` applied (the same Arc when it has none).
+pub fn client_overrides(
+    base: &Arc<KafkaConfig>,
+    props: &Props,
+    role: ClientRole,
+) -> anyhow::Result<Arc<KafkaConfig>> {
+    let prefix = match role {
+        ClientRole::Producer => "producer.override.",
+        ClientRole::Consumer => "consumer.override.",
+        ClientRole::Admin => "admin.override.",
+    };
+    let mut overrides = props
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k, v)))
+        .peekable();
+    if overrides.peek().is_none() {
+        return Ok(Arc::clone(base));
+    }
+    let mut cfg = (**base).clone();
+    for (k, v) in overrides {
+        cfg.set_override(role, k, v)
+            .map_err(|e| anyhow::anyhow!("'{prefix}{k}': {e}"))?;
+    }
+    Ok(Arc::new(cfg))
+}
+
 /// One source task's way into Kafka.
 pub struct KafkaSourceOutput {
     admin: Arc<Admin>,
     creation: TopicCreation,
     ensured: tokio::sync::Mutex<HashSet<Arc<str>>>,
-    failure: Arc<Mutex<Option<String>>>,
+    tracker: Arc<DeliveryTracker>,
     mode: Mode,
 }
 
@@ -162,113 +393,63 @@ enum Mode {
     /// Records count as delivered once acknowledged by the brokers.
     Idempotent {
         producer: Producer,
-        acks: mpsc::Sender<(u64, Delivery)>,
+        acks: Mutex<Option<InOrderAcks>>,
+        acker: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     },
     /// Records count as delivered once their transaction is committed.
     Transactional {
         txn: Arc<Txn>,
-        /// Dropping the output tells the commit loop to commit what is
-        /// pending and end.
-        _close: DropGuard,
+        /// Dropped at close: the commit loop commits what is pending and
+        /// ends.
+        close: Mutex<Option<DropGuard>>,
+        committer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     },
 }
 
 impl KafkaSourceOutput {
-    /// The output of a source task whose deliveries `tracker` records; the
-    /// returned handle ends once the output is dropped and every record sent
-    /// through it was acknowledged or failed. `on_failure` is told the first
-    /// delivery failure at once (the task may not send again for a while).
+    /// The output of a source task whose deliveries `tracker` records.
+    /// `on_failure` is told the first delivery failure at once (the task
+    /// may not send again for a while).
     pub fn new(
         clients: &KafkaClients,
         creation: TopicCreation,
         tracker: Arc<DeliveryTracker>,
-        on_failure: Box<dyn FnOnce(String) + Send>,
-    ) -> (KafkaSourceOutput, JoinHandle<()>) {
-        let (acks, rx) = mpsc::channel(ACK_QUEUE);
-        let failure = Arc::new(Mutex::new(None));
-        let acker = tokio::spawn(ack_in_order(rx, tracker, Arc::clone(&failure), on_failure));
-        (
-            KafkaSourceOutput {
-                admin: Arc::clone(&clients.admin),
-                creation,
-                ensured: tokio::sync::Mutex::new(HashSet::new()),
-                failure,
-                mode: Mode::Idempotent {
-                    producer: clients.producer.clone(),
-                    acks,
-                },
+        on_failure: OnFailure,
+    ) -> KafkaSourceOutput {
+        let (acks, acker) = InOrderAcks::start(Arc::clone(&tracker), on_failure);
+        KafkaSourceOutput {
+            admin: Arc::clone(&clients.admin),
+            creation,
+            ensured: tokio::sync::Mutex::new(HashSet::new()),
+            tracker,
+            mode: Mode::Idempotent {
+                producer: clients.producer.clone(),
+                acks: Mutex::new(Some(acks)),
+                acker: tokio::sync::Mutex::new(Some(acker)),
             },
-            acker,
-        )
+        }
     }
 
     /// The exactly-once output of a source task (KIP-618): connects the
     /// task's own transactional producer (fencing any earlier one with the
     /// same `transactional.id`, whose open transaction is then aborted) and
-    /// spawns the loop that ends each transaction as `settings` say. The
-    /// returned handle ends once the output is dropped and what was pending
-    /// is committed (or that failed), or once a commit failed.
+    /// spawns the loop that ends each transaction as `settings` say.
     ///
-    /// `tracker` must be the one later passed to [`send`](Self::send): a
-    /// record is acknowledged to it only after its transaction committed,
-    /// together with the offsets-topic records of the source offsets it
-    /// covers. `on_failure` is told at once when a commit fails (the
-    /// transaction is then aborted when Kafka allows it, or was aborted by
-    /// the coordinator when the producer was fenced); the source restarts
-    /// from the last committed offset, and the aborted records are
+    /// A record is acknowledged to `tracker` only after its transaction
+    /// committed, together with the offsets-topic records of the source
+    /// offsets it covers. `on_failure` is told at once when a commit fails
+    /// (the transaction is then aborted when Kafka allows it, or was
+    /// aborted by the coordinator when the producer was fenced); the source
+    /// restarts from the last committed offset, and the aborted records are
     /// invisible to `read_committed` consumers. The offsets topic must
     /// exist.
-    ///
-    /// Offset-only markers should go through [`send_offset`](Self::send_offset)
-    /// so their offsets are written in the transaction too; the offsets
-    /// the tracker later releases are already in the offsets topic, so the
-    /// committer only has to tell the source.
-    ///
-    /// How a worker with `exactly.once.source.support=enabled` starts a
-    /// source task's output:
-    ///
-    /// ```no_run
-    /// # async fn demo(
-    /// #     clients: sluice_connect::kafka_transport::KafkaClients,
-    /// #     connector_props: sluice_core::config::Props,
-    /// #     tracker: std::sync::Arc<sluice_connect::delivery::DeliveryTracker>,
-    /// #     record: sluice_core::record::Record,
-    /// #     offset: std::sync::Arc<sluice_core::record::SourceOffset>,
-    /// # ) -> anyhow::Result<()> {
-    /// use std::sync::Arc;
-    /// use std::time::Duration;
-    /// use sluice_connect::kafka_transport::*;
-    ///
-    /// let boundary = TransactionBoundary::from_connector_props(&connector_props)?;
-    /// let settings = TxnSettings::new(
-    ///     "connect-cluster",  // worker group.id
-    ///     "pg",               // connector name
-    ///     0,                  // task id
-    ///     "connect-offsets",  // worker offset.storage.topic
-    ///     boundary,
-    ///     Duration::from_secs(60), // worker offset.flush.interval.ms
-    /// );
-    /// let (output, committer) = KafkaSourceOutput::new_transactional(
-    ///     &clients,
-    ///     TopicCreation::from_connector_props(&connector_props)?,
-    ///     Arc::clone(&tracker),
-    ///     Box::new(|error| eprintln!("task failed: {error}")),
-    ///     settings,
-    /// )
-    /// .await?;
-    /// output.send(&tracker, record, Some(&offset)).await?;
-    /// drop(output); // commits what is pending
-    /// committer.await?;
-    /// # Ok(())
-    /// # }
-    /// ```
     pub async fn new_transactional(
         clients: &KafkaClients,
         creation: TopicCreation,
         tracker: Arc<DeliveryTracker>,
-        on_failure: Box<dyn FnOnce(String) + Send>,
+        on_failure: OnFailure,
         settings: TxnSettings,
-    ) -> anyhow::Result<(KafkaSourceOutput, JoinHandle<()>)> {
+    ) -> anyhow::Result<KafkaSourceOutput> {
         let label = format!(
             "source connector '{}' task {}",
             settings.connector, settings.task_id
@@ -299,44 +480,34 @@ impl KafkaSourceOutput {
                     settings.transactional_id
                 )
             })?;
-        let failure = Arc::new(Mutex::new(None));
         let txn = Arc::new(Txn {
             producer,
-            tracker,
+            tracker: Arc::clone(&tracker),
             open: tokio::sync::Mutex::new(OpenTxn::default()),
             full: Notify::new(),
-            failure: Arc::clone(&failure),
+            failure: Mutex::new(None),
             on_failure: Mutex::new(Some(on_failure)),
             label,
             settings,
         });
         let close = CancellationToken::new();
         let committer = tokio::spawn(run_commits(Arc::clone(&txn), close.clone()));
-        Ok((
-            KafkaSourceOutput {
-                admin: Arc::clone(&clients.admin),
-                creation,
-                ensured: tokio::sync::Mutex::new(HashSet::new()),
-                failure,
-                mode: Mode::Transactional {
-                    txn,
-                    _close: close.drop_guard(),
-                },
+        Ok(KafkaSourceOutput {
+            admin: Arc::clone(&clients.admin),
+            creation,
+            ensured: tokio::sync::Mutex::new(HashSet::new()),
+            tracker,
+            mode: Mode::Transactional {
+                txn,
+                close: Mutex::new(Some(close.drop_guard())),
+                committer: tokio::sync::Mutex::new(Some(committer)),
             },
-            committer,
-        ))
+        })
     }
 
     /// Whether records go out in Kafka transactions.
     pub fn is_transactional(&self) -> bool {
         matches!(self.mode, Mode::Transactional { .. })
-    }
-
-    fn failed(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     async fn ensure_topic(&self, topic: &Arc<str>) -> anyhow::Result<()> {
@@ -359,69 +530,124 @@ impl KafkaSourceOutput {
                 &configs,
             )
             .await
+            .map_err(|e| transient(anyhow::Error::new(e)))
             .with_context(|| format!("creating Kafka topic '{topic}'"))?;
         tracing::debug!(topic = %topic, ?state, "Kafka topic ready");
         ensured.insert(Arc::clone(topic));
         Ok(())
     }
 
-    /// Produces one converted record, registered with `tracker` (with the
-    /// source offset it carries) before it is sent. In transactional mode
-    /// the record joins the open transaction (one is begun if none is).
-    pub async fn send(
+    /// Produces one converted record (or with None only registers
+    /// `offset`), registered with the tracker before it is sent. In
+    /// transactional mode the record and the offset join the open
+    /// transaction (one is begun if none is).
+    async fn send_one(
         &self,
-        tracker: &DeliveryTracker,
-        record: Record,
+        record: Option<&Record>,
         offset: Option<&Arc<SourceOffset>>,
     ) -> anyhow::Result<()> {
-        if let Some(f) = self.failed() {
-            anyhow::bail!("{f}");
+        if let Some(r) = record {
+            self.ensure_topic(&r.topic).await?;
         }
-        self.ensure_topic(&record.topic).await?;
-        let (producer, acks) = match &self.mode {
-            Mode::Idempotent { producer, acks } => (producer, acks),
+        match &self.mode {
             Mode::Transactional { txn, .. } => {
-                return txn.send(tracker, Some(&record), offset).await;
+                if record.is_none() && offset.is_none() {
+                    self.tracker.dispatch(None);
+                    return Ok(());
+                }
+                txn.send(record, offset).await
             }
-        };
-        let seq = tracker.dispatch(&[PRODUCER], offset);
-        let delivery = producer
-            .send(&record)
-            .await
-            .with_context(|| format!("producing to Kafka topic '{}'", record.topic))?;
-        if acks.send((seq, delivery)).await.is_err() {
-            let f = self.failed().unwrap_or_else(|| {
-                format!(
-                    "producing to Kafka topic '{}': acknowledgements stopped",
-                    record.topic
-                )
-            });
-            anyhow::bail!("{f}");
+            Mode::Idempotent { producer, acks, .. } => {
+                let acks = acks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .ok_or_else(|| definite(anyhow::anyhow!("the output is closed")))?;
+                let seq = self.tracker.dispatch(offset);
+                let done: Completion = match record {
+                    None => Box::pin(async { Ok(()) }),
+                    Some(r) => {
+                        let topic = Arc::clone(&r.topic);
+                        let delivery = producer
+                            .send(r)
+                            .await
+                            .map_err(|e| transient(anyhow::Error::new(e)))
+                            .with_context(|| format!("producing to Kafka topic '{topic}'"))?;
+                        Box::pin(async move {
+                            delivery.await.map(|_| ()).map_err(|e| {
+                                transient(anyhow::Error::new(e))
+                                    .context(format!("producing to Kafka topic '{topic}'"))
+                            })
+                        })
+                    }
+                };
+                acks.push(seq, done)
+                    .await
+                    .map_err(|e| transient(anyhow::anyhow!("producing to Kafka: {e}")))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SourceOutput for KafkaSourceOutput {
+    fn form(&self) -> RecordForm {
+        RecordForm::Serialized
+    }
+
+    async fn send(&self, batch: Vec<Outgoing>) -> anyhow::Result<()> {
+        if let Mode::Transactional { txn, .. } = &self.mode {
+            if let Some(f) = txn.failed() {
+                return Err(definite(anyhow::anyhow!("{f}")));
+            }
+        }
+        for o in batch {
+            match o.record {
+                None => self.send_one(None, o.offset.as_ref()).await?,
+                Some(OutRecord::Serialized(r)) => self.send_one(Some(&r), o.offset.as_ref()).await?,
+                Some(OutRecord::Structured(r)) => {
+                    return Err(definite(anyhow::anyhow!(
+                        "the Kafka transport takes records converted by the connector's converters, got a structured one for topic '{}'",
+                        r.topic
+                    )))
+                }
+            }
         }
         Ok(())
     }
 
-    /// Registers a source offset that comes without a record (an
-    /// offset-only marker, e.g. a filtered record's). Without transactions
-    /// it is delivered as soon as every record before it is; in
-    /// transactional mode it is written to the offsets topic with the open
-    /// transaction (one is begun if none is), so the offset moves only
-    /// together with the records before it.
-    pub async fn send_offset(
-        &self,
-        tracker: &DeliveryTracker,
-        offset: Option<&Arc<SourceOffset>>,
-    ) -> anyhow::Result<()> {
+    fn stores_offsets(&self) -> bool {
+        self.is_transactional()
+    }
+
+    async fn close(&self, grace: Duration) {
         match &self.mode {
-            Mode::Transactional { txn, .. } if offset.is_some() => {
-                if let Some(f) = self.failed() {
-                    anyhow::bail!("{f}");
+            Mode::Idempotent {
+                producer,
+                acks,
+                acker,
+            } => {
+                if let Err(e) = producer.flush(grace).await {
+                    tracing::warn!("flushing the Kafka producer: {e}");
                 }
-                txn.send(tracker, None, offset).await
+                acks.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(h) = acker.lock().await.take() {
+                    let abort = h.abort_handle();
+                    if tokio::time::timeout(grace, h).await.is_err() {
+                        abort.abort();
+                    }
+                }
             }
-            _ => {
-                tracker.dispatch(&[], offset);
-                Ok(())
+            Mode::Transactional {
+                close, committer, ..
+            } => {
+                close.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(h) = committer.lock().await.take() {
+                    let abort = h.abort_handle();
+                    if tokio::time::timeout(grace, h).await.is_err() {
+                        abort.abort();
+                    }
+                }
             }
         }
     }
@@ -550,9 +776,6 @@ impl TxnSettings {
     }
 }
 
-/// Told the task's failure.
-type OnFailure = Box<dyn FnOnce(String) + Send>;
-
 /// A source task's transactional producer and its open transaction.
 struct Txn {
     producer: TransactionalProducer,
@@ -565,7 +788,7 @@ struct Txn {
     open: tokio::sync::Mutex<OpenTxn>,
     /// Told when the open transaction reached `max_records`.
     full: Notify,
-    failure: Arc<Mutex<Option<String>>>,
+    failure: Mutex<Option<String>>,
     on_failure: Mutex<Option<OnFailure>>,
     /// "source connector 'x' task n".
     label: String,
@@ -592,8 +815,10 @@ impl Txn {
             .clone()
     }
 
-    /// Records the task's failure and tells the worker (once).
-    fn fail(&self, msg: String) {
+    /// Records the task's failure and tells the worker (once). A fenced
+    /// producer means another worker runs the task now: retrying here
+    /// would only fence it back, so that failure is definite.
+    fn fail(&self, msg: String, fenced: bool) {
         tracing::error!("{msg}");
         *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(msg.clone());
         let told = self
@@ -602,7 +827,8 @@ impl Txn {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(tell) = told {
-            tell(msg);
+            let e = anyhow::anyhow!(msg);
+            tell(if fenced { definite(e) } else { transient(e) });
         }
     }
 
@@ -622,27 +848,27 @@ impl Txn {
     /// transaction.
     async fn send(
         &self,
-        tracker: &DeliveryTracker,
         record: Option<&Record>,
         offset: Option<&Arc<SourceOffset>>,
     ) -> anyhow::Result<()> {
         let mut open = self.open.lock().await;
         // A commit may have failed while this waited for the lock.
         if let Some(f) = self.failed() {
-            anyhow::bail!("{f}");
+            return Err(definite(anyhow::anyhow!("{f}")));
         }
         if !open.begun {
-            self.producer
-                .begin()
-                .map_err(|e| anyhow::anyhow!(self.describe("beginning a transaction", &e)))?;
+            self.producer.begin().map_err(|e| {
+                transient(anyhow::anyhow!(self.describe("beginning a transaction", &e)))
+            })?;
             open.begun = true;
         }
-        let seq = tracker.dispatch(&[PRODUCER], offset);
+        let seq = self.tracker.dispatch(offset);
         if let Some(record) = record {
             let delivery = self.producer.send(record).await.map_err(|e| {
-                anyhow::anyhow!(
-                    self.describe(&format!("producing to Kafka topic '{}'", record.topic), &e)
-                )
+                transient(anyhow::anyhow!(self.describe(
+                    &format!("producing to Kafka topic '{}'", record.topic),
+                    &e
+                )))
             })?;
             open.deliveries.push(delivery);
         }
@@ -668,7 +894,7 @@ impl Txn {
     /// commits it, then acknowledges its records to the tracker. On error
     /// the transaction is aborted when Kafka allows it; the returned
     /// message is the task's failure.
-    async fn commit(&self) -> Result<(), String> {
+    async fn commit(&self) -> Result<(), (String, bool)> {
         let mut open = self.open.lock().await;
         if !open.begun {
             return Ok(());
@@ -695,7 +921,8 @@ impl Txn {
                         "writing source offsets to '{}'",
                         self.settings.offsets_topic
                     );
-                    return Err(self.abandon(&what, e).await);
+                    let fenced = matches!(e, sluice_kafka::Error::Fenced { .. });
+                    return Err((self.abandon(&what, e).await, fenced));
                 }
             }
         }
@@ -714,7 +941,8 @@ impl Txn {
                         Some(cause) => format!("committing the transaction ({cause})"),
                         None => "committing the transaction".to_string(),
                     };
-                    return Err(self.abandon(&what, e).await);
+                    let fenced = matches!(e, sluice_kafka::Error::Fenced { .. });
+                    return Err((self.abandon(&what, e).await, fenced));
                 }
             }
         }
@@ -722,13 +950,16 @@ impl Txn {
         // contradict it, so nothing is acknowledged then.
         for delivery in std::mem::take(&mut open.deliveries) {
             if let Err(e) = delivery.await {
-                return Err(format!(
-                    "{}: a record of a committed transaction reports a failed delivery: {e}",
-                    self.label
+                return Err((
+                    format!(
+                        "{}: a record of a committed transaction reports a failed delivery: {e}",
+                        self.label
+                    ),
+                    false,
                 ));
             }
         }
-        self.tracker.ack(PRODUCER, open.last_seq);
+        self.tracker.ack(open.last_seq);
         tracing::debug!(
             "{}: committed a transaction of {} record(s)",
             self.label,
@@ -791,37 +1022,12 @@ async fn run_commits(txn: Arc<Txn>, close: CancellationToken) {
         if txn.failed().is_some() {
             return;
         }
-        if let Err(msg) = txn.commit().await {
-            txn.fail(msg);
+        if let Err((msg, fenced)) = txn.commit().await {
+            txn.fail(msg, fenced);
             return;
         }
         if last {
             return;
-        }
-    }
-}
-
-/// Acknowledges deliveries to `tracker` in sequence order: each delivery is
-/// awaited in the order it was sent, so a sequence number is acknowledged
-/// only once every lower one is. The first failure is recorded in `failure`
-/// and nothing later is acknowledged.
-async fn ack_in_order<D>(
-    mut rx: mpsc::Receiver<(u64, D)>,
-    tracker: Arc<DeliveryTracker>,
-    failure: Arc<Mutex<Option<String>>>,
-    on_failure: Box<dyn FnOnce(String) + Send>,
-) where
-    D: std::future::Future<Output = sluice_kafka::Result<sluice_kafka::Delivered>>,
-{
-    while let Some((seq, delivery)) = rx.recv().await {
-        match delivery.await {
-            Ok(_) => tracker.ack(PRODUCER, seq),
-            Err(e) => {
-                let msg = format!("producing to Kafka: {e}");
-                *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(msg.clone());
-                on_failure(msg);
-                return;
-            }
         }
     }
 }
@@ -849,264 +1055,9 @@ pub fn consumer_subscription(sub: &Subscription) -> sluice_kafka::Subscription {
     }
 }
 
-/// Records handed to the sink driver whose Kafka offsets are not yet
-/// committable: (sequence in `tracker`, partition, record offset).
-struct Pending {
-    tracker: Arc<DeliveryTracker>,
-    index: SinkTaskIndex,
-    last_seq: u64,
-    queue: VecDeque<(u64, TopicPartition, i64)>,
-    durable: CommitOffsets,
-    changed: bool,
-}
-
-impl Pending {
-    /// Moves what the driver acknowledged into `durable`.
-    fn advance(&mut self) {
-        let upto = self.tracker.delivered_up_to();
-        while self.queue.front().is_some_and(|(s, _, _)| *s <= upto) {
-            if let Some((_, tp, off)) = self.queue.pop_front() {
-                self.durable.set(tp, off + 1);
-                self.changed = true;
-            }
-        }
-    }
-
-    fn all_acked(&self) -> bool {
-        self.tracker.delivered_up_to() >= self.last_seq
-    }
-
-    async fn commit(&mut self, consumer: &Consumer, label: &str) {
-        self.advance();
-        if !self.changed || self.durable.is_empty() {
-            return;
-        }
-        match consumer.commit(&self.durable).await {
-            Ok(()) => self.changed = false,
-            Err(e) => tracing::warn!("{label}: committing Kafka offsets (retried): {e}"),
-        }
-    }
-}
-
-/// Runs a sink task over Kafka: consumes as group `connect-<connector>`,
-/// feeds `driver` through `tx` (its queue's sending half), commits what the
-/// driver flushed. Ends when the driver ends (stopped: Ok after a final
-/// commit; failed: its error).
-pub async fn run_sink(
-    driver: SinkDriver,
-    tx: QueueSender,
-    router: Arc<Router>,
-    config: Arc<KafkaConfig>,
-    subscription: sluice_kafka::Subscription,
-) -> anyhow::Result<()> {
-    let label = format!(
-        "sink connector '{}' task {}",
-        driver.connector, driver.task_id
-    );
-    let stop = driver.stop.clone();
-    let connector = driver.connector.clone();
-    // A task that batches itself writes its batches when told to; that
-    // can take a few round trips to the external system.
-    let revoke_wait = driver.policy.interval + Duration::from_secs(30);
-    let flush_now = Arc::clone(&driver.flush_now);
-    let mut pending = Pending {
-        tracker: Arc::new(DeliveryTracker::new(driver.index + 1)),
-        index: driver.index,
-        last_seq: 0,
-        queue: VecDeque::new(),
-        durable: CommitOffsets::new(),
-        changed: false,
-    };
-    let mut consumer = Consumer::subscribe(
-        &config,
-        &driver.connector,
-        subscription,
-        ConsumerOptions::default(),
-    )
-    .await
-    .with_context(|| format!("{label}: joining consumer group"))?;
-    let mut drive = tokio::spawn(driver.run());
-    let mut tick = tokio::time::interval(SINK_COMMIT_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut feeding = true;
-    let mut lost = false;
-    // Topics already reported to `router` as the connector's active topics.
-    let mut seen: HashSet<Arc<str>> = HashSet::new();
-    let result = loop {
-        tokio::select! {
-            r = &mut drive => break r.unwrap_or_else(|e| Err(anyhow::anyhow!("{label} panicked: {e}"))),
-            _ = stop.cancelled(), if feeding => feeding = false,
-            _ = tick.tick() => pending.commit(&consumer, &label).await,
-            ev = consumer.next_event(), if feeding => match ev {
-                None => {
-                    feeding = false;
-                    lost = true;
-                    stop.cancel();
-                }
-                Some(ConsumerEvent::Records(records)) => {
-                    for r in records {
-                        if !seen.contains(&r.topic) {
-                            router.note_active(&connector, &r.topic);
-                            seen.insert(Arc::clone(&r.topic));
-                        }
-                        let tp = TopicPartition { topic: Arc::clone(&r.topic), partition: r.partition };
-                        let off = r.offset;
-                        let seq = pending.tracker.dispatch(&[pending.index], None);
-                        pending.last_seq = seq;
-                        pending.queue.push_back((seq, tp, off));
-                        let origin = Origin { tracker: Arc::clone(&pending.tracker), seq };
-                        if tx.send(r, origin).await.is_err() {
-                            // The driver stopped taking records.
-                            feeding = false;
-                            break;
-                        }
-                    }
-                }
-                Some(ConsumerEvent::Assigned(parts)) => {
-                    tracing::info!("{label}: assigned {} partition(s)", parts.len());
-                }
-                Some(ConsumerEvent::Revoked(rev)) => {
-                    // Let the driver flush what it has (it flushes within its
-                    // interval, or now when the task batches itself), then
-                    // hand over what is durable.
-                    flush_now.notify_one();
-                    let deadline = tokio::time::Instant::now() + revoke_wait;
-                    while !pending.all_acked() && !drive.is_finished()
-                        && tokio::time::Instant::now() < deadline
-                    {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    pending.advance();
-                    let revoked: HashSet<&TopicPartition> = rev.partitions.iter().collect();
-                    // Records of revoked partitions not flushed yet are the
-                    // next owner's to deliver again; never commit them here.
-                    pending.queue.retain(|(_, tp, _)| !revoked.contains(tp));
-                    let offsets = pending.durable.take(&rev.partitions);
-                    tracing::info!("{label}: releasing {} partition(s)", rev.partitions.len());
-                    rev.release(offsets);
-                }
-            },
-        }
-    };
-    drop(tx);
-    pending.commit(&consumer, &label).await;
-    consumer.close().await;
-    if lost && result.is_ok() {
-        anyhow::bail!("{label}: the Kafka consumer stopped");
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_kafka::Delivered;
-    use tokio::sync::oneshot;
-
-    type Ack = oneshot::Sender<sluice_kafka::Result<Delivered>>;
-
-    #[test]
-    fn topics_regex_reaches_the_consumer_without_the_matcher_anchors() {
-        let anchored = regex::Regex::new(r"^(?:bench\..*|other)$").expect("regex");
-        assert_eq!(
-            consumer_subscription(&Subscription::Regex(anchored)),
-            sluice_kafka::Subscription::Regex(r"bench\..*|other".to_string())
-        );
-        let bare = regex::Regex::new("orders.*").expect("regex");
-        assert_eq!(
-            consumer_subscription(&Subscription::Regex(bare)),
-            sluice_kafka::Subscription::Regex("orders.*".to_string())
-        );
-    }
-
-    async fn delivery(
-        rx: oneshot::Receiver<sluice_kafka::Result<Delivered>>,
-    ) -> sluice_kafka::Result<Delivered> {
-        rx.await.unwrap_or(Err(sluice_kafka::Error::Closed("test")))
-    }
-
-    fn ok() -> sluice_kafka::Result<Delivered> {
-        Ok(Delivered {
-            partition: 0,
-            offset: 0,
-        })
-    }
-
-    async fn settle() {
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
-    }
-
-    #[tokio::test]
-    async fn deliveries_completing_out_of_order_are_acknowledged_in_order() {
-        let tracker = Arc::new(DeliveryTracker::new(1));
-        let (tx, rx) = mpsc::channel(16);
-        let failure = Arc::new(Mutex::new(None));
-        let acker = tokio::spawn(ack_in_order(
-            rx,
-            Arc::clone(&tracker),
-            Arc::clone(&failure),
-            Box::new(|_| {}),
-        ));
-        let mut senders: Vec<Ack> = Vec::new();
-        for _ in 0..3 {
-            let seq = tracker.dispatch(&[PRODUCER], None);
-            let (s, r) = oneshot::channel();
-            senders.push(s);
-            tx.send((seq, delivery(r))).await.unwrap();
-        }
-        let mut senders = senders.into_iter();
-        let (first, second, third) = (
-            senders.next().unwrap(),
-            senders.next().unwrap(),
-            senders.next().unwrap(),
-        );
-        // The third (another partition) is stored first: nothing counts yet.
-        let _ = third.send(ok());
-        settle().await;
-        assert_eq!(tracker.delivered_up_to(), 0);
-        let _ = first.send(ok());
-        settle().await;
-        assert_eq!(tracker.delivered_up_to(), 1);
-        let _ = second.send(ok());
-        settle().await;
-        assert_eq!(tracker.delivered_up_to(), 3);
-        drop(tx);
-        acker.await.unwrap();
-        assert!(failure.lock().unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_failed_delivery_stops_acknowledging_and_is_reported() {
-        let tracker = Arc::new(DeliveryTracker::new(1));
-        let (tx, rx) = mpsc::channel(16);
-        let failure = Arc::new(Mutex::new(None));
-        let (told_tx, told) = oneshot::channel();
-        let acker = tokio::spawn(ack_in_order(
-            rx,
-            Arc::clone(&tracker),
-            Arc::clone(&failure),
-            Box::new(move |e| {
-                let _ = told_tx.send(e);
-            }),
-        ));
-        for result in [ok(), Err(sluice_kafka::Error::Closed("delivery")), ok()] {
-            let seq = tracker.dispatch(&[PRODUCER], None);
-            let (s, r) = oneshot::channel();
-            let _ = s.send(result);
-            let _ = tx.send((seq, delivery(r))).await;
-        }
-        acker.await.unwrap();
-        assert_eq!(
-            tracker.delivered_up_to(),
-            1,
-            "nothing after the failure counts"
-        );
-        let told = told.await.expect("told");
-        assert!(told.starts_with("producing to Kafka:"), "{told}");
-        assert_eq!(failure.lock().unwrap().as_deref(), Some(told.as_str()));
-    }
 
     #[test]
     fn transaction_boundaries_and_settings() {

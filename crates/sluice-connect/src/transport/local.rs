@@ -1,0 +1,527 @@
+//! The in-process transport: Kafka's topic semantics on one machine, over
+//! [`sluice_log`].
+//!
+//! - A source task's records are appended to their topic's log, in
+//!   Sluice's binary form ([`super::codec`]); they count as delivered (and
+//!   their source offsets become committable, so the source may confirm
+//!   its position upstream) once the log synced them.
+//! - Each sink connector is a group: its tasks share the topic partitions
+//!   it subscribes to (each partition to one task, by a stable hash), read
+//!   from the group's committed positions, or from the earliest retained
+//!   record when the group never committed (so a sink created after its
+//!   source misses nothing), and commit what their sink made durable.
+//!   Positions survive restarts and the connector's deletion.
+//! - Retention never deletes what an existing sink connector has not read.
+//! - Topics get `topic.creation.default.partitions` partitions (default
+//!   1); records are spread over them by their key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use sluice_core::error::{definite, transient};
+use sluice_core::record::SinkRecord;
+use sluice_log::{Log, LogConfig, LogError, PartitionReader, Positions, ProducerId};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::codec::{Decoder, Encoder, SchemaRegistry};
+use super::{
+    InRecord, OutRecord, Outgoing, Polled, RecordForm, SinkInput, SinkInputSpec, SourceOutput,
+    SourceOutputSpec, TopicPartition, Transport,
+};
+use crate::connector_config::Subscription;
+use crate::delivery::{Completion, DeliveryTracker, InOrderAcks};
+use crate::murmur2::{murmur2, to_positive};
+use crate::transport::kafka::TopicCreation;
+
+/// Most bytes of frames one poll reads.
+const POLL_BYTES: usize = 8 << 20;
+
+/// A log error as a task error of the right kind.
+fn task_error(e: LogError) -> anyhow::Error {
+    if e.is_transient() {
+        transient(e)
+    } else {
+        definite(e)
+    }
+}
+
+#[derive(Default)]
+struct Groups {
+    /// Sink connectors that exist, and what they read.
+    live: HashMap<String, Subscription>,
+    /// Committed positions per connector (loaded when it is added).
+    positions: HashMap<String, Positions>,
+}
+
+impl Groups {
+    /// The lowest position a live connector still needs of a partition.
+    fn floor(&self, topic: &str, partition: u32) -> Option<i64> {
+        self.live
+            .iter()
+            .filter(|(_, sub)| sub.matches(topic))
+            .map(|(name, _)| {
+                self.positions
+                    .get(name)
+                    .and_then(|p| p.get(&(topic.to_string(), partition)))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .min()
+    }
+}
+
+/// The in-process transport over a local log.
+pub struct LocalTransport {
+    log: Log,
+    schemas: Arc<SchemaRegistry>,
+    groups: Arc<Mutex<Groups>>,
+}
+
+impl std::fmt::Debug for LocalTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalTransport")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalTransport {
+    /// Opens the log described by `cfg` (recovering it after a crash).
+    pub fn open(cfg: LogConfig) -> anyhow::Result<LocalTransport> {
+        let dir = cfg.dir.clone();
+        let log = Log::open(cfg)
+            .with_context(|| format!("opening the local log at {}", dir.display()))?;
+        let schemas = Arc::new(SchemaRegistry::open(&dir.join("schemas"))?);
+        let groups: Arc<Mutex<Groups>> = Default::default();
+        let g = Arc::clone(&groups);
+        log.set_retention_floor(Box::new(move |topic, partition| {
+            g.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .floor(topic, partition)
+        }));
+        Ok(LocalTransport {
+            log,
+            schemas,
+            groups,
+        })
+    }
+
+    /// The log (for tools and tests).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+}
+
+#[async_trait]
+impl Transport for LocalTransport {
+    fn describe(&self) -> String {
+        format!("local log at {}", self.log.dir().display())
+    }
+
+    async fn source_output(&self, spec: SourceOutputSpec) -> anyhow::Result<Box<dyn SourceOutput>> {
+        let creation = TopicCreation::from_connector_props(&spec.props)?;
+        let partitions = u32::try_from(creation.partitions).unwrap_or(1).max(1);
+        let (acks, acker) = InOrderAcks::start(Arc::clone(&spec.tracker), spec.on_failure);
+        Ok(Box::new(LocalOutput {
+            log: self.log.clone(),
+            producer: self.log.appender().producer(),
+            tracker: spec.tracker,
+            acks: Mutex::new(Some(acks)),
+            acker: tokio::sync::Mutex::new(Some(acker)),
+            encoder: Mutex::new(Encoder::new(Arc::clone(&self.schemas))),
+            partitions,
+            topics: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    async fn sink_input(&self, spec: SinkInputSpec) -> anyhow::Result<Box<dyn SinkInput>> {
+        self.sink_connector_added(&spec.connector, &spec.subscription);
+        let mut input = LocalInput {
+            log: self.log.clone(),
+            groups: Arc::clone(&self.groups),
+            decoder: Some(Decoder::new(Arc::clone(&self.schemas))),
+            readers: BTreeMap::new(),
+            topics_rx: self.log.topic_changes(),
+            synced_rx: self.log.sync_changes(),
+            reassign: false,
+            spec,
+        };
+        input.assign()?;
+        Ok(Box::new(input))
+    }
+
+    fn sink_connector_added(&self, connector: &str, subscription: &Subscription) {
+        let mut g = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        g.live.insert(connector.to_string(), subscription.clone());
+        if !g.positions.contains_key(connector) {
+            match self.log.groups().load(connector) {
+                Ok(p) => {
+                    g.positions.insert(connector.to_string(), p);
+                }
+                // Its positions will be rewritten at its first commit;
+                // meanwhile it reads from the start (at least once).
+                Err(e) => tracing::warn!(connector, "reading its committed positions: {e}"),
+            }
+        }
+    }
+
+    fn sink_connector_removed(&self, connector: &str) {
+        let mut g = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        g.live.remove(connector);
+    }
+}
+
+/// A source task's output into the local log.
+struct LocalOutput {
+    log: Log,
+    producer: ProducerId,
+    tracker: Arc<DeliveryTracker>,
+    acks: Mutex<Option<InOrderAcks>>,
+    acker: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    encoder: Mutex<Encoder>,
+    partitions: u32,
+    /// Partition counts of the topics written so far.
+    topics: Mutex<HashMap<Arc<str>, u32>>,
+}
+
+impl LocalOutput {
+    fn partitions_of(&self, topic: &Arc<str>) -> anyhow::Result<u32> {
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&n) = topics.get(topic) {
+            return Ok(n);
+        }
+        let n = self
+            .log
+            .create_topic(topic, self.partitions)
+            .map_err(task_error)?;
+        topics.insert(Arc::clone(topic), n);
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl SourceOutput for LocalOutput {
+    fn form(&self) -> RecordForm {
+        RecordForm::Structured
+    }
+
+    async fn send(&self, batch: Vec<Outgoing>) -> anyhow::Result<()> {
+        // Frames of this batch, one per topic partition, in the order the
+        // partitions first appear.
+        let mut frames: Vec<(Arc<str>, u32, Vec<u8>, u32)> = Vec::new();
+        let mut last_seq = 0;
+        {
+            let mut encoder = self.encoder.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut key_bytes = Vec::new();
+            for o in batch {
+                last_seq = self.tracker.dispatch(o.offset.as_ref());
+                let r = match o.record {
+                    None => continue,
+                    Some(OutRecord::Structured(r)) => r,
+                    Some(OutRecord::Serialized(r)) => {
+                        return Err(definite(anyhow::anyhow!(
+                            "the local transport takes structured records, got serialized ones for topic '{}'",
+                            r.topic
+                        )))
+                    }
+                };
+                let n = self.partitions_of(&r.topic)?;
+                let partition = if n <= 1 {
+                    0
+                } else {
+                    key_bytes.clear();
+                    if let Some(k) = &r.key {
+                        sluice_core::binary::encode_value(&mut key_bytes, k);
+                    }
+                    (to_positive(murmur2(&key_bytes)) as u32) % n
+                };
+                let i = match frames
+                    .iter()
+                    .position(|(t, p, _, _)| *p == partition && *t == r.topic)
+                {
+                    Some(i) => i,
+                    None => {
+                        frames.push((Arc::clone(&r.topic), partition, Vec::new(), 0));
+                        frames.len() - 1
+                    }
+                };
+                let frame = &mut frames[i];
+                encoder
+                    .encode(
+                        &mut frame.2,
+                        r.timestamp_ms.unwrap_or_else(now_ms),
+                        r.key_schema.as_ref(),
+                        r.key.as_ref(),
+                        r.value_schema.as_ref(),
+                        r.value.as_ref(),
+                        &r.headers,
+                    )
+                    .map_err(|e| {
+                        definite(e.context(format!("encoding a record for topic '{}'", r.topic)))
+                    })?;
+                frame.3 += 1;
+            }
+        }
+        // The writer completes one producer's appends in order and refuses
+        // the rest after a failure: the last frame's outcome is the batch's.
+        let mut last: Option<oneshot::Receiver<Result<(), LogError>>> = None;
+        for (topic, partition, payload, count) in frames {
+            let (tx, rx) = oneshot::channel();
+            self.log
+                .appender()
+                .append(
+                    self.producer,
+                    topic,
+                    partition,
+                    payload,
+                    count,
+                    move |res| {
+                        let _ = tx.send(res.map(|_| ()));
+                    },
+                )
+                .await
+                .map_err(task_error)?;
+            last = Some(rx);
+        }
+        let done: Completion = match last {
+            None => Box::pin(async { Ok(()) }),
+            Some(rx) => Box::pin(async move {
+                match rx.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(task_error(e)),
+                    Err(_) => Err(transient(anyhow::anyhow!("the local log's writer stopped"))),
+                }
+            }),
+        };
+        let acks = self
+            .acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match acks {
+            Some(a) => a
+                .push(last_seq, done)
+                .await
+                .map_err(|e| transient(anyhow::anyhow!("local log: {e}"))),
+            None => Err(definite(anyhow::anyhow!("the output is closed"))),
+        }
+    }
+
+    async fn close(&self, grace: Duration) {
+        // Dropping the last sender lets the acker end once what is queued
+        // resolved.
+        self.acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = self.acker.lock().await.take() {
+            let abort = h.abort_handle();
+            if tokio::time::timeout(grace, h).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Which of `tasks` tasks reads `topic` `partition`: stable as topics come
+/// and go, so no partition ever moves while the tasks run.
+fn owner(topic: &str, partition: u32, tasks: u32) -> u32 {
+    (to_positive(murmur2(topic.as_bytes())) as u32).wrapping_add(partition) % tasks.max(1)
+}
+
+/// A sink task's input from the local log.
+struct LocalInput {
+    log: Log,
+    groups: Arc<Mutex<Groups>>,
+    /// Moved into the blocking reader and back.
+    decoder: Option<Decoder>,
+    readers: BTreeMap<TopicPartition, PartitionReader>,
+    topics_rx: watch::Receiver<u64>,
+    synced_rx: watch::Receiver<u64>,
+    /// A topic was created since the last assignment.
+    reassign: bool,
+    spec: SinkInputSpec,
+}
+
+impl LocalInput {
+    /// Adds readers for the partitions of matching topics this task owns.
+    fn assign(&mut self) -> anyhow::Result<()> {
+        self.topics_rx.borrow_and_update();
+        for (topic, n) in self.log.topics() {
+            if !self.spec.subscription.matches(&topic) {
+                continue;
+            }
+            for p in 0..n {
+                if owner(&topic, p, self.spec.tasks) != self.spec.task_id {
+                    continue;
+                }
+                let tp = TopicPartition {
+                    topic: Arc::from(topic.as_str()),
+                    partition: p as i32,
+                };
+                if self.readers.contains_key(&tp) {
+                    continue;
+                }
+                let committed = self
+                    .groups
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .positions
+                    .get(&self.spec.connector)
+                    .and_then(|pos| pos.get(&(topic.clone(), p)))
+                    .copied();
+                let (start, _) = self.log.bounds(&topic, p).map_err(task_error)?;
+                let from = committed.unwrap_or(start);
+                tracing::debug!(
+                    connector = %self.spec.connector,
+                    task = self.spec.task_id,
+                    "reading {tp} from offset {from}{}",
+                    if committed.is_some() { " (committed)" } else { " (the earliest kept)" }
+                );
+                let reader = self.log.reader(&topic, p, from).map_err(task_error)?;
+                self.readers.insert(tp, reader);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what was synced since the last call; whether a reader stopped
+    /// at its byte budget.
+    async fn read(&mut self) -> anyhow::Result<(Vec<InRecord>, bool)> {
+        let mut readers = std::mem::take(&mut self.readers);
+        let mut decoder = self
+            .decoder
+            .take()
+            .context("the local input's decoder is gone")?;
+        let per_reader = POLL_BYTES / readers.len().max(1);
+        let (readers, decoder, result) = tokio::task::spawn_blocking(move || {
+            let mut out: Vec<SinkRecord> = Vec::new();
+            let mut failure = None;
+            let mut more = false;
+            for (tp, reader) in readers.iter_mut() {
+                let frames = match reader.read(per_reader) {
+                    Ok(f) => {
+                        more |= f.iter().map(|f| f.payload.len()).sum::<usize>() >= per_reader;
+                        f
+                    }
+                    Err(e) => {
+                        failure = Some(task_error(e));
+                        break;
+                    }
+                };
+                for f in frames {
+                    if let Err(e) = decoder.decode(&tp.topic, tp.partition, &f, &mut out) {
+                        failure = Some(definite(e.context(format!(
+                            "local log: reading {tp} at offset {}",
+                            f.base_offset
+                        ))));
+                        break;
+                    }
+                }
+                if failure.is_some() {
+                    break;
+                }
+            }
+            let result = match failure {
+                Some(e) => Err(e),
+                None => Ok((out, more)),
+            };
+            (readers, decoder, result)
+        })
+        .await
+        .context("the local log's reader thread failed")?;
+        self.readers = readers;
+        self.decoder = Some(decoder);
+        let (records, more) = result?;
+        Ok((
+            records.into_iter().map(InRecord::Structured).collect(),
+            more,
+        ))
+    }
+}
+
+#[async_trait]
+impl SinkInput for LocalInput {
+    async fn poll(&mut self) -> anyhow::Result<Option<Polled>> {
+        loop {
+            if std::mem::take(&mut self.reassign) {
+                self.assign()?;
+            }
+            // Marked seen before reading: a sync after this wakes the wait.
+            self.synced_rx.borrow_and_update();
+            let (records, more) = self.read().await?;
+            if !records.is_empty() {
+                return Ok(Some(Polled::Records { records, more }));
+            }
+            tokio::select! {
+                r = self.synced_rx.changed() => if r.is_err() { return Ok(None) },
+                r = self.topics_rx.changed() => {
+                    if r.is_err() {
+                        return Ok(None);
+                    }
+                    self.reassign = true;
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self, positions: &[(TopicPartition, i64)]) -> anyhow::Result<()> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let snapshot = {
+            let mut g = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+            let mine = g.positions.entry(self.spec.connector.clone()).or_default();
+            for (tp, off) in positions {
+                let key = (tp.topic.to_string(), tp.partition as u32);
+                let e = mine.entry(key).or_insert(*off);
+                *e = (*e).max(*off);
+            }
+            mine.clone()
+        };
+        let log = self.log.clone();
+        let group = self.spec.connector.clone();
+        tokio::task::spawn_blocking(move || log.groups().store(&group, &snapshot))
+            .await
+            .context("the position writer thread failed")?
+            .map_err(task_error)
+    }
+
+    async fn release(&mut self, positions: &[(TopicPartition, i64)]) -> anyhow::Result<()> {
+        // Partitions never move between local tasks; commit what is final.
+        self.commit(positions).await
+    }
+
+    async fn close(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_partition_has_one_owner_and_owners_spread() {
+        let mut per_task = [0u32; 3];
+        for t in 0..60 {
+            let topic = format!("srv.public.t{t}");
+            let owners: Vec<u32> = (0..3).map(|p| owner(&topic, p, 3)).collect();
+            for o in &owners {
+                per_task[*o as usize] += 1;
+            }
+            // One partition, one task: always task 0 of one.
+            assert_eq!(owner(&topic, 0, 1), 0);
+        }
+        assert!(per_task.iter().all(|&n| n > 30), "{per_task:?}");
+    }
+}
