@@ -231,6 +231,9 @@ pub(crate) struct Inner {
     /// Bytes of all segments.
     pub(crate) used: AtomicU64,
     pub(crate) floor: RwLock<Option<RetentionFloor>>,
+    /// One retention pass at a time (the writer and readers' commits both
+    /// run it).
+    pub(crate) retention: std::sync::Mutex<()>,
     create: std::sync::Mutex<()>,
     /// Held (locked) while the log is open, so that no other process
     /// writes it.
@@ -345,6 +348,7 @@ impl Log {
             synced: watch::channel(0).0,
             used: AtomicU64::new(used),
             floor: RwLock::new(None),
+            retention: std::sync::Mutex::new(()),
             create: std::sync::Mutex::new(()),
             _lock: lock,
         });
@@ -473,7 +477,8 @@ impl Log {
     }
 
     /// Applies retention now (it also runs after writes, at most once a
-    /// second).
+    /// second); call it when readers moved on, so space returns even while
+    /// nothing is written.
     pub fn enforce_retention(&self) -> Result<(), LogError> {
         writer::enforce_retention(&self.inner)
     }

@@ -430,6 +430,10 @@ fn active<'a>(
 /// Deletes old segments of every partition as the retention settings say,
 /// never the one appended to and never one a live group has not read.
 pub(crate) fn enforce_retention(inner: &Inner) -> Result<(), LogError> {
+    let _one_at_a_time = inner
+        .retention
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cfg = &inner.cfg;
     if cfg.retention.is_none() && cfg.retention_bytes.is_none() {
         return Ok(());

@@ -439,11 +439,7 @@ async fn task_status(State(state): Shared, Path((c, t)): Path<(String, String)>)
 
 async fn task_restart(State(state): Shared, Path((c, t)): Path<(String, String)>) -> ApiResult {
     let id = task_number(&c, &t)?;
-    let status = state.handle.status(&c).await?;
-    if !status.tasks.iter().any(|s| s.id == id) {
-        return Err(ControlError::TaskNotFound(c, id).into());
-    }
-    state.handle.restart(&c, true, false).await?;
+    state.handle.restart_task(&c, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -475,9 +471,15 @@ async fn stop(State(state): Shared, Path(c): Path<String>) -> ApiResult {
     target(&state, &c, TargetState::Stopped, StatusCode::NO_CONTENT).await
 }
 
+/// Kafka Connect answers 204. When the connector leaves something behind
+/// in the external system (a replication slot retaining WAL), Sluice
+/// answers 200 with what and how to remove it, so the caller sees it.
 async fn delete(State(state): Shared, Path(c): Path<String>) -> ApiResult {
-    state.handle.delete(&c).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let left = state.handle.delete(&c).await?;
+    if left.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    ok(StatusCode::OK, json!({"name": c, "left_behind": left}))
 }
 
 async fn offsets(State(state): Shared, Path(c): Path<String>) -> ApiResult {

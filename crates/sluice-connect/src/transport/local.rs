@@ -40,6 +40,10 @@ use crate::transport::kafka::TopicCreation;
 /// Most bytes of frames one poll reads.
 const POLL_BYTES: usize = 8 << 20;
 
+/// A batch's records go into frames of about this size, so that a log
+/// limited in size takes them a frame at a time.
+const FRAME_BYTES: usize = 256 << 10;
+
 /// A log error as a task error of the right kind.
 fn task_error(e: LogError) -> anyhow::Error {
     if e.is_transient() {
@@ -239,12 +243,13 @@ impl SourceOutput for LocalOutput {
                     }
                     (to_positive(murmur2(&key_bytes)) as u32) % n
                 };
+                // The partition's last frame, unless it is full.
                 let i = match frames
                     .iter()
-                    .position(|(t, p, _, _)| *p == partition && *t == r.topic)
+                    .rposition(|(t, p, _, _)| *p == partition && *t == r.topic)
                 {
-                    Some(i) => i,
-                    None => {
+                    Some(i) if frames[i].2.len() < FRAME_BYTES => i,
+                    _ => {
                         frames.push((Arc::clone(&r.topic), partition, Vec::new(), 0));
                         frames.len() - 1
                     }
@@ -492,10 +497,15 @@ impl SinkInput for LocalInput {
         };
         let log = self.log.clone();
         let group = self.spec.connector.clone();
-        tokio::task::spawn_blocking(move || log.groups().store(&group, &snapshot))
-            .await
-            .context("the position writer thread failed")?
-            .map_err(task_error)
+        tokio::task::spawn_blocking(move || {
+            log.groups().store(&group, &snapshot)?;
+            // What every group has read may go now (space returns even
+            // while sources are stopped by a full log).
+            log.enforce_retention()
+        })
+        .await
+        .context("the position writer thread failed")?
+        .map_err(task_error)
     }
 
     async fn release(&mut self, positions: &[(TopicPartition, i64)]) -> anyhow::Result<()> {
