@@ -152,14 +152,29 @@ fn read_to_end(
     let ends = c
         .offsets_for_times(ends, timeout)
         .map_err(Error::kafka("reading partition ends"))?;
-    let mut high = vec![0i64; partitions];
+    // Every partition's end must be known: reading "to the end" of a
+    // partition whose end was not answered would stop at once and make a
+    // topic look emptier than it is (offsets that "look empty" make a
+    // source start over).
+    let mut high: Vec<Option<i64>> = vec![None; partitions];
     for e in ends.elements_for_topic(topic) {
         if let (Ok(p), Offset::Offset(o)) = (usize::try_from(e.partition()), e.offset()) {
             if p < partitions {
-                high[p] = o;
+                high[p] = Some(o);
             }
         }
     }
+    let high: Vec<i64> = match high.iter().position(Option::is_none) {
+        Some(p) => {
+            return Err(Error::Topic {
+                topic: topic.to_string(),
+                message: format!(
+                    "the broker did not say where partition {p} ends; not reading a part of it as if it were all"
+                ),
+            })
+        }
+        None => high.into_iter().flatten().collect(),
+    };
     let mut out = Vec::new();
     loop {
         // librdkafka's position steps over transaction markers and aborted

@@ -152,6 +152,7 @@ impl Transport for LocalTransport {
             topics_rx: self.log.topic_changes(),
             synced_rx: self.log.sync_changes(),
             reassign: false,
+            inflight: None,
             spec,
         };
         input.assign()?;
@@ -356,6 +357,14 @@ struct LocalInput {
     synced_rx: watch::Receiver<u64>,
     /// A topic was created since the last assignment.
     reassign: bool,
+    /// A read whose poll was dropped before it ended.
+    inflight: Option<
+        JoinHandle<(
+            BTreeMap<TopicPartition, PartitionReader>,
+            Decoder,
+            ReadResult,
+        )>,
+    >,
     spec: SinkInputSpec,
 }
 
@@ -402,51 +411,35 @@ impl LocalInput {
     }
 
     /// Reads what was synced since the last call; whether a reader stopped
-    /// at its byte budget.
+    /// at its byte budget. Cancel-safe: the read runs on a blocking thread
+    /// that owns the readers; a poll dropped while it runs leaves it in
+    /// `inflight`, and the next poll takes its result, so no record read is
+    /// ever lost.
     async fn read(&mut self) -> anyhow::Result<(Vec<InRecord>, bool)> {
-        let mut readers = std::mem::take(&mut self.readers);
-        let mut decoder = self
-            .decoder
-            .take()
-            .context("the local input's decoder is gone")?;
-        let per_reader = POLL_BYTES / readers.len().max(1);
-        let (readers, decoder, result) = tokio::task::spawn_blocking(move || {
-            let mut out: Vec<SinkRecord> = Vec::new();
-            let mut failure = None;
-            let mut more = false;
-            for (tp, reader) in readers.iter_mut() {
-                let frames = match reader.read(per_reader) {
-                    Ok(f) => {
-                        more |= f.iter().map(|f| f.payload.len()).sum::<usize>() >= per_reader;
-                        f
-                    }
-                    Err(e) => {
-                        failure = Some(task_error(e));
-                        break;
-                    }
-                };
-                for f in frames {
-                    if let Err(e) = decoder.decode(&tp.topic, tp.partition, &f, &mut out) {
-                        failure = Some(definite(e.context(format!(
-                            "local log: reading {tp} at offset {}",
-                            f.base_offset
-                        ))));
-                        break;
-                    }
-                }
-                if failure.is_some() {
-                    break;
-                }
-            }
-            let result = match failure {
-                Some(e) => Err(e),
-                None => Ok((out, more)),
-            };
-            (readers, decoder, result)
-        })
-        .await
-        .context("the local log's reader thread failed")?;
-        self.readers = readers;
+        if self.inflight.is_none() {
+            let mut readers = std::mem::take(&mut self.readers);
+            let mut decoder = self
+                .decoder
+                .take()
+                .context("the local input's decoder is gone")?;
+            let per_reader = POLL_BYTES / readers.len().max(1);
+            self.inflight = Some(tokio::task::spawn_blocking(move || {
+                let result = read_frames(&mut readers, &mut decoder, per_reader);
+                (readers, decoder, result)
+            }));
+        }
+        let Some(handle) = self.inflight.as_mut() else {
+            anyhow::bail!("the local input's read vanished");
+        };
+        let joined = handle.await;
+        self.inflight = None;
+        let (readers, decoder, result) = joined.context("the local log's reader thread failed")?;
+        // Assignments wait for reads (see `poll`); a reader added
+        // meanwhile never replaces one that has read on.
+        let added = std::mem::replace(&mut self.readers, readers);
+        for (tp, r) in added {
+            self.readers.entry(tp).or_insert(r);
+        }
         self.decoder = Some(decoder);
         let (records, more) = result?;
         Ok((
@@ -456,11 +449,39 @@ impl LocalInput {
     }
 }
 
+type ReadResult = anyhow::Result<(Vec<SinkRecord>, bool)>;
+
+/// Reads and decodes what every reader has, up to `per_reader` bytes each.
+fn read_frames(
+    readers: &mut BTreeMap<TopicPartition, PartitionReader>,
+    decoder: &mut Decoder,
+    per_reader: usize,
+) -> ReadResult {
+    let mut out: Vec<SinkRecord> = Vec::new();
+    let mut more = false;
+    for (tp, reader) in readers.iter_mut() {
+        let frames = reader.read(per_reader).map_err(task_error)?;
+        more |= frames.iter().map(|f| f.payload.len()).sum::<usize>() >= per_reader;
+        for f in frames {
+            decoder
+                .decode(&tp.topic, tp.partition, &f, &mut out)
+                .map_err(|e| {
+                    definite(e.context(format!(
+                        "local log: reading {tp} at offset {}",
+                        f.base_offset
+                    )))
+                })?;
+        }
+    }
+    Ok((out, more))
+}
+
 #[async_trait]
 impl SinkInput for LocalInput {
     async fn poll(&mut self) -> anyhow::Result<Option<Polled>> {
         loop {
-            if std::mem::take(&mut self.reassign) {
+            // Not while a read owns the readers: it would add them again.
+            if self.inflight.is_none() && std::mem::take(&mut self.reassign) {
                 self.assign()?;
             }
             // Marked seen before reading: a sync after this wakes the wait.
