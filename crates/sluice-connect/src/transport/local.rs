@@ -358,13 +358,7 @@ struct LocalInput {
     /// A topic was created since the last assignment.
     reassign: bool,
     /// A read whose poll was dropped before it ended.
-    inflight: Option<
-        JoinHandle<(
-            BTreeMap<TopicPartition, PartitionReader>,
-            Decoder,
-            ReadResult,
-        )>,
-    >,
+    inflight: Option<JoinHandle<ReadState>>,
     spec: SinkInputSpec,
 }
 
@@ -450,6 +444,13 @@ impl LocalInput {
 }
 
 type ReadResult = anyhow::Result<(Vec<SinkRecord>, bool)>;
+
+/// What a read hands back: the readers, the decoder, what was read.
+type ReadState = (
+    BTreeMap<TopicPartition, PartitionReader>,
+    Decoder,
+    ReadResult,
+);
 
 /// Reads and decodes what every reader has, up to `per_reader` bytes each.
 fn read_frames(
