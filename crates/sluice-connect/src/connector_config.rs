@@ -45,6 +45,7 @@ const WORKER_LEVEL_PREFIXES: &[&str] = &[
     "topic.creation.",
     "exactly.once.",
     "transaction.boundary",
+    "sluice.sink.",
 ];
 
 /// Whether a connector config key belongs to the worker rather than the

@@ -174,6 +174,37 @@ impl LatencyHistogram {
     }
 }
 
+/// The PostgreSQL commit time (µs since the epoch) of a Debezium change
+/// event, or None for a snapshot read or anything else: the envelope's
+/// `source.ts_us` (Debezium 2.x), else `source.ts_ms`, when
+/// `source.snapshot` is "false" (or null, standing for its default
+/// "false").
+pub fn event_commit_time_us(
+    schema: Option<&sluice_core::schema::Schema>,
+    value: &sluice_core::value::Value,
+) -> Option<i64> {
+    use sluice_core::value::Value;
+    let schema = schema?;
+    let (i, source_field) = schema.field("source")?;
+    let source = value.as_struct()?.get(i)?.as_struct()?;
+    let field = |name: &str| {
+        source_field
+            .schema
+            .field(name)
+            .and_then(|(j, _)| source.get(j))
+    };
+    match field("snapshot")? {
+        Value::Null => {}
+        Value::String(s) if s == "false" => {}
+        _ => return None,
+    }
+    field("ts_us").and_then(Value::as_i64).or_else(|| {
+        field("ts_ms")
+            .and_then(Value::as_i64)
+            .map(|ms| ms.saturating_mul(1000))
+    })
+}
+
 /// Microseconds since the Unix epoch by the system clock (0 if the clock is
 /// before 1970).
 pub fn now_us() -> i64 {

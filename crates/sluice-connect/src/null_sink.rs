@@ -23,8 +23,6 @@ use async_trait::async_trait;
 use sluice_core::config::{ConfigDef, ConfigErrors, ConfigKey, ConfigType, Props};
 use sluice_core::connector::{ConnectorKind, ConnectorPlugin, SinkContext, SinkTask};
 use sluice_core::record::SinkRecord;
-use sluice_core::schema::Schema;
-use sluice_core::value::Value;
 
 use crate::metrics::{now_us, LatencyHistogram, LatencySummary};
 
@@ -151,33 +149,7 @@ struct NullSinkTask {
     latency: LatencyHistogram,
 }
 
-/// The PostgreSQL commit time (µs since the epoch) of a Debezium change
-/// event, or None for a snapshot read or anything else: the envelope's
-/// `source.ts_us` (Debezium 2.x), else `source.ts_ms`, when
-/// `source.snapshot` is "false".
-fn commit_time_us(schema: Option<&Schema>, value: &Value) -> Option<i64> {
-    let schema = schema?;
-    let (i, source_field) = schema.field("source")?;
-    let source = value.as_struct()?.get(i)?.as_struct()?;
-    let field = |name: &str| {
-        source_field
-            .schema
-            .field(name)
-            .and_then(|(j, _)| source.get(j))
-    };
-    // Streaming events carry "false", or null standing for the field's
-    // default ("false").
-    match field("snapshot")? {
-        Value::Null => {}
-        Value::String(s) if s == "false" => {}
-        _ => return None,
-    }
-    field("ts_us").and_then(Value::as_i64).or_else(|| {
-        field("ts_ms")
-            .and_then(Value::as_i64)
-            .map(|ms| ms.saturating_mul(1000))
-    })
-}
+use crate::metrics::event_commit_time_us as commit_time_us;
 
 impl NullSinkTask {
     fn write_stats(&self) -> anyhow::Result<()> {
@@ -278,6 +250,7 @@ mod tests {
     use super::*;
     use sluice_core::debezium::{source_schema, source_value, SourceInfo};
     use sluice_core::schema::{prim, SchemaBuilder, SchemaRef};
+    use sluice_core::value::Value;
 
     fn envelope() -> SchemaRef {
         let row = SchemaBuilder::structure()

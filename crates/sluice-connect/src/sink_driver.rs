@@ -4,6 +4,13 @@
 //! enough accumulated or a short interval passed, and commits to the input
 //! the positions the sink made durable.
 //!
+//! Every driver measures its sink's delivery: how many records became
+//! durable, from the first record taken to the last made durable, and each
+//! change event's latency from its PostgreSQL commit (`source.ts_us`) to the
+//! flush (or pre-commit) that made it durable. The figures are logged when
+//! the task stops and, with the connector key `sluice.sink.stats.file`,
+//! written to that JSON file at every flush (task N > 0 writes `<file>.N`).
+//!
 //! Records that cannot be converted or transformed go through the
 //! connector's error handling ([`crate::errors`]): they fail the task, or
 //! are skipped (logged, counted, written to the dead letter queue) and
@@ -24,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::{ErrorHandler, Failure, Stage};
+use crate::metrics::{event_commit_time_us, now_us, LatencyHistogram, LatencySummary};
 use crate::topics::ActiveTopics;
 use crate::transforms::{ConnectRecord, TransformChain};
 use crate::transport::{InRecord, Polled, SinkInput, TopicPartition};
@@ -87,7 +95,29 @@ pub struct SinkDriver {
     pub active: Arc<ActiveTopics>,
     /// Told when the task works.
     pub reporter: TaskReporter,
+    /// `sluice.sink.stats.file`: where the delivery figures are written.
+    pub stats_file: Option<std::path::PathBuf>,
 }
+
+/// The connector key naming the file a sink's delivery figures go to.
+pub const STATS_FILE: &str = "sluice.sink.stats.file";
+
+/// A sink task's delivery figures, as written to its stats file.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SinkStats {
+    /// Records made durable (written, dropped by a transform or skipped).
+    pub durable: u64,
+    /// Wall clock (µs since the epoch) when the first record was taken.
+    pub first_take_us: Option<i64>,
+    /// Wall clock when records were last made durable.
+    pub last_durable_us: Option<i64>,
+    /// Commit-to-durable latency of the change events made durable.
+    pub latency: Option<LatencySummary>,
+}
+
+/// What became of one record read: taken (None: dropped by a transform), or
+/// rejected with the record as consumed and why.
+type ReadOutcome = Result<Option<SinkRecord>, Box<(Record, Failure)>>;
 
 /// Positions: per topic partition, the next offset.
 type Positions = BTreeMap<TopicPartition, i64>;
@@ -104,12 +134,17 @@ struct Pending {
     /// flushed.
     taken: Positions,
     /// For a task that batches itself: per partition, every record not yet
-    /// durable, oldest first, and whether it reached the task (a dropped or
-    /// skipped one is durable as soon as everything before it is).
-    entries: BTreeMap<TopicPartition, VecDeque<(i64, bool)>>,
+    /// durable, oldest first, whether it reached the task (a dropped or
+    /// skipped one is durable as soon as everything before it is), and its
+    /// commit time.
+    entries: BTreeMap<TopicPartition, VecDeque<(i64, bool, Option<i64>)>>,
+    /// Commit times of what was taken and is not durable yet (run-length).
+    commit_times: Vec<(i64, u32)>,
     /// Positions made durable and not committed yet.
     durable: Positions,
     last_commit: Option<Instant>,
+    stats: SinkStats,
+    latency: LatencyHistogram,
 }
 
 impl SinkDriver {
@@ -125,13 +160,54 @@ impl SinkDriver {
     pub async fn run(mut self) -> anyhow::Result<()> {
         // The dead letter queue topic exists before any record can need it.
         self.errors.prepare().await?;
-        let result = self.drive().await;
+        let mut pending = Pending::default();
+        let result = self.drive(&mut pending).await;
         self.input.close().await;
+        self.report(&pending.stats);
         result
     }
 
-    async fn drive(&mut self) -> anyhow::Result<()> {
-        let mut pending = Pending::default();
+    /// Logs the delivery figures (the benchmark reads this line).
+    fn report(&self, stats: &SinkStats) {
+        if stats.durable == 0 {
+            return;
+        }
+        let secs = match (stats.first_take_us, stats.last_durable_us) {
+            (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e6,
+            _ => 0.0,
+        };
+        tracing::info!(
+            "sink delivery: {} records of sink connector '{}' task {} durable in {secs:.3} s from the first record taken; commit-to-durable latency {}",
+            stats.durable,
+            self.connector,
+            self.task_id,
+            stats
+                .latency
+                .map_or_else(|| "n/a".to_string(), |l| l.to_string())
+        );
+    }
+
+    fn write_stats(&self, stats: &SinkStats) {
+        let Some(path) = &self.stats_file else { return };
+        let path = if self.task_id == 0 {
+            path.clone()
+        } else {
+            let mut p = path.clone().into_os_string();
+            p.push(format!(".{}", self.task_id));
+            p.into()
+        };
+        let Ok(text) = serde_json::to_vec(stats) else {
+            return;
+        };
+        // Written aside and renamed, so a reader never sees half a file.
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+            tracing::warn!("writing sink statistics to '{}': {e}", path.display());
+        }
+    }
+
+    async fn drive(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
         let mut batch: Vec<SinkRecord> = Vec::with_capacity(1024);
         loop {
             if let Some(mut paused) = self.paused.clone() {
@@ -139,8 +215,8 @@ impl SinkDriver {
                     // What was taken before the pause is written and
                     // committed; nothing more until resumed.
                     self.put(&mut batch).await?;
-                    self.flush_all(&mut pending).await?;
-                    self.commit(&mut pending, true).await?;
+                    self.flush_all(pending).await?;
+                    self.commit(pending, true).await?;
                     tokio::select! {
                         r = paused.wait_for(|p| !*p) => {
                             if r.is_err() {
@@ -169,10 +245,10 @@ impl SinkDriver {
                 _ = self.stop.cancelled() => break,
                 polled = self.input.poll() => match polled? {
                     Some(Polled::Records { records, more }) => {
-                        self.take(records, &mut batch, &mut pending).await?;
+                        self.take(records, &mut batch, pending).await?;
                         pending.drained = !more;
                     }
-                    Some(Polled::Revoked(parts)) => self.revoke(parts, &mut batch, &mut pending).await?,
+                    Some(Polled::Revoked(parts)) => self.revoke(parts, &mut batch, pending).await?,
                     None => {
                         return Err(transient(anyhow::anyhow!(
                             "{}",
@@ -182,7 +258,7 @@ impl SinkDriver {
                 },
                 _ = sleep_until(deadline) => {
                     self.put(&mut batch).await?;
-                    self.flush(&mut pending).await?;
+                    self.flush(pending).await?;
                 }
                 _ = tokio::time::sleep_until(commit_at), if commit_due => {}
             }
@@ -202,15 +278,15 @@ impl SinkDriver {
                     .since
                     .is_some_and(|s| s.elapsed() >= self.policy.interval);
             if due || (!self.task.batches_itself() && pending.records >= self.policy.max_records) {
-                self.flush(&mut pending).await?;
+                self.flush(pending).await?;
             }
-            self.commit(&mut pending, false).await?;
+            self.commit(pending, false).await?;
         }
         // Stopping: what was taken is written; the rest stays in the
         // transport for the next run.
         self.put(&mut batch).await?;
-        self.flush_all(&mut pending).await?;
-        self.commit(&mut pending, true).await?;
+        self.flush_all(pending).await?;
+        self.commit(pending, true).await?;
         self.task
             .stop()
             .await
@@ -234,7 +310,14 @@ impl SinkDriver {
                 partition,
             };
             self.active.note(&self.connector, topic);
-            let outcome = self.read(r);
+            pending.stats.first_take_us.get_or_insert_with(now_us);
+            let (outcome, committed_at) = self.read(r);
+            if let Some(ts) = committed_at {
+                match pending.commit_times.last_mut() {
+                    Some((last, n)) if *last == ts => *n += 1,
+                    _ => pending.commit_times.push((ts, 1)),
+                }
+            }
             let reached = match outcome {
                 Ok(Some(sr)) => {
                     batch.push(sr);
@@ -257,7 +340,7 @@ impl SinkDriver {
                     .entries
                     .entry(tp)
                     .or_default()
-                    .push_back((offset, reached));
+                    .push_back((offset, reached, committed_at));
             }
             pending.records += 1;
             pending.since.get_or_insert_with(Instant::now);
@@ -274,12 +357,32 @@ impl SinkDriver {
     }
 
     /// One record as the sink gets it: read by the converters when it came
-    /// serialized, then through the transforms. On failure: the record as
-    /// consumed, and why.
+    /// serialized, then through the transforms; with the commit time of the
+    /// change event it was. On failure: the record as consumed, and why.
+    fn read(&self, r: InRecord) -> (ReadOutcome, Option<i64>) {
+        let (sr, original) = match self.read_record(r) {
+            Ok(read) => read,
+            Err(rejected) => return (Err(rejected), None),
+        };
+        let committed_at = sr
+            .value
+            .as_ref()
+            .and_then(|v| event_commit_time_us(sr.value_schema.as_deref(), v));
+        let outcome = match &self.transforms {
+            None => Ok(Some(sr)),
+            Some(chain) => self.transform(chain, sr, original),
+        };
+        (outcome, committed_at)
+    }
+
+    /// A record read by the converters when it came serialized, with its
+    /// bytes when the dead letter queue may need them.
     #[allow(clippy::type_complexity)]
-    fn read(&self, r: InRecord) -> Result<Option<SinkRecord>, Box<(Record, Failure)>> {
-        let sr = match r {
-            InRecord::Structured(sr) => sr,
+    fn read_record(
+        &self,
+        r: InRecord,
+    ) -> Result<(SinkRecord, Option<Record>), Box<(Record, Failure)>> {
+        match r {
             InRecord::Serialized(raw) => {
                 let (key_schema, key) = match self
                     .key_converter
@@ -310,15 +413,9 @@ impl SinkDriver {
                     value,
                     headers: raw.headers,
                 };
-                return match &self.transforms {
-                    None => Ok(Some(sr)),
-                    Some(chain) => self.transform(chain, sr, original),
-                };
+                Ok((sr, original))
             }
-        };
-        match &self.transforms {
-            None => Ok(Some(sr)),
-            Some(chain) => self.transform(chain, sr, None),
+            InRecord::Structured(sr) => Ok((sr, None)),
         }
     }
 
@@ -496,14 +593,18 @@ impl SinkDriver {
             .map(|p| ((p.topic, p.partition), p.offset))
             .collect();
         let mut done = 0usize;
+        let now = now_us();
         for (tp, queue) in pending.entries.iter_mut() {
             let upto = durable.get(&(Arc::clone(&tp.topic), tp.partition));
             let mut last = None;
-            while let Some(&(offset, reached)) = queue.front() {
+            while let Some(&(offset, reached, committed_at)) = queue.front() {
                 if reached && upto.is_none_or(|d| offset > *d) {
                     break;
                 }
                 last = Some(offset);
+                if let Some(ts) = committed_at {
+                    pending.latency.record_us(now - ts);
+                }
                 queue.pop_front();
                 done += 1;
             }
@@ -526,6 +627,13 @@ impl SinkDriver {
         pending.records -= records.min(pending.records);
         if records > 0 {
             self.reporter.healthy();
+            let stats = &mut pending.stats;
+            stats.durable += records as u64;
+            stats.last_durable_us = Some(now_us());
+            if pending.latency.count() > 0 {
+                stats.latency = Some(pending.latency.summary());
+            }
+            self.write_stats(&pending.stats);
         }
     }
 
@@ -544,6 +652,12 @@ impl SinkDriver {
         let records = pending.records;
         for (tp, next) in std::mem::take(&mut pending.taken) {
             pending.durable.insert(tp, next);
+        }
+        let now = now_us();
+        for (ts, n) in pending.commit_times.drain(..) {
+            for _ in 0..n {
+                pending.latency.record_us(now - ts);
+            }
         }
         self.acknowledge(pending, records);
         pending.since = None;

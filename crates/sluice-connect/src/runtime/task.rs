@@ -372,6 +372,10 @@ async fn run_sink(
         errors: ErrorHandler::for_sink(spec, env.task_id, env.dlq.as_ref()),
         active: Arc::clone(&env.active),
         reporter: reporter.clone(),
+        stats_file: spec
+            .props
+            .get(crate::sink_driver::STATS_FILE)
+            .map(|p| std::path::PathBuf::from(p.trim())),
     }
     .run()
     .await
