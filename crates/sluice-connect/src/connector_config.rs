@@ -11,7 +11,7 @@ use sluice_core::converter::Converter;
 
 use crate::config_files::ConnectorFile;
 use crate::converters;
-use crate::errors::{converter_class, transform_classes, ErrorPolicy, StageClasses};
+use crate::error_handling::{converter_class, transform_classes, ErrorPolicy, StageClasses};
 use crate::registry::Registry;
 use crate::transforms::TransformChain;
 use crate::worker_config::WorkerConfig;
@@ -296,7 +296,7 @@ fn validate_one(
         // Its records would be consumed again, and fail again.
         if sub.matches(&dlq.topic) {
             errors.push(ConfigError::new(
-                crate::errors::DLQ_TOPIC,
+                crate::error_handling::DLQ_TOPIC,
                 Some(&dlq.topic),
                 "the dead letter queue may not be a topic the connector consumes ('topics' or 'topics.regex')",
             ));

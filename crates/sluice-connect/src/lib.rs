@@ -19,7 +19,7 @@
 //!   topics, and the group's assignments);
 //! - [`source_sender`] and [`sink_driver`]: a source task's way out and a
 //!   sink task's loop; [`delivery`]: which records are stored;
-//! - [`errors`]: the `errors.*` handling of bad records; [`transforms`]:
+//! - [`error_handling`]: the `errors.*` handling of bad records; [`transforms`]:
 //!   single message transforms;
 //! - [`file_sink`], [`null_sink`]: the built-in sinks.
 
@@ -32,7 +32,7 @@ pub mod connector_config;
 pub mod converters;
 pub mod delivery;
 pub mod distributed;
-pub mod errors;
+pub mod error_handling;
 pub mod file_sink;
 pub mod metrics;
 pub mod murmur2;

@@ -12,7 +12,7 @@
 //! written to that JSON file at every flush (task N > 0 writes `<file>.N`).
 //!
 //! Records that cannot be converted or transformed go through the
-//! connector's error handling ([`crate::errors`]): they fail the task, or
+//! connector's error handling ([`crate::error_handling`]): they fail the task, or
 //! are skipped (logged, counted, written to the dead letter queue) and
 //! their positions committed with the rest. A failing `put` is retried
 //! with backoff for `errors.retry.timeout`, then fails the task; nothing is
@@ -30,7 +30,7 @@ use sluice_core::record::{Record, SinkRecord};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::errors::{ErrorHandler, Failure, Stage};
+use crate::error_handling::{ErrorHandler, Failure, Stage};
 use crate::metrics::{event_commit_time_us, now_us, LatencyHistogram, LatencySummary};
 use crate::topics::ActiveTopics;
 use crate::transforms::{ConnectRecord, TransformChain};

@@ -16,7 +16,7 @@ use sluice_core::converter::Converter;
 use sluice_core::record::{Record, SourceOffset, SourceRecord};
 use tokio_util::sync::CancellationToken;
 
-use crate::errors::{ErrorHandler, Failure, Stage};
+use crate::error_handling::{ErrorHandler, Failure, Stage};
 use crate::metrics::ConnectorMetrics;
 use crate::topics::ActiveTopics;
 use crate::transforms::{ConnectRecord, TransformChain};

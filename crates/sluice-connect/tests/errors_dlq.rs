@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
-use sluice_connect::errors::{self, headers};
+use sluice_connect::error_handling::{self as errors, headers};
 use sluice_connect::sink_driver::FlushPolicy;
 use sluice_connect::sluice_kafka::{
     Admin, ClientRole, Consumer, ConsumerEvent, ConsumerOptions, KafkaConfig, Producer,

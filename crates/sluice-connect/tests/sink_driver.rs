@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sluice_connect::config_files::ConnectorFile;
 use sluice_connect::connector_config::{validate_connectors, Subscription};
 use sluice_connect::delivery::DeliveryTracker;
-use sluice_connect::errors::ErrorHandler;
+use sluice_connect::error_handling::ErrorHandler;
 use sluice_connect::sink_driver::{FlushPolicy, SinkDriver};
 use sluice_connect::topics::ActiveTopics;
 use sluice_connect::transport::local::LocalTransport;
@@ -213,7 +213,7 @@ async fn a_failing_put_is_retried_within_the_retry_timeout_and_then_committed() 
     until("committed", || committed(&t, "retry-ok") == vec![(0, 3)]).await;
     assert_eq!(*attempts.lock().expect("lock"), 3);
     assert_eq!(*kept.lock().expect("lock"), vec![0, 1, 2]);
-    assert_eq!(sluice_connect::errors::counts("retry-ok").retries, 2);
+    assert_eq!(sluice_connect::error_handling::counts("retry-ok").retries, 2);
     stop.cancel();
     run.await.expect("joined").expect("stopped cleanly");
 }

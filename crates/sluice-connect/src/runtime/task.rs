@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::committer::{CommitSource, Committer};
 use crate::connector_config::ConnectorSpec;
 use crate::delivery::DeliveryTracker;
-use crate::errors::ErrorHandler;
+use crate::error_handling::ErrorHandler;
 use crate::sink_driver::{FlushPolicy, SinkDriver};
 use crate::source_sender::SourceSender;
 use crate::topics::ActiveTopics;
