@@ -298,3 +298,43 @@ pub async fn left_behind(props: &Props) -> Vec<String> {
     }
     notes
 }
+
+/// A slot's health as PostgreSQL 13+ reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotHealth {
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// Bytes of WAL that can still be written before the slot is in
+    /// danger of invalidation (None: no `max_slot_wal_keep_size`).
+    pub safe_wal_size: Option<i64>,
+    /// Bytes of WAL the slot retains.
+    pub retained_bytes: Option<i64>,
+}
+
+/// The health of slot `slot`; None when it does not exist (or the server,
+/// before PostgreSQL 13, does not report it).
+pub async fn slot_health(client: &Client, slot: &str) -> anyhow::Result<Option<SlotHealth>> {
+    use anyhow::Context as _;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .context("reading the server version")?
+        .get(0);
+    if version < 130000 {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT wal_status::text, safe_wal_size::bigint, \
+             pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .with_context(|| format!("reading the health of replication slot {slot}"))?;
+    Ok(row.map(|r| SlotHealth {
+        wal_status: r.get(0),
+        safe_wal_size: r.get(1),
+        retained_bytes: r.get(2),
+    }))
+}

@@ -91,6 +91,10 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
 /// `e` marked with its [kind](sluice_core::error::ErrorKind), for the
 /// worker to decide whether to restart the task.
 pub fn classify(e: anyhow::Error) -> anyhow::Error {
+    // Already decided where it was raised.
+    if e.chain().any(|c| c.is::<sluice_core::TaskError>()) {
+        return e;
+    }
     if is_transient(&e) {
         sluice_core::error::transient(e)
     } else {

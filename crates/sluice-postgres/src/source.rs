@@ -192,6 +192,44 @@ impl PostgresSourceTask {
                 return Err(slot_busy(&cfg.slot_name, pid));
             }
         }
+        // A slot PostgreSQL invalidated (it fell more than
+        // max_slot_wal_keep_size behind) cannot stream again: a new slot and
+        // a new snapshot, when the mode allows one.
+        let health = crate::checks::slot_health(&control, &cfg.slot_name).await?;
+        let mut slot = slot;
+        if let (Some(s), Some(h)) = (&slot, &health) {
+            if h.wal_status.as_deref() == Some("lost") {
+                if matches!(
+                    cfg.snapshot_mode,
+                    SnapshotMode::WhenNeeded | SnapshotMode::Always
+                ) {
+                    tracing::warn!(
+                        "replication slot {} was invalidated by PostgreSQL (wal_status=lost: it fell more than max_slot_wal_keep_size behind, and the changes since {} are gone); dropping it and taking a new snapshot (snapshot.mode={})",
+                        cfg.slot_name,
+                        s.confirmed_flush.map_or_else(|| "?".into(), format_lsn),
+                        if cfg.snapshot_mode == SnapshotMode::Always { "always" } else { "when_needed" }
+                    );
+                    catalog::drop_slot(&control, &cfg.slot_name).await?;
+                    slot = None;
+                    state.snapshot_pending = true;
+                    state.resume = None;
+                } else {
+                    return Err(sluice_core::error::definite(anyhow!(
+                        "replication slot '{}' was invalidated by PostgreSQL (wal_status=lost): it fell more than max_slot_wal_keep_size behind and the changes since {} are gone. \
+                         Choices: set snapshot.mode=when_needed to drop it and take a new snapshot (upserting sinks are made equal to it), \
+                         or raise max_slot_wal_keep_size and drop the slot (SELECT pg_drop_replication_slot({});) and the connector's offsets before starting again",
+                        cfg.slot_name,
+                        s.confirmed_flush.map_or_else(|| "?".into(), format_lsn),
+                        quote_literal(&cfg.slot_name)
+                    )));
+                }
+            } else if h.wal_status.as_deref() == Some("unreserved") {
+                tracing::warn!(
+                    "replication slot {} retains more WAL than max_slot_wal_keep_size allows (wal_status=unreserved): PostgreSQL will invalidate it at the next checkpoint unless it catches up; sinks are behind or the connector is stopped",
+                    cfg.slot_name
+                );
+            }
+        }
         // when_needed: a stored position the slot can no longer serve means
         // a new snapshot.
         if cfg.snapshot_mode == SnapshotMode::WhenNeeded && !state.snapshot_pending {
@@ -455,6 +493,21 @@ impl PostgresSourceTask {
         state.resume = Some(changes.resume_point());
         changes.reset_connection_state();
         stream.close().await;
+        if let Err(e) = result {
+            // PostgreSQL ends the stream of a slot it invalidates: the next
+            // session finds it lost and acts on snapshot.mode.
+            if let Ok(c) = cfg.conn.connect().await {
+                if let Ok(Some(h)) = crate::checks::slot_health(&c, &cfg.slot_name).await {
+                    if h.wal_status.as_deref() == Some("lost") {
+                        return Err(sluice_core::error::transient(e.context(format!(
+                            "replication slot {} was invalidated while streaming",
+                            cfg.slot_name
+                        ))));
+                    }
+                }
+            }
+            return Err(e);
+        }
         result
     }
 }
