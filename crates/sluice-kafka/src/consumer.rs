@@ -31,6 +31,12 @@ use crate::error::{Error, Result};
 /// starts sink tasks from the earliest offset when the group has none.
 pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),
+    // A member that died (kill -9) is noticed after its session times out;
+    // librdkafka's 45 s would leave its partitions unread that long. Ten
+    // seconds, with heartbeats every three, is Kafka Connect's worker
+    // setting and still tolerates a long pause.
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "3000"),
     // Prefetch at most 16 MiB per consumer (librdkafka's default is 64 MiB,
     // above the Java consumer's fetch.max.bytes of 50 MiB): a sink reading
     // behind Kafka keeps the worker's memory small, and 16 MiB is still
