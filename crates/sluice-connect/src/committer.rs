@@ -7,6 +7,8 @@
 use std::sync::Arc;
 
 use sluice_core::record::SourceOffset;
+use sluice_core::telemetry::{now_us, SourceTelemetry};
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::watch;
 
 use crate::delivery::DeliveryTracker;
@@ -29,9 +31,17 @@ pub struct CommitSource {
     /// transactions of its records (exactly-once mode): they are only
     /// announced.
     stored_by_transport: bool,
+    /// Where its offset commits are counted.
+    telemetry: Option<Arc<SourceTelemetry>>,
 }
 
 impl CommitSource {
+    /// Counts the task's offset commits in `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<SourceTelemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
     /// A committer entry for a source task.
     pub fn new(
         connector: String,
@@ -47,6 +57,7 @@ impl CommitSource {
             committed,
             unannounced: None,
             stored_by_transport,
+            telemetry: None,
         }
     }
 }
@@ -149,6 +160,13 @@ impl Committer {
         if !self.pending.is_empty() {
             let changes = std::mem::take(&mut self.pending);
             if let Err(e) = self.store.write(changes.clone()).await {
+                for s in &self.sources {
+                    if let Some(t) = &s.telemetry {
+                        if changes.iter().any(|c| c.connector == s.connector) {
+                            t.commit_failures.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
                 self.pending = changes;
                 return Err(e);
             }
@@ -156,6 +174,10 @@ impl Committer {
         }
         for s in &mut self.sources {
             if let Some(o) = s.unannounced.take() {
+                if let Some(t) = &s.telemetry {
+                    t.commits.fetch_add(1, Relaxed);
+                    t.last_commit_at_us.store(now_us(), Relaxed);
+                }
                 tracing::trace!(connector = %s.connector, task = s.task_id, offset = ?o.offset, "offset committed");
                 s.committed.send_replace(Some(o));
             }

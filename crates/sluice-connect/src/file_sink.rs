@@ -266,6 +266,7 @@ mod tests {
                     key_converter: Arc::clone(&conv),
                     value_converter: conv,
                     reporter: Default::default(),
+                    telemetry: Default::default(),
                 },
             )
             .expect("task")

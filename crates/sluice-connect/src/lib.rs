@@ -33,6 +33,7 @@ pub mod converters;
 pub mod delivery;
 pub mod distributed;
 pub mod error_handling;
+pub mod exporter;
 pub mod file_sink;
 pub mod metrics;
 pub mod murmur2;

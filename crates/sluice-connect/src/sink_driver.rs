@@ -35,6 +35,8 @@ use crate::metrics::{event_commit_time_us, now_us, LatencyHistogram, LatencySumm
 use crate::topics::ActiveTopics;
 use crate::transforms::{ConnectRecord, TransformChain};
 use crate::transport::{InRecord, Polled, SinkInput, TopicPartition};
+use sluice_core::telemetry::SinkTelemetry;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Most records handed to one `put`.
 const MAX_BATCH: usize = 4096;
@@ -95,6 +97,8 @@ pub struct SinkDriver {
     pub active: Arc<ActiveTopics>,
     /// Told when the task works.
     pub reporter: TaskReporter,
+    /// Where the task's figures are kept (for metrics and status).
+    pub telemetry: Arc<SinkTelemetry>,
     /// `sluice.sink.stats.file`: where the delivery figures are written.
     pub stats_file: Option<std::path::PathBuf>,
 }
@@ -303,6 +307,10 @@ impl SinkDriver {
     ) -> anyhow::Result<()> {
         let batching = self.task.batches_itself();
         let mut dlq = Vec::new();
+        self.telemetry.read.fetch_add(records.len() as u64, Relaxed);
+        self.telemetry
+            .pending
+            .fetch_add(records.len() as u64, Relaxed);
         for r in records {
             let (topic, partition, offset) = r.place();
             let tp = TopicPartition {
@@ -516,6 +524,7 @@ impl SinkDriver {
             return Ok(());
         }
         self.put_retrying(batch).await?;
+        self.telemetry.sent.fetch_add(batch.len() as u64, Relaxed);
         batch.clear();
         Ok(())
     }
@@ -604,6 +613,8 @@ impl SinkDriver {
                 last = Some(offset);
                 if let Some(ts) = committed_at {
                     pending.latency.record_us(now - ts);
+                    self.telemetry.latency.record_us(now - ts, 1);
+                    self.telemetry.last_durable_commit_us.fetch_max(ts, Relaxed);
                 }
                 queue.pop_front();
                 done += 1;
@@ -626,6 +637,11 @@ impl SinkDriver {
         crate::metrics::connector(&self.connector).add_sunk(records as u64);
         pending.records -= records.min(pending.records);
         if records > 0 {
+            let t = &self.telemetry;
+            t.durable.fetch_add(records as u64, Relaxed);
+            let _ = t
+                .pending
+                .fetch_update(Relaxed, Relaxed, |p| Some(p.saturating_sub(records as u64)));
             self.reporter.healthy();
             let stats = &mut pending.stats;
             stats.durable += records as u64;
@@ -658,6 +674,8 @@ impl SinkDriver {
             for _ in 0..n {
                 pending.latency.record_us(now - ts);
             }
+            self.telemetry.latency.record_us(now - ts, u64::from(n));
+            self.telemetry.last_durable_commit_us.fetch_max(ts, Relaxed);
         }
         self.acknowledge(pending, records);
         pending.since = None;
@@ -680,7 +698,17 @@ impl SinkDriver {
         let positions: Vec<(TopicPartition, i64)> =
             std::mem::take(&mut pending.durable).into_iter().collect();
         pending.last_commit = Some(Instant::now());
-        if let Err(e) = self.input.commit(&positions).await {
+        let result = self.input.commit(&positions).await;
+        match &result {
+            Ok(()) => {
+                self.telemetry.commits.fetch_add(1, Relaxed);
+                self.telemetry.last_commit_us.store(now_us(), Relaxed);
+            }
+            Err(_) => {
+                self.telemetry.commit_failures.fetch_add(1, Relaxed);
+            }
+        }
+        if let Err(e) = result {
             // Kept for the next commit: nothing is lost by committing late.
             for (tp, o) in positions {
                 pending.durable.entry(tp).or_insert(o);

@@ -3,6 +3,10 @@
 //! with the connector's converters when the transport stores bytes, and
 //! hands the batch to the task's [`SourceOutput`].
 //!
+//! It also counts the Debezium change events it sends (by `op`, with their
+//! commit time, LSN and transaction) and the snapshot's rows per table in the
+//! task's [`SourceTelemetry`].
+//!
 //! A record that fails a transform or a converter follows the connector's
 //! `errors.*` settings: it fails the task, or is skipped and leaves only its
 //! source offset behind (committed once everything before it is delivered),
@@ -14,6 +18,9 @@ use async_trait::async_trait;
 use sluice_core::connector::RecordSender;
 use sluice_core::converter::Converter;
 use sluice_core::record::{Record, SourceOffset, SourceRecord};
+use sluice_core::schema::Schema;
+use sluice_core::telemetry::SourceTelemetry;
+use sluice_core::value::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::error_handling::{ErrorHandler, Failure, Stage};
@@ -37,8 +44,10 @@ pub struct SourceSender {
     errors: Option<ErrorHandler>,
     active: Arc<ActiveTopics>,
     // `send` takes &self; records of one task must still be handed on in
-    // order, so concurrent calls are serialized.
-    serial: tokio::sync::Mutex<()>,
+    // order, so concurrent calls are serialized (and share the cache of
+    // where envelope fields are).
+    serial: tokio::sync::Mutex<FieldCache>,
+    telemetry: Arc<SourceTelemetry>,
     metrics: Arc<ConnectorMetrics>,
     /// While true (the connector is paused) `send` waits, so the task
     /// stops producing; cancelling the token ends the wait.
@@ -66,9 +75,16 @@ impl SourceSender {
             transforms: None,
             errors: None,
             active,
-            serial: tokio::sync::Mutex::new(()),
+            serial: tokio::sync::Mutex::new(FieldCache::default()),
+            telemetry: Arc::new(SourceTelemetry::default()),
             paused: None,
         }
+    }
+
+    /// Counts events in `telemetry` (the task's).
+    pub fn with_telemetry(mut self, telemetry: Arc<SourceTelemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Makes `send` wait while `paused` is true, unless `stop` is cancelled.
@@ -205,6 +221,117 @@ impl SourceSender {
     }
 }
 
+/// Where a Debezium envelope's fields are, per value schema (by identity:
+/// sources share one schema per table).
+#[derive(Default)]
+struct FieldCache {
+    by_schema: Vec<(Arc<Schema>, Option<Envelope>)>,
+}
+
+/// Positions of the fields the telemetry reads.
+#[derive(Clone, Copy)]
+struct Envelope {
+    op: usize,
+    source: usize,
+    ts_us: Option<usize>,
+    ts_ms: Option<usize>,
+    lsn: Option<usize>,
+    tx_id: Option<usize>,
+    snapshot: Option<usize>,
+    schema: Option<usize>,
+    table: Option<usize>,
+}
+
+impl Envelope {
+    fn of(s: &Schema) -> Option<Envelope> {
+        let (op, _) = s.field("op")?;
+        let (source, f) = s.field("source")?;
+        let src = &f.schema;
+        let at = |n: &str| src.field(n).map(|(i, _)| i);
+        Some(Envelope {
+            op,
+            source,
+            ts_us: at("ts_us"),
+            ts_ms: at("ts_ms"),
+            lsn: at("lsn"),
+            tx_id: at("txId"),
+            snapshot: at("snapshot"),
+            schema: at("schema"),
+            table: at("table"),
+        })
+    }
+}
+
+impl FieldCache {
+    fn envelope(&mut self, s: &Arc<Schema>) -> Option<Envelope> {
+        if let Some((_, e)) = self.by_schema.iter().find(|(k, _)| Arc::ptr_eq(k, s)) {
+            return *e;
+        }
+        let e = Envelope::of(s);
+        if self.by_schema.len() >= 256 {
+            self.by_schema.clear();
+        }
+        self.by_schema.push((Arc::clone(s), e));
+        e
+    }
+
+    /// Counts the Debezium events of a batch.
+    fn count(&mut self, records: &[SourceRecord], t: &SourceTelemetry) {
+        // Snapshot rows per table, added once per batch.
+        let mut scanned: Vec<(String, u64)> = Vec::new();
+        let mut done: Vec<String> = Vec::new();
+        for r in records {
+            let (Some(schema), Some(Value::Struct(v))) = (&r.value_schema, &r.value) else {
+                continue;
+            };
+            let Some(e) = self.envelope(schema) else {
+                continue;
+            };
+            let op = v
+                .get(e.op)
+                .and_then(Value::as_str)
+                .map_or(b'?', |o| o.as_bytes().first().copied().unwrap_or(b'?'));
+            let Some(src) = v.get(e.source).and_then(Value::as_struct) else {
+                continue;
+            };
+            let get = |i: Option<usize>| i.and_then(|i| src.get(i));
+            let snapshot = match get(e.snapshot) {
+                Some(Value::String(s)) if s != "false" => Some(s.as_str()),
+                _ => None,
+            };
+            let commit_us = if snapshot.is_none() {
+                get(e.ts_us)
+                    .and_then(Value::as_i64)
+                    .or_else(|| get(e.ts_ms).and_then(Value::as_i64).map(|ms| ms * 1000))
+            } else {
+                None
+            };
+            let lsn = get(e.lsn).and_then(Value::as_i64).map(|l| l as u64);
+            let txid = get(e.tx_id).and_then(Value::as_i64);
+            t.event(op, commit_us, lsn, txid);
+            if op == b'r' {
+                let table = match (get(e.schema), get(e.table)) {
+                    (Some(Value::String(s)), Some(Value::String(n))) => format!("{s}.{n}"),
+                    _ => continue,
+                };
+                if matches!(snapshot, Some("last" | "last_in_data_collection")) {
+                    done.push(table.clone());
+                }
+                match scanned.iter_mut().find(|(n, _)| *n == table) {
+                    Some((_, k)) => *k += 1,
+                    None => scanned.push((table, 1)),
+                }
+            }
+        }
+        for (table, n) in scanned {
+            t.snapshot_rows(&table, n);
+        }
+        for table in done {
+            t.snapshot_table_done(&table);
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -215,7 +342,11 @@ fn now_ms() -> i64 {
 #[async_trait]
 impl RecordSender for SourceSender {
     async fn send(&self, records: Vec<SourceRecord>) -> anyhow::Result<()> {
-        let _serial = self.serial.lock().await;
+        let mut fields = self.serial.lock().await;
+        self.telemetry
+            .polled
+            .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        fields.count(&records, &self.telemetry);
         if let Some((paused, stop)) = &self.paused {
             let mut paused = paused.clone();
             tokio::select! {

@@ -104,6 +104,12 @@ pub struct WorkerConfig {
     pub kafka: Option<sluice_kafka::KafkaConfig>,
     /// With `group.id`: distributed mode's settings (None: standalone).
     pub distributed: Option<DistributedConfig>,
+    /// `sluice.progress.interval.ms`: how often a running snapshot's
+    /// progress is logged (default 5 s).
+    pub progress_interval: Duration,
+    /// `sluice.summary.interval.ms`: how often a streaming source logs a
+    /// one-line summary (default 60 s; 0 never).
+    pub summary_interval: Option<Duration>,
 }
 
 /// Kafka Connect's `exactly.once.source.support` (KIP-618).
@@ -273,6 +279,9 @@ const KNOWN: &[&str] = &[
     "rest.advertised.listener",
     "sluice.rest.show.secrets",
     "sluice.rest.enabled",
+    "metrics.listeners",
+    "sluice.progress.interval.ms",
+    "sluice.summary.interval.ms",
     "rest.basic.auth.user",
     "rest.basic.auth.password",
     "sluice.queue.max.records",
@@ -434,6 +443,12 @@ impl WorkerConfig {
             non_negative_ms(props, "offset.flush.interval.ms", 60_000, &mut errors);
         let offset_flush_timeout =
             non_negative_ms(props, "offset.flush.timeout.ms", 5_000, &mut errors);
+        let progress_interval =
+            non_negative_ms(props, "sluice.progress.interval.ms", 5_000, &mut errors)
+                .max(Duration::from_millis(100));
+        let summary_interval =
+            non_negative_ms(props, "sluice.summary.interval.ms", 60_000, &mut errors);
+        let summary_interval = (!summary_interval.is_zero()).then_some(summary_interval);
         let task_shutdown_timeout = non_negative_ms(
             props,
             "task.shutdown.graceful.timeout.ms",
@@ -523,6 +538,8 @@ impl WorkerConfig {
                 value_converter,
                 kafka,
                 distributed,
+                progress_interval,
+                summary_interval,
             },
             warnings,
         ))

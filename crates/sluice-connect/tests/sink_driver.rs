@@ -112,6 +112,7 @@ async fn driver(
         errors: ErrorHandler::for_sink(spec, 0, None),
         active: Arc::new(ActiveTopics::default()),
         reporter: Default::default(),
+        telemetry: Default::default(),
         stats_file: None,
     }
 }

@@ -82,6 +82,9 @@ pub struct SourceContext {
     pub offset_writer: Arc<dyn OffsetWriter>,
     /// Tells the worker the task is healthy.
     pub reporter: TaskReporter,
+    /// The task's figures (its snapshot, its slot) for metrics and status;
+    /// the worker counts its events itself.
+    pub telemetry: Arc<crate::telemetry::SourceTelemetry>,
     /// The latest offset the worker has durably committed (after every record
     /// up to it was accepted downstream). The task may then release the
     /// corresponding source resources (e.g. confirm an LSN).
@@ -112,6 +115,9 @@ pub struct SinkContext {
     pub value_converter: Arc<dyn Converter>,
     /// Tells the worker the task is healthy.
     pub reporter: TaskReporter,
+    /// The task's figures; the sink adds its own metrics to
+    /// [`SinkTelemetry::plugin`](crate::telemetry::SinkTelemetry::plugin).
+    pub telemetry: Arc<crate::telemetry::SinkTelemetry>,
 }
 
 /// The offset of the last durable record of a topic partition, as a sink

@@ -64,6 +64,7 @@ fn task(db: &std::path::Path, extra: &[(&str, &str)]) -> Box<dyn SinkTask> {
                 key_converter: converter(),
                 value_converter: converter(),
                 reporter: Default::default(),
+                telemetry: Default::default(),
             },
         )
         .expect("sink task")

@@ -144,6 +144,7 @@ fn ctx(connector: &str) -> SinkContext {
         key_converter: Arc::new(key_converter()),
         value_converter: Arc::new(value_converter()),
         reporter: Default::default(),
+        telemetry: Default::default(),
     }
 }
 

@@ -109,6 +109,11 @@ pub struct PostgresConfig {
     pub max_batch_size: usize,
     /// `status.update.interval.ms`.
     pub status_interval: Duration,
+    /// `slot.retained.wal.warn.bytes`: WAL the slot may retain before the
+    /// source warns (0: never).
+    pub slot_warn_bytes: i64,
+    /// `slot.monitor.interval.ms`: how often the slot's WAL is read.
+    pub slot_monitor_interval: Duration,
     /// `errors.max.retries` (-1 = unlimited).
     pub max_retries: i64,
     /// `retriable.restart.connector.wait.ms`: the longest wait between retries.
@@ -325,6 +330,18 @@ pub fn config_def() -> ConfigDef {
         .default("8192"),
         ConfigKey::new("poll.interval.ms", Int, "Accepted for compatibility.").default("500"),
         ConfigKey::new(
+            "slot.retained.wal.warn.bytes",
+            Int,
+            "WAL the replication slot may retain before the source warns (in the log, the status and the metrics); 0 never warns.",
+        )
+        .default("1073741824"),
+        ConfigKey::new(
+            "slot.monitor.interval.ms",
+            Int,
+            "How often the source reads its slot's confirmed position, retained WAL and wal_status.",
+        )
+        .default("10000"),
+        ConfigKey::new(
             "status.update.interval.ms",
             Int,
             "Standby status update interval.",
@@ -513,6 +530,15 @@ impl PostgresConfig {
         let snapshot_fetch_size = positive("snapshot.fetch.size", &mut errors) as usize;
         let positive_chunk = positive("sluice.snapshot.chunk.blocks", &mut errors) as u64;
         let status_ms = positive("status.update.interval.ms", &mut errors);
+        let slot_monitor_ms = positive("slot.monitor.interval.ms", &mut errors);
+        let slot_warn_bytes = p.int("slot.retained.wal.warn.bytes");
+        if slot_warn_bytes < 0 {
+            errors.push(ConfigError::new(
+                "slot.retained.wal.warn.bytes",
+                p.get("slot.retained.wal.warn.bytes"),
+                "Must be 0 (never warn) or a number of bytes",
+            ));
+        }
         let hb = p.int("heartbeat.interval.ms");
         if hb < 0 {
             errors.push(ConfigError::new(
@@ -603,6 +629,8 @@ impl PostgresConfig {
             heartbeat_topics_prefix: p.string("heartbeat.topics.prefix"),
             max_batch_size,
             status_interval: Duration::from_millis(status_ms as u64),
+            slot_warn_bytes: slot_warn_bytes.max(0),
+            slot_monitor_interval: Duration::from_millis(slot_monitor_ms as u64),
             max_retries: p.int("errors.max.retries"),
             retry_max_wait: Duration::from_millis(
                 p.int("retriable.restart.connector.wait.ms").max(100) as u64,

@@ -12,6 +12,7 @@ pub mod copy;
 pub mod error;
 pub mod events;
 pub mod replication;
+pub mod slot_guard;
 pub mod snapshot;
 pub mod source;
 pub mod stream;

@@ -2,6 +2,7 @@
 //! snapshot decision, streaming, offset confirmation, and retries.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -131,11 +132,59 @@ fn foreign_slot(cfg: &PostgresConfig, s: &catalog::SlotInfo) -> anyhow::Error {
     ))
 }
 
+/// The snapshot's tables (`schema.table`) with PostgreSQL's estimate of
+/// their rows (`pg_class.reltuples`; None for a table never analyzed or
+/// when the estimate cannot be read: progress then counts what was read).
+async fn estimated_rows(
+    client: &tokio_postgres::Client,
+    tables: &[Arc<TableSchema>],
+) -> Vec<(String, Option<u64>)> {
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    let estimates: HashMap<u32, f32> = match client
+        .query(
+            "SELECT oid, reltuples FROM pg_class WHERE oid = ANY($1)",
+            &[&oids],
+        )
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Err(e) => {
+            tracing::debug!("reading the tables' row estimates: {e}");
+            HashMap::new()
+        }
+    };
+    tables
+        .iter()
+        .map(|t| {
+            let estimate = estimates
+                .get(&t.oid)
+                .copied()
+                .filter(|r| *r >= 0.0)
+                .map(|r| r as u64);
+            (t.id.to_string(), estimate)
+        })
+        .collect()
+}
+
+/// Clears the telemetry's connected flag when a session ends, however it
+/// ends.
+struct Disconnected<'a>(&'a sluice_core::telemetry::SourceTelemetry);
+
+impl Drop for Disconnected<'_> {
+    fn drop(&mut self) {
+        self.0.connected.store(false, Relaxed);
+    }
+}
+
 impl PostgresSourceTask {
     async fn session(&self, ctx: &SourceContext, state: &mut RunState) -> Result<()> {
         let cfg = &self.cfg;
         let control = cfg.conn.connect().await?;
         let version = catalog::preflight(&control, cfg).await?;
+        // Watches the slot's WAL for as long as this session runs.
+        let _guard = crate::slot_guard::spawn(cfg, Arc::clone(&ctx.telemetry));
+        ctx.telemetry.connected.store(true, Relaxed);
+        let _disconnected = Disconnected(&ctx.telemetry);
         let tables = catalog::discover_tables(&control, cfg).await?;
         if tables.is_empty() {
             tracing::warn!(
@@ -322,6 +371,8 @@ impl PostgresSourceTask {
                     Some(ct),
                 )?));
             }
+            let estimates = estimated_rows(&control, &schemas).await;
+            ctx.telemetry.snapshot_started(estimates);
             let started = std::time::Instant::now();
             let stats = snapshot::run(
                 cfg,
@@ -335,7 +386,10 @@ impl PostgresSourceTask {
                 &ctx.sender,
                 &ctx.shutdown,
             )
-            .await?;
+            .await;
+            ctx.telemetry
+                .snapshot_finished(stats.is_ok() && !ctx.shutdown.is_cancelled());
+            let stats = stats?;
             let secs = started.elapsed().as_secs_f64();
             tracing::info!(
                 "snapshot done: {} rows from {} tables in {:.1}s ({:.0} rows/s)",

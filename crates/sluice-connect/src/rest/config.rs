@@ -26,6 +26,9 @@ pub struct RestConfig {
     /// the REST API (it then stops once every task failed, since nothing
     /// could restart them).
     pub enabled: bool,
+    /// `metrics.listeners`: a separate `host:port` serving `GET /metrics`
+    /// alone, without authentication (the REST listener serves it too).
+    pub metrics_bind: Option<String>,
 }
 
 fn host_port(listener: &str, key: &str) -> Result<String, ConfigError> {
@@ -149,7 +152,24 @@ impl RestConfig {
                 )
             })?),
         };
+        let metrics_bind = match props
+            .get("metrics.listeners")
+            .filter(|v| !v.trim().is_empty())
+        {
+            None => None,
+            Some(v) => match split_list(v).as_slice() {
+                [one] => Some(host_port(one, "metrics.listeners")?),
+                _ => {
+                    return Err(ConfigError::new(
+                        "metrics.listeners",
+                        Some(v),
+                        "Sluice serves metrics on one extra listener; give exactly one, e.g. http://0.0.0.0:9404",
+                    ))
+                }
+            },
+        };
         Ok(RestConfig {
+            metrics_bind,
             bind,
             basic_auth,
             show_secrets,
@@ -205,6 +225,13 @@ mod tests {
                 .to_string();
             assert!(e.contains("'listeners'"), "{e}");
         }
+        let c = RestConfig::from_props(&props(&[("metrics.listeners", "http://:9404")]))
+            .expect("metrics");
+        assert_eq!(c.metrics_bind.as_deref(), Some("0.0.0.0:9404"));
+        let e = RestConfig::from_props(&props(&[("metrics.listeners", "9404")]))
+            .expect_err("metrics")
+            .to_string();
+        assert!(e.contains("'metrics.listeners'"), "{e}");
         let e = RestConfig::from_props(&props(&[("rest.port", "99999")]))
             .expect_err("port")
             .to_string();

@@ -122,6 +122,7 @@ impl RestServer {
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(root))
+        .route("/metrics", get(metrics))
         .route("/connectors", get(list).post(create))
         .route("/connectors/{c}", get(info).delete(delete))
         .route(
@@ -229,6 +230,44 @@ async fn root() -> ApiResult {
             "kafka_cluster_id": null,
         }),
     )
+}
+
+async fn metrics(State(state): Shared) -> ApiResult {
+    metrics_response(&state.handle).await
+}
+
+async fn metrics_response(handle: &WorkerHandle) -> ApiResult {
+    let sample = handle.sample().await?;
+    let body = crate::exporter::encode(&sample);
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, crate::exporter::CONTENT_TYPE)],
+        body,
+    )
+        .into_response())
+}
+
+/// Serves `GET /metrics` alone on `listener` (the worker key
+/// `metrics.listeners`), without the REST API's authentication, as a
+/// Prometheus exporter does, until `shutdown` is cancelled.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    handle: WorkerHandle,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("metrics listening on http://{addr}/metrics");
+    }
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(h): State<WorkerHandle>| async move { metrics_response(&h).await }),
+        )
+        .fallback(not_found)
+        .with_state(handle);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 /// The values of `key` in a query string (`?expand=status&expand=info`).

@@ -109,6 +109,10 @@ pub struct TaskStatus {
     /// Its state.
     #[serde(flatten)]
     pub state: StateInfo,
+    /// What a task running on this worker says about itself (its health,
+    /// snapshot, streaming, slot or sink figures).
+    #[serde(flatten)]
+    pub details: Option<crate::runtime::figures::TaskDetails>,
 }
 
 /// `GET /connectors/{c}/status`.
@@ -170,6 +174,7 @@ pub(crate) enum Command {
     Topics(String, Reply<Vec<String>>),
     AlterOffsets(String, Option<Vec<OffsetChange>>, Reply<()>),
     ResetTopics(String, Reply<()>),
+    Sample(Reply<crate::exporter::WorkerSample>),
 }
 
 /// A cloneable handle to a running worker; every method waits for the
@@ -247,6 +252,11 @@ impl WorkerHandle {
     /// A connector's and its tasks' states.
     pub async fn status(&self, name: &str) -> Result<ConnectorStatus, ControlError> {
         self.ask(|r| Command::Status(name.to_string(), r)).await
+    }
+
+    /// The worker's figures now (for `GET /metrics` and the status page).
+    pub async fn sample(&self) -> Result<crate::exporter::WorkerSample, ControlError> {
+        self.ask(Command::Sample).await
     }
 
     /// A connector's task configs.

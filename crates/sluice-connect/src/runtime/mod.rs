@@ -43,6 +43,8 @@ use crate::worker_config::{ExactlyOnceSupport, WorkerConfig};
 
 pub mod api;
 pub(crate) mod cluster;
+pub mod figures;
+pub mod progress;
 mod task;
 
 use api::Command;
@@ -245,6 +247,19 @@ struct Runtime {
     from_command_line: std::collections::BTreeSet<String>,
 }
 
+/// Records a source task may have in flight, as Debezium's
+/// `max.queue.size` says (its default 8192); none for a sink.
+fn queue_capacity(spec: &ConnectorSpec) -> u64 {
+    match spec.kind {
+        ConnectorKind::Sink => 0,
+        ConnectorKind::Source => spec
+            .props
+            .get("max.queue.size")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(8192),
+    }
+}
+
 fn kind_str(kind: ConnectorKind) -> &'static str {
     match kind {
         ConnectorKind::Source => "source",
@@ -375,8 +390,21 @@ impl Runtime {
             .into_iter()
             .map(|id| TaskStatus {
                 id,
+                details: c.tasks.get(&id).map(|t| t.figures.details()),
                 state: match c.tasks.get(&id) {
-                    Some(t) => local(Self::shown(c.target, t)),
+                    Some(t) => {
+                        let (state, trace) = Self::shown(c.target, t);
+                        // A running task about to fail (its slot about to
+                        // be invalidated) says so where tools look.
+                        let trace = trace.or_else(|| {
+                            t.figures
+                                .source
+                                .health()
+                                .filter(|h| h.error && t.figures.kind == ConnectorKind::Source)
+                                .map(|h| h.message)
+                        });
+                        local((state, trace))
+                    }
                     None => self
                         .cluster
                         .remote_status(name, Some(id))
@@ -407,6 +435,43 @@ impl Runtime {
             tasks,
             kind: kind_str(c.spec.kind),
         })
+    }
+
+    /// The figures of every connector and local task.
+    fn sample(&self) -> crate::exporter::WorkerSample {
+        use crate::exporter::{ConnectorSample, TaskSample};
+        let mut sample = crate::exporter::WorkerSample {
+            worker_id: self.worker_id(),
+            stored_bytes: self.transport.stored_bytes(),
+            ..Default::default()
+        };
+        for (name, c) in &self.connectors {
+            sample.connectors.push(ConnectorSample {
+                name: name.clone(),
+                kind: c.spec.kind,
+                state: c.target.name(),
+                server: c
+                    .spec
+                    .props
+                    .get("topic.prefix")
+                    .or_else(|| c.spec.props.get("database.server.name"))
+                    .cloned()
+                    .unwrap_or_default(),
+                backlog: match c.spec.kind {
+                    ConnectorKind::Sink => self.transport.backlog(name),
+                    ConnectorKind::Source => None,
+                },
+            });
+            for (id, t) in &c.tasks {
+                sample.tasks.push(TaskSample {
+                    connector: name.clone(),
+                    task: *id,
+                    state: Self::shown(c.target, t).0,
+                    figures: Arc::clone(&t.figures),
+                });
+            }
+        }
+        sample
     }
 
     /// Validates `props` as start-up does.
@@ -479,6 +544,7 @@ impl Runtime {
             // Unreachable for callers, who looked the connector up.
             return TaskRun {
                 props,
+                figures: Arc::new(figures::TaskFigures::new(ConnectorKind::Sink, 0)),
                 state: Arc::new(std::sync::Mutex::new(TaskState::Finished)),
                 stop: CancellationToken::new(),
                 handle: None,
@@ -499,6 +565,11 @@ impl Runtime {
             policy: self.flush_policy,
             grace: self.config.task_shutdown_timeout,
             events: self.events.clone(),
+            progress: (self.config.progress_interval, self.config.summary_interval),
+            figures: Arc::new(figures::TaskFigures::new(
+                c.spec.kind,
+                queue_capacity(&c.spec),
+            )),
         };
         task::start(env, self.stop_all.child_token())
     }
@@ -928,6 +999,9 @@ impl Runtime {
             Command::Status(n, r) => {
                 self.cluster.refresh_statuses().await;
                 let _ = r.send(self.status(&n));
+            }
+            Command::Sample(r) => {
+                let _ = r.send(Ok(self.sample()));
             }
             Command::Tasks(n, r) => {
                 let _ = r.send(self.get(&n).map(|c| {

@@ -26,6 +26,7 @@ use crate::committer::{CommitSource, Committer};
 use crate::connector_config::ConnectorSpec;
 use crate::delivery::DeliveryTracker;
 use crate::error_handling::ErrorHandler;
+use crate::runtime::figures::TaskFigures;
 use crate::sink_driver::{FlushPolicy, SinkDriver};
 use crate::source_sender::SourceSender;
 use crate::topics::ActiveTopics;
@@ -60,6 +61,7 @@ pub(crate) struct TaskEvent {
 /// A running task as the runtime holds it.
 pub(crate) struct TaskRun {
     pub props: Props,
+    pub figures: Arc<TaskFigures>,
     pub state: Arc<Mutex<TaskState>>,
     pub stop: CancellationToken,
     pub handle: Option<JoinHandle<()>>,
@@ -92,6 +94,9 @@ pub(crate) struct TaskEnv {
     pub policy: FlushPolicy,
     pub grace: Duration,
     pub events: mpsc::UnboundedSender<TaskEvent>,
+    pub figures: Arc<TaskFigures>,
+    /// How often a snapshot's progress and a streaming summary are logged.
+    pub progress: (Duration, Option<Duration>),
 }
 
 /// Starts task `env.task_id`; its run.
@@ -99,6 +104,7 @@ pub(crate) fn start(env: TaskEnv, stop: CancellationToken) -> TaskRun {
     let state = Arc::new(Mutex::new(TaskState::Running));
     let run = TaskRun {
         props: env.props.clone(),
+        figures: Arc::clone(&env.figures),
         state: Arc::clone(&state),
         stop: stop.clone(),
         handle: None,
@@ -245,6 +251,8 @@ async fn run_source(
         c.table().reader(&spec.name)
     };
     let tracker = Arc::new(DeliveryTracker::new());
+    env.figures.attach(Arc::clone(&tracker));
+    let telemetry = Arc::clone(&env.figures.source);
     let failure: Arc<Mutex<Option<anyhow::Error>>> = Default::default();
     let failed = CancellationToken::new();
     let on_failure = {
@@ -266,13 +274,16 @@ async fn run_source(
             .await?,
     );
     let (committed_tx, committed_rx) = watch::channel(None);
-    env.committer.lock().await.add_source(CommitSource::new(
-        spec.name.clone(),
-        env.task_id,
-        Arc::clone(&tracker),
-        committed_tx,
-        output.stores_offsets(),
-    ));
+    env.committer.lock().await.add_source(
+        CommitSource::new(
+            spec.name.clone(),
+            env.task_id,
+            Arc::clone(&tracker),
+            committed_tx,
+            output.stores_offsets(),
+        )
+        .with_telemetry(Arc::clone(&telemetry)),
+    );
     let sender = SourceSender::new(
         spec.name.clone(),
         env.task_id,
@@ -283,7 +294,8 @@ async fn run_source(
     )
     .with_transforms(Arc::clone(&spec.transforms))
     .with_errors(ErrorHandler::for_source(spec, env.task_id))
-    .with_pause(env.paused.clone(), stop.clone());
+    .with_pause(env.paused.clone(), stop.clone())
+    .with_telemetry(Arc::clone(&telemetry));
     let ctx = SourceContext {
         connector: spec.name.clone(),
         task_id: env.task_id,
@@ -294,9 +306,16 @@ async fn run_source(
             connector: spec.name.clone(),
         }),
         reporter: reporter.clone(),
+        telemetry: Arc::clone(&telemetry),
         committed: committed_rx,
         shutdown: stop.clone(),
     };
+    let _progress = crate::runtime::progress::spawn(
+        label(env),
+        Arc::clone(&telemetry),
+        env.progress.0,
+        env.progress.1,
+    );
     let result = tokio::select! {
         r = task.run(ctx) => r,
         _ = failed.cancelled() => Ok(()),
@@ -346,8 +365,14 @@ async fn run_sink(
         key_converter: Arc::clone(&spec.key_converter),
         value_converter: Arc::clone(&spec.value_converter),
         reporter: reporter.clone(),
+        telemetry: Arc::clone(&env.figures.sink),
     };
     let task = spec.plugin.create_sink_task(&env.props, ctx)?;
+    // What an earlier attempt read and did not make durable is read again.
+    env.figures
+        .sink
+        .pending
+        .store(0, std::sync::atomic::Ordering::Relaxed);
     let input = env
         .transport
         .sink_input(SinkInputSpec {
@@ -372,6 +397,7 @@ async fn run_sink(
         errors: ErrorHandler::for_sink(spec, env.task_id, env.dlq.as_ref()),
         active: Arc::clone(&env.active),
         reporter: reporter.clone(),
+        telemetry: Arc::clone(&env.figures.sink),
         stats_file: spec
             .props
             .get(crate::sink_driver::STATS_FILE)

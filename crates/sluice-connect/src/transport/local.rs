@@ -178,6 +178,34 @@ impl Transport for LocalTransport {
         let mut g = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         g.live.remove(connector);
     }
+
+    fn backlog(&self, connector: &str) -> Option<u64> {
+        let g = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let sub = g.live.get(connector)?;
+        let positions = g.positions.get(connector);
+        let mut total = 0u64;
+        for (topic, n) in self.log.topics() {
+            if !sub.matches(&topic) {
+                continue;
+            }
+            for p in 0..n {
+                let Ok((start, end)) = self.log.bounds(&topic, p) else {
+                    continue;
+                };
+                let at = positions
+                    .and_then(|pos| pos.get(&(topic.clone(), p)))
+                    .copied()
+                    .unwrap_or(start)
+                    .max(start);
+                total += u64::try_from(end - at).unwrap_or(0);
+            }
+        }
+        Some(total)
+    }
+
+    fn stored_bytes(&self) -> Option<u64> {
+        Some(self.log.used_bytes())
+    }
 }
 
 /// A source task's output into the local log.

@@ -208,4 +208,15 @@ pub trait Transport: Send + Sync {
     fn sink_connector_removed(&self, connector: &str) {
         let _ = connector;
     }
+    /// Records sink connector `connector` has not committed yet, over
+    /// every partition it reads (its consumer lag); None when the
+    /// transport cannot tell cheaply.
+    fn backlog(&self, connector: &str) -> Option<u64> {
+        let _ = connector;
+        None
+    }
+    /// Bytes the transport keeps on this machine (the local log), if any.
+    fn stored_bytes(&self) -> Option<u64> {
+        None
+    }
 }
