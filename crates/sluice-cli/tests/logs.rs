@@ -85,6 +85,10 @@ fn text_logs_in_a_file_have_no_colour_codes() {
 
 /// Every line is a JSON object with the usual keys; returns them.
 fn json_lines(log: &str) -> Vec<Json> {
+    assert!(
+        !log.contains('\u{1b}') && !log.contains("\\u001b"),
+        "colour codes in JSON logs:\n{log}"
+    );
     let lines: Vec<Json> = log
         .lines()
         .filter(|l| !l.trim().is_empty())
