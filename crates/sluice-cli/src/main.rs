@@ -5,7 +5,10 @@
 
 mod datagen;
 mod demo;
+mod logging;
 mod query;
+mod status;
+mod version;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,18 +75,34 @@ struct Cli {
     command: Command,
 }
 
+// The subcommands' one-line `about`s are attributes, not doc comments: a
+// doc comment on a variant also sets `long_about` (to nothing when it is one
+// paragraph), after and over the `long_about` of the variant's arguments
+// struct, and `--help` then never showed the long help written there.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Prints the version.
+    #[command(
+        about = "Prints the version, the git commit and the DuckDB library in use",
+        long_about = "Prints Sluice's version, the git commit it was built from, and the \
+version of the DuckDB library it runs with and the file it was loaded from: the \
+libduckdb.so next to the binary (or in ../lib), which must travel with it.\n\n\
+Exit codes: 0, or 1 when DuckDB cannot be opened."
+    )]
     Version,
-    /// Runs a Kafka Connect worker: standalone, or distributed with group.id.
+    #[command(about = "Runs a Kafka Connect worker: standalone, or distributed with group.id")]
     Connect(ConnectArgs),
-    /// Shows Sluice end to end: a throwaway PostgreSQL, live changes, captured and verified.
+    #[command(
+        about = "Shows Sluice end to end: a throwaway PostgreSQL, live changes, captured and verified"
+    )]
     Demo(demo::DemoArgs),
-    /// Generates the reference scenario's orders: one insert every 3 s, or a chosen rate and mix of changes.
+    #[command(
+        about = "Generates the reference scenario's orders: one insert every 3 s, or a chosen rate and mix of changes"
+    )]
     Datagen(datagen::DatagenArgs),
-    /// Runs SQL against a DuckDB file and prints the result (table, CSV or JSON).
+    #[command(about = "Runs SQL against a DuckDB file and prints the result (table, CSV or JSON)")]
     Query(query::QueryArgs),
+    #[command(about = "Prints a running worker's connectors and tasks: state, worker, errors")]
+    Status(status::StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -110,41 +129,41 @@ or flat with \"name\".\n\n\
 All configuration errors are reported before anything starts. SIGINT or \
 SIGTERM stops the sources, drains their records into the sinks, flushes the \
 sinks and commits offsets.\n\n\
-Exit codes: 0 clean stop, 1 task failure, 2 invalid configuration. Logs go to \
-standard error (RUST_LOG, default info)."
+Exit codes: 0 clean stop, 1 task failure, 2 invalid configuration.\n\n\
+Logs go to standard error, filtered by RUST_LOG (default info): text, coloured \
+only on a terminal (and without NO_COLOR), or with --log-format json (or \
+SLUICE_LOG_FORMAT=json) one JSON object per line with timestamp, level, \
+message, target and the event's fields."
 )]
 struct ConnectArgs {
     /// [WORKER_CONFIG] CONNECTOR_CONFIG...
     #[arg(required = true, value_name = "CONFIG")]
     files: Vec<PathBuf>,
+    /// Log lines as text or json (one object per line); default $SLUICE_LOG_FORMAT, else text.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<logging::LogFormat>,
 }
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
-        Command::Version => {
-            println!("sluice {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::from(EXIT_OK)
-        }
-        Command::Connect(args) => {
-            init_logging();
-            ExitCode::from(connect(&args.files))
-        }
+        Command::Version => ExitCode::from(version::run()),
+        Command::Connect(args) => match logging::resolve(args.log_format) {
+            Ok(format) => {
+                logging::init(format, "info");
+                ExitCode::from(connect(&args.files))
+            }
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
         Command::Demo(args) => ExitCode::from(demo::run(&args, plugins())),
         Command::Datagen(args) => ExitCode::from(datagen::main(&args)),
         Command::Query(args) => ExitCode::from(query::run(&args)),
+        Command::Status(args) => ExitCode::from(status::run(&args)),
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Standard output belongs to the file sink (file=-); logs go to stderr.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Splits the command line's files into worker props and connector configs,

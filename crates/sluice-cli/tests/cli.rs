@@ -1,5 +1,5 @@
-//! The `sluice` binary as users run it: help, version, configuration errors
-//! and an orderly stop on SIGTERM.
+//! The `sluice` binary as users run it: help (every subcommand's long
+//! help), version, configuration errors and an orderly stop on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -33,7 +33,7 @@ fn help_and_version() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     assert!(
-        help.contains("standalone") && help.contains("distributed with group.id"),
+        help.contains("standalone mode") && help.contains("distributed cluster"),
         "{help}"
     );
     assert!(
@@ -42,11 +42,88 @@ fn help_and_version() {
     );
 
     let out = sluice(&["version"], dir.path());
-    assert!(out.status.success());
-    assert_eq!(
-        text(&out.stdout),
-        format!("sluice {}\n", env!("CARGO_PKG_VERSION"))
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let version = text(&out.stdout);
+    let lines: Vec<&str> = version.lines().collect();
+    assert_eq!(lines.len(), 3, "{version}");
+    assert_eq!(lines[0], format!("sluice {}", env!("CARGO_PKG_VERSION")));
+    assert!(lines[1].starts_with("commit: "), "{version}");
+    assert!(
+        lines[2].starts_with("duckdb: v1.") && lines[2].contains("libduckdb.so"),
+        "{version}"
     );
+}
+
+/// Each subcommand, with a phrase found only in its long help.
+const LONG_HELP: &[(&str, &str)] = &[
+    (
+        "connect",
+        "Exit codes: 0 clean stop, 1 task failure, 2 invalid configuration.",
+    ),
+    (
+        "demo",
+        "Exit codes: 0 verified, 1 mismatch or failure, 130 interrupted.",
+    ),
+    (
+        "datagen",
+        "Exit codes: 0 done or stopped, 1 database error, 2 invalid flags.",
+    ),
+    (
+        "query",
+        "The file is opened read-only unless --write is given.",
+    ),
+    (
+        "status",
+        "It reads GET /connectors?expand=status&expand=info",
+    ),
+    (
+        "version",
+        "Exit codes: 0, or 1 when DuckDB cannot be opened.",
+    ),
+];
+
+#[test]
+fn every_subcommand_shows_its_long_help() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The list above covers every subcommand the binary offers.
+    let top = text(&sluice(&["--help"], dir.path()).stdout);
+    let commands: Vec<&str> = top
+        .split("Commands:")
+        .nth(1)
+        .expect("a Commands section")
+        .split("Options:")
+        .next()
+        .expect("commands")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    let mut listed: Vec<&str> = LONG_HELP.iter().map(|(c, _)| *c).collect();
+    listed.sort_unstable();
+    let mut offered = commands.clone();
+    offered.sort_unstable();
+    assert_eq!(offered, listed, "{top}");
+
+    for (command, phrase) in LONG_HELP {
+        for args in [vec![*command, "--help"], vec!["help", *command]] {
+            let out = sluice(&args, dir.path());
+            assert!(
+                out.status.success(),
+                "sluice {args:?}: {}",
+                text(&out.stderr)
+            );
+            let help = text(&out.stdout);
+            assert!(
+                help.contains(phrase),
+                "`sluice {}` shows the long help; missing {phrase:?}:\n{help}",
+                args.join(" ")
+            );
+        }
+        // -h stays the summary, and points at --help.
+        let short = text(&sluice(&[command, "-h"], dir.path()).stdout);
+        assert!(!short.contains(phrase), "sluice {command} -h:\n{short}");
+        assert!(short.contains("'--help'"), "sluice {command} -h:\n{short}");
+    }
 }
 
 #[test]

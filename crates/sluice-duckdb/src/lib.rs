@@ -13,10 +13,12 @@
 //! `$DUCKDB_LIB_DIR`, else in `$HOME/.cache/sluice-duckdb` (or
 //! `$SLUICE_DUCKDB_PREFIX`), running `npm install` there when it is
 //! missing, so a fresh clone builds with plain `cargo build` once npm is
-//! installed. It passes the directory to the linker and records it as an
-//! rpath (this crate's tests; `sluice-cli`'s build script does the same for
-//! the `sluice` binary from `DEP_SLUICE_DUCKDB_LIB_DIR`), so binaries run
-//! without `LD_LIBRARY_PATH`.
+//! installed. It copies the library into the profile's output directory
+//! (`target/<profile>/`, next to the binaries), links against that copy and
+//! gives this crate's tests a `$ORIGIN/..` rpath; `sluice-cli`'s build script
+//! gives the `sluice` binary `$ORIGIN`. Binaries thus run without
+//! `LD_LIBRARY_PATH` and keep running when the build's caches move, as long
+//! as the library travels with them.
 //!
 //! # Properties
 //!
