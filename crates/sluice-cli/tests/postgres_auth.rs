@@ -76,22 +76,40 @@ async fn md5_password_from_pgpassword() {
     assert_eq!(p.stop(), Some(0));
 }
 
+/// A wrong password is a definite error: never retried. Next to a running
+/// sink the worker keeps running and the task's status says why it failed;
+/// alone, the worker stops with exit code 1.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_password_fails_at_once() {
     let db = prepared_db("wrongpw").await;
-    let mut p = Pipeline::new(
-        &db,
-        &[
-            ("database.user", "scram_user"),
-            ("database.password", "nope"),
-        ],
-    );
+    let wrong = [
+        ("database.user", "scram_user"),
+        ("database.password", "nope"),
+    ];
+    let mut p = Pipeline::new(&db, &wrong);
+    let port = p.enable_rest();
     p.start();
+    let status = p.wait_status(port, "pg-source", "FAILED task", LONG, |s| {
+        task_state(s, 0).0 == "FAILED"
+    });
+    let (_, trace) = task_state(&status, 0);
+    assert!(trace.contains("password authentication failed"), "{trace}");
+    assert!(!trace.contains("nope"), "the password never shows: {trace}");
+    let sink = rest_get(port, "/connectors/file-sink/status").expect("sink status");
+    assert_eq!(task_state(&sink, 0).0, "RUNNING", "{sink}");
+    // The worker kept running until told to stop; its exit code then
+    // says a task was still failed.
+    assert_eq!(p.stop(), Some(1), "stopped with a task failed");
+    let log = p.log_text();
+    assert!(!log.contains("restarting it in"), "not retried: {log}");
+
+    let mut p = Pipeline::new(&db, &wrong);
+    p.start_source_only();
     let code = p.wait_exit(LONG);
     let log = p.log_text();
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("password authentication failed"), "{log}");
-    assert!(!log.contains("retry 1"), "not retried: {log}");
+    assert!(!log.contains("restarting it in"), "not retried: {log}");
     assert!(
         !log.contains("nope"),
         "the password never reaches the log: {log}"

@@ -244,9 +244,22 @@ impl SinkDriver {
                 .last_commit
                 .map_or_else(Instant::now, |c| c + COMMIT_INTERVAL);
             let commit_due = !pending.durable.is_empty();
+            // A pause takes effect at once, not after the next records.
+            let mut pause = self.paused.clone();
+            let paused = async move {
+                match pause.as_mut() {
+                    Some(p) => {
+                        if p.wait_for(|p| *p).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
+                _ = paused => continue,
                 polled = self.input.poll() => match polled? {
                     Some(Polled::Records { records, more }) => {
                         self.take(records, &mut batch, pending).await?;

@@ -388,7 +388,7 @@ async fn a_failing_task_is_failed_in_its_status_while_the_rest_runs_on() {
     let mut worker =
         Worker::new(&s.registry, &s.worker_props, &s.connectors).expect("valid config");
     // A worker with a REST listener would be told so: it keeps running.
-    worker.set_exit_when_nothing_runs(false);
+    worker.set_stop_on_task_failure(false);
     let handle = worker.handle();
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(worker.run(shutdown.clone()));
@@ -431,15 +431,22 @@ async fn a_failing_task_is_failed_in_its_status_while_the_rest_runs_on() {
     })
     .await;
     shutdown.cancel();
-    run.await.expect("worker task").expect("clean stop");
+    // Stopped while a task is still failed: the result says which.
+    let err = run
+        .await
+        .expect("worker task")
+        .expect_err("a task is still failed")
+        .to_string();
+    assert!(err.contains("on purpose"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_nobody_can_reach_stops_once_every_task_failed() {
+async fn a_worker_nobody_can_reach_stops_once_a_task_failed() {
     const COUNT: i64 = 5;
-    let mut s = setup(COUNT, true);
-    // Only the failing source.
-    s.connectors.truncate(1);
+    // The failing source and a healthy sink: going on with the sink alone
+    // would look healthy while nothing new arrives.
+    let s = setup(COUNT, true);
+    assert_eq!(s.connectors.len(), 2);
     let worker = Worker::new(&s.registry, &s.worker_props, &s.connectors).expect("valid config");
     let err = tokio::time::timeout(
         Duration::from_secs(60),

@@ -678,7 +678,7 @@ async fn a_source_record_failing_a_transform_is_skipped_and_its_offset_committed
 async fn a_source_record_failing_a_transform_fails_the_task_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let (mut worker, committed, out, _) = poison_pipeline(dir.path(), "none");
-    worker.set_exit_when_nothing_runs(false);
+    worker.set_stop_on_task_failure(false);
     let handle = worker.handle();
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(worker.run(shutdown.clone()));
@@ -707,9 +707,12 @@ async fn a_source_record_failing_a_transform_fails_the_task_by_default() {
     assert!(written(&out).is_empty());
     assert!(committed.borrow().is_none_or(|n| n < 2));
     shutdown.cancel();
-    tokio::time::timeout(WAIT, run)
+    // Its result names the task still failed.
+    let stopped = tokio::time::timeout(WAIT, run)
         .await
         .expect("stops")
         .unwrap()
-        .expect("the worker stops cleanly");
+        .expect_err("a task is still failed")
+        .to_string();
+    assert!(stopped.contains("TRANSFORMATION"), "{stopped}");
 }

@@ -174,7 +174,7 @@ async fn start(extra: &[(&str, &str)]) -> Running {
         Arc::new(TickSource),
     ]);
     let mut worker = Worker::new(&registry, &props, &[]).expect("valid worker");
-    worker.set_exit_when_nothing_runs(false);
+    worker.set_stop_on_task_failure(false);
     let server = RestServer::bind(RestConfig::from_props(&props).expect("REST config"))
         .await
         .expect("bind");
@@ -489,12 +489,18 @@ async fn connectors_are_managed_at_runtime() {
         assert_eq!(code, 200);
         assert_eq!(topics, json!({ c: {"topics": ["ticks"]} }));
     }
+    // A running sink notes its topics again with its next records: reset
+    // while it is stopped, as users do before re-pointing it.
+    let (code, _) = w.call("PUT", "/connectors/ticks-file/stop", None).await;
+    assert_eq!(code, 204);
     let (code, _) = w
         .call("PUT", "/connectors/ticks-file/topics/reset", None)
         .await;
     assert_eq!(code, 202);
     let (_, topics) = w.call("GET", "/connectors/ticks-file/topics", None).await;
     assert_eq!(topics, json!({"ticks-file": {"topics": []}}));
+    let (code, _) = w.call("PUT", "/connectors/ticks-file/resume", None).await;
+    assert_eq!(code, 202);
     assert_eq!(w.call("GET", "/connectors/nope/topics", None).await.0, 404);
 
     // Offsets come from the offset store once committed.

@@ -214,7 +214,10 @@ async fn a_failing_put_is_retried_within_the_retry_timeout_and_then_committed() 
     until("committed", || committed(&t, "retry-ok") == vec![(0, 3)]).await;
     assert_eq!(*attempts.lock().expect("lock"), 3);
     assert_eq!(*kept.lock().expect("lock"), vec![0, 1, 2]);
-    assert_eq!(sluice_connect::error_handling::counts("retry-ok").retries, 2);
+    assert_eq!(
+        sluice_connect::error_handling::counts("retry-ok").retries,
+        2
+    );
     stop.cancel();
     run.await.expect("joined").expect("stopped cleanly");
 }

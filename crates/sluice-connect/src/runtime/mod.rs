@@ -81,7 +81,7 @@ pub struct Worker {
     connectors: Vec<ConnectorSpec>,
     flush_policy: FlushPolicy,
     registry: Registry,
-    exit_when_nothing_runs: bool,
+    stop_on_task_failure: bool,
     worker_id: Arc<RwLock<String>>,
     commands: mpsc::Sender<Command>,
     inbox: mpsc::Receiver<Command>,
@@ -162,7 +162,7 @@ impl Worker {
             connectors: specs,
             flush_policy: FlushPolicy::default(),
             registry: registry.clone(),
-            exit_when_nothing_runs: true,
+            stop_on_task_failure: true,
             worker_id: Arc::new(RwLock::new("sluice:standalone".to_string())),
             commands,
             inbox,
@@ -174,12 +174,13 @@ impl Worker {
         &self.connectors
     }
 
-    /// Whether the worker stops once every one of its tasks failed (the
-    /// default: with no REST listener nothing could restart them). A
-    /// worker that serves the REST API keeps running, its failed tasks
-    /// `FAILED` in their statuses, as Kafka Connect's do.
-    pub fn set_exit_when_nothing_runs(&mut self, exit: bool) {
-        self.exit_when_nothing_runs = exit;
+    /// Whether the worker stops once a task failed for good (the default:
+    /// with no REST listener nothing could restart it, and a worker going
+    /// on without it would look healthy). A worker that serves the REST
+    /// API keeps running, its failed tasks `FAILED` in their statuses, as
+    /// Kafka Connect's do.
+    pub fn set_stop_on_task_failure(&mut self, stop: bool) {
+        self.stop_on_task_failure = stop;
     }
 
     /// The `worker_id` shown in statuses (`<host>:<port>` of the REST
@@ -208,9 +209,9 @@ impl Worker {
         self.flush_policy = policy;
     }
 
-    /// Runs until `shutdown` is cancelled (Ok), or until every task failed
-    /// while nothing could restart them (Err, see
-    /// [`Worker::set_exit_when_nothing_runs`]).
+    /// Runs until `shutdown` is cancelled (Ok, or Err naming the tasks
+    /// still failed then), or until a task failed while nothing could
+    /// restart it (Err, see [`Worker::set_stop_on_task_failure`]).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         run(self, shutdown).await
     }
@@ -245,6 +246,9 @@ struct Runtime {
     /// Connectors given on the command line (a standalone worker does not
     /// remember them: their files are their source).
     from_command_line: std::collections::BTreeSet<String>,
+    /// The config each connector's warnings were last logged for, so a
+    /// config validated again (stored, then applied) warns once.
+    warned: BTreeMap<String, Props>,
 }
 
 /// Records a source task may have in flight, as Debezium's
@@ -475,7 +479,7 @@ impl Runtime {
     }
 
     /// Validates `props` as start-up does.
-    fn validate(&self, props: Props, origin: &str) -> Result<ConnectorSpec, ControlError> {
+    fn validate(&mut self, props: Props, origin: &str) -> Result<ConnectorSpec, ControlError> {
         let scrub = secret_values(&self.registry, &props);
         let file = ConnectorFile {
             path: PathBuf::from(origin),
@@ -483,8 +487,12 @@ impl Runtime {
         };
         match validate_connectors(&self.registry, &self.config, std::slice::from_ref(&file)) {
             Ok((mut specs, warnings)) => {
-                for w in warnings {
-                    tracing::warn!("{}", scrub_secrets(&w, &scrub));
+                let name = specs.last().map(|s| s.name.clone()).unwrap_or_default();
+                if self.warned.get(&name) != Some(&file.props) {
+                    for w in warnings {
+                        tracing::warn!("{}", scrub_secrets(&w, &scrub));
+                    }
+                    self.warned.insert(name, file.props.clone());
                 }
                 specs
                     .pop()
@@ -1122,17 +1130,16 @@ impl Runtime {
 
     /// The failures, when every task of this worker failed (and there is
     /// at least one).
-    fn all_failed(&self) -> Option<Vec<String>> {
-        let mut failures = Vec::new();
-        for c in self.connectors.values() {
-            for t in c.tasks.values() {
-                match t.state() {
-                    TaskState::Failed(e) => failures.push(e),
-                    _ => return None,
-                }
-            }
-        }
-        (!failures.is_empty()).then_some(failures)
+    /// The errors of the tasks that are FAILED now.
+    fn failed(&self) -> Vec<String> {
+        self.connectors
+            .values()
+            .flat_map(|c| c.tasks.values())
+            .filter_map(|t| match t.state() {
+                TaskState::Failed(e) => Some(e),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -1178,7 +1185,7 @@ async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(), WorkerEr
         connectors,
         flush_policy,
         registry,
-        exit_when_nothing_runs,
+        stop_on_task_failure,
         worker_id,
         commands,
         mut inbox,
@@ -1240,6 +1247,11 @@ async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(), WorkerEr
         next_generation: 0,
         stop_all: CancellationToken::new(),
         from_command_line: connectors.iter().map(|c| c.name.clone()).collect(),
+        // Worker::new logged the command line's warnings.
+        warned: connectors
+            .iter()
+            .map(|c| (c.name.clone(), c.props.clone()))
+            .collect(),
     };
     // What the group (or the connectors file) already has, then the
     // command line's connectors that differ from it.
@@ -1347,9 +1359,10 @@ async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(), WorkerEr
                 if rt.connectors.get(&ev.connector).is_some_and(|c| c.generation == ev.generation) {
                     rt.publish(&ev.connector).await;
                 }
-                if exit_when_nothing_runs {
-                    if let Some(failures) = rt.all_failed() {
-                        tracing::error!("every task failed and no REST listener can restart them: stopping");
+                if stop_on_task_failure {
+                    let failures = rt.failed();
+                    if !failures.is_empty() {
+                        tracing::error!("a task failed and no REST listener can restart it: stopping");
                         outcome = Err(WorkerError::TaskFailed(failures));
                         break;
                     }
@@ -1398,6 +1411,14 @@ async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(), WorkerEr
     }
     // Requests arriving from now on are answered "not running".
     drop(inbox);
+    // Stopped with tasks still failed: the worker's result says so (a
+    // supervisor sees a non-zero exit), whatever was restarted before.
+    if outcome.is_ok() {
+        let failures = rt.failed();
+        if !failures.is_empty() {
+            outcome = Err(WorkerError::TaskFailed(failures));
+        }
+    }
 
     // Orderly stop: every task stops (sources commit what was delivered,
     // sinks write and commit what they took), then the final commit.
