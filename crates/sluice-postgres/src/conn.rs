@@ -291,7 +291,12 @@ impl ConnParams {
                 let (client, conn) = cfg.connect(tls).await.map_err(|e| {
                     // tokio-postgres reports a server without TLS only in
                     // words; give it a type, as it is no reason to retry.
-                    if e.to_string().contains("server does not support TLS") {
+                    let refused = std::iter::successors(
+                        Some(&e as &(dyn std::error::Error + 'static)),
+                        |c| c.source(),
+                    )
+                    .any(|c| c.to_string().contains("server does not support TLS"));
+                    if refused {
                         anyhow::Error::new(crate::error::TlsRefused(format!(
                             "PostgreSQL at {}:{} does not support TLS but database.sslmode={} requires it: enable ssl on the server or set database.sslmode=prefer",
                             self.host,
