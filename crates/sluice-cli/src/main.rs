@@ -10,6 +10,7 @@ mod query;
 mod status;
 mod version;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -152,6 +153,9 @@ fn main() -> ExitCode {
         Command::Connect(args) => match logging::resolve(args.log_format) {
             Ok(format) => {
                 logging::init(format, "info");
+                sluice_connect::runtime::progress::show_progress_bars(
+                    format == logging::LogFormat::Text && std::io::stderr().is_terminal(),
+                );
                 ExitCode::from(connect(&args.files))
             }
             Err(e) => {
@@ -289,6 +293,24 @@ fn connect(files: &[PathBuf]) -> u8 {
             signal(SignalKind::terminate()),
         );
         tokio::spawn(watch_signals(shutdown.clone(), signals));
+        if let Some(bind) = rest.metrics_bind.clone() {
+            match tokio::net::TcpListener::bind(&bind).await {
+                Ok(listener) => {
+                    let (handle, stop) = (worker.handle(), shutdown.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) =
+                            sluice_connect::rest::serve_metrics(listener, handle, stop).await
+                        {
+                            tracing::error!("metrics listener stopped: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    eprintln!("sluice: metrics listener {bind}: cannot listen: {e} (worker key 'metrics.listeners')");
+                    return EXIT_BAD_CONFIG;
+                }
+            }
+        }
         let bound = if rest.enabled {
             Some(RestServer::bind(rest).await)
         } else {
@@ -300,7 +322,7 @@ fn connect(files: &[PathBuf]) -> u8 {
             Some(Ok(server)) => {
                 // Failed tasks can be restarted through the API: the
                 // worker keeps running whatever fails.
-                worker.set_exit_when_nothing_runs(false);
+                worker.set_stop_on_task_failure(false);
                 if let Ok(id) = server.worker_id() {
                     worker.set_worker_id(id);
                 }

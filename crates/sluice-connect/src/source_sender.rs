@@ -307,7 +307,11 @@ impl FieldCache {
                 None
             };
             let lsn = get(e.lsn).and_then(Value::as_i64).map(|l| l as u64);
-            let txid = get(e.tx_id).and_then(Value::as_i64);
+            let txid = if snapshot.is_none() {
+                get(e.tx_id).and_then(Value::as_i64)
+            } else {
+                None
+            };
             t.event(op, commit_us, lsn, txid);
             if op == b'r' {
                 let table = match (get(e.schema), get(e.table)) {

@@ -160,7 +160,8 @@ pub struct EventCounts {
 
 impl SourceTelemetry {
     /// Counts one change event: its `op` (`c`, `u`, `d`, `r`, ...), its
-    /// commit time (µs, streamed events), its LSN and transaction id.
+    /// commit time (µs, streamed events), its LSN and transaction id
+    /// (streamed events).
     pub fn event(&self, op: u8, commit_us: Option<i64>, lsn: Option<u64>, txid: Option<i64>) {
         self.events.fetch_add(1, Relaxed);
         match op {
@@ -178,9 +179,10 @@ impl SourceTelemetry {
         if let Some(l) = lsn {
             self.last_lsn.store(l, Relaxed);
         }
+        // A source hands on a transaction's changes once it committed:
+        // every new transaction id is one more committed transaction.
         if let Some(t) = txid {
-            let before = self.last_txid.swap(t, Relaxed);
-            if before != t && before != 0 {
+            if self.last_txid.swap(t, Relaxed) != t {
                 self.transactions.fetch_add(1, Relaxed);
             }
         }
@@ -440,7 +442,7 @@ mod tests {
             (c.total, c.creates, c.updates, c.deletes, c.reads),
             (4, 1, 1, 1, 1)
         );
-        assert_eq!(c.transactions, 1, "the end of transaction 7");
+        assert_eq!(c.transactions, 2, "transactions 7 and 8");
         assert_eq!((c.last_commit_us, c.last_lsn, c.last_txid), (6, 13, 8));
         t.snapshot_started(vec![("s.a".into(), Some(100)), ("s.b".into(), None)]);
         t.snapshot_rows("s.a", 60);

@@ -39,7 +39,8 @@ pub fn spawn(cfg: &PostgresConfig, telemetry: Arc<SourceTelemetry>) -> SlotGuard
 
 async fn watch(cfg: PostgresConfig, telemetry: Arc<SourceTelemetry>) {
     let mut client: Option<Client> = None;
-    let mut last_warned: Option<Instant> = None;
+    // The level of the note last logged, and when.
+    let mut last_logged: Option<(bool, Instant)> = None;
     let mut tick = tokio::time::interval(cfg.slot_monitor_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -64,20 +65,31 @@ async fn watch(cfg: PostgresConfig, telemetry: Arc<SourceTelemetry>) {
             }
         };
         let note = judge(&cfg, &figures);
+        // Logged when it appears or changes level, then every WARN_AGAIN.
         match &note {
-            Some(n) if n.error => {
-                if last_warned.is_none_or(|t| t.elapsed() >= WARN_AGAIN) {
-                    tracing::error!("connector {}: {}", cfg.name, n.message);
-                    last_warned = Some(Instant::now());
-                }
-            }
             Some(n) => {
-                if last_warned.is_none_or(|t| t.elapsed() >= WARN_AGAIN) {
-                    tracing::warn!("connector {}: {}", cfg.name, n.message);
-                    last_warned = Some(Instant::now());
+                let due = match last_logged {
+                    Some((error, at)) => error != n.error || at.elapsed() >= WARN_AGAIN,
+                    None => true,
+                };
+                if due {
+                    if n.error {
+                        tracing::error!("connector {}: {}", cfg.name, n.message);
+                    } else {
+                        tracing::warn!("connector {}: {}", cfg.name, n.message);
+                    }
+                    last_logged = Some((n.error, Instant::now()));
                 }
             }
-            None => last_warned = None,
+            None => {
+                if last_logged.take().is_some() {
+                    tracing::info!(
+                        "connector {}: replication slot {} is back within its limits",
+                        cfg.name,
+                        cfg.slot_name
+                    );
+                }
+            }
         }
         telemetry.set_health(note);
         telemetry.set_slot(figures.slot);

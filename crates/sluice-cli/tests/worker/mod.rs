@@ -1,0 +1,190 @@
+//! A standalone `sluice connect` process driven through its REST API, as
+//! the runtime and observability tests use it.
+
+#![allow(dead_code)] // each test file uses part of it
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+use crate::common::{sluice_bin, tail, LONG};
+
+/// A standalone worker process with its REST API, in a directory of its own.
+pub struct Worker {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    http: reqwest::Client,
+}
+
+impl Worker {
+    /// A worker whose properties are the defaults a user would write plus
+    /// `extra` lines.
+    pub fn new(extra: &str) -> Worker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = sluice_testkit::free_port().expect("free port");
+        std::fs::write(
+            dir.path().join("worker.properties"),
+            format!(
+                "offset.storage.file.filename={}\noffset.flush.interval.ms=200\n\
+                 listeners=http://127.0.0.1:{port}\n{extra}",
+                dir.path().join("connect.offsets").display()
+            ),
+        )
+        .expect("write worker.properties");
+        Worker {
+            dir,
+            port,
+            child: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("worker.log")).unwrap_or_default()
+    }
+
+    /// Starts `sluice connect worker.properties [files]` and waits for its
+    /// REST API.
+    pub async fn start(&mut self, files: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("worker.log"))
+            .expect("log");
+        let mut cmd = Command::new(sluice_bin());
+        cmd.arg("connect").arg(self.path("worker.properties"));
+        for f in files {
+            cmd.arg(self.path(f));
+        }
+        let child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sluice");
+        self.child = Some(child);
+        let deadline = Instant::now() + LONG;
+        loop {
+            if self.get("/connectors").await.0 == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the REST API never answered:\n{}",
+                tail(&self.log(), 40)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Json>,
+    ) -> (u16, Json) {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                (status, serde_json::from_str(&text).unwrap_or(Json::Null))
+            }
+            Err(_) => (0, Json::Null),
+        }
+    }
+
+    /// GET `url` as text: its status and body.
+    pub async fn text(&self, url: &str) -> (u16, String) {
+        match self.http.get(url).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.text().await.unwrap_or_default())
+            }
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Json) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Json) -> (u16, Json) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Json) -> (u16, Json) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Json) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Waits until connector `c`'s task 0 is in one of `states`; its
+    /// status.
+    pub async fn wait_task(&self, c: &str, states: &[&str]) -> Json {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let (code, st) = self.get(&format!("/connectors/{c}/status")).await;
+            if code == 200
+                && st["tasks"][0]["state"]
+                    .as_str()
+                    .is_some_and(|s| states.contains(&s))
+            {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "connector {c} never reached {states:?}: {st}\n{}",
+                tail(&self.log(), 40)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
