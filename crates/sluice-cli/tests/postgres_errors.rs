@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use common::*;
 
+/// Runs the source alone until the worker stops: with no REST listener it
+/// stops (exit code 1) once its only task failed. Next to a running sink
+/// it would keep running, the failure shown in the task's status.
 fn run_to_exit(p: &mut Pipeline) -> (Option<i32>, String) {
-    p.start();
+    p.start_source_only();
     let code = p.wait_exit(Duration::from_secs(60));
     (code, p.log_text())
 }
@@ -94,6 +97,16 @@ async fn wal2json_runs_on_pgoutput_with_one_warning_unless_the_slot_uses_another
         log.contains("test_decoding") && log.contains("pg_drop_replication_slot"),
         "{log}"
     );
+    // A slot Sluice did not create is never dropped.
+    let plugin: String = pg2
+        .query_one(
+            "SELECT plugin::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plugin, "test_decoding");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,6 +177,27 @@ async fn unreachable_database_is_retried_then_fails_with_the_reason() {
     p.set_source("database.port", &port.to_string());
     let (code, log) = run_to_exit(&mut p);
     assert_eq!(code, Some(1), "{log}");
-    assert!(log.contains("retry 1 of 2"), "{log}");
-    assert!(log.contains(&format!("127.0.0.1:{port}")), "{log}");
+    // A lost connection is transient: restarted within errors.max.retries,
+    // then reported with what to do.
+    for attempt in ["(attempt 1 of 2)", "(attempt 2 of 2)"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(attempt))
+            .unwrap_or_else(|| panic!("no restart {attempt}: {log}"));
+        assert!(
+            line.contains("source connector 'pg-source' task 0 failed: ")
+                && line.contains(&format!("127.0.0.1:{port}")),
+            "{line}"
+        );
+    }
+    assert!(!log.contains("(attempt 3"), "{log}");
+    let gave_up = log
+        .lines()
+        .find(|l| l.contains("gave up after 2 restarts"))
+        .unwrap_or_else(|| panic!("no final failure line: {log}"));
+    assert!(gave_up.contains(&format!("127.0.0.1:{port}")), "{gave_up}");
+    assert!(
+        gave_up.contains("POST /connectors/pg-source/restart"),
+        "{gave_up}"
+    );
 }

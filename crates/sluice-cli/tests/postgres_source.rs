@@ -460,15 +460,32 @@ async fn transaction_metadata_events() {
     pg.batch_execute("BEGIN; INSERT INTO tm VALUES (1); INSERT INTO tm VALUES (2); COMMIT;")
         .await
         .unwrap();
-    let recs = p.wait_until("tx events", LONG, |r| r.len() >= 4);
-    assert_eq!(recs[0]["topic"], "test.transaction");
-    assert_eq!(payload(&recs[0])["status"], "BEGIN");
-    let id = payload(&recs[0])["id"].clone();
-    assert_eq!(payload(&recs[1])["transaction"]["id"], id);
-    assert_eq!(payload(&recs[1])["transaction"]["total_order"], 1);
-    assert_eq!(payload(&recs[2])["transaction"]["total_order"], 2);
-    assert_eq!(payload(&recs[3])["status"], "END");
-    assert_eq!(payload(&recs[3])["event_count"], 2);
+    // Order holds within a topic (as in Kafka), not across topics: the
+    // transaction topic and the table's are read side by side.
+    let of = |recs: &[Json], topic: &str| -> Vec<Json> {
+        recs.iter()
+            .filter(|r| r["topic"] == topic)
+            .map(|r| payload(r).clone())
+            .collect()
+    };
+    let recs = p.wait_until("tx events", LONG, |r| {
+        of(r, "test.transaction").len() >= 2 && of(r, "test.public.tm").len() >= 2
+    });
+    assert_eq!(recs.len(), 4, "{recs:?}");
+    let tx = of(&recs, "test.transaction");
+    let rows = of(&recs, "test.public.tm");
+    assert_eq!(tx[0]["status"], "BEGIN");
+    let id = tx[0]["id"].clone();
+    assert!(id.is_string(), "{id}");
+    assert_eq!(rows[0]["transaction"]["id"], id);
+    assert_eq!(rows[0]["transaction"]["total_order"], 1);
+    assert_eq!(rows[0]["after"]["id"], 1);
+    assert_eq!(rows[1]["transaction"]["id"], id);
+    assert_eq!(rows[1]["transaction"]["total_order"], 2);
+    assert_eq!(rows[1]["after"]["id"], 2);
+    assert_eq!(tx[1]["status"], "END");
+    assert_eq!(tx[1]["id"], id);
+    assert_eq!(tx[1]["event_count"], 2);
     assert_eq!(p.stop(), Some(0));
 }
 
@@ -618,10 +635,18 @@ async fn a_dropped_connection_is_retried_without_loss() {
         .filter_map(|x| payload(x)["after"]["id"].as_i64())
         .collect();
     assert_eq!(ids.len(), 1000, "a reconnect in-process re-sends nothing");
-    assert!(p.log_text().contains("retry 1"), "{}", p.log_text());
+    assert!(
+        p.log_text().contains("restarting it in"),
+        "the lost connection restarted the task: {}",
+        p.log_text()
+    );
     assert_eq!(p.stop(), Some(0));
 }
 
+/// A slot of the connector's own (its offsets say it created it) that an
+/// old session still holds is retried within `errors.max.retries`, then
+/// reported; a slot of that name the connector did not create is refused
+/// at once, and left alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slot_held_by_another_process_is_retried_then_reported() {
     let (db, pg) = fresh_db("slotbusy").await;
@@ -633,23 +658,67 @@ async fn a_slot_held_by_another_process_is_retried_then_reported() {
     first.wait_until("startup", LONG, |_| {
         first.log_text().contains("streaming changes")
     });
-    let mut second = Pipeline::new(
-        &db,
-        &[
-            ("table.include.list", "public.sb"),
-            ("errors.max.retries", "2"),
-            ("retriable.restart.connector.wait.ms", "200"),
-        ],
-    );
-    second.set_source("slot.name", &first.slot);
-    second.start();
-    let code = second.wait_exit(LONG);
-    let log = second.log_text();
+    let second = |offsets: Option<&Pipeline>| {
+        let p = Pipeline::new(
+            &db,
+            &[
+                ("table.include.list", "public.sb"),
+                ("errors.max.retries", "2"),
+                ("retriable.restart.connector.wait.ms", "200"),
+            ],
+        );
+        p.set_source("slot.name", &first.slot);
+        if let Some(from) = offsets {
+            std::fs::copy(from.path("offsets.json"), p.path("offsets.json")).unwrap();
+        }
+        p
+    };
+
+    // Not its slot: no stored offsets.
+    let mut foreign = second(None);
+    foreign.start_source_only();
+    let code = foreign.wait_exit(LONG);
+    let log = foreign.log_text();
     assert_eq!(code, Some(1), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("already exists"))
+        .unwrap_or_else(|| panic!("no foreign slot error: {log}"));
+    for part in [
+        format!("replication slot '{}'", first.slot),
+        format!("database '{db}'"),
+        "plugin 'pgoutput'".to_string(),
+        "in use by PID".to_string(),
+        "Choose another slot.name".to_string(),
+        format!("pg_drop_replication_slot('{}')", first.slot),
+    ] {
+        assert!(line.contains(&part), "no {part:?} in {line}");
+    }
+    assert!(!log.contains("restarting it in"), "not retried: {log}");
+
+    // Its own slot (the same connector's offsets), held by the first
+    // pipeline's session: busy, retried, then reported.
+    let mut own = second(Some(&first));
+    own.start_source_only();
+    let code = own.wait_exit(LONG);
+    let log = own.log_text();
+    assert_eq!(code, Some(1), "{log}");
+    for attempt in ["(attempt 1 of 2)", "(attempt 2 of 2)"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(attempt))
+            .unwrap_or_else(|| panic!("no restart {attempt}: {log}"));
+        assert!(line.contains("is active for PID"), "{line}");
+    }
     assert!(
-        log.contains("is active for PID") && log.contains("retry 2 of 2"),
+        log.lines()
+            .any(|l| l.contains("is active for PID") && l.contains("gave up after 2 restarts")),
         "{log}"
     );
+
+    // The first pipeline kept its slot and streams on.
+    pg.batch_execute("INSERT INTO sb VALUES (1)").await.unwrap();
+    first.wait_events("test.public.sb", 1, LONG);
     assert_eq!(first.stop(), Some(0));
 }
 

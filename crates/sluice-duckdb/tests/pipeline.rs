@@ -1,6 +1,9 @@
 //! PostgreSQL → Sluice worker (in-process transport, real PostgreSQL
 //! source) → DuckDB: real column types and values, both modes, and a
 //! restart in which the source re-sends events the sink already wrote.
+//!
+//! In-process, a source offset is stored once its record is in the local
+//! log, not once a sink wrote it: the tests wait for DuckDB's rows.
 
 use std::path::Path;
 use std::time::Duration;
@@ -88,8 +91,8 @@ struct Running {
 }
 
 impl Running {
-    /// Waits until the committed source offset is past `lsn`: every sink
-    /// has then flushed the events up to it.
+    /// Waits until the committed source offset is past `lsn`: the events up
+    /// to it are then in the local log (not necessarily in the sinks).
     async fn wait_offset(&self, lsn: i64) {
         let offsets = self.offsets.clone();
         let reached = sluice_testkit::eventually(Duration::from_secs(120), || {
@@ -100,21 +103,6 @@ impl Running {
         assert!(
             reached.is_some(),
             "the source offset never passed LSN {lsn}"
-        );
-    }
-
-    /// Waits until the stored offset covers transaction `c`.
-    async fn wait_tx(&self, c: Committed) {
-        let offsets = self.offsets.clone();
-        let reached = sluice_testkit::eventually(Duration::from_secs(120), || {
-            let offsets = offsets.clone();
-            async move { covers(&offsets, c).then_some(()) }
-        })
-        .await;
-        assert!(
-            reached.is_some(),
-            "the source offset never covered transaction {}",
-            c.xid
         );
     }
 
@@ -211,6 +199,39 @@ fn covers(path: &Path, c: Committed) -> bool {
         .is_some_and(|v| walk(&v, c))
 }
 
+/// Rows of `sql` (one string column) in DuckDB file `db`, read through a
+/// read-only connection while the sink's own stays open; empty while the
+/// file or the table is not there yet.
+fn rows_now(db: &Path, sql: &str) -> Vec<String> {
+    let config = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .expect("config");
+    let Ok(conn) = Connection::open_with_flags(db, config) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare(sql) else {
+        return Vec::new();
+    };
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until `sql` on DuckDB file `db` returns `expected`: the sink
+/// wrote them.
+async fn wait_rows(db: &Path, sql: &str, expected: &[&str]) {
+    let reached = sluice_testkit::eventually(Duration::from_secs(120), || async {
+        (rows_now(db, sql) == expected).then_some(())
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "{} never returned {expected:?}; last: {:?}",
+        db.display(),
+        rows_now(db, sql)
+    );
+}
+
 fn strings(db: &Path, sql: &str) -> Vec<String> {
     let conn = Connection::open(db).expect("open duckdb");
     let mut stmt = conn.prepare(sql).expect("prepare");
@@ -240,8 +261,12 @@ async fn postgres_changes_land_in_duckdb_with_their_types_once() {
     .await
     .expect("schema");
     let p = Pipeline::new(&db);
+    let upsert = p.path("upsert.duckdb");
+    let append = p.path("append.duckdb");
+    let log_query = "SELECT concat_ws(',', id, __op, __deleted) FROM kinds_log ORDER BY __lsn, id";
     let running = p.start();
-    // The snapshot's offset is stored once both sinks have flushed it.
+    // The snapshot is in the log once its offset is stored: the changes
+    // below come after it.
     running.wait_offset(0).await;
     // Streamed changes, then a column added and one dropped at the source.
     change(
@@ -250,17 +275,35 @@ async fn postgres_changes_land_in_duckdb_with_their_types_once() {
          DELETE FROM kinds WHERE id = 2;",
     )
     .await;
-    let done = change(
+    change(
         &mut pg,
         "ALTER TABLE kinds ADD COLUMN extra text; ALTER TABLE kinds DROP COLUMN vc; \
          INSERT INTO kinds (id, tx, extra) VALUES (4, 'four', 'x4');",
     )
     .await;
-    running.wait_tx(done).await;
+    // Both sinks wrote everything (each reads the log in order: its last
+    // change written means every earlier one was).
+    wait_rows(
+        &append,
+        log_query,
+        &[
+            "1,r,false",
+            "2,r,false",
+            "3,c,false",
+            "1,u,false",
+            "2,d,true",
+            "4,c,false",
+        ],
+    )
+    .await;
+    wait_rows(
+        &upsert,
+        "SELECT id || ':' || tx FROM kinds ORDER BY id",
+        &["1:first", "3:three", "4:four"],
+    )
+    .await;
     running.stop().await;
 
-    let upsert = p.path("upsert.duckdb");
-    let append = p.path("append.duckdb");
     assert_eq!(
         strings(
             &upsert,
@@ -287,7 +330,6 @@ async fn postgres_changes_land_in_duckdb_with_their_types_once() {
             "4|four|x4",
         ]
     );
-    let log_query = "SELECT concat_ws(',', id, __op, __deleted) FROM kinds_log ORDER BY __lsn, id";
     let log = strings(&append, log_query);
     assert_eq!(
         log,
@@ -305,67 +347,30 @@ async fn postgres_changes_land_in_duckdb_with_their_types_once() {
     // nothing written twice.
     let running = p.start();
     change(&mut pg, "INSERT INTO kinds (id, tx) VALUES (5, 'five');").await;
-    let done = change(&mut pg, "UPDATE kinds SET tx = 'five again' WHERE id = 5;").await;
-    running.wait_tx(done).await;
-    running.stop().await;
-    let mut expected = vec![
+    change(&mut pg, "UPDATE kinds SET tx = 'five again' WHERE id = 5;").await;
+    let expected = [
         "1,r,false",
         "2,r,false",
         "3,c,false",
         "1,u,false",
         "2,d,true",
         "4,c,false",
+        "5,c,false",
+        "5,u,false",
     ];
-    expected.extend(["5,c,false", "5,u,false"]);
+    wait_rows(&append, log_query, &expected).await;
+    wait_rows(
+        &upsert,
+        "SELECT id || ':' || tx FROM kinds WHERE id = 5",
+        &["5:five again"],
+    )
+    .await;
+    running.stop().await;
     assert_eq!(strings(&append, log_query), expected);
     assert_eq!(
         strings(&upsert, "SELECT id || ':' || tx FROM kinds WHERE id = 5"),
         ["5:five again"]
     );
-}
-
-/// A sink that takes records but never finishes a flush, so the worker
-/// never commits the source offsets of what it was given.
-struct StallingSink;
-
-impl sluice_core::connector::ConnectorPlugin for StallingSink {
-    fn class(&self) -> &'static str {
-        "test.StallingSink"
-    }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["stalling"]
-    }
-    fn kind(&self) -> sluice_core::connector::ConnectorKind {
-        sluice_core::connector::ConnectorKind::Sink
-    }
-    fn config_def(&self) -> sluice_core::config::ConfigDef {
-        sluice_core::config::ConfigDef::new(Vec::new())
-    }
-    fn validate(
-        &self,
-        _props: &sluice_core::config::Props,
-    ) -> Result<Vec<String>, sluice_core::config::ConfigErrors> {
-        Ok(Vec::new())
-    }
-    fn create_sink_task(
-        &self,
-        _props: &sluice_core::config::Props,
-        _ctx: sluice_core::connector::SinkContext,
-    ) -> anyhow::Result<Box<dyn sluice_core::connector::SinkTask>> {
-        Ok(Box::new(StallingTask))
-    }
-}
-
-struct StallingTask;
-
-#[async_trait::async_trait]
-impl sluice_core::connector::SinkTask for StallingTask {
-    async fn put(&mut self, _records: &[sluice_core::record::SinkRecord]) -> anyhow::Result<()> {
-        Ok(())
-    }
-    async fn flush(&mut self) -> anyhow::Result<()> {
-        std::future::pending().await
-    }
 }
 
 /// Runs a worker on its own runtime so that it can be killed: dropping the
@@ -375,16 +380,12 @@ struct Killable {
     thread: std::thread::JoinHandle<()>,
 }
 
-fn start_killable(dir: &Path, connectors: &[&str], stalling: bool) -> Killable {
-    let mut plugins = vec![
+fn start_killable(dir: &Path, connectors: &[&str]) -> Killable {
+    let registry = Registry::new(vec![
         sluice_postgres::plugin(),
         sluice_duckdb::plugin(),
         sluice_connect::file_sink::plugin(),
-    ];
-    if stalling {
-        plugins.push(std::sync::Arc::new(StallingSink));
-    }
-    let registry = Registry::new(plugins);
+    ]);
     let props = load_props(&dir.join("worker.properties")).expect("worker props");
     let connectors = connectors
         .iter()
@@ -413,23 +414,12 @@ impl Killable {
     }
 }
 
-/// Rows of the append table, read through a read-only connection (the
-/// sink's own connection stays open meanwhile).
+/// Rows of the append table (read while the sink's connection is open).
 fn log_rows(db: &Path) -> Vec<String> {
-    let config = duckdb::Config::default()
-        .access_mode(duckdb::AccessMode::ReadOnly)
-        .expect("config");
-    let Ok(conn) = Connection::open_with_flags(db, config) else {
-        return Vec::new();
-    };
-    let Ok(mut stmt) =
-        conn.prepare("SELECT concat_ws(',', id, v, __op) FROM k_log ORDER BY __lsn, id")
-    else {
-        return Vec::new();
-    };
-    stmt.query_map([], |r| r.get::<_, String>(0))
-        .map(|rows| rows.filter_map(Result::ok).collect())
-        .unwrap_or_default()
+    rows_now(
+        db,
+        "SELECT concat_ws(',', id, v, __op) FROM k_log ORDER BY __lsn, id",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,28 +468,26 @@ async fn events_resent_after_a_kill_are_written_once() {
         }}),
     );
     write(
-        "stall",
-        json!({"name": "stall", "config": {
-            "connector.class": "stalling", "topics": "test.public.k",
-        }}),
-    );
-    write(
         "file",
         json!({"name": "file", "config": {
             "connector.class": "FileStreamSink", "topics": "test.public.k",
             "file": events.display().to_string(), "sluice.file.format": "record",
         }}),
     );
-    std::fs::write(
-        d.join("worker.properties"),
-        format!(
-            "offset.storage.file.filename={}\noffset.flush.interval.ms=100\noffset.flush.timeout.ms=100\n\
-             key.converter=org.apache.kafka.connect.json.JsonConverter\n\
-             value.converter=org.apache.kafka.connect.json.JsonConverter\n",
-            d.join("offsets.json").display()
-        ),
-    )
-    .expect("write");
+    // `flush_ms`: how often source offsets are stored.
+    let worker_props = |flush_ms: u64| {
+        std::fs::write(
+            d.join("worker.properties"),
+            format!(
+                "offset.storage.file.filename={}\noffset.flush.interval.ms={flush_ms}\noffset.flush.timeout.ms=100\n\
+                 key.converter=org.apache.kafka.connect.json.JsonConverter\n\
+                 value.converter=org.apache.kafka.connect.json.JsonConverter\n",
+                d.join("offsets.json").display()
+            ),
+        )
+        .expect("write");
+    };
+    worker_props(100);
     let offsets = d.join("offsets.json");
     let offset_past = |lsn: i64| {
         let offsets = offsets.clone();
@@ -514,17 +502,25 @@ async fn events_resent_after_a_kill_are_written_once() {
     };
 
     // First run: the snapshot, committed.
-    let w = start_killable(d, &["source", "duck"], false);
+    let w = start_killable(d, &["source", "duck"]);
     assert!(
         offset_past(0).await,
         "the snapshot's offset was never stored"
     );
+    wait_rows(
+        &duck,
+        "SELECT concat_ws(',', id, v, __op) FROM k_log",
+        &["1,one,r"],
+    )
+    .await;
     w.kill();
 
-    // Second run: a sink that never acknowledges holds the source offsets
-    // back while DuckDB writes the changes; then the worker is killed.
-    let w = start_killable(d, &["source", "duck", "stall"], true);
-    change(
+    // Second run: no source offset is stored in it (the interval is longer
+    // than the run), while DuckDB writes the changes; then the worker is
+    // killed.
+    worker_props(3_600_000);
+    let w = start_killable(d, &["source", "duck"]);
+    let first = change(
         &mut pg,
         "INSERT INTO k VALUES (2, 'two'); UPDATE k SET v = 'uno' WHERE id = 1;",
     )
@@ -541,33 +537,57 @@ async fn events_resent_after_a_kill_are_written_once() {
         "DuckDB never got the changes: {:?}",
         log_rows(&duck)
     );
+    assert!(
+        !covers(&offsets, first),
+        "the killed run stored no source offset past the snapshot"
+    );
 
     // Third run: the source sends the changes again, as the file sink (only
-    // in this run) shows, and DuckDB keeps one row per event.
-    let w = start_killable(d, &["source", "duck", "file"], false);
-    let done = change(&mut pg, "INSERT INTO k VALUES (4, 'four');").await;
-    let tx_covered = sluice_testkit::eventually(Duration::from_secs(120), || {
-        let offsets = offsets.clone();
-        async move { covers(&offsets, done).then_some(()) }
+    // in this run, reading the log from its start) shows, and DuckDB keeps
+    // one row per event.
+    worker_props(100);
+    let w = start_killable(d, &["source", "duck", "file"]);
+    change(&mut pg, "INSERT INTO k VALUES (4, 'four');").await;
+    let expected = ["1,one,r", "2,two,c", "1,uno,u", "3,three,c", "4,four,c"];
+    // DuckDB reads the log in order: the last change written means the
+    // re-sent ones before it were handled.
+    let done = sluice_testkit::eventually(Duration::from_secs(120), || {
+        let duck = duck.clone();
+        async move {
+            log_rows(&duck)
+                .last()
+                .is_some_and(|r| r == "4,four,c")
+                .then_some(())
+        }
     })
-    .await
-    .is_some();
-    assert!(tx_covered, "the last change was never committed");
+    .await;
+    let seen = sluice_testkit::eventually(Duration::from_secs(120), || {
+        let events = events.clone();
+        async move { (read_lines(&events).len() >= 8).then_some(()) }
+    })
+    .await;
     w.kill();
-    let resent: Vec<String> = read_lines(&events)
+    assert!(
+        done.is_some(),
+        "DuckDB never got the last change: {:?}",
+        log_rows(&duck)
+    );
+    assert!(
+        seen.is_some(),
+        "the file sink wrote {:?}",
+        read_lines(&events)
+    );
+    let in_log: Vec<String> = read_lines(&events)
         .iter()
         .filter_map(|r| r["value"]["payload"]["after"]["id"].as_i64())
         .map(|id| id.to_string())
         .collect();
     assert_eq!(
-        resent,
-        ["2", "1", "3", "4"],
-        "the source re-sent the killed run's changes"
+        in_log,
+        ["1", "2", "1", "3", "2", "1", "3", "4"],
+        "the log has the snapshot, the killed run's changes, the same changes re-sent, and the new one"
     );
-    assert_eq!(
-        log_rows(&duck),
-        ["1,one,r", "2,two,c", "1,uno,u", "3,three,c", "4,four,c"]
-    );
+    assert_eq!(log_rows(&duck), expected);
 }
 
 fn read_lines(path: &Path) -> Vec<Json> {

@@ -22,6 +22,8 @@ pub struct Pipeline {
     /// Extra environment for the `sluice` process.
     pub env: Vec<(String, String)>,
     runs: u32,
+    /// Bytes of the sink's file counted by `line_count`, and their lines.
+    lines_seen: std::sync::Mutex<(u64, usize)>,
 }
 
 pub fn sluice_bin() -> &'static str {
@@ -103,6 +105,47 @@ impl Pipeline {
             log,
             env: Vec::new(),
             runs: 0,
+            lines_seen: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// Serves the REST API on a free port of 127.0.0.1 instead of running
+    /// without it; the port. A worker with a REST listener keeps running
+    /// whatever its tasks do: their failures show in their statuses.
+    pub fn enable_rest(&self) -> u16 {
+        let port = sluice_testkit::free_port().expect("free port");
+        let worker = self.path("worker.properties");
+        let w = std::fs::read_to_string(&worker)
+            .expect("read")
+            .replace("sluice.rest.enabled=false\n", "");
+        std::fs::write(&worker, format!("{w}listeners=http://127.0.0.1:{port}\n")).expect("write");
+        port
+    }
+
+    /// Waits until `GET /connectors/{connector}/status` satisfies `pred`;
+    /// panics with the last status and the log otherwise.
+    pub fn wait_status(
+        &self,
+        port: u16,
+        connector: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Json) -> bool,
+    ) -> Json {
+        let deadline = Instant::now() + timeout;
+        let path = format!("/connectors/{connector}/status");
+        loop {
+            let status = rest_get(port, &path);
+            if status.as_ref().is_some_and(&pred) {
+                return status.unwrap_or_default();
+            }
+            if Instant::now() > deadline || self.child.is_none() || self.exited() {
+                panic!(
+                    "no {what} in the status of {connector}: {status:?}; log:\n{}",
+                    tail(&self.log_text(), 60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -120,6 +163,18 @@ impl Pipeline {
 
     /// Starts `sluice connect worker source sink`.
     pub fn start(&mut self) {
+        self.spawn(&["source.json", "sink.json"]);
+    }
+
+    /// Starts `sluice connect worker source` without the sink: a worker
+    /// without REST listener stops (exit code 1) once its only task failed,
+    /// which is how a source's failure is seen from outside. What the
+    /// source sends stays in the local log for a later run with the sink.
+    pub fn start_source_only(&mut self) {
+        self.spawn(&["source.json"]);
+    }
+
+    fn spawn(&mut self, connectors: &[&str]) {
         self.runs += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -129,8 +184,7 @@ impl Pipeline {
         let child = Command::new(sluice_bin())
             .arg("connect")
             .arg(self.path("worker.properties"))
-            .arg(self.path("source.json"))
-            .arg(self.path("sink.json"))
+            .args(connectors.iter().map(|c| self.path(c)))
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -203,11 +257,36 @@ impl Pipeline {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Lines the file sink wrote so far (cheap: no parsing).
+    /// Lines the file sink wrote so far (cheap: no parsing, and only what
+    /// was appended since the last call is read).
     pub fn line_count(&self) -> usize {
-        std::fs::read(&self.out)
-            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-            .unwrap_or(0)
+        use std::io::{Read as _, Seek as _};
+        let mut seen = self
+            .lines_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Ok(mut f) = std::fs::File::open(&self.out) else {
+            return 0;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < seen.0 {
+            // Not the file counted so far: count again.
+            *seen = (0, 0);
+        }
+        if f.seek(std::io::SeekFrom::Start(seen.0)).is_err() {
+            return seen.1;
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    seen.0 += n as u64;
+                    seen.1 += buf[..n].iter().filter(|&&c| c == b'\n').count();
+                }
+            }
+        }
+        seen.1
     }
 
     /// Every record the file sink wrote so far.
@@ -268,6 +347,34 @@ impl Drop for Pipeline {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// GET `path` from the REST API on `port`: the body as JSON when the answer
+/// is 200 OK, None while nothing answers (the worker is starting) or for
+/// any other answer.
+pub fn rest_get(port: u16, path: &str) -> Option<Json> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    serde_json::from_str(out.split("\r\n\r\n").nth(1)?).ok()
+}
+
+/// The state and trace of task `task` in a connector status.
+pub fn task_state(status: &Json, task: usize) -> (&str, &str) {
+    let t = &status["tasks"][task];
+    (
+        t["state"].as_str().unwrap_or_default(),
+        t["trace"].as_str().unwrap_or_default(),
+    )
 }
 
 pub fn tail(s: &str, n: usize) -> String {
