@@ -5,6 +5,7 @@
 
 mod datagen;
 mod demo;
+mod kql;
 mod query;
 
 use std::path::{Path, PathBuf};

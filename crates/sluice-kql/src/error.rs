@@ -74,16 +74,6 @@ pub struct KqlError {
     pub position: Position,
 }
 
-impl KqlError {
-    pub(crate) fn new(kind: ErrorKind, span: Span, message: impl Into<String>) -> RawError {
-        RawError {
-            kind,
-            span,
-            message: message.into(),
-        }
-    }
-}
-
 impl fmt::Display for KqlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
@@ -119,16 +109,24 @@ impl RawError {
 
 pub(crate) type Result<T> = std::result::Result<T, RawError>;
 
+fn raw(kind: ErrorKind, span: Span, message: impl Into<String>) -> RawError {
+    RawError {
+        kind,
+        span,
+        message: message.into(),
+    }
+}
+
 pub(crate) fn syntax(span: Span, message: impl Into<String>) -> RawError {
-    KqlError::new(ErrorKind::Syntax, span, message)
+    raw(ErrorKind::Syntax, span, message)
 }
 
 pub(crate) fn unsupported(span: Span, message: impl Into<String>) -> RawError {
-    KqlError::new(ErrorKind::Unsupported, span, message)
+    raw(ErrorKind::Unsupported, span, message)
 }
 
 pub(crate) fn semantic(span: Span, message: impl Into<String>) -> RawError {
-    KqlError::new(ErrorKind::Semantic, span, message)
+    raw(ErrorKind::Semantic, span, message)
 }
 
 #[cfg(test)]

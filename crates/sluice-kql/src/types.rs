@@ -149,8 +149,6 @@ pub fn convert(col: &str, duck: &str, ty: Type) -> String {
                     "coalesce({}, '')",
                     crate::sqlgen::datetime_text(&convert(col, duck, Type::DateTime))
                 )
-            } else if d == "JSON" {
-                format!("coalesce(CAST({col} AS VARCHAR), '')")
             } else {
                 format!("coalesce(CAST({col} AS VARCHAR), '')")
             }
@@ -163,7 +161,7 @@ pub fn convert(col: &str, duck: &str, ty: Type) -> String {
             } else if is_text {
                 crate::sqlgen::parse_datetime(col)
             } else {
-                format!("CAST(NULL AS TIMESTAMP)")
+                "CAST(NULL AS TIMESTAMP)".to_string()
             }
         }
         Type::TimeSpan => {

@@ -39,16 +39,14 @@ pub fn parse(body: &Json) -> Result<Response, String> {
                     render = visualization(f).or(render);
                 }
             }
-            "DataSetCompletion" => {
-                if f.get("HasErrors").and_then(Json::as_bool) == Some(true) {
-                    let msg = f
-                        .get("OneApiErrors")
-                        .and_then(Json::as_array)
-                        .and_then(|e| e.first())
-                        .map(one_api_message)
-                        .unwrap_or_else(|| "the query failed (no error detail)".into());
-                    return Err(msg);
-                }
+            "DataSetCompletion" if f.get("HasErrors").and_then(Json::as_bool) == Some(true) => {
+                let msg = f
+                    .get("OneApiErrors")
+                    .and_then(Json::as_array)
+                    .and_then(|e| e.first())
+                    .map(one_api_message)
+                    .unwrap_or_else(|| "the query failed (no error detail)".into());
+                return Err(msg);
             }
             _ => {}
         }

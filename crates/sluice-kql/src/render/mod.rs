@@ -366,6 +366,9 @@ pub fn build(spec: &RenderSpec, result: &ResultSet) -> std::result::Result<Chart
         }
     };
     let mut categories: Vec<String> = Vec::new();
+    // The x values behind the categories, to order an axis of numbers,
+    // datetimes or timespans by value rather than by row.
+    let mut category_values: Vec<f64> = Vec::new();
     let mut series: Vec<Series> = Vec::new();
     for row in &result.rows {
         let xv = &row[x];
@@ -376,6 +379,7 @@ pub fn build(spec: &RenderSpec, result: &ResultSet) -> std::result::Result<Chart
                     Some(i) => i as f64,
                     None => {
                         categories.push(label);
+                        category_values.push(xv.as_f64().unwrap_or(f64::NAN));
                         (categories.len() - 1) as f64
                     }
                 }
@@ -411,7 +415,21 @@ pub fn build(spec: &RenderSpec, result: &ResultSet) -> std::result::Result<Chart
             s.points.push(Point { x: xnum, y });
         }
     }
-    if x_axis != XAxis::Category {
+    if x_axis == XAxis::Category && x_ty.is_plottable() {
+        let mut order: Vec<usize> = (0..categories.len()).collect();
+        order.sort_by(|&a, &b| category_values[a].total_cmp(&category_values[b]));
+        let mut rank = vec![0usize; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            rank[old] = new;
+        }
+        categories = order.iter().map(|&i| categories[i].clone()).collect();
+        for s in &mut series {
+            for p in &mut s.points {
+                p.x = rank[p.x as usize] as f64;
+            }
+        }
+    }
+    if x_axis != XAxis::Category || x_ty.is_plottable() {
         for s in &mut series {
             s.points.sort_by(|a, b| a.x.total_cmp(&b.x));
         }
@@ -549,10 +567,15 @@ mod tests {
     fn string_columns_make_series_and_numbers_the_values() {
         let c = build(&RenderSpec::new(ChartKind::Column), &result()).expect("chart");
         assert_eq!(c.x_axis, XAxis::Category);
-        assert_eq!(c.categories, ["00:10:00", "00:00:00"]);
+        // Timespans on a category axis are in time order.
+        assert_eq!(c.categories, ["00:00:00", "00:10:00"]);
         assert_eq!(c.series.len(), 2);
         assert_eq!(c.series[0].name, "Austin");
-        assert_eq!(c.series[1].points, [Point { x: 1.0, y: 2.0 }]);
+        assert_eq!(
+            c.series[0].points,
+            [Point { x: 0.0, y: 1.0 }, Point { x: 1.0, y: 3.0 }]
+        );
+        assert_eq!(c.series[1].points, [Point { x: 0.0, y: 2.0 }]);
         let t = build(&RenderSpec::new(ChartKind::Time), &result()).expect("chart");
         assert_eq!(t.x_axis, XAxis::Span);
         // Points are in x order on a continuous axis.

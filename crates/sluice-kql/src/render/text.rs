@@ -154,6 +154,7 @@ fn plot(chart: &Chart, out: &mut String) {
             // Lines: fill the columns between consecutive points.
             for w in pts.windows(2) {
                 let ((c0, r0), (c1, r1)) = (w[0], w[1]);
+                #[allow(clippy::needless_range_loop)]
                 for c in c0.min(c1)..=c0.max(c1) {
                     let t = if c1 == c0 {
                         0.0

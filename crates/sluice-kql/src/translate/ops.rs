@@ -1096,7 +1096,7 @@ impl Translator<'_> {
         if cols.is_empty() {
             return Err(syntax(span, "a datatable has at least one column"));
         }
-        if values.len() % cols.len() != 0 {
+        if !values.len().is_multiple_of(cols.len()) {
             return Err(semantic(
                 span,
                 format!(
