@@ -83,7 +83,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Generates the reference scenario's orders: one insert every 3 s, or a chosen rate and mix of changes.
     Datagen(datagen::DatagenArgs),
-    /// Runs SQL against a DuckDB file and prints the result (table, CSV or JSON).
+    /// Runs SQL or KQL (--kql) against a DuckDB file, or KQL on an ADX cluster, and prints the result (table, CSV or JSON) and its chart.
     Query(query::QueryArgs),
 }
 
