@@ -484,6 +484,44 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     out
 }
 
+/// Round tick values for an axis of datetimes or timespans (microseconds):
+/// whole seconds, minutes, hours or days, about `n` of them within
+/// `lo..=hi`.
+pub fn time_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    const S: f64 = 1e6;
+    const STEPS: &[f64] = &[
+        S,
+        5.0 * S,
+        10.0 * S,
+        30.0 * S,
+        60.0 * S,
+        300.0 * S,
+        600.0 * S,
+        1800.0 * S,
+        3600.0 * S,
+        7200.0 * S,
+        10800.0 * S,
+        21600.0 * S,
+        43200.0 * S,
+        86400.0 * S,
+        7.0 * 86400.0 * S,
+        30.0 * 86400.0 * S,
+        365.0 * 86400.0 * S,
+    ];
+    if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
+        return vec![lo];
+    }
+    let raw = (hi - lo) / n.max(1) as f64;
+    let step = STEPS.iter().copied().find(|s| *s >= raw).unwrap_or(raw);
+    let mut v = (lo / step).ceil() * step;
+    let mut out = Vec::new();
+    while v <= hi && out.len() <= 50 {
+        out.push(v);
+        v += step;
+    }
+    out
+}
+
 /// The y range of a chart: from 0 (or the lowest value) to the highest,
 /// stacked values summed per x.
 pub fn y_range(chart: &Chart) -> (f64, f64) {
@@ -586,5 +624,11 @@ mod tests {
     fn ticks_are_round() {
         assert_eq!(ticks(0.0, 100.0, 5), [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
         assert_eq!(ticks(0.0, 7.0, 5), [0.0, 2.0, 4.0, 6.0, 8.0]);
+        // 00:00 to 23:50 in about six steps: every 6 hours.
+        let h = 3_600e6;
+        assert_eq!(
+            time_ticks(0.0, 23.0 * h + 50.0 * 60e6, 6),
+            [0.0, 6.0 * h, 12.0 * h, 18.0 * h]
+        );
     }
 }

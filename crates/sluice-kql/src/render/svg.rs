@@ -272,9 +272,7 @@ fn lines(chart: &Chart, f: &Frame, s: &mut String) {
             .filter(|x| *x >= xmin && *x <= xmax)
             .collect()
     } else {
-        (0..=5)
-            .map(|i| xmin + (xmax - xmin) * i as f64 / 5.0)
-            .collect()
+        super::time_ticks(xmin, xmax, 6)
     };
     for x in tick_xs {
         let px = xv(x);
