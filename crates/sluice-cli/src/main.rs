@@ -5,6 +5,7 @@
 
 mod datagen;
 mod demo;
+mod kql;
 mod logging;
 mod query;
 mod status;
@@ -100,7 +101,9 @@ Exit codes: 0, or 1 when DuckDB cannot be opened."
         about = "Generates the reference scenario's orders: one insert every 3 s, or a chosen rate and mix of changes"
     )]
     Datagen(datagen::DatagenArgs),
-    #[command(about = "Runs SQL against a DuckDB file and prints the result (table, CSV or JSON)")]
+    #[command(
+        about = "Runs SQL or KQL (--kql) against a DuckDB file, or KQL on an ADX cluster, and prints the result (table, CSV or JSON) and its chart"
+    )]
     Query(query::QueryArgs),
     #[command(about = "Prints a running worker's connectors and tasks: state, worker, errors")]
     Status(status::StatusArgs),

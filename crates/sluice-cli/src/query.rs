@@ -1,35 +1,78 @@
 //! `sluice query FILE "SQL"`: runs SQL against a DuckDB file (what the
 //! DuckDB sink writes) and prints the result as an aligned table, CSV or
-//! JSON.
+//! JSON. `sluice query --kql FILE_OR_URL "KQL"` runs KQL instead: on the
+//! DuckDB file through sluice-kql, or on an Azure Data Explorer cluster;
+//! `render` draws its chart in the terminal or to `--out` (SVG, HTML, PNG).
 //!
-//! DuckDB renders the values itself (each column cast to VARCHAR for the
+//! DuckDB renders SQL results itself (each column cast to VARCHAR for the
 //! table and CSV, `to_json` for JSON), so dates, decimals, lists and structs
-//! print exactly as DuckDB's own shell shows them.
+//! print exactly as DuckDB's own shell shows them; KQL results print as KQL
+//! prints its types (`2020-10-09T07:23:10Z`, `00:10:00`).
+//!
+//! Output stops quietly when the reader goes away (`sluice query ... |
+//! head`): a broken pipe is not an error.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, ValueEnum};
 use duckdb::{AccessMode, Config, Connection};
+use sluice_kql::render::{self, ChartKind};
+use sluice_kql::{ResultSet, Type};
+
+use crate::kql::{self, CatalogInputs};
 
 /// `sluice query` arguments.
 #[derive(Debug, Args)]
 #[command(
     long_about = "Runs SQL against a DuckDB file, e.g. the one `sluice demo` or the DuckDB sink \
-wrote, and prints the result. The file is opened read-only unless --write is given."
+wrote, and prints the result. The file is opened read-only unless --write is given.
+
+With --kql the query is KQL: on a DuckDB file it is translated to DuckDB SQL with KQL's \
+semantics (the ADX table names and types users know: see --schema, --kusto-config, --table); \
+given a cluster URL (https://<cluster>.<region>.kusto.windows.net) it is sent to Azure Data \
+Explorer with the Kusto sink connector's credentials (--kusto-config). A query ending in \
+`render` draws its chart in the terminal, or to --out FILE (.svg, .html, .png)."
 )]
 pub struct QueryArgs {
-    /// The DuckDB database file.
-    pub file: PathBuf,
-    /// The SQL to run (one statement).
+    /// The DuckDB database file (with --kql, also a cluster URL).
+    #[arg(value_name = "FILE_OR_URL")]
+    pub file: String,
+    /// The query: SQL (one statement), or KQL with --kql.
+    #[arg(value_name = "QUERY")]
     pub sql: String,
+    /// The query is KQL.
+    #[arg(long)]
+    pub kql: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Open the file for writing (to run statements that change it), creating it if missing.
+    /// Open the file for writing (to run statements that change it), creating it if missing (SQL only).
     #[arg(long)]
     pub write: bool,
+    /// KQL: ADX table definitions (`.create table Orders (orderid: string, ...)`), so columns read with the ADX types.
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+    /// KQL: a Kusto sink connector config; its kusto.tables.topics.mapping maps ADX tables to the topics' DuckDB tables, and for a cluster URL its credentials are used.
+    #[arg(long, value_name = "FILE")]
+    pub kusto_config: Option<PathBuf>,
+    /// KQL: the DuckDB sink connector config (its duckdb.tables.topics.mapping); by default a topic's table is its last segment.
+    #[arg(long, value_name = "FILE")]
+    pub duckdb_config: Option<PathBuf>,
+    /// KQL: the ADX table NAME is the DuckDB table DUCKDB_TABLE (repeatable).
+    #[arg(long = "table", value_name = "NAME=DUCKDB_TABLE")]
+    pub tables: Vec<String>,
+    /// KQL on a cluster: the database (default: the one the Kusto config maps to).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// KQL: write the chart (or, for .html, the chart and the table) to FILE: .svg, .html, .png or .txt.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// KQL on a DuckDB file: print the translated SQL to standard error.
+    #[arg(long)]
+    pub show_sql: bool,
 }
 
 /// How results are printed.
@@ -45,16 +88,160 @@ pub enum Format {
 
 /// Runs the query and prints its result; the exit code.
 pub fn run(args: &QueryArgs) -> u8 {
-    match query(&args.file, &args.sql, args.format, args.write) {
-        Ok(out) => {
-            print!("{out}");
-            0
-        }
+    let out = if args.kql {
+        run_kql(args)
+    } else {
+        query(Path::new(&args.file), &args.sql, args.format, args.write)
+    };
+    match out {
+        Ok(out) => emit(&out),
         Err(e) => {
-            eprintln!("sluice query: {e:#}");
+            let _ = writeln!(std::io::stderr(), "sluice query: {e:#}");
             1
         }
     }
+}
+
+/// Writes `out` to standard output; a reader that went away (EPIPE) ends
+/// the command quietly with success, as `head` expects.
+fn emit(out: &str) -> u8 {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "sluice query: writing the result: {e}");
+            1
+        }
+    }
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("https://") || s.starts_with("http://")
+}
+
+/// The KQL mode: the rows (and the chart) as text; `--out` written.
+pub fn run_kql(args: &QueryArgs) -> Result<String> {
+    if args.write {
+        bail!("--write is for SQL; KQL queries only read");
+    }
+    let inputs = CatalogInputs {
+        schema: args.schema.clone(),
+        kusto_config: args.kusto_config.clone(),
+        duckdb_config: args.duckdb_config.clone(),
+        tables: args.tables.clone(),
+    };
+    let answer = if is_url(&args.file) {
+        if args.schema.is_some() || !args.tables.is_empty() || args.duckdb_config.is_some() {
+            bail!("--schema, --table and --duckdb-config describe a DuckDB file; a cluster knows its own tables");
+        }
+        kql::on_cluster(&args.file, &args.sql, &inputs, args.database.as_deref())?
+    } else {
+        if args.database.is_some() {
+            bail!("--database is for a cluster URL");
+        }
+        let (answer, notes) = kql::on_duckdb(Path::new(&args.file), &args.sql, &inputs)?;
+        for n in notes {
+            let _ = writeln!(std::io::stderr(), "sluice query: note: {n}");
+        }
+        answer
+    };
+    if args.show_sql {
+        if let Some(sql) = &answer.sql {
+            let _ = writeln!(std::io::stderr(), "{sql}");
+        }
+    }
+    let chart = match &answer.render {
+        Some(spec) if spec.kind != ChartKind::Table => {
+            Some(render::build(spec, &answer.result).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
+    if let Some(path) = &args.out {
+        write_out(path, &args.sql, chart.as_ref(), &answer.result)?;
+    }
+    Ok(match args.format {
+        Format::Json => kql_json(&answer.result),
+        Format::Csv => csv(&kql_table(&answer.result)),
+        Format::Table => {
+            let mut s = String::new();
+            // The chart goes to the terminal unless it went to a file.
+            if let (Some(c), None) = (&chart, &args.out) {
+                s.push_str(&render::text::render(c));
+                s.push('\n');
+            }
+            s.push_str(&aligned(&kql_table(&answer.result), ""));
+            s
+        }
+    })
+}
+
+fn write_out(
+    path: &Path,
+    query: &str,
+    chart: Option<&render::Chart>,
+    result: &ResultSet,
+) -> Result<()> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let need_chart = || -> Result<&render::Chart> {
+        chart.ok_or_else(|| anyhow::anyhow!("--out {}: the query has no chart to draw (end it with `| render columnchart`, ...); .html writes the table alone", path.display()))
+    };
+    let bytes: Vec<u8> = match ext.as_str() {
+        "svg" => render::svg::render(need_chart()?).into_bytes(),
+        "html" | "htm" => render::svg::html(query, chart, result).into_bytes(),
+        "txt" => render::text::render(need_chart()?).into_bytes(),
+        "png" => render::png::from_svg(&render::svg::render(need_chart()?))
+            .map_err(anyhow::Error::msg)?,
+        other => bail!(
+            "--out {}: unknown extension '{other}' (use .svg, .html, .png or .txt)",
+            path.display()
+        ),
+    };
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+fn kql_table(r: &ResultSet) -> Table {
+    Table {
+        columns: r.columns.iter().map(|c| c.name.clone()).collect(),
+        numeric: r
+            .columns
+            .iter()
+            .map(|c| c.ty.is_numeric() || c.ty == Type::TimeSpan)
+            .collect(),
+        rows: r
+            .rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|v| match v {
+                        sluice_kql::Value::Null => None,
+                        v => Some(v.to_string()),
+                    })
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+fn kql_json(r: &ResultSet) -> String {
+    let rows = match r.to_json_rows() {
+        serde_json::Value::Array(a) => a,
+        _ => Vec::new(),
+    };
+    let mut out = String::from("[");
+    for (i, row) in rows.iter().enumerate() {
+        out.push_str(if i == 0 { "\n  " } else { ",\n  " });
+        out.push_str(&row.to_string());
+    }
+    out.push_str(if rows.is_empty() { "]\n" } else { "\n]\n" });
+    out
 }
 
 /// A result set, every value as DuckDB renders it (None: NULL).
@@ -99,7 +286,7 @@ pub fn query(file: &Path, sql: &str, format: Format, write: bool) -> Result<Stri
             Ok(if format == Format::Csv {
                 csv(&table)
             } else {
-                aligned(&table)
+                aligned(&table, "NULL")
             })
         }
     }
@@ -180,12 +367,12 @@ fn width(s: &str) -> usize {
     s.chars().count()
 }
 
-fn aligned(t: &Table) -> String {
-    const NULL: &str = "NULL";
+/// An aligned table; `null` stands for NULL values.
+fn aligned(t: &Table, null: &str) -> String {
     let mut widths: Vec<usize> = t.columns.iter().map(|c| width(c)).collect();
     for row in &t.rows {
         for (i, v) in row.iter().enumerate() {
-            widths[i] = widths[i].max(width(v.as_deref().unwrap_or(NULL)));
+            widths[i] = widths[i].max(width(v.as_deref().unwrap_or(null)));
         }
     }
     let mut out = String::new();
@@ -214,7 +401,7 @@ fn aligned(t: &Table) -> String {
     for row in &t.rows {
         line(
             &mut out,
-            row.iter().map(|v| v.as_deref().unwrap_or(NULL)).collect(),
+            row.iter().map(|v| v.as_deref().unwrap_or(null)).collect(),
         );
     }
     let _ = writeln!(

@@ -21,7 +21,9 @@
 //!   streamingingestion enable|disable`. Anything else is a 400
 //!   `BadRequest_SyntaxError`.
 //! - `POST /v2/rest/query`: `T`, `T | count`, `T | take N` (`limit N`),
-//!   answered as v2 frames (`DataSetHeader`, the `PrimaryResult` table,
+//!   each optionally ending in `| render <kind>`, answered as v2 frames
+//!   (`DataSetHeader`, the `@ExtendedProperties` table with the
+//!   `Visualization` property `render` sets, the `PrimaryResult` table,
 //!   `DataSetCompletion`); `POST /v1/rest/query` answers the same in the v1
 //!   shape.
 //! - `POST /v1/rest/ingest/{db}/{table}?streamFormat=..&mappingName=..`:
@@ -1491,10 +1493,18 @@ fn run_query(s: &Shared, principal: &str, db: &str, csl: &str, v1_shape: bool) -
     if let Some(r) = check_db(s, principal, db, "read") {
         return r;
     }
-    let toks = match tokenize(csl.trim().trim_end_matches(';')) {
+    let mut toks = match tokenize(csl.trim().trim_end_matches(';')) {
         Ok(t) => t,
         Err(e) => return syntax_error(&e),
     };
+    // A trailing `| render <kind>` only sets the Visualization property.
+    let mut visualization = Value::Null;
+    if let [.., Tok::Punct('|'), Tok::Word(op), Tok::Word(kind)] = toks.as_slice() {
+        if op == "render" {
+            visualization = json!(kind);
+            toks.truncate(toks.len() - 3);
+        }
+    }
     let Some(table) = name_of(toks.first()) else {
         return syntax_error(&format!(
             "the test server answers 'T', 'T | count' and 'T | take N', not: {csl}"
@@ -1541,11 +1551,24 @@ fn run_query(s: &Shared, principal: &str, db: &str, csl: &str, v1_shape: bool) -
         {"FrameType": "DataSetHeader", "IsProgressive": false, "Version": "v2.0", "IsFragmented": false, "ErrorReportingPlacement": "EndOfTable"},
         {"FrameType": "DataTable", "TableId": 0, "TableKind": "QueryProperties", "TableName": "@ExtendedProperties",
          "Columns": [{"ColumnName": "TableId", "ColumnType": "int"}, {"ColumnName": "Key", "ColumnType": "string"}, {"ColumnName": "Value", "ColumnType": "dynamic"}],
-         "Rows": [[1, "Visualization", "{\"Visualization\":null}"]]},
+         "Rows": [[1, "Visualization", visualization_property(&visualization)]]},
         {"FrameType": "DataTable", "TableId": 1, "TableKind": "PrimaryResult", "TableName": "PrimaryResult", "Columns": columns_json, "Rows": out},
         {"FrameType": "DataSetCompletion", "HasErrors": false, "Cancelled": false},
     ]))
     .into_response()
+}
+
+/// The `Visualization` property of a v2 response's `@ExtendedProperties`
+/// table (a JSON text): the chart kind `render` asked for, or null, with
+/// the properties Kusto reports beside it.
+fn visualization_property(kind: &Value) -> String {
+    json!({
+        "Visualization": kind, "Title": null, "XColumn": null, "Series": null, "YColumns": null,
+        "AnomalyColumns": null, "XTitle": null, "YTitle": null, "XAxis": null, "YAxis": null,
+        "Legend": null, "YSplit": null, "Accumulate": false, "IsQuerySorted": false, "Kind": null,
+        "Ymin": "NaN", "Ymax": "NaN", "Xmin": null, "Xmax": null,
+    })
+    .to_string()
 }
 
 fn to_rows(columns: &[(String, String)], rows: &[Map<String, Value>], n: usize) -> Vec<Vec<Value>> {
