@@ -13,7 +13,7 @@ use crate::error::{bad, Reason, TypeError};
 use crate::hstore;
 use crate::interval::PgInterval;
 use crate::modes::{
-    BinaryMode, DecimalMode, HstoreMode, IntervalMode, TimePrecisionMode, TypeModes,
+    BinaryMode, DecimalMode, Format, HstoreMode, IntervalMode, TimePrecisionMode, TypeModes,
 };
 use crate::numeric::{self, NumericText};
 use crate::registry::{oid, TypeKind, TypeRegistry};
@@ -46,6 +46,9 @@ enum Kind {
         digits: i32,
     },
     Text,
+    /// A type Debezium has no mapping for, with `include.unknown.datatypes`:
+    /// the bytes of its text.
+    UnknownBytes,
     /// Days since the epoch (Debezium `Date` and Connect `Date` alike).
     Date,
     Time {
@@ -75,6 +78,9 @@ enum Kind {
     Array {
         elem: Box<Kind>,
         delim: u8,
+        /// Elements may not be null (Debezium's enum arrays): a NULL element
+        /// makes the value unconvertible.
+        required_elems: bool,
     },
 }
 
@@ -86,6 +92,7 @@ pub struct ColumnCodec {
     type_name: String,
     toast: Value,
     debezium_omits: bool,
+    is_enum: bool,
 }
 
 /// A resolved mapping: decoder, schema (not yet optional), and whether
@@ -242,6 +249,10 @@ fn scalar(reg: &TypeRegistry, type_oid: u32, typmod: i32, m: &TypeModes) -> Opti
             mapping(Kind::Interval { mode: m.interval }, schema)
         }
         oid::BYTEA => mapping(Kind::Bytea { mode: m.binary }, binary_schema(m.binary)),
+        // Debezium 3.3 added io.debezium.data.Tsvector; 2.7 had no mapping.
+        oid::TSVECTOR if m.format == Format::V3_6 => {
+            mapping(Kind::Text, named(SchemaType::String, schemas::TSVECTOR))
+        }
         _ => {
             let info = reg.get(type_oid)?;
             match (&info.kind, info.name.as_str()) {
@@ -285,13 +296,14 @@ fn hstore_schema(mode: HstoreMode) -> SchemaBuilder {
 }
 
 /// Array types Debezium declares but maps to no schema (DBZ-459), so it
-/// leaves such columns out.
+/// leaves such columns out. (`bit[]` is not one: Debezium gives it the
+/// element's `Bits` schema and fails to convert every value, see the README's
+/// deliberate differences; Sluice emits the array.)
 const DEBEZIUM_UNMAPPED_ARRAYS: &[u32] = &[
     oid::MONEY_ARRAY,
     oid::NAME_ARRAY,
     oid::INTERVAL_ARRAY,
     oid::VARBIT_ARRAY,
-    oid::BIT_ARRAY,
     oid::XML_ARRAY,
     oid::POINT_ARRAY,
     oid::REFCURSOR_ARRAY,
@@ -313,8 +325,9 @@ fn array_mapping(
     // Debezium cannot map arrays of domains (their element has no JDBC type).
     let elem_is_domain = matches!(elem_info.map(|t| &t.kind), Some(TypeKind::Domain { .. }));
     let (elem_base, elem_typmod) = reg.resolve_domain(elem_oid, typmod);
-    let elem = if elem_oid == oid::TIME {
-        // Debezium types time[] as MicroTime whatever the precision or mode.
+    let elem = if elem_oid == oid::TIME && m.format == Format::V2_7 {
+        // Debezium 2.7 types time[] as MicroTime whatever the precision or
+        // mode; 3.1 made the elements follow time.precision.mode (DBZ-6387).
         Some(micro_time())
     } else {
         scalar(reg, elem_base, elem_typmod, m)
@@ -332,6 +345,7 @@ fn array_mapping(
         kind: Kind::Array {
             elem: Box::new(elem.kind),
             delim,
+            required_elems: is_enum,
         },
         schema: SchemaBuilder::array(item),
         omitted,
@@ -343,10 +357,17 @@ fn resolve(reg: &TypeRegistry, type_oid: u32, typmod: i32, m: &TypeModes) -> Map
     if let Some(TypeKind::Array { elem_oid, delim }) = reg.get(base).map(|t| &t.kind) {
         return array_mapping(reg, base, *elem_oid, *delim, typmod, m);
     }
-    scalar(reg, base, typmod, m).unwrap_or_else(|| Mapping {
-        kind: Kind::Text,
-        schema: string(),
-        omitted: true,
+    scalar(reg, base, typmod, m).unwrap_or_else(|| {
+        if m.include_unknown {
+            // Debezium's JDBC fallback: the value's text as bytes.
+            mapping(Kind::UnknownBytes, SchemaBuilder::new(SchemaType::Bytes))
+        } else {
+            Mapping {
+                kind: Kind::Text,
+                schema: string(),
+                omitted: true,
+            }
+        }
     })
 }
 
@@ -390,7 +411,8 @@ fn toast_value(reg: &TypeRegistry, type_oid: u32, kind: &Kind, m: &TypeModes) ->
         _ => match kind {
             Kind::Bytea {
                 mode: BinaryMode::Bytes,
-            } => Value::Bytes(bytes),
+            }
+            | Kind::UnknownBytes => Value::Bytes(bytes),
             // Debezium's base64 converters see an unexpected object and deliver null.
             Kind::Bytea {
                 mode: BinaryMode::Base64 | BinaryMode::Base64UrlSafe,
@@ -427,12 +449,22 @@ impl ColumnCodec {
         // Like Debezium's TableSchemaBuilder, only ever make a schema
         // optional: Geometry is optional even for NOT NULL columns.
         let schema = if optional { schema.optional() } else { schema };
+        let is_enum = matches!(
+            registry
+                .get(registry.resolve_domain(type_oid, type_modifier).0)
+                .map(|t| &t.kind),
+            Some(TypeKind::Enum { .. })
+        ) && matches!(
+            registry.get(type_oid).map(|t| &t.kind),
+            Some(TypeKind::Enum { .. })
+        );
         ColumnCodec {
             schema: schema.build(),
             kind,
             type_name,
             toast,
             debezium_omits: omitted,
+            is_enum,
         }
     }
 
@@ -467,6 +499,19 @@ impl ColumnCodec {
     /// Debezium's placeholder for an unchanged TOASTed value of this column.
     pub fn unchanged_toast(&self) -> Value {
         self.toast.clone()
+    }
+
+    /// Whether the column is of an enum type.
+    pub(crate) fn is_enum(&self) -> bool {
+        self.is_enum
+    }
+
+    /// Gives the column's schema a default value (its `DEFAULT`, see
+    /// [`ColumnCodec::default_from_expression`]).
+    pub fn set_default(&mut self, value: Value) {
+        let mut s = (*self.schema).clone();
+        s.default = Some(value);
+        self.schema = std::sync::Arc::new(s);
     }
 }
 
@@ -698,6 +743,7 @@ impl Kind {
                 }
             }
             Kind::Text => Value::String(s.to_string()),
+            Kind::UnknownBytes => Value::Bytes(s.as_bytes().to_vec()),
             Kind::Date => Value::Int32(match datetime::parse_date(s)? {
                 // Java's (int) cast of LocalDate.toEpochDay.
                 Point::Finite(days) => days as i32,
@@ -802,11 +848,18 @@ impl Kind {
                         .collect(),
                 )
             }
-            Kind::Array { elem, delim } => {
+            Kind::Array {
+                elem,
+                delim,
+                required_elems,
+            } => {
                 let elems = array::parse(s, *delim)?;
                 let mut out = Vec::with_capacity(elems.len());
                 for e in elems {
                     out.push(match e {
+                        Elem::Null if *required_elems => {
+                            return Err(bad("NULL element in an array whose elements are required"))
+                        }
                         Elem::Null => Value::Null,
                         // Debezium hands a whole sub-array to the element
                         // converter, which cannot read it and yields null.

@@ -33,6 +33,7 @@ mod codec;
 #[cfg(test)]
 mod codec_tests;
 mod datetime;
+mod default;
 mod error;
 mod hstore;
 mod interval;
@@ -43,6 +44,7 @@ mod registry;
 mod schemas;
 
 pub use codec::ColumnCodec;
+pub use default::{jdbc_type_name, DefaultError};
 pub use error::TypeError;
 pub use modes::{BinaryMode, DecimalMode, HstoreMode, IntervalMode, TimePrecisionMode, TypeModes};
 pub use registry::{oid, TypeInfo, TypeKind, TypeRegistry};

@@ -39,6 +39,19 @@ pub enum PublicationMode {
     NoTables,
 }
 
+/// `event.converting.failure.handling.mode`: what a value that cannot be
+/// converted becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureMode {
+    /// Stop the connector, naming the table, column and value.
+    Fail,
+    /// Emit null for the value and log a warning (Debezium's default).
+    #[default]
+    Warn,
+    /// Emit null for the value, logging only at debug level.
+    Skip,
+}
+
 /// Operations that `skipped.operations` may name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SkippedOps {
@@ -122,6 +135,19 @@ pub struct PostgresConfig {
     pub spill_dir: Option<String>,
     /// Type mapping modes.
     pub type_modes: sluice_pgtypes::TypeModes,
+    /// `sluice.debezium.compatibility`: the Debezium release whose event
+    /// format is produced.
+    pub format: sluice_core::debezium::Format,
+    /// `event.converting.failure.handling.mode`.
+    pub failure_mode: FailureMode,
+    /// `include.unknown.datatypes`.
+    pub include_unknown: bool,
+    /// `extended.headers.enabled`: the `__debezium.context.*` headers
+    /// (Debezium 3.2+; never under the 2.7 format).
+    pub context_headers: bool,
+    /// The id of this run of the task (`__debezium.context.runId`): a new one
+    /// each time a task is created.
+    pub run_id: String,
 }
 
 /// The declared keys.
@@ -387,9 +413,29 @@ pub fn config_def() -> ConfigDef {
         ConfigKey::new(
             "include.unknown.datatypes",
             Bool,
-            "Accepted; Sluice always emits unknown types as strings.",
+            "Emit columns of types Debezium cannot map (box, pg_lsn, multiranges...) as the bytes of their text; false leaves them out, as Debezium does.",
         )
         .default("false"),
+        ConfigKey::new(
+            "event.converting.failure.handling.mode",
+            Enum,
+            "A value that cannot be converted (NaN in a precise decimal, a NULL element of an enum array...): fail stops the connector, warn emits null with a warning, skip emits null.",
+        )
+        .default("warn")
+        .allowed(&["fail", "warn", "skip"]),
+        ConfigKey::new(
+            "extended.headers.enabled",
+            Bool,
+            "Add the __debezium.context.* headers (connector logical name, task id, connector name, run id) to change events, as Debezium 3.2+ does.",
+        )
+        .default("true"),
+        ConfigKey::new(
+            "sluice.debezium.compatibility",
+            Enum,
+            "The Debezium release whose event format is produced: 3.6 (default) or 2.7.",
+        )
+        .default("3.6")
+        .allowed(&["3.6", "2.7"]),
         ConfigKey::new(
             "sluice.streaming.in.progress",
             Bool,
@@ -540,6 +586,14 @@ impl PostgresConfig {
                 errors.push(ConfigError::new("decimal.handling.mode", None, e));
                 sluice_pgtypes::TypeModes::default()
             });
+        let format =
+            sluice_core::debezium::Format::parse(&p.string("sluice.debezium.compatibility"))
+                .unwrap_or_default();
+        let failure_mode = match p.string("event.converting.failure.handling.mode").as_str() {
+            "fail" => FailureMode::Fail,
+            "skip" => FailureMode::Skip,
+            _ => FailureMode::Warn,
+        };
         let sslmode = SslMode::parse(&p.string("database.sslmode")).unwrap_or(SslMode::Prefer);
         if matches!(sslmode, SslMode::VerifyCa | SslMode::VerifyFull) {
             if let Some(path) = p.get("database.sslrootcert") {
@@ -610,7 +664,13 @@ impl PostgresConfig {
             stream_in_progress: p.bool("sluice.streaming.in.progress"),
             spill_memory_bytes: p.int("sluice.spill.memory.bytes").max(1 << 20) as usize,
             spill_dir: p.get("sluice.spill.dir").map(str::to_owned),
+            include_unknown: type_modes.include_unknown,
             type_modes,
+            format,
+            failure_mode,
+            context_headers: p.bool("extended.headers.enabled")
+                && format == sluice_core::debezium::Format::V3_6,
+            run_id: crate::events::new_run_id(),
         };
         for (alias, canon) in &p.aliases_used {
             tracing::debug!("'{alias}' is the older name of '{canon}'");
@@ -636,6 +696,16 @@ impl PostgresConfig {
             return false;
         }
         !self.table_exclude.iter().any(|r| r.is_match(&full))
+    }
+
+    /// The position in `table.include.list` of the first pattern that
+    /// matches `schema.table` (0 without a list).
+    pub fn include_rank(&self, schema: &str, table: &str) -> usize {
+        let full = format!("{schema}.{table}");
+        self.table_include
+            .iter()
+            .position(|r| r.is_match(&full))
+            .unwrap_or(0)
     }
 
     /// Whether column `schema.table.column` is captured.

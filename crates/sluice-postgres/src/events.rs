@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value as Json};
-use sluice_core::debezium::{self, Op, SourceInfo};
-use sluice_core::{SourceOffset, SourceRecord, Value};
+use sluice_core::debezium::{self, Format, Op, Origin, SourceInfo};
+use sluice_core::{Header, SourceOffset, SourceRecord, Value};
 
 use crate::config::PostgresConfig;
 use crate::table::TableSchema;
@@ -20,7 +20,7 @@ pub fn now_micros() -> i64 {
 
 /// Where an event sits in the source: what goes into `source` and into the
 /// stored offset.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Position {
     /// Commit (or snapshot) time, µs since the Unix epoch.
     pub ts_us: i64,
@@ -32,6 +32,8 @@ pub struct Position {
     pub last_commit: Option<u64>,
     /// `source.snapshot`.
     pub snapshot: &'static str,
+    /// The transaction's replication origin (name, commit LSN on the origin).
+    pub origin: Option<(Arc<str>, u64)>,
 }
 
 /// Record building, shared by snapshot and streaming.
@@ -41,6 +43,30 @@ pub struct EventFactory {
     db: String,
     tombstones: bool,
     partition: Map<String, Json>,
+    format: Format,
+    /// `__debezium.context.*`, added to every change event and tombstone.
+    context_headers: Arc<[Header]>,
+}
+
+/// A Debezium run id: a time-ordered UUID (version 7), new for each start of
+/// a task, as `UUIDUtils.generateNewUUID` makes it.
+pub fn new_run_id() -> String {
+    use rand::Rng as _;
+    let mut rng = rand::thread_rng();
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let msb: u64 = (ms << 16) | (rng.gen::<u64>() & 0x0fff) | 0x7000;
+    let lsb: u64 = (rng.gen::<u64>() & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        msb >> 32,
+        (msb >> 16) & 0xffff,
+        msb & 0xffff,
+        lsb >> 48,
+        lsb & 0xffff_ffff_ffff
+    )
 }
 
 /// The transaction block of an event, when transaction metadata is on.
@@ -57,12 +83,37 @@ pub struct TxBlock {
 impl EventFactory {
     /// A factory for a connector config.
     pub fn new(cfg: &PostgresConfig) -> Self {
+        let context_headers: Vec<Header> = if cfg.context_headers {
+            let values = [
+                cfg.prefix.as_str(),
+                "0",
+                debezium::CONNECTOR_NAME,
+                cfg.run_id.as_str(),
+            ];
+            debezium::CONTEXT_HEADERS
+                .iter()
+                .zip(values)
+                .map(|(k, v)| Header {
+                    key: (*k).to_string(),
+                    value: Some(v.as_bytes().to_vec()),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         EventFactory {
             prefix: cfg.prefix.clone(),
             db: cfg.conn.dbname.clone(),
             tombstones: cfg.tombstones_on_delete,
             partition: cfg.partition(),
+            format: cfg.format,
+            context_headers: context_headers.into(),
         }
+    }
+
+    /// The event format.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// The source partition.
@@ -70,25 +121,36 @@ impl EventFactory {
         &self.partition
     }
 
-    fn source(&self, table: &TableSchema, pos: &Position) -> Value {
+    fn source(&self, schema: &str, table: &str, pos: &Position) -> Value {
         let seq = debezium::sequence_text(pos.last_commit, pos.lsn);
-        debezium::source_value(&SourceInfo {
-            name: &self.prefix,
-            ts_ms: pos.ts_us.div_euclid(1000),
-            ts_us: pos.ts_us,
-            ts_ns: pos.ts_us.saturating_mul(1000),
-            snapshot: pos.snapshot,
-            db: &self.db,
-            sequence: Some(&seq),
-            schema: &table.id.schema,
-            table: &table.id.table,
-            tx_id: pos.tx_id,
-            lsn: pos.lsn.map(|l| l as i64),
-            xmin: None,
-        })
+        let origin = Origin {
+            name: pos.origin.as_ref().map(|(n, _)| &**n),
+            lsn: pos.origin.as_ref().map(|(_, l)| *l as i64),
+        };
+        debezium::source_value_for(
+            self.format,
+            &SourceInfo {
+                name: &self.prefix,
+                ts_ms: pos.ts_us.div_euclid(1000),
+                ts_us: pos.ts_us,
+                ts_ns: pos.ts_us.saturating_mul(1000),
+                snapshot: pos.snapshot,
+                db: &self.db,
+                sequence: Some(&seq),
+                schema,
+                table,
+                tx_id: pos.tx_id,
+                lsn: pos.lsn.map(|l| l as i64),
+                xmin: None,
+            },
+            &origin,
+        )
     }
 
     /// A change event (and, for deletes, its tombstone) into `out`.
+    /// `headers` are the event's own (a primary-key change's
+    /// `__debezium.newkey` / `oldkey`); the context headers follow them, and
+    /// a tombstone carries its delete's headers.
     #[allow(clippy::too_many_arguments)]
     pub fn change(
         &self,
@@ -100,7 +162,10 @@ impl EventFactory {
         after: Option<Value>,
         pos: &Position,
         tx: Option<&TxBlock>,
+        headers: Vec<Header>,
     ) {
+        let mut headers = headers;
+        headers.extend(self.context_headers.iter().cloned());
         let now = now_micros();
         let transaction = tx.map(|t| {
             debezium::transaction_block_value(&t.id, t.total_order, t.data_collection_order)
@@ -109,7 +174,7 @@ impl EventFactory {
             &table.envelope,
             before,
             after,
-            self.source(table, pos),
+            self.source(&table.id.schema, &table.id.table, pos),
             op,
             now / 1000,
             now,
@@ -117,6 +182,11 @@ impl EventFactory {
             transaction,
         );
         let tombstone = matches!(op, Op::Delete) && self.tombstones;
+        let tombstone_headers = if tombstone {
+            headers.clone()
+        } else {
+            Vec::new()
+        };
         out.push(SourceRecord {
             topic: table.topic.clone(),
             key_schema: table.key_schema.clone(),
@@ -124,7 +194,7 @@ impl EventFactory {
             value_schema: Some(table.envelope.clone()),
             value: Some(value),
             timestamp_ms: None,
-            headers: Vec::new(),
+            headers,
             offset: None,
         });
         if tombstone {
@@ -135,7 +205,7 @@ impl EventFactory {
                 value_schema: None,
                 value: None,
                 timestamp_ms: None,
-                headers: Vec::new(),
+                headers: tombstone_headers,
                 offset: None,
             });
         }
@@ -149,7 +219,17 @@ impl EventFactory {
         pos: &Position,
         tx: Option<&TxBlock>,
     ) {
-        self.change(out, table, Op::Truncate, None, None, None, pos, tx);
+        self.change(
+            out,
+            table,
+            Op::Truncate,
+            None,
+            None,
+            None,
+            pos,
+            tx,
+            Vec::new(),
+        );
         if let Some(last) = out.last_mut() {
             last.key_schema = None;
         }
@@ -248,6 +328,9 @@ pub struct Resume {
     pub complete_end: Option<u64>,
     /// A transaction delivered only up to an LSN: (xid, last delivered LSN).
     pub partial: Option<(u32, u64)>,
+    /// Streaming follows a snapshot taken by this process: no commit has
+    /// been seen yet (`source.sequence` starts with null).
+    pub after_snapshot: bool,
 }
 
 impl Resume {
@@ -267,6 +350,7 @@ impl Resume {
                     None
                 },
                 partial: None,
+                after_snapshot: false,
             };
         }
         let complete_end = u("lsn_commit");
@@ -281,6 +365,7 @@ impl Resume {
             snapshot_completed: None,
             complete_end,
             partial,
+            after_snapshot: false,
         }
     }
 
