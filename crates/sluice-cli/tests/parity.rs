@@ -587,7 +587,7 @@ async fn debezium_parity() {
             let side = flavor.tag();
             if flavor == Flavor::V27 && !r.case.compare27 {
                 table.push(format!(
-                    "| {} | 2.7 | {} | not compared: Debezium 3.6 ignores these options, 2.7 applied them (see unwrap_legacy_27) | | |",
+                    "| {} | 2.7 | {} | not compared: Debezium 3.6 ignores these options, 2.7 applied them (see unwrap_legacy_27) | | | |",
                     r.case.name,
                     dbz_recs.len()
                 ));
@@ -596,16 +596,25 @@ async fn debezium_parity() {
             let expected = expect::expected(&r.case, flavor == Flavor::V27, &dbz_recs);
             let got = compare::read_records(&r.out(side)).unwrap_or_else(|e| panic!("{e}"));
             let raw = compare::read_raw_values(&r.raw(side)).unwrap_or_else(|e| panic!("{e}"));
-            let o = compare::compare(&expected, &got, &raw, 40);
+            let case = r.case.clone();
+            let o = compare::compare(&expected, &got, &raw, 40, &|d, s| {
+                expect::deliberate(&case, d, s)
+            });
+            let deliberate: Vec<String> = o
+                .deliberate
+                .iter()
+                .map(|(l, n)| format!("{l} ({n})"))
+                .collect();
             table.push(format!(
-                "| {} | {} | {} | {} | {} | {}/{} |",
+                "| {} | {} | {} | {} | {} | {}/{} | {} |",
                 r.case.name,
                 if flavor == Flavor::V36 { "3.6" } else { "2.7" },
                 dbz_recs.len(),
                 o.compared,
                 o.identical,
                 o.bytes_identical,
-                o.bytes_checked
+                o.bytes_checked,
+                deliberate.join(", ")
             ));
             let ok =
                 o.identical == o.compared && o.bytes_identical == o.bytes_checked && o.compared > 0;
@@ -629,6 +638,7 @@ async fn debezium_parity() {
             total.add(Outcome {
                 report: Vec::new(),
                 kinds: Vec::new(),
+                deliberate: Vec::new(),
                 ..o
             });
         }
@@ -641,9 +651,13 @@ async fn debezium_parity() {
         println!("{l}");
     }
     println!(
-        "| total | | | {} | {} | {}/{} |",
+        "| total | | | {} | {} | {}/{} | |",
         total.compared, total.identical, total.bytes_identical, total.bytes_checked
     );
+    println!("\ndeliberate differences (Debezium loses data or contradicts itself; Sluice keeps the value):");
+    for (label, why) in expect::DELIBERATE {
+        println!("- {label}: {why}");
+    }
     println!(
         "parity: captured in {:.1}s, total {:.1}s; files in {}",
         captured.as_secs_f64(),

@@ -598,6 +598,41 @@ pub fn transaction_end_value(
     ])
 }
 
+/// Java's `String.hashCode` (UTF-16 code units, wrapping).
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+/// The order in which a `java.util.HashMap<String, _>` with `capacity`
+/// buckets iterates over `keys` given in insertion order: by bucket
+/// (`(h ^ h >>> 16) & (capacity - 1)`), then by insertion. Debezium lists a
+/// transaction's `data_collections` in this order (`TransactionContext`
+/// keeps the counts in a HashMap). Returns indices into `keys`.
+pub fn java_hash_map_order(keys: &[&str], capacity: usize) -> Vec<usize> {
+    let mask = capacity.max(1) as u32 - 1;
+    let mut idx: Vec<(u32, usize)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let h = java_string_hash(k) as u32;
+            ((h ^ (h >> 16)) & mask, i)
+        })
+        .collect();
+    idx.sort();
+    idx.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The capacity a `java.util.HashMap` (default 16 buckets, load factor
+/// 0.75) has grown to once it held `entries` entries.
+pub fn java_hash_map_capacity(entries: usize) -> usize {
+    let mut cap = 16;
+    while entries > cap * 3 / 4 {
+        cap *= 2;
+    }
+    cap
+}
+
 /// The logical decoding message topic: `<prefix>.message`.
 pub fn message_topic(prefix: &str) -> String {
     format!("{prefix}.message")
@@ -644,7 +679,7 @@ pub fn message_value_schema(content_as_string: bool) -> SchemaRef {
 }
 
 /// `io.debezium.connector.postgresql.MessageValue` (version 1): op, ts_ms
-/// (optional), source, message.
+/// (optional), source, transaction (Debezium 3.x), message.
 pub fn message_value_schema_for(format: Format, content_as_string: bool) -> SchemaRef {
     static CELLS: [OnceLock<SchemaRef>; 4] = [
         OnceLock::new(),
@@ -654,13 +689,16 @@ pub fn message_value_schema_for(format: Format, content_as_string: bool) -> Sche
     ];
     let i = usize::from(content_as_string) + if format == Format::V2_7 { 2 } else { 0 };
     shared(&CELLS[i], move || {
-        SchemaBuilder::structure()
+        let mut b = SchemaBuilder::structure()
             .name("io.debezium.connector.postgresql.MessageValue")
             .version(1)
             .field("op", prim::string())
             .field("ts_ms", prim::opt_int64())
-            .field("source", source_schema_for(format))
-            .field("message", message_block_schema(content_as_string))
+            .field("source", source_schema_for(format));
+        if format == Format::V3_6 {
+            b = b.field("transaction", transaction_block_schema());
+        }
+        b.field("message", message_block_schema(content_as_string))
             .build()
     })
 }
@@ -672,16 +710,33 @@ pub fn message_key(prefix: Option<&str>) -> Value {
     ])
 }
 
-/// A logical decoding message value (`op` = `m`); `content` is
-/// `Value::Bytes` or, for the textual binary handling modes, `Value::String`.
+/// A logical decoding message value (`op` = `m`) of Debezium 3.6, without
+/// a transaction block; `content` is `Value::Bytes` or, for the textual
+/// binary handling modes, `Value::String`.
 pub fn message_value(prefix: Option<&str>, content: Value, source: Value, ts_ms: i64) -> Value {
-    Value::Struct(vec![
+    message_value_for(Format::V3_6, prefix, content, source, ts_ms, None)
+}
+
+/// A logical decoding message value laid out for `format`'s schema.
+pub fn message_value_for(
+    format: Format,
+    prefix: Option<&str>,
+    content: Value,
+    source: Value,
+    ts_ms: i64,
+    transaction: Option<Value>,
+) -> Value {
+    let mut fields = vec![
         Value::String(Op::Message.code().to_string()),
         Value::Int64(ts_ms),
         source,
-        Value::Struct(vec![
-            prefix.map_or(Value::Null, |p| Value::String(p.to_string())),
-            content,
-        ]),
-    ])
+    ];
+    if format == Format::V3_6 {
+        fields.push(transaction.unwrap_or(Value::Null));
+    }
+    fields.push(Value::Struct(vec![
+        prefix.map_or(Value::Null, |p| Value::String(p.to_string())),
+        content,
+    ]));
+    Value::Struct(fields)
 }

@@ -47,8 +47,12 @@ enum Kind {
     },
     Text,
     /// A type Debezium has no mapping for, with `include.unknown.datatypes`:
-    /// the bytes of its text.
-    UnknownBytes,
+    /// the bytes of its text, or for pgjdbc's geometric types (box, line,
+    /// lseg, path, circle, polygon) the text pgjdbc's object gives, with
+    /// every coordinate as Java prints a double.
+    UnknownBytes {
+        geometric: bool,
+    },
     /// Days since the epoch (Debezium `Date` and Connect `Date` alike).
     Date,
     Time {
@@ -295,6 +299,36 @@ fn hstore_schema(mode: HstoreMode) -> SchemaBuilder {
     }
 }
 
+/// lseg, path, box, polygon, line, circle: pgjdbc reads them into its own
+/// objects (`PGlseg`...), whose text Debezium sends for unknown types.
+const GEOMETRIC: [u32; 6] = [601, 602, 603, 604, 628, 718];
+
+/// The text of pgjdbc's geometric objects: PostgreSQL's text with every
+/// number as `Double.toString` prints it (`(1,1),(0,0)` is
+/// `(1.0,1.0),(0.0,0.0)`).
+fn java_geometry_text(s: &str) -> Result<String, Reason> {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| -> Result<(), Reason> {
+        if !token.is_empty() {
+            let v: f64 = parse_float(token.trim())?;
+            out.push_str(&sluice_core::converter::javafmt::double_to_string(v));
+            token.clear();
+        }
+        Ok(())
+    };
+    for c in s.chars() {
+        if matches!(c, '(' | ')' | '[' | ']' | '<' | '>' | '{' | '}' | ',') {
+            flush(&mut token, &mut out)?;
+            out.push(c);
+        } else {
+            token.push(c);
+        }
+    }
+    flush(&mut token, &mut out)?;
+    Ok(out)
+}
+
 /// Array types Debezium declares but maps to no schema (DBZ-459), so it
 /// leaves such columns out. (`bit[]` is not one: Debezium gives it the
 /// element's `Bits` schema and fails to convert every value, see the README's
@@ -360,7 +394,11 @@ fn resolve(reg: &TypeRegistry, type_oid: u32, typmod: i32, m: &TypeModes) -> Map
     scalar(reg, base, typmod, m).unwrap_or_else(|| {
         if m.include_unknown {
             // Debezium's JDBC fallback: the value's text as bytes.
-            mapping(Kind::UnknownBytes, SchemaBuilder::new(SchemaType::Bytes))
+            let geometric = GEOMETRIC.contains(&base);
+            mapping(
+                Kind::UnknownBytes { geometric },
+                SchemaBuilder::new(SchemaType::Bytes),
+            )
         } else {
             Mapping {
                 kind: Kind::Text,
@@ -412,7 +450,7 @@ fn toast_value(reg: &TypeRegistry, type_oid: u32, kind: &Kind, m: &TypeModes) ->
             Kind::Bytea {
                 mode: BinaryMode::Bytes,
             }
-            | Kind::UnknownBytes => Value::Bytes(bytes),
+            | Kind::UnknownBytes { .. } => Value::Bytes(bytes),
             // Debezium's base64 converters see an unexpected object and deliver null.
             Kind::Bytea {
                 mode: BinaryMode::Base64 | BinaryMode::Base64UrlSafe,
@@ -743,7 +781,10 @@ impl Kind {
                 }
             }
             Kind::Text => Value::String(s.to_string()),
-            Kind::UnknownBytes => Value::Bytes(s.as_bytes().to_vec()),
+            Kind::UnknownBytes { geometric: false } => Value::Bytes(s.as_bytes().to_vec()),
+            Kind::UnknownBytes { geometric: true } => {
+                Value::Bytes(java_geometry_text(s)?.into_bytes())
+            }
             Kind::Date => Value::Int32(match datetime::parse_date(s)? {
                 // Java's (int) cast of LocalDate.toEpochDay.
                 Point::Finite(days) => days as i32,

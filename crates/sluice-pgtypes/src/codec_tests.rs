@@ -694,9 +694,15 @@ fn unknown_types() {
     let b = ColumnCodec::new(&r, 603, -1, true, &included);
     assert!(!b.debezium_omits());
     assert_eq!(b.schema().ty, SchemaType::Bytes);
+    // pgjdbc's PGbox prints its coordinates as Java doubles.
     assert_eq!(
-        b.decode_text(b"(1,1),(0,0)").unwrap(),
-        Value::Bytes(b"(1,1),(0,0)".to_vec())
+        b.decode_text(b"(1,1),(0,0.5)").unwrap(),
+        Value::Bytes(b"(1.0,1.0),(0.0,0.5)".to_vec())
+    );
+    let lsn = ColumnCodec::new(&r, 3220, -1, true, &included);
+    assert_eq!(
+        lsn.decode_text(b"0/16B3748").unwrap(),
+        Value::Bytes(b"0/16B3748".to_vec())
     );
     let u = codec(123_456, -1);
     assert_eq!(u.type_name(), "oid 123456");

@@ -92,21 +92,27 @@ fn is_function_call(expr: &str) -> bool {
 }
 
 /// `extractDefault(String)`: a bare value as it is (`NULL::...` is none), a
-/// quoted one from between its first two quotes (`'it''s'` gives `it`, as
-/// Debezium's lazy `'(.*?)'` does).
+/// quoted one from its first quoted literal, doubled quotes undone
+/// (3.6.3's `'([^']*(?:''[^']*)*)'`: `'it''s'::text` gives `it's`).
 fn extract(expr: &str) -> Result<Option<String>, DefaultError> {
     if !expr.contains('\'') {
         return Ok((!expr.starts_with("NULL::")).then(|| expr.to_string()));
     }
     let open = expr.find('\'').unwrap_or(0);
     let rest = &expr[open + 1..];
-    let line_end = rest
-        .find(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'])
-        .unwrap_or(rest.len());
-    match rest[..line_end].find('\'') {
-        Some(close) => Ok(Some(rest[..close].to_string())),
-        None => Err(DefaultError(format!("no closing quote in {expr:?}"))),
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\'' {
+            if b.get(i + 1) == Some(&b'\'') {
+                i += 2;
+                continue;
+            }
+            return Ok(Some(rest[..i].replace("''", "'")));
+        }
+        i += 1;
     }
+    Err(DefaultError(format!("no closing quote in {expr:?}")))
 }
 
 /// `extractDefault(String, placeholder)`: the placeholder for function calls
@@ -311,7 +317,7 @@ mod tests {
         assert!(!is_function_call("'a'::text"));
         assert_eq!(
             extract("'v''q'::character varying").unwrap(),
-            Some("v".into())
+            Some("v'q".into())
         );
         assert_eq!(extract("7").unwrap(), Some("7".into()));
         assert_eq!(extract("NULL::text").unwrap(), None);

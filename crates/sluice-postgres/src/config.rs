@@ -104,6 +104,10 @@ pub struct PostgresConfig {
     pub column_include: Vec<Regex>,
     /// `column.exclude.list`.
     pub column_exclude: Vec<Regex>,
+    /// `message.prefix.include.list`.
+    pub message_prefix_include: Vec<Regex>,
+    /// `message.prefix.exclude.list`.
+    pub message_prefix_exclude: Vec<Regex>,
     /// `message.key.columns`: (table regex, key columns).
     pub message_key_columns: Vec<(Regex, Vec<String>)>,
     /// `tombstones.on.delete`.
@@ -295,6 +299,16 @@ pub fn config_def() -> ConfigDef {
         .aliases(&["column.whitelist"]),
         ConfigKey::new("column.exclude.list", RegexList, "Columns not to capture.")
             .aliases(&["column.blacklist"]),
+        ConfigKey::new(
+            "message.prefix.include.list",
+            RegexList,
+            "Logical decoding message prefixes to capture (pg_logical_emit_message, PostgreSQL 14+).",
+        ),
+        ConfigKey::new(
+            "message.prefix.exclude.list",
+            RegexList,
+            "Logical decoding message prefixes not to capture.",
+        ),
         ConfigKey::new(
             "message.key.columns",
             String,
@@ -649,6 +663,8 @@ impl PostgresConfig {
             column_include: regexes(&p, "column.include.list"),
             column_exclude: regexes(&p, "column.exclude.list"),
             message_key_columns,
+            message_prefix_include: regexes(&p, "message.prefix.include.list"),
+            message_prefix_exclude: regexes(&p, "message.prefix.exclude.list"),
             tombstones_on_delete: p.bool("tombstones.on.delete"),
             skipped,
             transaction_metadata: p.bool("provide.transaction.metadata"),
@@ -719,6 +735,20 @@ impl PostgresConfig {
             return false;
         }
         !self.column_exclude.iter().any(|r| r.is_match(&full))
+    }
+
+    /// Whether logical decoding messages with `prefix` are captured.
+    pub fn message_prefix_included(&self, prefix: &str) -> bool {
+        if !self.message_prefix_include.is_empty() {
+            return self
+                .message_prefix_include
+                .iter()
+                .any(|r| r.is_match(prefix));
+        }
+        !self
+            .message_prefix_exclude
+            .iter()
+            .any(|r| r.is_match(prefix))
     }
 
     /// The key columns named by `message.key.columns` for a table.

@@ -250,6 +250,53 @@ impl EventFactory {
         }
     }
 
+    /// A logical decoding message event (`pg_logical_emit_message`) on
+    /// `<prefix>.message`: `content` as `binary.handling.mode` says. Such
+    /// events carry no schema or table, and no context headers.
+    pub fn message(
+        &self,
+        prefix: &str,
+        content: &[u8],
+        binary: sluice_pgtypes::BinaryMode,
+        pos: &Position,
+        tx: Option<&TxBlock>,
+    ) -> SourceRecord {
+        use base64::Engine as _;
+        use sluice_pgtypes::BinaryMode;
+        let content = match binary {
+            BinaryMode::Bytes => Value::Bytes(content.to_vec()),
+            BinaryMode::Base64 => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(content))
+            }
+            BinaryMode::Base64UrlSafe => {
+                Value::String(base64::engine::general_purpose::URL_SAFE.encode(content))
+            }
+            BinaryMode::Hex => Value::String(content.iter().map(|b| format!("{b:02x}")).collect()),
+        };
+        let as_string = binary != BinaryMode::Bytes;
+        let transaction = tx.map(|t| {
+            debezium::transaction_block_value(&t.id, t.total_order, t.data_collection_order)
+        });
+        let value = debezium::message_value_for(
+            self.format,
+            Some(prefix),
+            content,
+            self.source("", "", pos),
+            now_micros() / 1000,
+            transaction,
+        );
+        SourceRecord {
+            topic: Arc::from(debezium::message_topic(&self.prefix)),
+            key_schema: Some(debezium::message_key_schema()),
+            key: Some(debezium::message_key(Some(prefix))),
+            value_schema: Some(debezium::message_value_schema_for(self.format, as_string)),
+            value: Some(value),
+            timestamp_ms: None,
+            headers: Vec::new(),
+            offset: None,
+        }
+    }
+
     /// Transaction BEGIN or END metadata event.
     pub fn transaction_event(&self, value: Value, id: &str) -> SourceRecord {
         SourceRecord {

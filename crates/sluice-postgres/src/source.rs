@@ -323,6 +323,10 @@ impl PostgresSourceTask {
         if protocol >= 2 {
             options.push(("streaming", "on".into()));
         }
+        if version >= 140000 {
+            // Logical decoding messages, as Debezium asks for them.
+            options.push(("messages", "true".into()));
+        }
         let opts: Vec<(&str, String)> = options.iter().map(|(k, v)| (*k, v.clone())).collect();
         let mut stream = repl
             .start_replication(&cfg.slot_name, 0, &opts, cfg.status_interval)

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use sluice_core::connector::RecordSender;
-use sluice_core::debezium::{self, Op};
+use sluice_core::debezium::{self, Format, Op};
 use sluice_core::{Header, SourceRecord, Value};
 use sluice_pgoutput::{Decoder, LogicalMessage, Relation, TupleData, TupleValue};
 use sluice_pgtypes::TypeRegistry;
@@ -73,8 +73,14 @@ pub struct ChangeStream {
     last_marker: Option<std::time::Instant>,
     /// The last commit seen, as `source.sequence` shows it: Debezium starts
     /// with none after a snapshot and takes every transaction's end LSN,
-    /// captured or not.
+    /// captured or not (and a non-transactional message's LSN).
     seq_last_commit: Option<u64>,
+    /// The commit time of the last transaction seen (µs since the epoch), the
+    /// `source` time of non-transactional messages.
+    last_commit_ts: i64,
+    /// Buckets of Debezium's per-transaction counts map (a Java HashMap that
+    /// is cleared, never shrunk): it orders END's `data_collections`.
+    tx_map_capacity: usize,
 }
 
 /// How often progress without events (filtered transactions, idle WAL) is
@@ -120,6 +126,8 @@ impl ChangeStream {
             },
             resume,
             last_marker: None,
+            last_commit_ts: crate::events::now_micros(),
+            tx_map_capacity: debezium::java_hash_map_capacity(0),
         }
     }
 
@@ -165,6 +173,13 @@ impl ChangeStream {
                     txn.origin = Some((Arc::from(name.as_str()), commit_lsn));
                 }
             }
+            LogicalMessage::Message {
+                transactional,
+                lsn,
+                prefix,
+                content,
+                ..
+            } => self.message(transactional, lsn, &prefix, &content).await?,
             LogicalMessage::Insert { .. }
             | LogicalMessage::Update { .. }
             | LogicalMessage::Delete { .. }
@@ -302,6 +317,7 @@ impl ChangeStream {
             return Ok(());
         };
         self.seq_last_commit = Some(end_lsn);
+        self.last_commit_ts = txn.ts_us;
         if txn.skip_all {
             return Ok(());
         }
@@ -313,12 +329,17 @@ impl ChangeStream {
         if self.cfg.transaction_metadata {
             // END's id is the COMMIT message's LSN (the transaction's end).
             let id = format!("{}:{}", txn.xid, wal_start);
-            let v = debezium::transaction_end_value(
-                &id,
-                txn.ts_us / 1000,
-                txn.total_order,
-                &txn.per_table,
-            );
+            self.tx_map_capacity = self
+                .tx_map_capacity
+                .max(debezium::java_hash_map_capacity(txn.per_table.len()));
+            let names: Vec<&str> = txn.per_table.iter().map(|(n, _)| n.as_str()).collect();
+            let per_table: Vec<(String, i64)> =
+                debezium::java_hash_map_order(&names, self.tx_map_capacity)
+                    .into_iter()
+                    .map(|i| txn.per_table[i].clone())
+                    .collect();
+            let v =
+                debezium::transaction_end_value(&id, txn.ts_us / 1000, txn.total_order, &per_table);
             let rec = self.events.transaction_event(v, &id);
             self.pending.push(rec);
         }
@@ -592,6 +613,87 @@ impl ChangeStream {
         Ok(())
     }
 
+    /// A logical decoding message: inside its transaction when
+    /// transactional, else on its own at its LSN, with the last commit's
+    /// time (Debezium's source block then has no transaction id).
+    async fn message(
+        &mut self,
+        transactional: bool,
+        lsn: u64,
+        prefix: &str,
+        content: &[u8],
+    ) -> Result<()> {
+        if !self.cfg.message_prefix_included(prefix) {
+            return Ok(());
+        }
+        if transactional {
+            if let Some(txn) = &self.txn {
+                if txn.skip_all || txn.skip_until.is_some_and(|l| lsn <= l) {
+                    return Ok(());
+                }
+            } else {
+                return Err(anyhow!(
+                    "transactional logical decoding message outside a transaction at LSN {}",
+                    sluice_pgoutput::format_lsn(lsn)
+                ));
+            }
+            self.begin_metadata(lsn);
+            let Some(txn) = self.txn.as_mut() else {
+                return Ok(());
+            };
+            txn.began = true;
+            // Debezium 3.x counts a message in its transaction, each one a
+            // data collection of its own named after a Java object (2.7 did
+            // not count them).
+            let block =
+                (self.cfg.transaction_metadata && self.cfg.format == Format::V3_6).then(|| {
+                    txn.total_order += 1;
+                    txn.per_table.push((message_collection(lsn), 1));
+                    TxBlock {
+                        id: format!("{}:{}", txn.xid, lsn),
+                        total_order: txn.total_order,
+                        data_collection_order: 1,
+                    }
+                });
+            let pos = Position {
+                ts_us: txn.ts_us,
+                tx_id: Some(i64::from(txn.xid)),
+                lsn: Some(lsn),
+                last_commit: self.seq_last_commit,
+                snapshot: "false",
+                origin: txn.origin.clone(),
+            };
+            txn.last_lsn = Some(lsn);
+            let rec = self.events.message(
+                prefix,
+                content,
+                self.cfg.type_modes.binary,
+                &pos,
+                block.as_ref(),
+            );
+            self.pending.push(rec);
+            return Ok(());
+        }
+        if self.txn.is_some() || lsn <= self.last_commit_end {
+            // Already delivered before a restart (or, impossibly, inside a
+            // transaction: pgoutput sends these between transactions).
+            return Ok(());
+        }
+        self.seq_last_commit = Some(lsn);
+        let pos = Position {
+            ts_us: self.last_commit_ts,
+            tx_id: None,
+            lsn: Some(lsn),
+            last_commit: self.seq_last_commit,
+            snapshot: "false",
+            origin: None,
+        };
+        let rec = self
+            .events
+            .message(prefix, content, self.cfg.type_modes.binary, &pos, None);
+        self.sender.send(vec![rec]).await
+    }
+
     /// Records that everything before `lsn` was seen while no transaction
     /// is open, with an offset-only marker (at most once per second): once
     /// the records before it are delivered, the slot may advance to `lsn`.
@@ -652,6 +754,14 @@ impl ChangeStream {
         self.last_commit_end = lsn;
         Ok(())
     }
+}
+
+/// The data collection Debezium 3.x counts a logical decoding message under:
+/// `LogicalDecodingMessageId`'s `toString`, a class name and an identity hash
+/// that no other process can reproduce (a value from the message's LSN here).
+fn message_collection(lsn: u64) -> String {
+    let hash = ((lsn ^ (lsn >> 31)) as u32 & 0x7fff_ffff).max(1);
+    format!("io.debezium.connector.postgresql.LogicalDecodingMessageMonitor$LogicalDecodingMessageId@{hash:x}")
 }
 
 fn op_message_type(op: Op) -> &'static str {

@@ -297,6 +297,7 @@ const TX_CHANGES: &[&str] = &[
     "INSERT INTO a VALUES (2, 'single')",
     "BEGIN; INSERT INTO a VALUES (3, 'x'); INSERT INTO b VALUES (1, 'y'); UPDATE a SET v = 'z' WHERE id = 3; \
      INSERT INTO b VALUES (2, 'w'); DELETE FROM a WHERE id = 2; COMMIT;",
+    "BEGIN; INSERT INTO a VALUES (4, 'with a message'); SELECT pg_logical_emit_message(true, 'tx', 'm'); COMMIT;",
     // A transaction that touches no captured table.
     "INSERT INTO uncaptured VALUES (1)",
     // A transaction that writes nothing logical (a sequence only).
@@ -402,9 +403,14 @@ const DELIBERATE_CHANGES: &[&str] = &[
 const MESSAGE_TABLE: &str = "CREATE TABLE m (id int PRIMARY KEY);";
 
 const MESSAGE_CHANGES: &[&str] = &[
+    // A non-transactional message's source time is the last commit's: one
+    // comes first (right after a snapshot it would be the snapshot's time,
+    // which differs between two processes).
+    "INSERT INTO m VALUES (0)",
     "SELECT pg_logical_emit_message(false, 'prefix-a', 'non-transactional')",
     "BEGIN; INSERT INTO m VALUES (1); SELECT pg_logical_emit_message(true, 'prefix-b', 'in a transaction'); COMMIT;",
     "SELECT pg_logical_emit_message(true, 'prefix-c', '\\x00ff'::bytea)",
+    "SELECT pg_logical_emit_message(true, 'skipped', 'excluded by message.prefix.exclude.list')",
 ];
 
 const ORIGIN_TABLE: &str = "
@@ -565,7 +571,11 @@ pub fn all() -> Vec<Case> {
             .sluice27("transforms.unwrap.delete.tombstone.handling.mode", "")
             .sluice27("transforms.unwrap.drop.tombstones", "false")
             .sluice27("transforms.unwrap.delete.handling.mode", "rewrite"),
-        Case::new("messages", MESSAGE_TABLE, MESSAGE_CHANGES),
+        Case::new("messages", MESSAGE_TABLE, MESSAGE_CHANGES)
+            .prop("message.prefix.exclude.list", "skip.*"),
+        Case::new("messages_base64", MESSAGE_TABLE, MESSAGE_CHANGES)
+            .prop("binary.handling.mode", "base64")
+            .prop("provide.transaction.metadata", "true"),
         Case::new("origin", ORIGIN_TABLE, ORIGIN_CHANGES),
     ]
 }

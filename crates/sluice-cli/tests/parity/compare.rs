@@ -192,9 +192,26 @@ pub fn normalize(rec: &mut Rec) {
             }
         }
     }
+    normalize_message_collections(&mut rec.value);
     for (k, v) in rec.headers.iter_mut() {
-        if k == "__debezium.context.runId" {
-            *v = J::string("<run id: normalized>");
+        let per_process = k == "__debezium.context.runId"
+            || matches!(k.as_str(), "__ts_ms" | "__ts_us" | "__ts_ns")
+            || (snapshot
+                && matches!(
+                    k.as_str(),
+                    "__source_ts_ms"
+                        | "__source_ts_us"
+                        | "__source_ts_ns"
+                        | "__lsn"
+                        | "__txId"
+                        | "__sequence"
+                        | "__source_lsn"
+                        | "__source_txId"
+                        | "__source_sequence"
+                ));
+        if per_process {
+            let kind = v.kind();
+            *v = J::string(&format!("<{kind}: normalized>"));
         }
     }
 }
@@ -340,6 +357,9 @@ pub struct Outcome {
     /// Every differing path (array indices removed), with its count and a
     /// first example.
     pub kinds: Vec<(String, usize, String)>,
+    /// Records equal once a listed deliberate difference is accounted for,
+    /// by difference.
+    pub deliberate: Vec<(&'static str, usize)>,
 }
 
 impl Outcome {
@@ -351,6 +371,16 @@ impl Outcome {
         self.report.extend(o.report);
         for (p, n, ex) in o.kinds {
             self.kind(&p, n, ex);
+        }
+        for (l, n) in o.deliberate {
+            self.deliberate_add(l, n);
+        }
+    }
+
+    fn deliberate_add(&mut self, label: &'static str, n: usize) {
+        match self.deliberate.iter_mut().find(|(l, _)| *l == label) {
+            Some(d) => d.1 += n,
+            None => self.deliberate.push((label, n)),
         }
     }
 
@@ -374,7 +404,13 @@ impl Outcome {
 /// Compares Debezium's records (already turned into what Sluice must emit)
 /// with Sluice's, per topic. `raw` are Sluice's values as its converter wrote
 /// them, for the byte-level check.
-pub fn compare(dbz: &[Rec], sluice: &[Rec], raw: &[J], max_report: usize) -> Outcome {
+pub fn compare(
+    dbz: &[Rec],
+    sluice: &[Rec],
+    raw: &[J],
+    max_report: usize,
+    deliberate: &dyn Fn(&mut Rec, &Rec) -> Vec<&'static str>,
+) -> Outcome {
     let mut topics: Vec<&str> = Vec::new();
     for r in dbz.iter().chain(sluice) {
         if !topics.contains(&r.topic.as_str()) {
@@ -433,6 +469,9 @@ pub fn compare(dbz: &[Rec], sluice: &[Rec], raw: &[J], max_report: usize) -> Out
             let (mut x, mut y) = ((*x).clone(), (*y).clone());
             normalize(&mut x);
             normalize(&mut y);
+            for label in deliberate(&mut x, &y) {
+                out.deliberate_add(label, 1);
+            }
             let diffs = record_diffs(&x, &y);
             for d in &diffs {
                 let generic: String = generic_path(&d.path);
@@ -520,4 +559,41 @@ fn generic_path(p: &str) -> String {
         }
     }
     out
+}
+
+/// The class name Debezium 3.x counts a logical decoding message under, in a
+/// transaction's `data_collections`, followed by `@` and a Java identity hash.
+pub const MESSAGE_COLLECTION: &str =
+    "io.debezium.connector.postgresql.LogicalDecodingMessageMonitor$LogicalDecodingMessageId@";
+
+/// A transaction END's message collections: their identity hash (random in
+/// every JVM) and with it their place in the list (a Java HashMap's order)
+/// are per process, so both are set aside.
+fn normalize_message_collections(value: &mut J) {
+    let payload = if value.get("schema").is_some() {
+        value.get_mut("payload")
+    } else {
+        Some(value)
+    };
+    let Some(p) = payload else { return };
+    let Some(J::Arr(list)) = p.get_mut("data_collections") else {
+        return;
+    };
+    let mut any = false;
+    for e in list.iter_mut() {
+        if let Some(n) = e.get_mut("data_collection") {
+            if n.str().is_some_and(|s| s.starts_with(MESSAGE_COLLECTION)) {
+                *n = J::string(&format!("{MESSAGE_COLLECTION}<identity hash: normalized>"));
+                any = true;
+            }
+        }
+    }
+    if any {
+        list.sort_by_key(|e| {
+            e.get("data_collection")
+                .and_then(J::str)
+                .unwrap_or("")
+                .to_string()
+        });
+    }
 }

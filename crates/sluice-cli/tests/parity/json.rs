@@ -56,10 +56,6 @@ impl J {
         J::Str(s.to_string(), serde_json::to_string(s).unwrap_or_default())
     }
 
-    pub fn int(n: i64) -> J {
-        J::Num(n.to_string())
-    }
-
     /// The JSON type's name, for messages.
     pub fn kind(&self) -> &'static str {
         match self {
