@@ -516,10 +516,10 @@ impl ColumnCodec {
         &self.type_name
     }
 
-    /// Whether Debezium (with `include.unknown.datatypes=false`, its default)
-    /// leaves this column out of its events altogether: types it has no
-    /// mapping for (tsvector, box, composite types...) and the arrays it
-    /// declares unsupported (money[], interval[], xml[], point[], arrays of
+    /// Whether Debezium leaves this column out of its events altogether:
+    /// types it has no mapping for (box, pg_lsn, composite types..., unless
+    /// `include.unknown.datatypes`; tsvector in the 2.7 format) and the arrays
+    /// it declares unsupported (money[], interval[], xml[], point[], arrays of
     /// domains...). Such columns still decode here, as text or best effort.
     pub fn debezium_omits(&self) -> bool {
         self.debezium_omits
@@ -705,9 +705,10 @@ fn special_decimal(mode: DecimalMode, t: &NumericText) -> Result<Value, Reason> 
     match mode {
         DecimalMode::Double => Ok(Value::Float64(f)),
         DecimalMode::String => Ok(Value::String(name.to_string())),
-        // Debezium throws a ConnectException here and the connector stops.
+        // Debezium's converter fails on them; event.converting.failure.handling.mode
+        // decides what follows (null and a warning by default).
         DecimalMode::Precise => Err(bad(
-            "NaN and infinities have no precise decimal form (Debezium fails too); use decimal.handling.mode string or double",
+            "NaN and infinities have no precise decimal form; decimal.handling.mode string or double carries them",
         )),
     }
 }

@@ -379,9 +379,13 @@ fn fields_of(schema: &J) -> Vec<(String, J)> {
     }
 }
 
+/// A row schema's fields by name, and where the row sits in the payload
+/// (`before` / `after`, or None for an unwrapped row).
+type RowPart = (Option<&'static str>, Vec<(String, J)>);
+
 /// The row schemas of a record: `before` / `after` of an envelope, or the
-/// unwrapped row itself; with where their values sit in the payload.
-fn row_parts(value: &J) -> Vec<(Option<&'static str>, Vec<(String, J)>)> {
+/// unwrapped row itself.
+fn row_parts(value: &J) -> Vec<RowPart> {
     let Some(schema) = value.get("schema") else {
         return Vec::new();
     };
