@@ -682,3 +682,111 @@ async fn takeover_from_debezium_offsets() {
     prepare_debezium().unwrap_or_else(|e| panic!("{e}"));
     takeover::run(&support_dir(), Path::new(env!("CARGO_BIN_EXE_sluice"))).await;
 }
+
+/// `event.converting.failure.handling.mode=fail`: Debezium and Sluice both
+/// stop on a value they cannot convert, naming the table and column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversion_failure_fails_both_in_fail_mode() {
+    prepare_debezium().unwrap_or_else(|e| panic!("{e}"));
+    let cluster = PgCluster::start().expect("starting PostgreSQL");
+    let db = cluster.create_database("fail_mode").await.expect("db");
+    let pg = cluster.connect(&db).await.expect("connect");
+    pg.batch_execute(
+        "CREATE TABLE bad (id int PRIMARY KEY, n numeric(10,2)); INSERT INTO bad VALUES (1, 'NaN');",
+    )
+    .await
+    .expect("setup");
+    let work = tempfile::tempdir().expect("temp dir");
+    let dir = work.path();
+    let common = |slot: &str| {
+        vec![
+            ("database.hostname", "127.0.0.1".to_string()),
+            ("database.port", cluster.port().to_string()),
+            ("database.user", "postgres".to_string()),
+            ("database.dbname", db.clone()),
+            ("topic.prefix", "fail".to_string()),
+            ("slot.name", slot.to_string()),
+            ("publication.name", format!("pub_{slot}")),
+            ("event.converting.failure.handling.mode", "fail".to_string()),
+        ]
+    };
+    let mut dbz_props: Vec<(String, String)> = common("dbz_fail")
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    dbz_props.push(("name".into(), "dbz-fail".into()));
+    dbz_props.push(("database.password".into(), "unused".into()));
+    dbz_props.push(("plugin.name".into(), "pgoutput".into()));
+    let props = dir.join("debezium.properties");
+    std::fs::write(&props, props_text(&dbz_props)).expect("write");
+    let out = dir.join("dbz.jsonl");
+    let engines = dir.join("engines.tsv");
+    std::fs::write(
+        &engines,
+        format!("{}\t{}\n", props.display(), out.display()),
+    )
+    .expect("write");
+    let mut cmd = Command::new("bash");
+    cmd.arg(support_dir().join("debezium.sh"))
+        .arg("run")
+        .arg(&engines);
+    let mut dbz = Proc::spawn("debezium", cmd, dir.join("debezium.log"));
+
+    let mut config = serde_json::Map::new();
+    config.insert(
+        "connector.class".into(),
+        "io.debezium.connector.postgresql.PostgresConnector".into(),
+    );
+    for (k, v) in common("sluice_fail") {
+        config.insert(k.into(), v.into());
+    }
+    config.insert("database.sslmode".into(), "disable".into());
+    let source = dir.join("source.json");
+    std::fs::write(
+        &source,
+        serde_json::json!({"name": "fail-source", "config": config}).to_string(),
+    )
+    .expect("write");
+    let sink = dir.join("sink.json");
+    std::fs::write(
+        &sink,
+        serde_json::json!({"name": "fail-sink", "config": {
+            "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+            "file": dir.join("sluice.jsonl").display().to_string(),
+            "topics.regex": "fail\\..*",
+        }})
+        .to_string(),
+    )
+    .expect("write");
+    let worker = dir.join("worker.properties");
+    std::fs::write(
+        &worker,
+        format!(
+            "offset.storage.file.filename={}\nlisteners=http://127.0.0.1:0\n",
+            dir.join("offsets.json").display()
+        ),
+    )
+    .expect("write");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.arg("connect").arg(&worker).arg(&source).arg(&sink);
+    let mut sl = Proc::spawn("sluice", cmd, dir.join("sluice.log"));
+
+    assert!(
+        dbz.wait(TIMEOUT),
+        "Debezium did not stop\n{}",
+        dbz.log_tail(20)
+    );
+    let failed = std::fs::read_to_string(format!("{}.failed", out.display()))
+        .unwrap_or_else(|_| panic!("Debezium did not fail\n{}", dbz.log_tail(20)));
+    assert!(
+        failed.contains("Failed to properly convert data value for 'public.bad.n'"),
+        "{failed}"
+    );
+    assert!(sl.wait(TIMEOUT), "Sluice did not stop\n{}", sl.log_tail(20));
+    let log = std::fs::read_to_string(dir.join("sluice.log")).unwrap_or_default();
+    assert!(
+        log.contains("table public.bad column 'n' (type numeric)")
+            && log.contains("cannot be converted"),
+        "Sluice's error must name the table, the column and the mode:\n{log}"
+    );
+}

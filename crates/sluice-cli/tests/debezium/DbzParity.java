@@ -107,6 +107,7 @@ public class DbzParity {
             else if (k.startsWith("value.converter.")) valueConf.put(k.substring("value.converter.".length()), v);
             else if (!k.equals("key.converter") && !k.equals("value.converter")) e.props.setProperty(k, v);
         }
+        e.props.putIfAbsent("name", "dbz-" + Paths.get(e.outFile).getFileName());
         e.props.putIfAbsent("connector.class", "io.debezium.connector.postgresql.PostgresConnector");
         if (!e.props.containsKey("offset.storage")) {
             File off = File.createTempFile("dbz-offsets-", ".dat");

@@ -159,9 +159,12 @@ pub async fn run(support: &Path, sluice: &Path) {
     let connect_port = sluice_testkit::free_port().expect("port");
     let base = format!("http://127.0.0.1:{connect_port}");
     let props = dir.join("connect.properties");
+    // Plugins from their ServiceLoader manifests: scanning the wheel's 400
+    // jars would take a minute.
     std::fs::write(
         &props,
-        worker_properties(&tansu.bootstrap(), "connect-cluster", connect_port),
+        worker_properties(&tansu.bootstrap(), "connect-cluster", connect_port)
+            + "plugin.discovery=service_load\n",
     )
     .expect("write");
     let mut cmd = Command::new("bash");
