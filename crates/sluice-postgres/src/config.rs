@@ -144,8 +144,6 @@ pub struct PostgresConfig {
     pub format: sluice_core::debezium::Format,
     /// `event.converting.failure.handling.mode`.
     pub failure_mode: FailureMode,
-    /// `include.unknown.datatypes`.
-    pub include_unknown: bool,
     /// `extended.headers.enabled`: the `__debezium.context.*` headers
     /// (Debezium 3.2+; never under the 2.7 format).
     pub context_headers: bool,
@@ -680,7 +678,6 @@ impl PostgresConfig {
             stream_in_progress: p.bool("sluice.streaming.in.progress"),
             spill_memory_bytes: p.int("sluice.spill.memory.bytes").max(1 << 20) as usize,
             spill_dir: p.get("sluice.spill.dir").map(str::to_owned),
-            include_unknown: type_modes.include_unknown,
             type_modes,
             format,
             failure_mode,

@@ -160,6 +160,18 @@ impl ChangeStream {
 
     /// Handles one decoded message at `wal_start`.
     pub async fn handle(&mut self, wal_start: u64, msg: LogicalMessage) -> Result<()> {
+        if matches!(
+            msg,
+            LogicalMessage::Insert { .. }
+                | LogicalMessage::Update { .. }
+                | LogicalMessage::Delete { .. }
+                | LogicalMessage::Truncate { .. }
+        ) {
+            // Every change PostgreSQL sends, captured or not, opens the
+            // transaction's metadata (Debezium emits BEGIN/END for
+            // transactions whose changes are all filtered out).
+            self.begin_metadata(wal_start);
+        }
         match msg {
             LogicalMessage::Begin {
                 final_lsn,
@@ -180,18 +192,6 @@ impl ChangeStream {
                 content,
                 ..
             } => self.message(transactional, lsn, &prefix, &content).await?,
-            LogicalMessage::Insert { .. }
-            | LogicalMessage::Update { .. }
-            | LogicalMessage::Delete { .. }
-            | LogicalMessage::Truncate { .. }
-                if self.txn.as_ref().is_some_and(|t| !t.meta_begun) =>
-            {
-                // Every change PostgreSQL sends, captured or not, opens the
-                // transaction's metadata (Debezium emits BEGIN/END for
-                // transactions whose changes are all filtered out).
-                self.begin_metadata(wal_start);
-                Box::pin(self.handle(wal_start, msg)).await?;
-            }
             LogicalMessage::Insert {
                 relation_id, new, ..
             } => {

@@ -124,7 +124,9 @@ CREATE TABLE types (
   a_t text[], a_vc varchar(10)[], a_bp char(3)[], a_n numeric(10,2)[], a_nv numeric[],
   a_d date[], a_tm time[], a_t3 time(3)[], a_ts timestamp[], a_tz timestamptz[], a_ttz timetz[],
   a_u uuid[], a_j json[], a_jb jsonb[], a_ip inet[], a_cidr cidr[], a_mac macaddr[],
-  a_by bytea[], a_r4 int4range[], a_e mood[], a_o oid[], a_ci citext[], a_lt ltree[]
+  a_by bytea[], a_r4 int4range[], a_e mood[], a_o oid[], a_ci citext[], a_lt ltree[],
+  a_mac8 macaddr8[], a_hs hstore[], a_rd daterange[], a_ch "char"[], a_ts3 timestamp(3)[], a_b1 bool[],
+  a_t0 time(0)[], a_r8 int8range[], a_rn numrange[], a_tr tstzrange[]
 );
 "#;
 
@@ -134,7 +136,8 @@ INSERT INTO types (b, bit1, bit8, vb, vbu, i2, i4, i8, o, f4, f8, ch, bp, vc, t,
   r4, r8, rn, rts, rtz, rd, j, jb, x, u, e, pt, d, t0, t3, t6, tm, ttz, ts0, ts3, ts, tz, tz3, iv,
   n, dec, nv, m, by, hs, lt,
   a_b, a_i2, a_i4, a_i8, a_f4, a_f8, a_t, a_vc, a_bp, a_n, a_nv, a_d, a_tm, a_t3, a_ts, a_tz, a_ttz,
-  a_u, a_j, a_jb, a_ip, a_cidr, a_mac, a_by, a_r4, a_e, a_o, a_ci, a_lt)
+  a_u, a_j, a_jb, a_ip, a_cidr, a_mac, a_by, a_r4, a_e, a_o, a_ci, a_lt,
+  a_mac8, a_hs, a_rd, a_ch, a_ts3, a_t0, a_r8, a_rn, a_tr)
 VALUES (true, B'1', B'10100101', B'1101', B'101010101010101010', -12, 123456, 9007199254740993, 4000000000,
   1.5, 3.141592653589793, 'x', 'ab', 'varchar ü', E'text "q" \\ b\nline2', 'CiText',
   '192.168.0.1/24', '10.0.0.0/8', '08:00:2b:01:02:03', '08:00:2b:01:02:03:04:05',
@@ -152,7 +155,10 @@ VALUES (true, B'1', B'10100101', B'1101', B'101010101010101010', -12, 123456, 90
   '{"2016-11-04 13:51:30.123456"}', '{"2016-11-04 13:51:30.123456+02"}', '{13:51:30+02}',
   '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}', ARRAY['{"a":1}'::json], ARRAY['{"a": 1}'::jsonb],
   '{192.168.0.1,::1}', '{10.0.0.0/8}', '{08:00:2b:01:02:03}', '{"\\x0102"}', '{"[1,3)"}',
-  '{ok,happy}', '{1,4000000000}', '{A,b}', '{a.b,c}');
+  '{ok,happy}', '{1,4000000000}', '{A,b}', '{a.b,c}',
+  '{08:00:2b:01:02:03:04:05}', ARRAY['"a"=>"1"'::hstore], '{"[2020-01-01,2020-02-01)"}', '{a,b}',
+  '{"2016-11-04 13:51:30.123"}', '{13:51:30}', '{"[1,5)"}', '{"(1.5,2.5]"}',
+  '{"[2020-01-01 10:00+02,2020-01-02 10:00+02)"}');
 "#;
 
 /// A row of edge values.
