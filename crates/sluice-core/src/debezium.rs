@@ -740,3 +740,39 @@ pub fn message_value_for(
     ]));
     Value::Struct(fields)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn java_hash_map_order_is_javas() {
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        assert_eq!(java_string_hash(""), 0);
+        // As Debezium 3.6.3 listed a transaction's data collections (its
+        // TransactionContext keeps them in a HashMap).
+        let keys = [
+            "public.m",
+            "io.debezium.connector.postgresql.LogicalDecodingMessageMonitor$LogicalDecodingMessageId@61945826",
+        ];
+        assert_eq!(java_hash_map_order(&keys, 16), vec![1, 0]);
+        assert_eq!(
+            java_hash_map_order(&["public.a", "public.b"], 16),
+            vec![0, 1]
+        );
+        assert_eq!(java_hash_map_capacity(12), 16);
+        assert_eq!(java_hash_map_capacity(13), 32);
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(Format::parse("2.7"), Some(Format::V2_7));
+        assert_eq!(Format::parse("3.6.3.Final"), Some(Format::V3_6));
+        assert_eq!(Format::parse("1.9"), None);
+        assert_eq!(Format::default().version(), "3.6.3.Final");
+        let v36 = source_schema_for(Format::V3_6);
+        let v27 = source_schema_for(Format::V2_7);
+        assert_eq!((v36.version, v36.fields.len()), (Some(1), 16));
+        assert_eq!((v27.version, v27.fields.len()), (None, 14));
+    }
+}
