@@ -8,8 +8,9 @@ use sluice_connect::transforms::{ConnectRecord, TransformChain};
 use sluice_core::config::Props;
 use sluice_core::converter::{Converter, JsonConverter, JsonConverterConfig};
 use sluice_core::debezium::{
-    envelope_schema, envelope_value, heartbeat_key, heartbeat_key_schema, heartbeat_value,
-    heartbeat_value_schema, source_value, Op, SourceInfo,
+    envelope_schema, envelope_schema_for, envelope_value, heartbeat_key, heartbeat_key_schema,
+    heartbeat_value, heartbeat_value_schema, source_value, source_value_for, Format, Op, Origin,
+    SourceInfo,
 };
 use sluice_core::record::Header;
 use sluice_core::schema::{prim, SchemaBuilder, SchemaRef, SchemaType};
@@ -54,7 +55,11 @@ fn row(orderid: i32, custid: i32, amount: i32) -> Value {
 }
 
 fn source(snapshot: &str) -> Value {
-    source_value(&SourceInfo {
+    source_value(&source_info(snapshot))
+}
+
+fn source_info(snapshot: &str) -> SourceInfo<'_> {
+    SourceInfo {
         name: "shop",
         ts_ms: 1_700_000_000_123,
         ts_us: 1_700_000_000_123_000,
@@ -67,7 +72,36 @@ fn source(snapshot: &str) -> Value {
         tx_id: Some(771),
         lsn: Some(24_023_128),
         xmin: None,
-    })
+    }
+}
+
+/// An event as Debezium 2.7 wrote it (`source.version` 2.7.3.Final).
+fn event_2_7(op: Op, before: Option<Value>, after: Option<Value>) -> ConnectRecord {
+    let env = envelope_schema_for(
+        Format::V2_7,
+        "shop.retail.orders_info.Envelope",
+        &row_schema(),
+    );
+    let value = envelope_value(
+        &env,
+        before,
+        after,
+        source_value_for(Format::V2_7, &source_info("false"), &Origin::default()),
+        op,
+        1_700_000_000_456,
+        1_700_000_000_456_000,
+        1_700_000_000_456_000_000,
+        None,
+    );
+    ConnectRecord {
+        value_schema: Some(env),
+        value: Some(value),
+        ..event(op, None, None)
+    }
+}
+
+fn delete_2_7() -> ConnectRecord {
+    event_2_7(Op::Delete, Some(row(51, 306, 7500)), None)
 }
 
 /// A change event for orders_info: `before`/`after` as given.
@@ -181,14 +215,29 @@ fn create_and_update_become_the_after_row() {
 }
 
 #[test]
-fn defaults_drop_deletes_tombstones_and_truncates() {
-    // Neither delete.tombstone.handling.mode nor the legacy keys: Debezium
-    // 2.7.3 uses the legacy defaults, delete.handling.mode=drop and
-    // drop.tombstones=true.
+fn defaults_follow_the_events_debezium_release() {
+    // Debezium 3.x events: delete.tombstone.handling.mode defaults to
+    // tombstone (a delete keeps the row schema with a null value).
     let chain = unwrap_chain(&[]);
-    assert_eq!(chain.apply(delete()).expect("ok"), None);
+    let out = chain.apply(delete()).expect("ok").expect("kept");
+    assert_eq!(out.value, None);
+    assert!(out.value_schema.is_some());
     assert_eq!(chain.apply(tombstone()).expect("ok"), None);
     assert_eq!(chain.apply(truncate()).expect("ok"), None);
+    // Debezium 2.7 events, with neither delete.tombstone.handling.mode nor
+    // the legacy keys: the legacy defaults, delete.handling.mode=drop and
+    // drop.tombstones=true.
+    assert_eq!(chain.apply(delete_2_7()).expect("ok"), None);
+    assert_eq!(chain.apply(tombstone()).expect("ok"), None);
+}
+
+#[test]
+fn delete_to_tombstone_mode() {
+    let chain = unwrap_chain(&[("delete.tombstone.handling.mode", "delete-to-tombstone")]);
+    let out = chain.apply(delete()).expect("ok").expect("kept");
+    assert_eq!((out.value_schema, out.value), (None, None));
+    assert_eq!(out.key, Some(Value::Struct(vec![Value::Int32(51)])));
+    assert_eq!(chain.apply(tombstone()).expect("ok"), None);
 }
 
 #[test]
@@ -249,16 +298,22 @@ fn rewrite_marks_rows_deleted_or_not() {
 
 #[test]
 fn legacy_keys_and_their_precedence() {
+    // Debezium 3.2 removed the legacy keys: 3.x events ignore them.
+    let chain = unwrap_chain(&[("delete.handling.mode", "rewrite")]);
+    let d = chain.apply(delete()).expect("ok").expect("kept");
+    assert_eq!(d.value, None);
+
+    // They apply to events of Debezium 2.x's format.
     let chain = unwrap_chain(&[
         ("delete.handling.mode", "none"),
         ("drop.tombstones", "false"),
     ]);
-    let d = chain.apply(delete()).expect("ok").expect("kept");
+    let d = chain.apply(delete_2_7()).expect("ok").expect("kept");
     assert_eq!(d.value, None);
     assert!(chain.apply(tombstone()).expect("ok").is_some());
 
     let chain = unwrap_chain(&[("delete.handling.mode", "rewrite")]);
-    let d = chain.apply(delete()).expect("ok").expect("kept");
+    let d = chain.apply(delete_2_7()).expect("ok").expect("kept");
     assert!(value_json(&d, false)
         .expect("value")
         .ends_with(r#""__deleted":"true"}"#));
@@ -524,14 +579,14 @@ fn bad_configs_name_the_key_value_and_allowed_values() {
         ("transforms.unwrap.type", "ExtractNewRecordState"),
         (
             "transforms.unwrap.delete.tombstone.handling.mode",
-            "delete-to-tombstone",
+            "delete-as-tombstone",
         ),
         ("transforms.unknown.type", "com.example.Nope"),
     ]);
     assert!(
         e.contains("'transforms.unwrap.delete.tombstone.handling.mode'")
-            && e.contains("'delete-to-tombstone'")
-            && e.contains("drop, tombstone, rewrite, rewrite-with-tombstone"),
+            && e.contains("'delete-as-tombstone'")
+            && e.contains("drop, tombstone, rewrite, rewrite-with-tombstone, delete-to-tombstone"),
         "{e}"
     );
     assert!(
@@ -1166,13 +1221,15 @@ mod worker {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unwrapped_rows_reach_the_file_sink() {
         let s = setup(&[], &[]);
-        let out = run_until_lines(&s, 2).await;
-        // Deletes and tombstones are dropped under Debezium's defaults.
+        let out = run_until_lines(&s, 3).await;
+        // Debezium 3.x's default: the delete becomes a null value, its
+        // tombstone is dropped.
         assert_eq!(
             out,
             vec![
                 ROW_51.to_string(),
                 r#"{"orderid":51,"custid":306,"amount":7500,"city":"Paris","purchase_time":"2026-11-23 22:00:00"}"#.to_string(),
+                "null".to_string(),
             ]
         );
     }

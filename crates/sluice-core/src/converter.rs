@@ -8,11 +8,13 @@ use crate::schema::{Schema, SchemaRef};
 use crate::value::Value;
 
 mod bignum;
+mod header;
 pub mod javafmt;
 mod json;
 mod json_tree;
 mod string;
 
+pub use header::simple_header_bytes;
 pub use json::{
     value_kind, write_str as write_json_string, DecimalFormat, JsonConverter, JsonConverterConfig,
     DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME, TIMESTAMP_LOGICAL_NAME, TIME_LOGICAL_NAME,

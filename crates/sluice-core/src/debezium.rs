@@ -1,13 +1,16 @@
-//! Debezium's PostgreSQL event schemas and values, as Debezium 2.7
-//! (2.7.3.Final) builds them: the change-event envelope, the
-//! `io.debezium.connector.postgresql.Source` block, the transaction block,
-//! heartbeats and transaction metadata events.
+//! Debezium's PostgreSQL event schemas and values: the change-event
+//! envelope, the `io.debezium.connector.postgresql.Source` block, the
+//! transaction block, heartbeats, transaction metadata and logical decoding
+//! message events.
 //!
-//! Field order, optionality, names and versions follow Debezium's own
-//! sources (`SchemaFactory`, `Envelope`, `AbstractSourceInfoStructMaker`,
+//! Two formats are built: Debezium 3.6's (3.6.3.Final, the default) and
+//! Debezium 2.7's (2.7.3.Final), see [`Format`]. Field order, optionality,
+//! names and versions follow Debezium's own sources (`SchemaFactory`,
+//! `Envelope`, `AbstractSourceInfoStructMaker`,
 //! `PostgresSourceInfoStructMaker`, `TableSchemaBuilder`,
-//! `AbstractTransactionStructMaker`, `HeartbeatImpl`), not its documentation,
-//! whose JSON examples are hand-written and differ in places.
+//! `AbstractTransactionStructMaker`, `HeartbeatImpl`) and its measured
+//! output, not its documentation, whose JSON examples are hand-written and
+//! differ in places.
 //!
 //! Values mirror what Debezium puts in its Java `Struct`s, including the
 //! fields it leaves unset (null): e.g. `source.snapshot` is left null for
@@ -19,9 +22,57 @@ use std::sync::{Arc, OnceLock};
 use crate::schema::{prim, Schema, SchemaBuilder, SchemaRef, SchemaType};
 use crate::value::Value;
 
-/// The Debezium release whose events Sluice reproduces; written in
-/// `source.version`.
-pub const DEBEZIUM_VERSION: &str = "2.7.3.Final";
+/// The Debezium event format Sluice produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Format {
+    /// Debezium 3.6 (3.6.3.Final): the source block has a schema version
+    /// (1), the full `snapshot` allowed list and `origin` / `origin_lsn`;
+    /// change events carry the `__debezium.context.*` headers; `tsvector`
+    /// is `io.debezium.data.Tsvector`; `time[]` elements follow
+    /// `time.precision.mode`.
+    #[default]
+    V3_6,
+    /// Debezium 2.7 (2.7.3.Final), the format of the 2.x line.
+    V2_7,
+}
+
+impl Format {
+    /// `source.version`.
+    pub fn version(self) -> &'static str {
+        match self {
+            Format::V3_6 => DEBEZIUM_VERSION,
+            Format::V2_7 => DEBEZIUM_2_7_VERSION,
+        }
+    }
+
+    /// Reads `sluice.debezium.compatibility`: `3.6` or `2.7` (a full
+    /// release such as `2.7.3.Final` is accepted too).
+    pub fn parse(text: &str) -> Option<Format> {
+        let t = text.trim();
+        if t == "3.6" || t.starts_with("3.6.") {
+            Some(Format::V3_6)
+        } else if t == "2.7" || t.starts_with("2.7.") {
+            Some(Format::V2_7)
+        } else {
+            None
+        }
+    }
+
+    /// `3.6` or `2.7`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::V3_6 => "3.6",
+            Format::V2_7 => "2.7",
+        }
+    }
+}
+
+/// The Debezium release whose events Sluice reproduces by default; written
+/// in `source.version`.
+pub const DEBEZIUM_VERSION: &str = "3.6.3.Final";
+
+/// `source.version` under [`Format::V2_7`].
+pub const DEBEZIUM_2_7_VERSION: &str = "2.7.3.Final";
 
 /// `source.connector` for PostgreSQL.
 pub const CONNECTOR_NAME: &str = "postgresql";
@@ -32,14 +83,35 @@ pub const SOURCE_SCHEMA_NAME: &str = "io.debezium.connector.postgresql.Source";
 /// `Envelope.SCHEMA_VERSION` (bumped from 1 to 2 in Debezium 2.6 by DBZ-7107).
 pub const ENVELOPE_SCHEMA_VERSION: i32 = 2;
 
+/// The values Debezium 3.1+ allows in `source.snapshot`
+/// (`SchemaFactory.snapshotRecordSchema`).
+pub const SNAPSHOT_ALLOWED: &str =
+    "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental";
+
 /// The values Debezium 2.7 allows in `source.snapshot`
 /// (`AbstractSourceInfoStructMaker.SNAPSHOT_RECORD_SCHEMA`). The field may
 /// still carry `first`, `first_in_data_collection` and
 /// `last_in_data_collection`, which `SnapshotRecord` has but the list lacks.
-pub const SNAPSHOT_ALLOWED: &str = "true,last,false,incremental";
+pub const SNAPSHOT_ALLOWED_2_7: &str = "true,last,false,incremental";
 
 /// `io.debezium.data.Enum`.
 pub const ENUM_LOGICAL_NAME: &str = "io.debezium.data.Enum";
+
+/// The headers Debezium 3.2+ adds to every change event
+/// (`DebeziumHeaderProducer`, `extended.headers.enabled`), in order.
+pub const CONTEXT_HEADERS: [&str; 4] = [
+    "__debezium.context.connectorLogicalName",
+    "__debezium.context.taskId",
+    "__debezium.context.connectorName",
+    "__debezium.context.runId",
+];
+
+/// The header of the delete (and its tombstone) that a primary-key change
+/// becomes: the new key.
+pub const NEWKEY_HEADER: &str = "__debezium.newkey";
+
+/// The header of the create that a primary-key change becomes: the old key.
+pub const OLDKEY_HEADER: &str = "__debezium.oldkey";
 
 /// An envelope's `op`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,34 +161,59 @@ fn shared(cell: &'static OnceLock<SchemaRef>, build: impl FnOnce() -> SchemaRef)
     Arc::clone(cell.get_or_init(build))
 }
 
-/// The `source.snapshot` schema: `io.debezium.data.Enum` version 1, optional,
-/// default `"false"`.
+/// The `source.snapshot` schema of Debezium 3.6: `io.debezium.data.Enum`
+/// version 1, optional, default `"false"`.
 pub fn snapshot_schema() -> SchemaRef {
-    static CELL: OnceLock<SchemaRef> = OnceLock::new();
-    shared(&CELL, || {
+    snapshot_schema_for(Format::V3_6)
+}
+
+/// The `source.snapshot` schema of a format.
+pub fn snapshot_schema_for(format: Format) -> SchemaRef {
+    static V36: OnceLock<SchemaRef> = OnceLock::new();
+    static V27: OnceLock<SchemaRef> = OnceLock::new();
+    let (cell, allowed) = match format {
+        Format::V3_6 => (&V36, SNAPSHOT_ALLOWED),
+        Format::V2_7 => (&V27, SNAPSHOT_ALLOWED_2_7),
+    };
+    shared(cell, || {
         SchemaBuilder::new(SchemaType::String)
             .name(ENUM_LOGICAL_NAME)
             .version(1)
-            .parameter("allowed", SNAPSHOT_ALLOWED)
+            .parameter("allowed", allowed)
             .default_value(Value::String("false".into()))
             .optional()
             .build()
     })
 }
 
+/// `io.debezium.connector.postgresql.Source` of Debezium 3.6.
+pub fn source_schema() -> SchemaRef {
+    source_schema_for(Format::V3_6)
+}
+
 /// `io.debezium.connector.postgresql.Source`: version, connector, name,
 /// ts_ms, snapshot, db, sequence, ts_us, ts_ns, schema, table, txId, lsn,
-/// xmin. No schema version (Debezium 2.7 sets none).
-pub fn source_schema() -> SchemaRef {
-    static CELL: OnceLock<SchemaRef> = OnceLock::new();
-    shared(&CELL, || {
-        SchemaBuilder::structure()
+/// xmin; Debezium 3.6 adds origin and origin_lsn and gives the struct
+/// schema version 1 (2.7 sets none).
+pub fn source_schema_for(format: Format) -> SchemaRef {
+    static V36: OnceLock<SchemaRef> = OnceLock::new();
+    static V27: OnceLock<SchemaRef> = OnceLock::new();
+    let cell = match format {
+        Format::V3_6 => &V36,
+        Format::V2_7 => &V27,
+    };
+    shared(cell, || {
+        let mut b = SchemaBuilder::structure();
+        if format == Format::V3_6 {
+            b = b.version(1);
+        }
+        b = b
             .name(SOURCE_SCHEMA_NAME)
             .field("version", prim::string())
             .field("connector", prim::string())
             .field("name", prim::string())
             .field("ts_ms", prim::int64())
-            .field("snapshot", snapshot_schema())
+            .field("snapshot", snapshot_schema_for(format))
             .field("db", prim::string())
             .field("sequence", prim::opt_string())
             .field("ts_us", prim::opt_int64())
@@ -125,8 +222,13 @@ pub fn source_schema() -> SchemaRef {
             .field("table", prim::string())
             .field("txId", prim::opt_int64())
             .field("lsn", prim::opt_int64())
-            .field("xmin", prim::opt_int64())
-            .build()
+            .field("xmin", prim::opt_int64());
+        if format == Format::V3_6 {
+            b = b
+                .field("origin", prim::opt_string())
+                .field("origin_lsn", prim::opt_int64());
+        }
+        b.build()
     })
 }
 
@@ -166,19 +268,35 @@ fn opt_i64(v: Option<i64>) -> Value {
     v.map_or(Value::Null, Value::Int64)
 }
 
+/// The source block's value of Debezium 3.6, without a replication origin.
+pub fn source_value(info: &SourceInfo<'_>) -> Value {
+    source_value_for(Format::V3_6, info, &Origin::default())
+}
+
+/// The replication origin of a transaction (pgoutput's ORIGIN message),
+/// reported in `source.origin` / `source.origin_lsn` by Debezium 3.5+.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Origin<'a> {
+    /// The origin's name.
+    pub name: Option<&'a str>,
+    /// The LSN of the commit on the origin server.
+    pub lsn: Option<i64>,
+}
+
 /// The source block's value, as `PostgresSourceInfoStructMaker.struct`
 /// fills it: `snapshot` stays null for `"false"` (Debezium only sets it
 /// otherwise, so the converter writes the default), and txId / lsn / xmin
 /// stay null for incremental-snapshot events.
-pub fn source_value(info: &SourceInfo<'_>) -> Value {
+pub fn source_value_for(format: Format, info: &SourceInfo<'_>, origin: &Origin<'_>) -> Value {
     let snapshot = if info.snapshot == "false" {
         Value::Null
     } else {
         Value::String(info.snapshot.to_string())
     };
     let incremental = info.snapshot == "incremental";
-    Value::Struct(vec![
-        Value::String(DEBEZIUM_VERSION.to_string()),
+    let mut fields = Vec::with_capacity(16);
+    fields.extend([
+        Value::String(format.version().to_string()),
         Value::String(CONNECTOR_NAME.to_string()),
         Value::String(info.name.to_string()),
         Value::Int64(info.ts_ms),
@@ -205,7 +323,16 @@ pub fn source_value(info: &SourceInfo<'_>) -> Value {
         } else {
             opt_i64(info.xmin)
         },
-    ])
+    ]);
+    if format == Format::V3_6 {
+        fields.push(
+            origin
+                .name
+                .map_or(Value::Null, |n| Value::String(n.to_string())),
+        );
+        fields.push(opt_i64(origin.lsn));
+    }
+    Value::Struct(fields)
 }
 
 /// `source.sequence` as Debezium's `SourceInfo.sequence()` writes it: a JSON
@@ -271,20 +398,29 @@ fn optional_copy(value_schema: &SchemaRef) -> SchemaRef {
     }
 }
 
-/// The `<prefix>.<schema>.<table>.Envelope` schema (version 2), in Debezium
-/// 2.7's field order: before, after, source, transaction, op, ts_ms, ts_us,
-/// ts_ns. `TableSchemaBuilder` adds the transaction block before
+/// The `<prefix>.<schema>.<table>.Envelope` schema of Debezium 3.6.
+pub fn envelope_schema(envelope_name: &str, value_schema: &SchemaRef) -> SchemaRef {
+    envelope_schema_for(Format::V3_6, envelope_name, value_schema)
+}
+
+/// The `<prefix>.<schema>.<table>.Envelope` schema (version 2), in
+/// Debezium's field order: before, after, source, transaction, op, ts_ms,
+/// ts_us, ts_ns. `TableSchemaBuilder` adds the transaction block before
 /// `Envelope.Builder.build()` appends op and the timestamps, so it comes
 /// right after source. `before` and `after` are the row schema made
 /// optional (Debezium builds the `.Value` schema optional).
-pub fn envelope_schema(envelope_name: &str, value_schema: &SchemaRef) -> SchemaRef {
+pub fn envelope_schema_for(
+    format: Format,
+    envelope_name: &str,
+    value_schema: &SchemaRef,
+) -> SchemaRef {
     let row = optional_copy(value_schema);
     SchemaBuilder::structure()
         .version(ENVELOPE_SCHEMA_VERSION)
         .name(envelope_name)
         .field("before", Arc::clone(&row))
         .field("after", row)
-        .field("source", source_schema())
+        .field("source", source_schema_for(format))
         .field("transaction", transaction_block_schema())
         .field("op", prim::string())
         .field("ts_ms", prim::opt_int64())
@@ -462,6 +598,41 @@ pub fn transaction_end_value(
     ])
 }
 
+/// Java's `String.hashCode` (UTF-16 code units, wrapping).
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+/// The order in which a `java.util.HashMap<String, _>` with `capacity`
+/// buckets iterates over `keys` given in insertion order: by bucket
+/// (`(h ^ h >>> 16) & (capacity - 1)`), then by insertion. Debezium lists a
+/// transaction's `data_collections` in this order (`TransactionContext`
+/// keeps the counts in a HashMap). Returns indices into `keys`.
+pub fn java_hash_map_order(keys: &[&str], capacity: usize) -> Vec<usize> {
+    let mask = capacity.max(1) as u32 - 1;
+    let mut idx: Vec<(u32, usize)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let h = java_string_hash(k) as u32;
+            ((h ^ (h >> 16)) & mask, i)
+        })
+        .collect();
+    idx.sort();
+    idx.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The capacity a `java.util.HashMap` (default 16 buckets, load factor
+/// 0.75) has grown to once it held `entries` entries.
+pub fn java_hash_map_capacity(entries: usize) -> usize {
+    let mut cap = 16;
+    while entries > cap * 3 / 4 {
+        cap *= 2;
+    }
+    cap
+}
+
 /// The logical decoding message topic: `<prefix>.message`.
 pub fn message_topic(prefix: &str) -> String {
     format!("{prefix}.message")
@@ -502,22 +673,34 @@ pub fn message_block_schema(content_as_string: bool) -> SchemaRef {
     shared(if content_as_string { &STRING } else { &BYTES }, build)
 }
 
-/// `io.debezium.connector.postgresql.MessageValue` (version 1): op, ts_ms
-/// (optional), source, message.
+/// `io.debezium.connector.postgresql.MessageValue` of Debezium 3.6.
 pub fn message_value_schema(content_as_string: bool) -> SchemaRef {
-    static BYTES: OnceLock<SchemaRef> = OnceLock::new();
-    static STRING: OnceLock<SchemaRef> = OnceLock::new();
-    let build = move || {
-        SchemaBuilder::structure()
+    message_value_schema_for(Format::V3_6, content_as_string)
+}
+
+/// `io.debezium.connector.postgresql.MessageValue` (version 1): op, ts_ms
+/// (optional), source, transaction (Debezium 3.x), message.
+pub fn message_value_schema_for(format: Format, content_as_string: bool) -> SchemaRef {
+    static CELLS: [OnceLock<SchemaRef>; 4] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
+    let i = usize::from(content_as_string) + if format == Format::V2_7 { 2 } else { 0 };
+    shared(&CELLS[i], move || {
+        let mut b = SchemaBuilder::structure()
             .name("io.debezium.connector.postgresql.MessageValue")
             .version(1)
             .field("op", prim::string())
             .field("ts_ms", prim::opt_int64())
-            .field("source", source_schema())
-            .field("message", message_block_schema(content_as_string))
+            .field("source", source_schema_for(format));
+        if format == Format::V3_6 {
+            b = b.field("transaction", transaction_block_schema());
+        }
+        b.field("message", message_block_schema(content_as_string))
             .build()
-    };
-    shared(if content_as_string { &STRING } else { &BYTES }, build)
+    })
 }
 
 /// A logical decoding message key.
@@ -527,16 +710,69 @@ pub fn message_key(prefix: Option<&str>) -> Value {
     ])
 }
 
-/// A logical decoding message value (`op` = `m`); `content` is
-/// `Value::Bytes` or, for the textual binary handling modes, `Value::String`.
+/// A logical decoding message value (`op` = `m`) of Debezium 3.6, without
+/// a transaction block; `content` is `Value::Bytes` or, for the textual
+/// binary handling modes, `Value::String`.
 pub fn message_value(prefix: Option<&str>, content: Value, source: Value, ts_ms: i64) -> Value {
-    Value::Struct(vec![
+    message_value_for(Format::V3_6, prefix, content, source, ts_ms, None)
+}
+
+/// A logical decoding message value laid out for `format`'s schema.
+pub fn message_value_for(
+    format: Format,
+    prefix: Option<&str>,
+    content: Value,
+    source: Value,
+    ts_ms: i64,
+    transaction: Option<Value>,
+) -> Value {
+    let mut fields = vec![
         Value::String(Op::Message.code().to_string()),
         Value::Int64(ts_ms),
         source,
-        Value::Struct(vec![
-            prefix.map_or(Value::Null, |p| Value::String(p.to_string())),
-            content,
-        ]),
-    ])
+    ];
+    if format == Format::V3_6 {
+        fields.push(transaction.unwrap_or(Value::Null));
+    }
+    fields.push(Value::Struct(vec![
+        prefix.map_or(Value::Null, |p| Value::String(p.to_string())),
+        content,
+    ]));
+    Value::Struct(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn java_hash_map_order_is_javas() {
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        assert_eq!(java_string_hash(""), 0);
+        // As Debezium 3.6.3 listed a transaction's data collections (its
+        // TransactionContext keeps them in a HashMap).
+        let keys = [
+            "public.m",
+            "io.debezium.connector.postgresql.LogicalDecodingMessageMonitor$LogicalDecodingMessageId@61945826",
+        ];
+        assert_eq!(java_hash_map_order(&keys, 16), vec![1, 0]);
+        assert_eq!(
+            java_hash_map_order(&["public.a", "public.b"], 16),
+            vec![0, 1]
+        );
+        assert_eq!(java_hash_map_capacity(12), 16);
+        assert_eq!(java_hash_map_capacity(13), 32);
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(Format::parse("2.7"), Some(Format::V2_7));
+        assert_eq!(Format::parse("3.6.3.Final"), Some(Format::V3_6));
+        assert_eq!(Format::parse("1.9"), None);
+        assert_eq!(Format::default().version(), "3.6.3.Final");
+        let v36 = source_schema_for(Format::V3_6);
+        let v27 = source_schema_for(Format::V2_7);
+        assert_eq!((v36.version, v36.fields.len()), (Some(1), 16));
+        assert_eq!((v27.version, v27.fields.len()), (None, 14));
+    }
 }

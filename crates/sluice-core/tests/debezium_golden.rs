@@ -1,10 +1,11 @@
-//! Golden tests: Debezium 2.7 PostgreSQL events through the JSON converter,
-//! compared as exact text with what Debezium + Kafka Connect write.
+//! Golden tests: Debezium PostgreSQL events (2.7 and 3.6 formats) through
+//! the JSON converter, compared as exact text with what Debezium + Kafka
+//! Connect write.
 
 use std::collections::BTreeMap;
 
 use sluice_core::converter::{converter_from_config, Converter};
-use sluice_core::debezium::{self, Op, SourceInfo};
+use sluice_core::debezium::{self, Format, Op, Origin, SourceInfo};
 use sluice_core::schema::{prim, SchemaBuilder, SchemaRef, SchemaType};
 use sluice_core::Value;
 
@@ -75,25 +76,34 @@ fn expected_envelope_schema() -> String {
 }
 
 fn create_event() -> (SchemaRef, Value) {
-    let envelope = debezium::envelope_schema(
+    create_event_in(Format::V2_7)
+}
+
+fn create_event_in(format: Format) -> (SchemaRef, Value) {
+    let envelope = debezium::envelope_schema_for(
+        format,
         "PostgreSQL_server.public.customers.Envelope",
         &customers_value_schema(),
     );
     let seq = debezium::sequence_text(Some(24023119), Some(24023128));
-    let source = debezium::source_value(&SourceInfo {
-        name: "PostgreSQL_server",
-        ts_ms: 1559033904863,
-        ts_us: 1559033904863123,
-        ts_ns: 1559033904863123000,
-        snapshot: "false",
-        db: "postgres",
-        sequence: Some(&seq),
-        schema: "public",
-        table: "customers",
-        tx_id: Some(555),
-        lsn: Some(24023128),
-        xmin: None,
-    });
+    let source = debezium::source_value_for(
+        format,
+        &SourceInfo {
+            name: "PostgreSQL_server",
+            ts_ms: 1559033904863,
+            ts_us: 1559033904863123,
+            ts_ns: 1559033904863123000,
+            snapshot: "false",
+            db: "postgres",
+            sequence: Some(&seq),
+            schema: "public",
+            table: "customers",
+            tx_id: Some(555),
+            lsn: Some(24023128),
+            xmin: None,
+        },
+        &Origin::default(),
+    );
     let after = Value::Struct(vec![
         Value::Int32(1),
         Value::String("Anne".into()),
@@ -133,6 +143,39 @@ fn customers_create_event_with_schemas() {
     // A second conversion (schema cache hit) is identical.
     assert_eq!(text(&*json(&[]), &schema, &value), want);
     serde_json::from_str::<serde_json::Value>(&got).expect("valid JSON");
+}
+
+/// Debezium 3.6.3's source block, as its JsonConverter output shows it: a
+/// schema version, the full snapshot list, and origin / origin_lsn.
+#[test]
+fn customers_create_event_in_3_6() {
+    let (schema, value) = create_event_in(Format::V3_6);
+    let got = text(&*json(&[]), &schema, &value);
+    let want_schema = expected_envelope_schema()
+        .replace(
+            "true,last,false,incremental",
+            "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental",
+        )
+        .replace(
+            r#"{"type":"int64","optional":true,"field":"xmin"}],"optional":false,"name":"io.debezium.connector.postgresql.Source","field":"source"}"#,
+            r#"{"type":"int64","optional":true,"field":"xmin"},{"type":"string","optional":true,"field":"origin"},{"type":"int64","optional":true,"field":"origin_lsn"}],"optional":false,"name":"io.debezium.connector.postgresql.Source","version":1,"field":"source"}"#,
+        );
+    let want_payload = CREATE_PAYLOAD
+        .replace("2.7.3.Final", "3.6.3.Final")
+        .replace(
+            r#""xmin":null}"#,
+            r#""xmin":null,"origin":null,"origin_lsn":null}"#,
+        );
+    assert_eq!(
+        got,
+        format!(r#"{{"schema":{want_schema},"payload":{want_payload}}}"#)
+    );
+    // The default format is 3.6's.
+    let default = debezium::envelope_schema(
+        "PostgreSQL_server.public.customers.Envelope",
+        &customers_value_schema(),
+    );
+    assert_eq!(default, schema);
 }
 
 #[test]
@@ -233,7 +276,8 @@ fn key_heartbeat_and_transaction_events() {
 
 #[test]
 fn update_with_transaction_block_and_truncate() {
-    let envelope = debezium::envelope_schema(
+    let envelope = debezium::envelope_schema_for(
+        Format::V2_7,
         "PostgreSQL_server.public.customers.Envelope",
         &customers_value_schema(),
     );
@@ -245,20 +289,24 @@ fn update_with_transaction_block_and_truncate() {
             Value::String(email.into()),
         ])
     };
-    let source = debezium::source_value(&SourceInfo {
-        name: "p",
-        ts_ms: 1,
-        ts_us: 1000,
-        ts_ns: 1000000,
-        snapshot: "incremental",
-        db: "postgres",
-        sequence: None,
-        schema: "public",
-        table: "customers",
-        tx_id: Some(9),
-        lsn: Some(10),
-        xmin: Some(11),
-    });
+    let source = debezium::source_value_for(
+        Format::V2_7,
+        &SourceInfo {
+            name: "p",
+            ts_ms: 1,
+            ts_us: 1000,
+            ts_ns: 1000000,
+            snapshot: "incremental",
+            db: "postgres",
+            sequence: None,
+            schema: "public",
+            table: "customers",
+            tx_id: Some(9),
+            lsn: Some(10),
+            xmin: Some(11),
+        },
+        &Origin::default(),
+    );
     let v = debezium::envelope_value(
         &envelope,
         Some(row("a@b")),

@@ -234,9 +234,10 @@ fn json_full_debezium_envelope_without_unwrap() {
         concat!(
             "{\"before\":null,",
             "\"after\":{\"orderid\":51,\"custid\":306,\"amount\":183,\"city\":\"Austin\",\"purchase_time\":\"2020-10-09 07:23:10\"},",
-            "\"source\":{\"version\":\"2.7.3.Final\",\"connector\":\"postgresql\",\"name\":\"myserver\",\"ts_ms\":1602228190000,",
+            "\"source\":{\"version\":\"3.6.3.Final\",\"connector\":\"postgresql\",\"name\":\"myserver\",\"ts_ms\":1602228190000,",
             "\"snapshot\":\"false\",\"db\":\"postgres\",\"sequence\":\"[null,\\\"24023128\\\"]\",\"ts_us\":1602228190000000,",
-            "\"ts_ns\":1602228190000000000,\"schema\":\"retail\",\"table\":\"orders_info\",\"txId\":555,\"lsn\":24023128,\"xmin\":null},",
+            "\"ts_ns\":1602228190000000000,\"schema\":\"retail\",\"table\":\"orders_info\",\"txId\":555,\"lsn\":24023128,\"xmin\":null,",
+            "\"origin\":null,\"origin_lsn\":null},",
             "\"transaction\":null,\"op\":\"c\",\"ts_ms\":1602228190123,\"ts_us\":1602228190123000,\"ts_ns\":1602228190123000000}\n"
         )
     );

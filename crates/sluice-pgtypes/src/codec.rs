@@ -13,7 +13,7 @@ use crate::error::{bad, Reason, TypeError};
 use crate::hstore;
 use crate::interval::PgInterval;
 use crate::modes::{
-    BinaryMode, DecimalMode, HstoreMode, IntervalMode, TimePrecisionMode, TypeModes,
+    BinaryMode, DecimalMode, Format, HstoreMode, IntervalMode, TimePrecisionMode, TypeModes,
 };
 use crate::numeric::{self, NumericText};
 use crate::registry::{oid, TypeKind, TypeRegistry};
@@ -46,6 +46,13 @@ enum Kind {
         digits: i32,
     },
     Text,
+    /// A type Debezium has no mapping for, with `include.unknown.datatypes`:
+    /// the bytes of its text, or for pgjdbc's geometric types (box, line,
+    /// lseg, path, circle, polygon) the text pgjdbc's object gives, with
+    /// every coordinate as Java prints a double.
+    UnknownBytes {
+        geometric: bool,
+    },
     /// Days since the epoch (Debezium `Date` and Connect `Date` alike).
     Date,
     Time {
@@ -75,6 +82,9 @@ enum Kind {
     Array {
         elem: Box<Kind>,
         delim: u8,
+        /// Elements may not be null (Debezium's enum arrays): a NULL element
+        /// makes the value unconvertible.
+        required_elems: bool,
     },
 }
 
@@ -86,6 +96,7 @@ pub struct ColumnCodec {
     type_name: String,
     toast: Value,
     debezium_omits: bool,
+    is_enum: bool,
 }
 
 /// A resolved mapping: decoder, schema (not yet optional), and whether
@@ -242,6 +253,10 @@ fn scalar(reg: &TypeRegistry, type_oid: u32, typmod: i32, m: &TypeModes) -> Opti
             mapping(Kind::Interval { mode: m.interval }, schema)
         }
         oid::BYTEA => mapping(Kind::Bytea { mode: m.binary }, binary_schema(m.binary)),
+        // Debezium 3.3 added io.debezium.data.Tsvector; 2.7 had no mapping.
+        oid::TSVECTOR if m.format == Format::V3_6 => {
+            mapping(Kind::Text, named(SchemaType::String, schemas::TSVECTOR))
+        }
         _ => {
             let info = reg.get(type_oid)?;
             match (&info.kind, info.name.as_str()) {
@@ -284,14 +299,45 @@ fn hstore_schema(mode: HstoreMode) -> SchemaBuilder {
     }
 }
 
+/// lseg, path, box, polygon, line, circle: pgjdbc reads them into its own
+/// objects (`PGlseg`...), whose text Debezium sends for unknown types.
+const GEOMETRIC: [u32; 6] = [601, 602, 603, 604, 628, 718];
+
+/// The text of pgjdbc's geometric objects: PostgreSQL's text with every
+/// number as `Double.toString` prints it (`(1,1),(0,0)` is
+/// `(1.0,1.0),(0.0,0.0)`).
+fn java_geometry_text(s: &str) -> Result<String, Reason> {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| -> Result<(), Reason> {
+        if !token.is_empty() {
+            let v: f64 = parse_float(token.trim())?;
+            out.push_str(&sluice_core::converter::javafmt::double_to_string(v));
+            token.clear();
+        }
+        Ok(())
+    };
+    for c in s.chars() {
+        if matches!(c, '(' | ')' | '[' | ']' | '<' | '>' | '{' | '}' | ',') {
+            flush(&mut token, &mut out)?;
+            out.push(c);
+        } else {
+            token.push(c);
+        }
+    }
+    flush(&mut token, &mut out)?;
+    Ok(out)
+}
+
 /// Array types Debezium declares but maps to no schema (DBZ-459), so it
-/// leaves such columns out.
+/// leaves such columns out. (`bit[]` is not one: Debezium gives it the
+/// element's `Bits` schema and fails to convert every value, see the README's
+/// deliberate differences; Sluice emits the array.)
 const DEBEZIUM_UNMAPPED_ARRAYS: &[u32] = &[
     oid::MONEY_ARRAY,
     oid::NAME_ARRAY,
     oid::INTERVAL_ARRAY,
     oid::VARBIT_ARRAY,
-    oid::BIT_ARRAY,
     oid::XML_ARRAY,
     oid::POINT_ARRAY,
     oid::REFCURSOR_ARRAY,
@@ -313,8 +359,9 @@ fn array_mapping(
     // Debezium cannot map arrays of domains (their element has no JDBC type).
     let elem_is_domain = matches!(elem_info.map(|t| &t.kind), Some(TypeKind::Domain { .. }));
     let (elem_base, elem_typmod) = reg.resolve_domain(elem_oid, typmod);
-    let elem = if elem_oid == oid::TIME {
-        // Debezium types time[] as MicroTime whatever the precision or mode.
+    let elem = if elem_oid == oid::TIME && m.format == Format::V2_7 {
+        // Debezium 2.7 types time[] as MicroTime whatever the precision or
+        // mode; 3.1 made the elements follow time.precision.mode (DBZ-6387).
         Some(micro_time())
     } else {
         scalar(reg, elem_base, elem_typmod, m)
@@ -332,6 +379,7 @@ fn array_mapping(
         kind: Kind::Array {
             elem: Box::new(elem.kind),
             delim,
+            required_elems: is_enum,
         },
         schema: SchemaBuilder::array(item),
         omitted,
@@ -343,10 +391,21 @@ fn resolve(reg: &TypeRegistry, type_oid: u32, typmod: i32, m: &TypeModes) -> Map
     if let Some(TypeKind::Array { elem_oid, delim }) = reg.get(base).map(|t| &t.kind) {
         return array_mapping(reg, base, *elem_oid, *delim, typmod, m);
     }
-    scalar(reg, base, typmod, m).unwrap_or_else(|| Mapping {
-        kind: Kind::Text,
-        schema: string(),
-        omitted: true,
+    scalar(reg, base, typmod, m).unwrap_or_else(|| {
+        if m.include_unknown {
+            // Debezium's JDBC fallback: the value's text as bytes.
+            let geometric = GEOMETRIC.contains(&base);
+            mapping(
+                Kind::UnknownBytes { geometric },
+                SchemaBuilder::new(SchemaType::Bytes),
+            )
+        } else {
+            Mapping {
+                kind: Kind::Text,
+                schema: string(),
+                omitted: true,
+            }
+        }
     })
 }
 
@@ -390,7 +449,8 @@ fn toast_value(reg: &TypeRegistry, type_oid: u32, kind: &Kind, m: &TypeModes) ->
         _ => match kind {
             Kind::Bytea {
                 mode: BinaryMode::Bytes,
-            } => Value::Bytes(bytes),
+            }
+            | Kind::UnknownBytes { .. } => Value::Bytes(bytes),
             // Debezium's base64 converters see an unexpected object and deliver null.
             Kind::Bytea {
                 mode: BinaryMode::Base64 | BinaryMode::Base64UrlSafe,
@@ -427,12 +487,22 @@ impl ColumnCodec {
         // Like Debezium's TableSchemaBuilder, only ever make a schema
         // optional: Geometry is optional even for NOT NULL columns.
         let schema = if optional { schema.optional() } else { schema };
+        let is_enum = matches!(
+            registry
+                .get(registry.resolve_domain(type_oid, type_modifier).0)
+                .map(|t| &t.kind),
+            Some(TypeKind::Enum { .. })
+        ) && matches!(
+            registry.get(type_oid).map(|t| &t.kind),
+            Some(TypeKind::Enum { .. })
+        );
         ColumnCodec {
             schema: schema.build(),
             kind,
             type_name,
             toast,
             debezium_omits: omitted,
+            is_enum,
         }
     }
 
@@ -446,10 +516,10 @@ impl ColumnCodec {
         &self.type_name
     }
 
-    /// Whether Debezium (with `include.unknown.datatypes=false`, its default)
-    /// leaves this column out of its events altogether: types it has no
-    /// mapping for (tsvector, box, composite types...) and the arrays it
-    /// declares unsupported (money[], interval[], xml[], point[], arrays of
+    /// Whether Debezium leaves this column out of its events altogether:
+    /// types it has no mapping for (box, pg_lsn, composite types..., unless
+    /// `include.unknown.datatypes`; tsvector in the 2.7 format) and the arrays
+    /// it declares unsupported (money[], interval[], xml[], point[], arrays of
     /// domains...). Such columns still decode here, as text or best effort.
     pub fn debezium_omits(&self) -> bool {
         self.debezium_omits
@@ -467,6 +537,19 @@ impl ColumnCodec {
     /// Debezium's placeholder for an unchanged TOASTed value of this column.
     pub fn unchanged_toast(&self) -> Value {
         self.toast.clone()
+    }
+
+    /// Whether the column is of an enum type.
+    pub(crate) fn is_enum(&self) -> bool {
+        self.is_enum
+    }
+
+    /// Gives the column's schema a default value (its `DEFAULT`, see
+    /// [`ColumnCodec::default_from_expression`]).
+    pub fn set_default(&mut self, value: Value) {
+        let mut s = (*self.schema).clone();
+        s.default = Some(value);
+        self.schema = std::sync::Arc::new(s);
     }
 }
 
@@ -622,9 +705,10 @@ fn special_decimal(mode: DecimalMode, t: &NumericText) -> Result<Value, Reason> 
     match mode {
         DecimalMode::Double => Ok(Value::Float64(f)),
         DecimalMode::String => Ok(Value::String(name.to_string())),
-        // Debezium throws a ConnectException here and the connector stops.
+        // Debezium's converter fails on them; event.converting.failure.handling.mode
+        // decides what follows (null and a warning by default).
         DecimalMode::Precise => Err(bad(
-            "NaN and infinities have no precise decimal form (Debezium fails too); use decimal.handling.mode string or double",
+            "NaN and infinities have no precise decimal form; decimal.handling.mode string or double carries them",
         )),
     }
 }
@@ -698,6 +782,10 @@ impl Kind {
                 }
             }
             Kind::Text => Value::String(s.to_string()),
+            Kind::UnknownBytes { geometric: false } => Value::Bytes(s.as_bytes().to_vec()),
+            Kind::UnknownBytes { geometric: true } => {
+                Value::Bytes(java_geometry_text(s)?.into_bytes())
+            }
             Kind::Date => Value::Int32(match datetime::parse_date(s)? {
                 // Java's (int) cast of LocalDate.toEpochDay.
                 Point::Finite(days) => days as i32,
@@ -802,11 +890,18 @@ impl Kind {
                         .collect(),
                 )
             }
-            Kind::Array { elem, delim } => {
+            Kind::Array {
+                elem,
+                delim,
+                required_elems,
+            } => {
                 let elems = array::parse(s, *delim)?;
                 let mut out = Vec::with_capacity(elems.len());
                 for e in elems {
                     out.push(match e {
+                        Elem::Null if *required_elems => {
+                            return Err(bad("NULL element in an array whose elements are required"))
+                        }
                         Elem::Null => Value::Null,
                         // Debezium hands a whole sub-array to the element
                         // converter, which cannot read it and yields null.

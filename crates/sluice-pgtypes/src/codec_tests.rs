@@ -671,13 +671,40 @@ fn catalog_types() {
 }
 
 #[test]
-fn unknown_types_are_strings() {
-    let c = codec(3614, -1); // tsvector
-    assert_eq!(c.schema().ty, SchemaType::String);
-    assert!(c.debezium_omits());
+fn unknown_types() {
+    // Debezium 3.3+ maps tsvector; 2.7 had no mapping for it.
+    let c = codec(3614, -1);
+    assert_eq!(c.schema().name_str(), "io.debezium.data.Tsvector");
+    assert!(!c.debezium_omits());
     assert_eq!(c.decode_text(b"'a' 'b'").unwrap(), s("'a' 'b'"));
+    let r = TypeRegistry::new();
+    let v27 = TypeModes {
+        format: crate::modes::Format::V2_7,
+        ..TypeModes::default()
+    };
+    let old = ColumnCodec::new(&r, 3614, -1, true, &v27);
+    assert!(old.debezium_omits());
+    // Left out by default; the bytes of the text with include.unknown.datatypes.
+    let u = codec(603, -1); // box
+    assert!(u.debezium_omits());
+    let included = TypeModes {
+        include_unknown: true,
+        ..TypeModes::default()
+    };
+    let b = ColumnCodec::new(&r, 603, -1, true, &included);
+    assert!(!b.debezium_omits());
+    assert_eq!(b.schema().ty, SchemaType::Bytes);
+    // pgjdbc's PGbox prints its coordinates as Java doubles.
+    assert_eq!(
+        b.decode_text(b"(1,1),(0,0.5)").unwrap(),
+        Value::Bytes(b"(1.0,1.0),(0.0,0.5)".to_vec())
+    );
+    let lsn = ColumnCodec::new(&r, 3220, -1, true, &included);
+    assert_eq!(
+        lsn.decode_text(b"0/16B3748").unwrap(),
+        Value::Bytes(b"0/16B3748".to_vec())
+    );
     let u = codec(123_456, -1);
-    assert_eq!(u.schema().ty, SchemaType::String);
     assert_eq!(u.type_name(), "oid 123456");
 }
 
@@ -713,7 +740,22 @@ fn arrays() {
         n.decode_text(b"{1.10,2.20}").unwrap(),
         Value::Array(vec![Value::Bytes(vec![110]), Value::Bytes(vec![0, 220])])
     );
+    // time[] elements follow time.precision.mode (Debezium 3.1+)...
     let ti = codec(oid::TIME_ARRAY, 3);
+    assert_eq!(
+        ti.schema().items.as_ref().unwrap().name_str(),
+        "io.debezium.time.Time"
+    );
+    assert_eq!(
+        ti.decode_text(b"{00:01:02,01:02:03}").unwrap(),
+        Value::Array(vec![Value::Int32(62_000), Value::Int32(3_723_000)])
+    );
+    // ...and were MicroTime whatever the precision in 2.7.
+    let v27 = TypeModes {
+        format: crate::modes::Format::V2_7,
+        ..TypeModes::default()
+    };
+    let ti = ColumnCodec::new(&TypeRegistry::new(), oid::TIME_ARRAY, 3, true, &v27);
     assert_eq!(
         ti.schema().items.as_ref().unwrap().name_str(),
         "io.debezium.time.MicroTime"

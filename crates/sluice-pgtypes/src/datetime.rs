@@ -260,8 +260,9 @@ pub(crate) fn parse_time(s: &str) -> Result<i64, Reason> {
 /// A `timetz` normalised to UTC, as microseconds of day.
 pub(crate) fn parse_timetz(s: &str) -> Result<i64, Reason> {
     let mut c = Cur::new(s);
-    // java.time's LocalTime (which Debezium parses into) stops at 23:59:59.
-    let nanos = time_part(&mut c, 23)?;
+    // 24:00:00 is a valid timetz; shifted to UTC it wraps around midnight
+    // (Debezium: '24:00:00-03' is 03:00:00Z).
+    let nanos = time_part(&mut c, 24)?;
     let offset = offset_part(&mut c)?;
     if !c.done() {
         return Err(bad("trailing characters"));

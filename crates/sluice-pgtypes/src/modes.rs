@@ -1,5 +1,7 @@
 //! The connector options that change how values are represented.
 
+pub use sluice_core::debezium::Format;
+
 /// `decimal.handling.mode`: how `numeric`, `decimal` and `money` travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DecimalMode {
@@ -81,6 +83,12 @@ pub struct TypeModes {
     /// `unavailable.value.placeholder` (default `__debezium_unavailable_value`);
     /// a `hex:` prefix gives the bytes in hex, as in Debezium.
     pub unavailable_placeholder: String,
+    /// `sluice.debezium.compatibility`: the Debezium release whose mapping is
+    /// reproduced (`tsvector` and `time[]` changed in 3.x).
+    pub format: Format,
+    /// `include.unknown.datatypes` (default false): columns of types Debezium
+    /// cannot map travel as the bytes of their text instead of being left out.
+    pub include_unknown: bool,
 }
 
 /// Debezium's default for `unavailable.value.placeholder`.
@@ -96,6 +104,8 @@ impl Default for TypeModes {
             hstore: HstoreMode::default(),
             money_fraction_digits: 2,
             unavailable_placeholder: DEFAULT_PLACEHOLDER.to_string(),
+            format: Format::default(),
+            include_unknown: false,
         }
     }
 }
@@ -200,6 +210,26 @@ impl TypeModes {
                 ));
             }
         }
+        let format = match get("sluice.debezium.compatibility") {
+            None => d.format,
+            Some(raw) => Format::parse(&raw).ok_or_else(|| {
+                format!(
+                    "invalid value {raw:?} for sluice.debezium.compatibility: allowed values are 3.6, 2.7"
+                )
+            })?,
+        };
+        let include_unknown = match get("include.unknown.datatypes") {
+            None => d.include_unknown,
+            Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(format!(
+                        "invalid value {raw:?} for include.unknown.datatypes: allowed values are true, false"
+                    ))
+                }
+            },
+        };
         Ok(TypeModes {
             decimal,
             time_precision,
@@ -208,6 +238,8 @@ impl TypeModes {
             hstore,
             money_fraction_digits,
             unavailable_placeholder,
+            format,
+            include_unknown,
         })
     }
 

@@ -47,6 +47,7 @@ pub mod oid {
     pub const TSTZRANGE: u32 = 3910;
     pub const DATERANGE: u32 = 3912;
     pub const INT8RANGE: u32 = 3926;
+    pub const TSVECTOR: u32 = 3614;
 
     pub const BOOL_ARRAY: u32 = 1000;
     pub const BYTEA_ARRAY: u32 = 1001;
@@ -191,7 +192,7 @@ const BUILTIN_SCALARS: &[(u32, &str, char)] = &[
     (oid::UUID, "uuid", 'b'),
     (2970, "txid_snapshot", 'b'),
     (3220, "pg_lsn", 'b'),
-    (3614, "tsvector", 'b'),
+    (oid::TSVECTOR, "tsvector", 'b'),
     (3615, "tsquery", 'b'),
     (oid::JSONB, "jsonb", 'b'),
     (4072, "jsonpath", 'b'),

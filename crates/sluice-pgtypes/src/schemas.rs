@@ -15,6 +15,7 @@ pub(crate) const XML: &str = "io.debezium.data.Xml";
 pub(crate) const UUID: &str = "io.debezium.data.Uuid";
 pub(crate) const ENUM: &str = "io.debezium.data.Enum";
 pub(crate) const LTREE: &str = "io.debezium.data.Ltree";
+pub(crate) const TSVECTOR: &str = "io.debezium.data.Tsvector";
 pub(crate) const POINT: &str = "io.debezium.data.geometry.Point";
 pub(crate) const GEOMETRY: &str = "io.debezium.data.geometry.Geometry";
 pub(crate) const GEOGRAPHY: &str = "io.debezium.data.geometry.Geography";

@@ -43,6 +43,12 @@ pub struct CatalogColumn {
     pub typmod: i32,
     /// NOT NULL.
     pub not_null: bool,
+    /// The type's name (`pg_type.typname`: `int4`, `_text`, a domain's or an
+    /// enum's own name).
+    pub type_name: String,
+    /// The `DEFAULT` expression as PostgreSQL prints it (`pg_get_expr`);
+    /// None for no default and for generated columns.
+    pub default_expr: Option<String>,
 }
 
 /// Table metadata from the catalog.
@@ -110,14 +116,18 @@ pub async fn discover_tables(client: &Client, cfg: &PostgresConfig) -> Result<Ve
         )
         .await
         .context("listing tables")?;
-    Ok(rows
+    let mut tables: Vec<TableId> = rows
         .iter()
         .map(|r| TableId {
             schema: r.get(0),
             table: r.get(1),
         })
         .filter(|t| cfg.table_included(&t.schema, &t.table))
-        .collect())
+        .collect();
+    // Debezium snapshots tables in the order of table.include.list (the
+    // first pattern a table matches), then by name.
+    tables.sort_by_key(|t| (cfg.include_rank(&t.schema, &t.table), t.clone()));
+    Ok(tables)
 }
 
 /// Loads columns, key and replica identity of a table by name.
@@ -152,10 +162,20 @@ pub async fn load_table_by_oid(
         .await
         .with_context(|| format!("reading the kind of {id}"))?
         .get(0);
+    let generated = if client_supports_generated(client).await {
+        "a.attgenerated <> ''"
+    } else {
+        "false"
+    };
     let cols = client
         .query(
-            "SELECT attname::text, atttypid, atttypmod, attnotnull FROM pg_attribute \
-             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &format!(
+                "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull, t.typname::text, \
+                 CASE WHEN {generated} THEN NULL ELSE pg_get_expr(d.adbin, d.adrelid) END \
+                 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+            ),
             &[&oid],
         )
         .await
@@ -167,6 +187,8 @@ pub async fn load_table_by_oid(
             type_oid: r.get(1),
             typmod: r.get(2),
             not_null: r.get(3),
+            type_name: r.get(4),
+            default_expr: r.get(5),
         })
         .collect();
     let key_rows = client
@@ -194,6 +216,19 @@ pub async fn load_table_by_oid(
         replica_identity,
         partitioned,
     })
+}
+
+/// Whether the server has generated columns (`pg_attribute.attgenerated`,
+/// PostgreSQL 12+).
+async fn client_supports_generated(client: &Client) -> bool {
+    client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int >= 120000",
+            &[],
+        )
+        .await
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false)
 }
 
 /// The topmost partitioned table a partition belongs to, if `oid` is a

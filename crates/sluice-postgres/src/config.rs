@@ -39,6 +39,19 @@ pub enum PublicationMode {
     NoTables,
 }
 
+/// `event.converting.failure.handling.mode`: what a value that cannot be
+/// converted becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureMode {
+    /// Stop the connector, naming the table, column and value.
+    Fail,
+    /// Emit null for the value and log a warning (Debezium's default).
+    #[default]
+    Warn,
+    /// Emit null for the value, logging only at debug level.
+    Skip,
+}
+
 /// Operations that `skipped.operations` may name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SkippedOps {
@@ -91,6 +104,10 @@ pub struct PostgresConfig {
     pub column_include: Vec<Regex>,
     /// `column.exclude.list`.
     pub column_exclude: Vec<Regex>,
+    /// `message.prefix.include.list`.
+    pub message_prefix_include: Vec<Regex>,
+    /// `message.prefix.exclude.list`.
+    pub message_prefix_exclude: Vec<Regex>,
     /// `message.key.columns`: (table regex, key columns).
     pub message_key_columns: Vec<(Regex, Vec<String>)>,
     /// `tombstones.on.delete`.
@@ -127,6 +144,17 @@ pub struct PostgresConfig {
     pub spill_dir: Option<String>,
     /// Type mapping modes.
     pub type_modes: sluice_pgtypes::TypeModes,
+    /// `sluice.debezium.compatibility`: the Debezium release whose event
+    /// format is produced.
+    pub format: sluice_core::debezium::Format,
+    /// `event.converting.failure.handling.mode`.
+    pub failure_mode: FailureMode,
+    /// `extended.headers.enabled`: the `__debezium.context.*` headers
+    /// (Debezium 3.2+; never under the 2.7 format).
+    pub context_headers: bool,
+    /// The id of this run of the task (`__debezium.context.runId`): a new one
+    /// each time a task is created.
+    pub run_id: String,
 }
 
 /// The declared keys.
@@ -275,6 +303,16 @@ pub fn config_def() -> ConfigDef {
         ConfigKey::new("column.exclude.list", RegexList, "Columns not to capture.")
             .aliases(&["column.blacklist"]),
         ConfigKey::new(
+            "message.prefix.include.list",
+            RegexList,
+            "Logical decoding message prefixes to capture (pg_logical_emit_message, PostgreSQL 14+).",
+        ),
+        ConfigKey::new(
+            "message.prefix.exclude.list",
+            RegexList,
+            "Logical decoding message prefixes not to capture.",
+        ),
+        ConfigKey::new(
             "message.key.columns",
             String,
             "Key columns per table: 'schema.table:col1,col2;...'.",
@@ -404,9 +442,29 @@ pub fn config_def() -> ConfigDef {
         ConfigKey::new(
             "include.unknown.datatypes",
             Bool,
-            "Accepted; Sluice always emits unknown types as strings.",
+            "Emit columns of types Debezium cannot map (box, pg_lsn, multiranges...) as the bytes of their text; false leaves them out, as Debezium does.",
         )
         .default("false"),
+        ConfigKey::new(
+            "event.converting.failure.handling.mode",
+            Enum,
+            "A value that cannot be converted (NaN in a precise decimal, a NULL element of an enum array...): fail stops the connector, warn emits null with a warning, skip emits null.",
+        )
+        .default("warn")
+        .allowed(&["fail", "warn", "skip"]),
+        ConfigKey::new(
+            "extended.headers.enabled",
+            Bool,
+            "Add the __debezium.context.* headers (connector logical name, task id, connector name, run id) to change events, as Debezium 3.2+ does.",
+        )
+        .default("true"),
+        ConfigKey::new(
+            "sluice.debezium.compatibility",
+            Enum,
+            "The Debezium release whose event format is produced: 3.6 (default) or 2.7.",
+        )
+        .default("3.6")
+        .allowed(&["3.6", "2.7"]),
         ConfigKey::new(
             "sluice.streaming.in.progress",
             Bool,
@@ -566,6 +624,14 @@ impl PostgresConfig {
                 errors.push(ConfigError::new("decimal.handling.mode", None, e));
                 sluice_pgtypes::TypeModes::default()
             });
+        let format =
+            sluice_core::debezium::Format::parse(&p.string("sluice.debezium.compatibility"))
+                .unwrap_or_default();
+        let failure_mode = match p.string("event.converting.failure.handling.mode").as_str() {
+            "fail" => FailureMode::Fail,
+            "skip" => FailureMode::Skip,
+            _ => FailureMode::Warn,
+        };
         let sslmode = SslMode::parse(&p.string("database.sslmode")).unwrap_or(SslMode::Prefer);
         if matches!(sslmode, SslMode::VerifyCa | SslMode::VerifyFull) {
             if let Some(path) = p.get("database.sslrootcert") {
@@ -621,6 +687,8 @@ impl PostgresConfig {
             column_include: regexes(&p, "column.include.list"),
             column_exclude: regexes(&p, "column.exclude.list"),
             message_key_columns,
+            message_prefix_include: regexes(&p, "message.prefix.include.list"),
+            message_prefix_exclude: regexes(&p, "message.prefix.exclude.list"),
             tombstones_on_delete: p.bool("tombstones.on.delete"),
             skipped,
             transaction_metadata: p.bool("provide.transaction.metadata"),
@@ -639,6 +707,11 @@ impl PostgresConfig {
             spill_memory_bytes: p.int("sluice.spill.memory.bytes").max(1 << 20) as usize,
             spill_dir: p.get("sluice.spill.dir").map(str::to_owned),
             type_modes,
+            format,
+            failure_mode,
+            context_headers: p.bool("extended.headers.enabled")
+                && format == sluice_core::debezium::Format::V3_6,
+            run_id: crate::events::new_run_id(),
         };
         for (alias, canon) in &p.aliases_used {
             tracing::debug!("'{alias}' is the older name of '{canon}'");
@@ -666,6 +739,16 @@ impl PostgresConfig {
         !self.table_exclude.iter().any(|r| r.is_match(&full))
     }
 
+    /// The position in `table.include.list` of the first pattern that
+    /// matches `schema.table` (0 without a list).
+    pub fn include_rank(&self, schema: &str, table: &str) -> usize {
+        let full = format!("{schema}.{table}");
+        self.table_include
+            .iter()
+            .position(|r| r.is_match(&full))
+            .unwrap_or(0)
+    }
+
     /// Whether column `schema.table.column` is captured.
     pub fn column_included(&self, schema: &str, table: &str, column: &str) -> bool {
         if self.column_include.is_empty() && self.column_exclude.is_empty() {
@@ -677,6 +760,20 @@ impl PostgresConfig {
             return false;
         }
         !self.column_exclude.iter().any(|r| r.is_match(&full))
+    }
+
+    /// Whether logical decoding messages with `prefix` are captured.
+    pub fn message_prefix_included(&self, prefix: &str) -> bool {
+        if !self.message_prefix_include.is_empty() {
+            return self
+                .message_prefix_include
+                .iter()
+                .any(|r| r.is_match(prefix));
+        }
+        !self
+            .message_prefix_exclude
+            .iter()
+            .any(|r| r.is_match(prefix))
     }
 
     /// The key columns named by `message.key.columns` for a table.

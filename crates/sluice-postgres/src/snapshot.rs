@@ -344,6 +344,7 @@ async fn read_chunk(
                 lsn: Some(lsn),
                 last_commit: None,
                 snapshot: "true",
+                origin: None,
             };
             events.change(
                 &mut batch,
@@ -354,6 +355,7 @@ async fn read_chunk(
                 Some(after),
                 &pos,
                 None,
+                Vec::new(),
             );
             if batch.len() >= fetch {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(fetch.min(16384) + 1));

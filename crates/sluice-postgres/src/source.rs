@@ -350,9 +350,11 @@ impl PostgresSourceTask {
                 tables.len()
             );
             let mut schemas = Vec::new();
-            let mut by_name: Vec<&CatalogTable> = cat.values().collect();
-            by_name.sort_by(|a, b| a.id.cmp(&b.id));
-            for ct in by_name {
+            // In the order discovered: table.include.list order, as Debezium.
+            let ordered = tables
+                .iter()
+                .filter_map(|id| cat.values().find(|c| &c.id == id));
+            for ct in ordered {
                 let cols: Vec<RelColumn> = ct
                     .columns
                     .iter()
@@ -404,6 +406,7 @@ impl PostgresSourceTask {
                 snapshot_completed: None,
                 complete_end: Some(created.consistent_point),
                 partial: None,
+                after_snapshot: true,
             });
             if cfg.snapshot_mode == SnapshotMode::InitialOnly {
                 tracing::info!("snapshot.mode=initial_only: not streaming");
@@ -435,6 +438,10 @@ impl PostgresSourceTask {
         ];
         if protocol >= 2 {
             options.push(("streaming", "on".into()));
+        }
+        if version >= 140000 {
+            // Logical decoding messages, as Debezium asks for them.
+            options.push(("messages", "true".into()));
         }
         let opts: Vec<(&str, String)> = options.iter().map(|(k, v)| (*k, v.clone())).collect();
         let mut stream = repl
@@ -515,7 +522,7 @@ impl PostgresSourceTask {
                                     M::StreamStop => stream_top = None,
                                     M::StreamAbort { xid, subxid, .. } => spill.abort(xid, subxid),
                                     M::StreamCommit { xid, commit_lsn, end_lsn, commit_ts, .. } => {
-                                        changes.handle(commit_lsn, M::Begin { final_lsn: commit_lsn, commit_ts, xid }).await?;
+                                        changes.begin_streamed(xid, commit_lsn, commit_ts);
                                         let mut d = stream_decoder(protocol, xid)?;
                                         for item in spill.commit(xid).map_err(|e| anyhow!("reading spilled transaction {xid}: {e}"))? {
                                             let (lsn, bytes) = item.map_err(|e| anyhow!("reading spilled transaction {xid}: {e}"))?;

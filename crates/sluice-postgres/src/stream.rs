@@ -16,8 +16,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use sluice_core::connector::RecordSender;
-use sluice_core::debezium::{self, Op};
-use sluice_core::{SourceRecord, Value};
+use sluice_core::debezium::{self, Format, Op};
+use sluice_core::{Header, SourceRecord, Value};
 use sluice_pgoutput::{Decoder, LogicalMessage, Relation, TupleData, TupleValue};
 use sluice_pgtypes::TypeRegistry;
 
@@ -43,6 +43,14 @@ struct Txn {
     began: bool,
     /// LSN of the last event put in `pending`.
     last_lsn: Option<u64>,
+    /// LSN of the BEGIN message (pgoutput sends it at the transaction's
+    /// first change); None for a streamed transaction replayed at its
+    /// commit, whose first change gives it.
+    begin_lsn: Option<u64>,
+    /// The BEGIN transaction metadata event was emitted.
+    meta_begun: bool,
+    /// The transaction's replication origin (pgoutput's ORIGIN message).
+    origin: Option<(Arc<str>, u64)>,
 }
 
 /// Turns decoded messages into records.
@@ -63,6 +71,16 @@ pub struct ChangeStream {
     resume: Resume,
     /// When progress without events was last recorded.
     last_marker: Option<std::time::Instant>,
+    /// The last commit seen, as `source.sequence` shows it: Debezium starts
+    /// with none after a snapshot and takes every transaction's end LSN,
+    /// captured or not (and a non-transactional message's LSN).
+    seq_last_commit: Option<u64>,
+    /// The commit time of the last transaction seen (µs since the epoch), the
+    /// `source` time of non-transactional messages.
+    last_commit_ts: i64,
+    /// Buckets of Debezium's per-transaction counts map (a Java HashMap that
+    /// is cleared, never shrunk): it orders END's `data_collections`.
+    tx_map_capacity: usize,
 }
 
 /// How often progress without events (filtered transactions, idle WAL) is
@@ -101,8 +119,15 @@ impl ChangeStream {
             sender,
             last_commit_end,
             sent_partial: None,
+            seq_last_commit: if resume.after_snapshot {
+                None
+            } else {
+                resume.complete_end
+            },
             resume,
             last_marker: None,
+            last_commit_ts: crate::events::now_micros(),
+            tx_map_capacity: debezium::java_hash_map_capacity(0),
         }
     }
 
@@ -122,6 +147,7 @@ impl ChangeStream {
             snapshot_completed: None,
             complete_end: Some(self.last_commit_end),
             partial: self.sent_partial,
+            after_snapshot: false,
         }
     }
 
@@ -134,14 +160,38 @@ impl ChangeStream {
 
     /// Handles one decoded message at `wal_start`.
     pub async fn handle(&mut self, wal_start: u64, msg: LogicalMessage) -> Result<()> {
+        if matches!(
+            msg,
+            LogicalMessage::Insert { .. }
+                | LogicalMessage::Update { .. }
+                | LogicalMessage::Delete { .. }
+                | LogicalMessage::Truncate { .. }
+        ) {
+            // Every change PostgreSQL sends, captured or not, opens the
+            // transaction's metadata (Debezium emits BEGIN/END for
+            // transactions whose changes are all filtered out).
+            self.begin_metadata(wal_start);
+        }
         match msg {
             LogicalMessage::Begin {
                 final_lsn,
                 commit_ts,
                 xid,
-            } => self.begin(xid, final_lsn, commit_ts),
-            LogicalMessage::Commit { end_lsn, .. } => self.commit(end_lsn).await?,
+            } => self.begin(xid, final_lsn, commit_ts, Some(wal_start)),
+            LogicalMessage::Commit { end_lsn, .. } => self.commit(end_lsn, wal_start).await?,
             LogicalMessage::Relation { relation, .. } => self.relation(relation).await?,
+            LogicalMessage::Origin { commit_lsn, name } => {
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.origin = Some((Arc::from(name.as_str()), commit_lsn));
+                }
+            }
+            LogicalMessage::Message {
+                transactional,
+                lsn,
+                prefix,
+                content,
+                ..
+            } => self.message(transactional, lsn, &prefix, &content).await?,
             LogicalMessage::Insert {
                 relation_id, new, ..
             } => {
@@ -150,8 +200,16 @@ impl ChangeStream {
                         let cells = tuple_cells(&new);
                         let after = t.row_value(cells.iter().copied())?;
                         let key = t.key_value(&cells)?;
-                        self.emit(&t, Op::Create, key, None, Some(after), wal_start)
-                            .await?;
+                        self.emit(
+                            &t,
+                            Op::Create,
+                            key,
+                            None,
+                            Some(after),
+                            wal_start,
+                            Vec::new(),
+                        )
+                        .await?;
                     }
                 }
             }
@@ -184,7 +242,7 @@ impl ChangeStream {
                         let cells = tuple_cells(&tuple);
                         let before = t.row_value(cells.iter().copied())?;
                         let k = t.key_value(&cells)?;
-                        self.emit(&t, Op::Delete, k, Some(before), None, wal_start)
+                        self.emit(&t, Op::Delete, k, Some(before), None, wal_start, Vec::new())
                             .await?;
                     }
                 }
@@ -192,7 +250,7 @@ impl ChangeStream {
             LogicalMessage::Truncate { relation_ids, .. } if !self.cfg.skipped.truncate => {
                 for rel in relation_ids {
                     if let Some(t) = self.table_for(rel, wal_start)? {
-                        self.emit(&t, Op::Truncate, None, None, None, wal_start)
+                        self.emit(&t, Op::Truncate, None, None, None, wal_start, Vec::new())
                             .await?;
                     }
                 }
@@ -202,7 +260,9 @@ impl ChangeStream {
         Ok(())
     }
 
-    fn begin(&mut self, xid: u32, final_lsn: u64, commit_ts: i64) {
+    /// A transaction starts: `begin_lsn` is the BEGIN message's LSN, None
+    /// for a streamed transaction replayed at its commit.
+    fn begin(&mut self, xid: u32, final_lsn: u64, commit_ts: i64, begin_lsn: Option<u64>) {
         let skip_all = self.resume.complete_end.is_some_and(|ce| final_lsn < ce);
         let skip_until = match self.resume.partial {
             Some((x, l)) if x == xid => Some(l),
@@ -213,21 +273,51 @@ impl ChangeStream {
             final_lsn,
             ts_us: commit_ts + PG_EPOCH,
             skip_all,
+            // A partly delivered transaction already had its BEGIN event.
+            meta_begun: !self.cfg.transaction_metadata || skip_all || skip_until.is_some(),
             skip_until,
             total_order: 0,
             per_table: Vec::new(),
             began: false,
             last_lsn: None,
+            begin_lsn,
+            origin: None,
         });
     }
 
-    async fn commit(&mut self, end_lsn: u64) -> Result<()> {
-        let Some(txn) = self.txn.take() else {
+    /// A streamed transaction, replayed from its spill at its commit.
+    pub fn begin_streamed(&mut self, xid: u32, commit_lsn: u64, commit_ts: i64) {
+        self.begin(xid, commit_lsn, commit_ts, None);
+    }
+
+    /// The BEGIN transaction metadata event, once per transaction:
+    /// `"<txId>:<LSN of the BEGIN message>"`.
+    fn begin_metadata(&mut self, first_lsn: u64) {
+        let Some(txn) = self.txn.as_mut() else { return };
+        if txn.meta_begun {
+            return;
+        }
+        txn.meta_begun = true;
+        let id = format!("{}:{}", txn.xid, txn.begin_lsn.unwrap_or(first_lsn));
+        let v = debezium::transaction_begin_value(&id, txn.ts_us / 1000);
+        self.pending.push(self.events.transaction_event(v, &id));
+    }
+
+    async fn commit(&mut self, end_lsn: u64, wal_start: u64) -> Result<()> {
+        if self.txn.is_none() {
             return Err(anyhow!(
                 "COMMIT without BEGIN at LSN {}",
                 sluice_pgoutput::format_lsn(end_lsn)
             ));
+        }
+        // A transaction without changes (PostgreSQL before 15 sends those)
+        // still has its BEGIN and END.
+        self.begin_metadata(wal_start);
+        let Some(txn) = self.txn.take() else {
+            return Ok(());
         };
+        self.seq_last_commit = Some(end_lsn);
+        self.last_commit_ts = txn.ts_us;
         if txn.skip_all {
             return Ok(());
         }
@@ -236,14 +326,20 @@ impl ChangeStream {
             // anyway (throttled) so the slot does not hold WAL for it.
             return self.advance(end_lsn).await;
         }
-        if self.cfg.transaction_metadata && txn.began {
-            let id = format!("{}:{}", txn.xid, txn.final_lsn);
-            let v = debezium::transaction_end_value(
-                &id,
-                txn.ts_us / 1000,
-                txn.total_order,
-                &txn.per_table,
-            );
+        if self.cfg.transaction_metadata {
+            // END's id is the COMMIT message's LSN (the transaction's end).
+            let id = format!("{}:{}", txn.xid, wal_start);
+            self.tx_map_capacity = self
+                .tx_map_capacity
+                .max(debezium::java_hash_map_capacity(txn.per_table.len()));
+            let names: Vec<&str> = txn.per_table.iter().map(|(n, _)| n.as_str()).collect();
+            let per_table: Vec<(String, i64)> =
+                debezium::java_hash_map_order(&names, self.tx_map_capacity)
+                    .into_iter()
+                    .map(|i| txn.per_table[i].clone())
+                    .collect();
+            let v =
+                debezium::transaction_end_value(&id, txn.ts_us / 1000, txn.total_order, &per_table);
             let rec = self.events.transaction_event(v, &id);
             self.pending.push(rec);
         }
@@ -269,7 +365,8 @@ impl ChangeStream {
         self.resume = Resume {
             snapshot_completed: None,
             complete_end: Some(end_lsn),
-            partial: None,
+            partial: self.resume.partial.filter(|(x, _)| *x != txn.xid),
+            after_snapshot: false,
         };
         Ok(())
     }
@@ -391,7 +488,9 @@ impl ChangeStream {
         };
         if key_changed {
             // As Debezium: a key change is a delete of the old key (with its
-            // tombstone) and a create of the new one.
+            // tombstone) and a create of the new one; the delete carries the
+            // new key in __debezium.newkey, the create the old one in
+            // __debezium.oldkey.
             let before_row = match before {
                 Some(b) => b,
                 None => {
@@ -399,21 +498,33 @@ impl ChangeStream {
                     t.row_value(cells.iter().copied())?
                 }
             };
+            let key_header = |name: &str, key: &Option<Value>| -> Vec<Header> {
+                let bytes = key.as_ref().and_then(|k| {
+                    sluice_core::converter::simple_header_bytes(t.key_schema.as_deref(), k)
+                });
+                vec![Header {
+                    key: name.to_string(),
+                    value: bytes,
+                }]
+            };
+            let newkey = key_header(debezium::NEWKEY_HEADER, &new_key);
+            let oldkey = key_header(debezium::OLDKEY_HEADER, &old_key);
             if !self.cfg.skipped.delete {
-                self.emit(t, Op::Delete, old_key, Some(before_row), None, lsn)
+                self.emit(t, Op::Delete, old_key, Some(before_row), None, lsn, newkey)
                     .await?;
             }
             if !self.cfg.skipped.create {
-                self.emit(t, Op::Create, new_key, None, Some(after), lsn)
+                self.emit(t, Op::Create, new_key, None, Some(after), lsn, oldkey)
                     .await?;
             }
         } else if !self.cfg.skipped.update {
-            self.emit(t, Op::Update, new_key, before, Some(after), lsn)
+            self.emit(t, Op::Update, new_key, before, Some(after), lsn, Vec::new())
                 .await?;
         }
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn emit(
         &mut self,
         t: &Arc<TableSchema>,
@@ -422,7 +533,9 @@ impl ChangeStream {
         before: Option<Value>,
         after: Option<Value>,
         lsn: u64,
+        headers: Vec<Header>,
     ) -> Result<()> {
+        self.begin_metadata(lsn);
         let Some(txn) = self.txn.as_mut() else {
             return Err(anyhow!(
                 "change outside a transaction at LSN {}",
@@ -430,12 +543,9 @@ impl ChangeStream {
             ));
         };
         let meta = self.cfg.transaction_metadata;
-        let tx_id_text = format!("{}:{}", txn.xid, txn.final_lsn);
-        if meta && !txn.began {
-            let v = debezium::transaction_begin_value(&tx_id_text, txn.ts_us / 1000);
-            self.pending
-                .push(self.events.transaction_event(v, &tx_id_text));
-        }
+        // Debezium's transaction id changes with every event:
+        // "<txId>:<LSN of the event>".
+        let tx_id_text = format!("{}:{}", txn.xid, lsn);
         txn.began = true;
         let block = if meta {
             txn.total_order += 1;
@@ -462,8 +572,9 @@ impl ChangeStream {
             ts_us: txn.ts_us,
             tx_id: Some(i64::from(txn.xid)),
             lsn: Some(lsn),
-            last_commit: Some(self.last_commit_end),
+            last_commit: self.seq_last_commit,
             snapshot: "false",
+            origin: txn.origin.clone(),
         };
         if op == Op::Truncate {
             self.events
@@ -478,6 +589,7 @@ impl ChangeStream {
                 after,
                 &pos,
                 block.as_ref(),
+                headers,
             );
         }
         txn.last_lsn = Some(lsn);
@@ -499,6 +611,87 @@ impl ChangeStream {
             self.sent_partial = Some((xid, lsn));
         }
         Ok(())
+    }
+
+    /// A logical decoding message: inside its transaction when
+    /// transactional, else on its own at its LSN, with the last commit's
+    /// time (Debezium's source block then has no transaction id).
+    async fn message(
+        &mut self,
+        transactional: bool,
+        lsn: u64,
+        prefix: &str,
+        content: &[u8],
+    ) -> Result<()> {
+        if !self.cfg.message_prefix_included(prefix) {
+            return Ok(());
+        }
+        if transactional {
+            if let Some(txn) = &self.txn {
+                if txn.skip_all || txn.skip_until.is_some_and(|l| lsn <= l) {
+                    return Ok(());
+                }
+            } else {
+                return Err(anyhow!(
+                    "transactional logical decoding message outside a transaction at LSN {}",
+                    sluice_pgoutput::format_lsn(lsn)
+                ));
+            }
+            self.begin_metadata(lsn);
+            let Some(txn) = self.txn.as_mut() else {
+                return Ok(());
+            };
+            txn.began = true;
+            // Debezium 3.x counts a message in its transaction, each one a
+            // data collection of its own named after a Java object (2.7 did
+            // not count them).
+            let block =
+                (self.cfg.transaction_metadata && self.cfg.format == Format::V3_6).then(|| {
+                    txn.total_order += 1;
+                    txn.per_table.push((message_collection(lsn), 1));
+                    TxBlock {
+                        id: format!("{}:{}", txn.xid, lsn),
+                        total_order: txn.total_order,
+                        data_collection_order: 1,
+                    }
+                });
+            let pos = Position {
+                ts_us: txn.ts_us,
+                tx_id: Some(i64::from(txn.xid)),
+                lsn: Some(lsn),
+                last_commit: self.seq_last_commit,
+                snapshot: "false",
+                origin: txn.origin.clone(),
+            };
+            txn.last_lsn = Some(lsn);
+            let rec = self.events.message(
+                prefix,
+                content,
+                self.cfg.type_modes.binary,
+                &pos,
+                block.as_ref(),
+            );
+            self.pending.push(rec);
+            return Ok(());
+        }
+        if self.txn.is_some() || lsn <= self.last_commit_end {
+            // Already delivered before a restart (or, impossibly, inside a
+            // transaction: pgoutput sends these between transactions).
+            return Ok(());
+        }
+        self.seq_last_commit = Some(lsn);
+        let pos = Position {
+            ts_us: self.last_commit_ts,
+            tx_id: None,
+            lsn: Some(lsn),
+            last_commit: self.seq_last_commit,
+            snapshot: "false",
+            origin: None,
+        };
+        let rec = self
+            .events
+            .message(prefix, content, self.cfg.type_modes.binary, &pos, None);
+        self.sender.send(vec![rec]).await
     }
 
     /// Records that everything before `lsn` was seen while no transaction
@@ -528,10 +721,13 @@ impl ChangeStream {
             .send(vec![SourceRecord::offset_only(off)])
             .await?;
         self.last_commit_end = lsn;
+        // A transaction delivered in part before a restart (the stored
+        // offset) may still come: keep skipping what was delivered of it.
         self.resume = Resume {
             snapshot_completed: None,
             complete_end: Some(lsn),
-            partial: None,
+            partial: self.resume.partial,
+            after_snapshot: false,
         };
         Ok(())
     }
@@ -560,6 +756,14 @@ impl ChangeStream {
         self.last_commit_end = lsn;
         Ok(())
     }
+}
+
+/// The data collection Debezium 3.x counts a logical decoding message under:
+/// `LogicalDecodingMessageId`'s `toString`, a class name and an identity hash
+/// that no other process can reproduce (a value from the message's LSN here).
+fn message_collection(lsn: u64) -> String {
+    let hash = ((lsn ^ (lsn >> 31)) as u32 & 0x7fff_ffff).max(1);
+    format!("io.debezium.connector.postgresql.LogicalDecodingMessageMonitor$LogicalDecodingMessageId@{hash:x}")
 }
 
 fn op_message_type(op: Op) -> &'static str {

@@ -10,7 +10,7 @@ use sluice_core::Value;
 use sluice_pgtypes::{ColumnCodec, TypeRegistry};
 
 use crate::catalog::{CatalogTable, TableId};
-use crate::config::PostgresConfig;
+use crate::config::{FailureMode, PostgresConfig};
 
 /// One cell of a row, whatever it came from.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +34,9 @@ pub struct TableColumn {
     pub typmod: i32,
     /// Decoder and schema.
     pub codec: ColumnCodec,
-    /// Whether the column is in the value (column include/exclude lists).
+    /// Whether the column is in the value: the column include/exclude
+    /// lists, and Debezium leaving out types it cannot map (unless
+    /// `include.unknown.datatypes`).
     pub included: bool,
 }
 
@@ -59,6 +61,8 @@ pub struct TableSchema {
     pub envelope: SchemaRef,
     /// A partitioned table (the snapshot reads it with its partitions).
     pub partitioned: bool,
+    /// `event.converting.failure.handling.mode`.
+    pub failure_mode: FailureMode,
 }
 
 /// Column as the relation (pgoutput or catalog) describes it.
@@ -117,24 +121,46 @@ impl TableSchema {
         };
         let mut columns = Vec::with_capacity(rel_columns.len());
         for rc in rel_columns {
-            let not_null = catalog
-                .and_then(|c| c.columns.iter().find(|cc| cc.name == rc.name))
-                .map(|cc| cc.not_null)
-                .unwrap_or(false);
+            let cat_col = catalog.and_then(|c| c.columns.iter().find(|cc| cc.name == rc.name));
+            let not_null = cat_col.map(|cc| cc.not_null).unwrap_or(false);
             let is_key = key_names.iter().any(|k| k == &rc.name);
-            let codec = ColumnCodec::new(
+            let mut codec = ColumnCodec::new(
                 registry,
                 rc.type_oid,
                 rc.typmod,
                 !(not_null || is_key && catalog.is_some_and(|c| c.key.contains(&rc.name))),
                 &cfg.type_modes,
             );
+            if let Some(cc) = cat_col.filter(|cc| cc.type_oid == rc.type_oid) {
+                if let Some(expr) = &cc.default_expr {
+                    let jdbc = sluice_pgtypes::jdbc_type_name(&cc.type_name, Some(expr));
+                    match codec.default_from_expression(&jdbc, expr) {
+                        Ok(Some(v)) => codec.set_default(v),
+                        Ok(None) => {}
+                        // Debezium warns and leaves the field without a default.
+                        Err(e) => tracing::warn!(
+                            "table {id} column '{}': cannot use DEFAULT {expr} as the schema default \
+                             of type {jdbc} ({e}); the field has no default, as in Debezium",
+                            rc.name
+                        ),
+                    }
+                }
+            }
+            let omitted = codec.debezium_omits();
+            if omitted {
+                tracing::debug!(
+                    "table {id} column '{}' of type {} is left out of its events, as Debezium does; \
+                     include.unknown.datatypes=true emits it",
+                    rc.name,
+                    codec.type_name()
+                );
+            }
             columns.push(TableColumn {
                 name: rc.name.clone(),
                 type_oid: rc.type_oid,
                 typmod: rc.typmod,
+                included: cfg.column_included(&id.schema, &id.table, &rc.name) && !omitted,
                 codec,
-                included: cfg.column_included(&id.schema, &id.table, &rc.name),
             });
         }
         let mut key_positions = Vec::new();
@@ -156,8 +182,11 @@ impl TableSchema {
             }
             kb.build()
         });
-        let envelope =
-            sluice_core::debezium::envelope_schema(&format!("{base}.Envelope"), &value_schema);
+        let envelope = sluice_core::debezium::envelope_schema_for(
+            cfg.format,
+            &format!("{base}.Envelope"),
+            &value_schema,
+        );
         Ok(TableSchema {
             oid,
             topic: Arc::from(base),
@@ -168,24 +197,65 @@ impl TableSchema {
             key_schema,
             envelope,
             partitioned: catalog.is_some_and(|c| c.partitioned),
+            failure_mode: cfg.failure_mode,
         })
     }
 
-    fn cell_value(&self, i: usize, cell: Cell<'_>) -> Result<Value> {
+    /// A cell of a key or a row. A value that cannot be converted fails a
+    /// key (as in Debezium, whatever the mode); in a row it follows
+    /// `event.converting.failure.handling.mode`.
+    fn cell_value(&self, i: usize, cell: Cell<'_>, in_key: bool) -> Result<Value> {
         let col = &self.columns[i];
         Ok(match cell {
             Cell::Null => {
-                if col.codec.schema().optional {
+                let schema = col.codec.schema();
+                if schema.optional {
                     Value::Null
+                } else if let Some(d) = &schema.default {
+                    // A required column without a value reads as its default
+                    // (JdbcValueConverters.convertValue), else a zero value.
+                    d.clone()
                 } else {
-                    fallback(col.codec.schema())
+                    fallback(schema)
                 }
             }
             Cell::UnchangedToast => col.codec.unchanged_toast(),
-            Cell::Text(t) => col
-                .codec
-                .decode_text(t)
-                .map_err(|e| anyhow::anyhow!("table {} column '{}': {e}", self.id, col.name))?,
+            Cell::Text(t) => match col.codec.decode_text(t) {
+                Ok(v) => v,
+                Err(e) if in_key || self.failure_mode == FailureMode::Fail => {
+                    anyhow::bail!(
+                        "table {} column '{}' (type {}): {e}. This value cannot be converted{}",
+                        self.id,
+                        col.name,
+                        col.codec.type_name(),
+                        if in_key {
+                            ""
+                        } else {
+                            "; event.converting.failure.handling.mode=warn (the default) emits null for it with a warning"
+                        }
+                    )
+                }
+                Err(e) if self.failure_mode == FailureMode::Warn => {
+                    tracing::warn!(
+                        "table {} column '{}' (type {}): {e}; emitting null \
+                         (event.converting.failure.handling.mode=warn)",
+                        self.id,
+                        col.name,
+                        col.codec.type_name()
+                    );
+                    Value::Null
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        "table {} column '{}' (type {}): {e}; emitting null \
+                         (event.converting.failure.handling.mode=skip)",
+                        self.id,
+                        col.name,
+                        col.codec.type_name()
+                    );
+                    Value::Null
+                }
+            },
         })
     }
 
@@ -202,7 +272,7 @@ impl TableSchema {
         let mut out = Vec::with_capacity(self.columns.len());
         for (i, cell) in cells.enumerate() {
             if self.columns[i].included {
-                out.push(self.cell_value(i, cell)?);
+                out.push(self.cell_value(i, cell, false)?);
             }
         }
         Ok(Value::Struct(out))
@@ -216,7 +286,7 @@ impl TableSchema {
         let mut out = Vec::with_capacity(self.key_positions.len());
         for &p in &self.key_positions {
             let cell = cells.get(p).copied().unwrap_or(Cell::Null);
-            out.push(self.cell_value(p, cell)?);
+            out.push(self.cell_value(p, cell, true)?);
         }
         Ok(Some(Value::Struct(out)))
     }

@@ -1,20 +1,29 @@
 //! `io.debezium.transforms.ExtractNewRecordState` ("unwrap"), as Debezium
-//! 2.7.3.Final implements it (`ExtractNewRecordState`,
-//! `AbstractExtractNewRecordState`, `DefaultDeleteHandlingStrategy`,
-//! `LegacyDeleteHandlingStrategy`): replaces a change-event envelope by its
-//! `after` row, optionally with metadata fields and headers.
+//! implements it (`ExtractNewRecordState`, `AbstractExtractNewRecordState`,
+//! `DefaultDeleteHandlingStrategy`, and 2.7's `LegacyDeleteHandlingStrategy`):
+//! replaces a change-event envelope by its `after` row, optionally with
+//! metadata fields and headers.
+//!
+//! Debezium 3.2 removed the legacy options, so the transform follows the
+//! release that wrote each event (its `source.version`):
+//! - events of Debezium 3.x's format (Sluice's default): only
+//!   `delete.tombstone.handling.mode` counts, default `tombstone` (a delete
+//!   becomes a record with the row schema and a null value, tombstones are
+//!   dropped); `drop.tombstones` and `delete.handling.mode` are ignored, with
+//!   a warning when the transform is configured, as 3.6 ignores them;
+//! - events of Debezium 1.x / 2.x's format (`sluice.debezium.compatibility=2.7`),
+//!   as 2.7.3 did: with neither `delete.tombstone.handling.mode` nor the
+//!   legacy keys set, the legacy strategy applies with its defaults: deletes
+//!   **and** tombstones are dropped (`delete.handling.mode=drop`,
+//!   `drop.tombstones=true`); once `delete.tombstone.handling.mode` is set,
+//!   the legacy keys are ignored.
+//!
+//! A tombstone has no `source`: it follows the event before it (its delete).
 //!
 //! Points where the code differs from Debezium's documentation, followed
 //! here as the code has them:
-//! - with neither `delete.tombstone.handling.mode` nor the deprecated keys
-//!   set, the legacy strategy applies with its defaults: deletes **and**
-//!   tombstones are dropped (`delete.handling.mode=drop`,
-//!   `drop.tombstones=true`), not "tombstone";
-//! - once `delete.tombstone.handling.mode` is set, `drop.tombstones` and
-//!   `delete.handling.mode` are ignored;
-//! - 2.7.3 knows no `delete-to-tombstone` mode and no
-//!   `replace.null.with.default` option (the latter is ignored, as Debezium
-//!   ignores keys it does not define);
+//! - `replace.null.with.default` is accepted and has no effect here (values
+//!   are read without defaults, as `getWithoutDefault` does);
 //! - truncate events (neither before nor after) are always dropped;
 //! - records whose value schema is not named `*.Envelope` (heartbeats,
 //!   transaction metadata, logical decoding messages) pass unchanged, but
@@ -22,6 +31,7 @@
 //! - the output schema is a required copy of the `.Value` schema (Kafka's
 //!   `copySchemaBasics` drops optionality), even when no field is added.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use sluice_core::config::ConfigError;
@@ -67,6 +77,9 @@ pub enum TombstoneHandling {
     Rewrite,
     /// As rewrite, keeping tombstones.
     RewriteWithTombstone,
+    /// A delete becomes a tombstone (null schema and value); tombstones are
+    /// dropped (Debezium 3.x).
+    DeleteToTombstone,
 }
 
 /// `DeleteHandling` (deprecated).
@@ -221,9 +234,33 @@ fn header_bytes(v: &Value) -> Option<Vec<u8>> {
     }
 }
 
+/// Whether an envelope was written by Debezium 1.x or 2.x (its
+/// `source.version`).
+fn is_legacy_event(envelope: &Schema, values: &[Value]) -> bool {
+    let Some((si, sf)) = envelope.field("source") else {
+        return false;
+    };
+    let Some((vi, _)) = sf.schema.field("version") else {
+        return false;
+    };
+    match values.get(si) {
+        Some(Value::Struct(src)) => match src.get(vi) {
+            Some(Value::String(v)) => v.starts_with("1.") || v.starts_with("2."),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// The configured transform.
 pub struct ExtractNewRecordState {
+    /// The handling of Debezium 3.x events.
+    current: TombstoneHandling,
+    /// The handling of Debezium 1.x / 2.x events.
     mode: DeleteMode,
+    /// The last envelope seen was in Debezium 1.x / 2.x's format (tombstones
+    /// follow their delete).
+    last_legacy: AtomicBool,
     add_fields: Vec<FieldRef>,
     add_headers: Vec<FieldRef>,
     route_by_field: Option<String>,
@@ -241,9 +278,36 @@ impl ExtractNewRecordState {
     pub fn from_options(opts: &Options<'_>) -> Result<Self, ConfigError> {
         let current = opts.one_of(
             "delete.tombstone.handling.mode",
-            &["drop", "tombstone", "rewrite", "rewrite-with-tombstone"],
+            &[
+                "drop",
+                "tombstone",
+                "rewrite",
+                "rewrite-with-tombstone",
+                "delete-to-tombstone",
+            ],
             true,
         )?;
+        let parse_mode = |m: &str| match m {
+            "drop" => TombstoneHandling::Drop,
+            "tombstone" => TombstoneHandling::Tombstone,
+            "rewrite" => TombstoneHandling::Rewrite,
+            "delete-to-tombstone" => TombstoneHandling::DeleteToTombstone,
+            _ => TombstoneHandling::RewriteWithTombstone,
+        };
+        let legacy_keys: Vec<String> = ["drop.tombstones", "delete.handling.mode"]
+            .iter()
+            .filter(|k| opts.get(k).is_some())
+            .map(|k| opts.key(k))
+            .collect();
+        if !legacy_keys.is_empty() {
+            tracing::warn!(
+                "{} were removed in Debezium 3.2 and are ignored for events in Debezium 3.x's format \
+                 (Sluice's default); use {} instead. They still apply to events in Debezium 2.x's \
+                 format (sluice.debezium.compatibility=2.7)",
+                legacy_keys.join(" and "),
+                opts.key("delete.tombstone.handling.mode")
+            );
+        }
         // The deprecated keys are validated even when unused, as Debezium's
         // field validation does.
         let drop_tombstones = opts.bool("drop.tombstones", true)?;
@@ -251,12 +315,7 @@ impl ExtractNewRecordState {
             .one_of("delete.handling.mode", &["drop", "rewrite", "none"], true)?
             .unwrap_or("drop");
         let mode = match current {
-            Some(m) => DeleteMode::Current(match m {
-                "drop" => TombstoneHandling::Drop,
-                "tombstone" => TombstoneHandling::Tombstone,
-                "rewrite" => TombstoneHandling::Rewrite,
-                _ => TombstoneHandling::RewriteWithTombstone,
-            }),
+            Some(m) => DeleteMode::Current(parse_mode(m)),
             None => DeleteMode::Legacy {
                 deletes: match legacy {
                     "rewrite" => LegacyDeletes::Rewrite,
@@ -289,7 +348,9 @@ impl ExtractNewRecordState {
                 .map(str::to_string)
         };
         Ok(ExtractNewRecordState {
+            current: current.map_or(TombstoneHandling::Tombstone, parse_mode),
             mode,
+            last_legacy: AtomicBool::new(false),
             add_fields,
             add_headers,
             route_by_field: opts
@@ -305,14 +366,29 @@ impl ExtractNewRecordState {
         })
     }
 
-    /// The delete handling in force.
+    /// The delete handling in force for events of Debezium 1.x / 2.x's
+    /// format.
     pub fn mode(&self) -> DeleteMode {
         self.mode
     }
 
-    fn rewrite(&self) -> bool {
+    /// The delete handling in force for events of Debezium 3.x's format.
+    pub fn current_mode(&self) -> TombstoneHandling {
+        self.current
+    }
+
+    /// The handling for an event: legacy for Debezium 1.x / 2.x events.
+    fn mode_for(&self, legacy: bool) -> DeleteMode {
+        if legacy {
+            self.mode
+        } else {
+            DeleteMode::Current(self.current)
+        }
+    }
+
+    fn rewrite(mode: DeleteMode) -> bool {
         matches!(
-            self.mode,
+            mode,
             DeleteMode::Current(TombstoneHandling::Rewrite)
                 | DeleteMode::Current(TombstoneHandling::RewriteWithTombstone)
                 | DeleteMode::Legacy {
@@ -322,8 +398,8 @@ impl ExtractNewRecordState {
         )
     }
 
-    fn keep_tombstone(&self) -> bool {
-        match self.mode {
+    fn keep_tombstone(mode: DeleteMode) -> bool {
+        match mode {
             DeleteMode::Current(m) => m == TombstoneHandling::RewriteWithTombstone,
             DeleteMode::Legacy {
                 drop_tombstones, ..
@@ -331,16 +407,18 @@ impl ExtractNewRecordState {
         }
     }
 
-    /// What a delete becomes: None (dropped), `Some(None)` (a null value
-    /// with the row schema) or `Some(Some(before))` (rewritten).
-    fn delete_keeps(&self) -> Option<bool> {
-        match self.mode {
+    /// What a delete becomes: None (dropped), `Some(false)` (a null value
+    /// with the row schema) or `Some(true)` (rewritten); a real tombstone
+    /// is handled before.
+    fn delete_keeps(mode: DeleteMode) -> Option<bool> {
+        match mode {
             DeleteMode::Current(TombstoneHandling::Drop)
             | DeleteMode::Legacy {
                 deletes: LegacyDeletes::Drop,
                 ..
             } => None,
             DeleteMode::Current(TombstoneHandling::Tombstone)
+            | DeleteMode::Current(TombstoneHandling::DeleteToTombstone)
             | DeleteMode::Legacy {
                 deletes: LegacyDeletes::None,
                 ..
@@ -544,12 +622,19 @@ impl Transform for ExtractNewRecordState {
             }
         }
         if record.value.is_none() {
-            return Ok(self.keep_tombstone().then_some(record));
+            let mode = self.mode_for(self.last_legacy.load(Ordering::Relaxed));
+            return Ok(Self::keep_tombstone(mode).then_some(record));
         }
         let envelope = match &record.value_schema {
             Some(s) if s.name_str().ends_with(".Envelope") => Arc::clone(s),
             _ => return Ok(Some(record)),
         };
+        let legacy = match &record.value {
+            Some(Value::Struct(v)) => is_legacy_event(&envelope, v),
+            _ => false,
+        };
+        self.last_legacy.store(legacy, Ordering::Relaxed);
+        let mode = self.mode_for(legacy);
         let Some(value) = record.value.take() else {
             return Ok(None);
         };
@@ -569,7 +654,7 @@ impl Transform for ExtractNewRecordState {
         match after {
             Some(row) => {
                 // Create, update or snapshot read.
-                let (schema, row) = if self.rewrite() {
+                let (schema, row) = if Self::rewrite(mode) {
                     let fields = require_struct(row, "field insertion")?;
                     self.mark_deleted(&after_schema, fields, "false")?
                 } else {
@@ -595,9 +680,14 @@ impl Transform for ExtractNewRecordState {
                     // Neither before nor after: a truncate, always dropped.
                     return Ok(None);
                 };
-                let Some(rewrite) = self.delete_keeps() else {
+                let Some(rewrite) = Self::delete_keeps(mode) else {
                     return Ok(None);
                 };
+                if mode == DeleteMode::Current(TombstoneHandling::DeleteToTombstone) {
+                    record.value_schema = None;
+                    record.value = None;
+                    return Ok(Some(record));
+                }
                 // Routing reads `before` of the original event.
                 record = self.route(
                     record,
