@@ -257,6 +257,7 @@ fn known_options(class: &str) -> &'static [&'static str] {
             "drop.fields.header.name",
             "drop.fields.from.key",
             "drop.fields.keep.schema.compatible",
+            "replace.null.with.default",
         ],
         insert_field::KEY_CLASS | insert_field::VALUE_CLASS => &[
             "topic.field",
