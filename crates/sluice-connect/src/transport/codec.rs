@@ -3,9 +3,17 @@
 //! that a [`SchemaRegistry`] keeps, once each, next to the log.
 //!
 //! ```text
-//! record: [flags: u8 (1 key, 2 value)][timestamp ms: zigzag]
+//! record: [flags: u8 (1 key, 2 value, 4 key schema only, 8 value schema only)]
+//!         [timestamp ms: zigzag]
 //!         [key schema id: varint (0: none)][key value]      if flag 1
+//!         [key schema id: varint]                           if flag 4
 //!         [value schema id: varint (0: none)][value]        if flag 2
+//!         [value schema id: varint]                         if flag 8
+//!
+//! A null key or value may still have a schema (Debezium 3's
+//! ExtractNewRecordState turns a delete into a null value with the row's
+//! schema, which JsonConverter writes as `{"schema":...,"payload":null}`):
+//! flags 4 and 8 keep it.
 //!         [header count: varint]([key: bytes][value: varint len+1 (0: null)][bytes])*
 //! ```
 
@@ -177,16 +185,25 @@ impl Encoder {
         value: Option<&Value>,
         headers: &[Header],
     ) -> anyhow::Result<()> {
-        let flags = u8::from(key.is_some()) | (u8::from(value.is_some()) << 1);
+        let key_schema_only = key.is_none() && key_schema.is_some();
+        let value_schema_only = value.is_none() && value_schema.is_some();
+        let flags = u8::from(key.is_some())
+            | (u8::from(value.is_some()) << 1)
+            | (u8::from(key_schema_only) << 2)
+            | (u8::from(value_schema_only) << 3);
         out.push(flags);
         put_zigzag(out, timestamp_ms);
         if let Some(k) = key {
             put_varint(out, u64::from(self.schema_id(key_schema)?));
             binary::encode_value(out, k);
+        } else if key_schema_only {
+            put_varint(out, u64::from(self.schema_id(key_schema)?));
         }
         if let Some(v) = value {
             put_varint(out, u64::from(self.schema_id(value_schema)?));
             binary::encode_value(out, v);
+        } else if value_schema_only {
+            put_varint(out, u64::from(self.schema_id(value_schema)?));
         }
         put_varint(out, headers.len() as u64);
         for h in headers {
@@ -253,12 +270,16 @@ impl Decoder {
             let (key_schema, key) = if flags & 1 != 0 {
                 let s = self.schema(r.varint()?)?;
                 (s, Some(binary::decode_value(&mut r)?))
+            } else if flags & 4 != 0 {
+                (self.schema(r.varint()?)?, None)
             } else {
                 (None, None)
             };
             let (value_schema, value) = if flags & 2 != 0 {
                 let s = self.schema(r.varint()?)?;
                 (s, Some(binary::decode_value(&mut r)?))
+            } else if flags & 8 != 0 {
+                (self.schema(r.varint()?)?, None)
             } else {
                 (None, None)
             };
@@ -356,7 +377,12 @@ mod tests {
             .expect("decode");
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].offset, 41);
-        assert!(out[0].value.is_none(), "a tombstone");
+        assert!(out[0].value.is_none(), "a null value");
+        assert_eq!(
+            out[0].value_schema.as_deref(),
+            Some(&*value_schema),
+            "a null value keeps its schema"
+        );
         assert_eq!(out[1].timestamp_ms, 1002);
         assert_eq!(out[1].key_schema.as_deref(), Some(&*key_schema));
         assert_eq!(out[1].value_schema.as_deref(), Some(&*value_schema));
