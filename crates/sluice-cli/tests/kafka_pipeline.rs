@@ -210,7 +210,7 @@ async fn postgres_to_kafka_to_file_survives_kill_9() {
         tail(&p.log_text(), 40)
     );
     let log = p.log_text();
-    assert!(log.contains("Kafka transport"), "{}", tail(&log, 40));
+    assert!(log.contains("transport: Kafka at"), "{}", tail(&log, 40));
 }
 
 /// Three partitions, two sink tasks (two consumers in group

@@ -242,9 +242,37 @@ async fn pipeline() -> Files {
         "the streamed orders were never stored: {:?}",
         std::fs::read_to_string(&offsets)
     );
+    // Stored at the source is not yet written by the sink: wait until the
+    // DuckDB sink committed every record of the topic in the local log.
+    let groups = files.path("offsets-log").join("groups");
+    let total = (SNAPSHOT.len() + STREAMED.len()) as i64;
+    assert!(
+        stored(&run, || sink_committed(&groups, "duckdb") >= total).await,
+        "the DuckDB sink never committed {total} records: {:?}",
+        std::fs::read_dir(&groups).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+    );
     shutdown.cancel();
     run.await.expect("worker task").expect("clean stop");
     files
+}
+
+/// The records a sink connector whose group name contains `name`
+/// committed in the local log (the sum of its next offsets).
+fn sink_committed(groups: &Path, name: &str) -> i64 {
+    let Ok(dir) = std::fs::read_dir(groups) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(name))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| serde_json::from_str::<Json>(&t).ok())
+        .map(|doc| {
+            doc["positions"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p["offset"].as_i64()).sum::<i64>())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// Runs `sluice query --kql` with the scenario's schema and Kusto config;

@@ -480,11 +480,25 @@ async fn transaction_metadata_events() {
     assert_eq!(rows[0]["transaction"]["id"], id);
     assert_eq!(rows[0]["transaction"]["total_order"], 1);
     assert_eq!(rows[0]["after"]["id"], 1);
-    assert_eq!(rows[1]["transaction"]["id"], id);
+    // As Debezium writes it: "<txId>:<LSN of the event>", so BEGIN's id is
+    // its first change's, and later events of the transaction differ
+    // only after the colon.
+    let txid = |v: &Json| {
+        v.as_str()
+            .and_then(|s| s.split_once(':'))
+            .map(|(t, lsn)| (t.to_string(), lsn.parse::<u64>().is_ok()))
+    };
+    let (begin_tx, begin_lsn) = txid(&id).expect("id is <txId>:<LSN>");
+    assert!(begin_lsn, "{id}");
+    assert_eq!(
+        txid(&rows[1]["transaction"]["id"]),
+        Some((begin_tx.clone(), true))
+    );
+    assert_ne!(rows[1]["transaction"]["id"], id, "the second change's LSN");
     assert_eq!(rows[1]["transaction"]["total_order"], 2);
     assert_eq!(rows[1]["after"]["id"], 2);
     assert_eq!(tx[1]["status"], "END");
-    assert_eq!(tx[1]["id"], id);
+    assert_eq!(txid(&tx[1]["id"]), Some((begin_tx, true)));
     assert_eq!(tx[1]["event_count"], 2);
     assert_eq!(p.stop(), Some(0));
 }

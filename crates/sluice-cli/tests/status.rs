@@ -113,13 +113,10 @@ async fn standalone_worker_with_basic_auth() {
         .await
         .expect("create table");
     let mut p = Pipeline::new(&db, &[]);
-    let port = sluice_testkit::free_port().expect("free port");
+    let port = p.enable_rest();
     let worker = p.path("worker.properties");
     let mut props = std::fs::read_to_string(&worker).expect("read");
-    props.push_str(&format!(
-        "listeners=http://127.0.0.1:{port}\n\
-         rest.basic.auth.user=admin\nrest.basic.auth.password=s3cret\n"
-    ));
+    props.push_str("rest.basic.auth.user=admin\nrest.basic.auth.password=s3cret\n");
     std::fs::write(&worker, props).expect("write");
     p.start();
     let url = format!("http://127.0.0.1:{port}");

@@ -381,9 +381,39 @@ impl KustoSinkTask {
         };
         let outcome = self.deliver(&queued_batch, m.streaming, &what).await;
         match outcome {
-            Ok(()) => {
+            Ok(streamed) => {
                 tracing::debug!("sink connector '{}': ingested {what}", self.ctx.connector);
                 crate::metrics::note_batch(&self.ctx.connector, records as u64, raw_size as u64);
+                let p = &self.ctx.telemetry.plugin;
+                p.add("kusto_batches", "Batches ADX accepted", 1.0);
+                if streamed {
+                    p.add(
+                        "kusto_streaming_batches",
+                        "Batches sent by streaming ingestion",
+                        1.0,
+                    );
+                } else {
+                    p.add(
+                        "kusto_queued_batches",
+                        "Batches sent by queued ingestion (blob and queue message)",
+                        1.0,
+                    );
+                }
+                p.add(
+                    "kusto_records",
+                    "Records in the batches ADX accepted",
+                    records as f64,
+                );
+                p.add(
+                    "kusto_bytes",
+                    "Uncompressed bytes of the batches ADX accepted",
+                    raw_size as f64,
+                );
+                p.add(
+                    "kusto_gzipped_bytes",
+                    "Bytes sent for the batches ADX accepted (gzip)",
+                    queued_batch.gzipped.len() as f64,
+                );
                 Ok(())
             }
             Err(e) => {
@@ -403,6 +433,11 @@ impl KustoSinkTask {
         e: anyhow::Error,
         records: &mut Vec<SinkRecord>,
     ) -> Result<()> {
+        self.ctx.telemetry.plugin.add(
+            "kusto_failed_batches",
+            "Batches that failed for good (after retries, or permanently)",
+            1.0,
+        );
         let why = format!("ingesting the {what} failed: {e:#}");
         match self.cfg.behavior_on_error {
             BehaviorOnError::Fail => Err(anyhow!(
@@ -432,8 +467,9 @@ impl KustoSinkTask {
     }
 
     /// Sends one batch, retrying transient failures within
-    /// `errors.retry.max.time.ms`.
-    async fn deliver(&self, batch: &QueuedBatch, streaming: bool, what: &str) -> Result<()> {
+    /// `errors.retry.max.time.ms`; true when it went by streaming
+    /// ingestion.
+    async fn deliver(&self, batch: &QueuedBatch, streaming: bool, what: &str) -> Result<bool> {
         let started = Instant::now();
         let mut attempt = 0u32;
         let mut stream = streaming && batch.raw_size as usize <= streaming::STREAMING_MAX_BYTES;
@@ -472,7 +508,7 @@ impl KustoSinkTask {
                 self.post_queued(batch).await
             };
             let err = match result {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(stream),
                 Err(e) => e,
             };
             if !err.is_retriable() {
@@ -492,6 +528,11 @@ impl KustoSinkTask {
                     self.cfg.retry_max_time.as_millis()
                 )));
             }
+            self.ctx.telemetry.plugin.add(
+                "kusto_retries",
+                "Ingestion attempts retried after a transient failure",
+                1.0,
+            );
             tracing::warn!(
                 "sink connector '{}': the {what} failed (attempt {attempt}): {err}; retrying in {} ms",
                 self.ctx.connector,

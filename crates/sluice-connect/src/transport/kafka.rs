@@ -176,7 +176,7 @@ impl KafkaTransport {
 #[async_trait]
 impl Transport for KafkaTransport {
     fn describe(&self) -> String {
-        format!("Kafka at {}", self.clients.config)
+        self.clients.config.to_string()
     }
 
     async fn source_output(&self, spec: SourceOutputSpec) -> anyhow::Result<Box<dyn SourceOutput>> {
