@@ -634,3 +634,111 @@ async fn flush_size_and_interval_write_before_the_workers_flush() {
         ["5"]
     );
 }
+
+/// A record of an unwrapped row `{id, n}` whose `n` has schema `n`.
+fn typed(offset: i64, id: i32, n: SchemaRef, value: Value) -> SinkRecord {
+    let conv = converter();
+    let schema = SchemaBuilder::structure()
+        .name("myserver.public.items.Value")
+        .field("id", SchemaBuilder::new(SchemaType::Int32).build())
+        .field("n", n)
+        .build();
+    read(Record {
+        topic: Arc::from(TOPIC),
+        partition: 0,
+        offset,
+        timestamp_ms: 0,
+        key: conv
+            .from_connect(
+                TOPIC,
+                Some(&key_schema()),
+                Some(&Value::Struct(vec![Value::Int32(id)])),
+            )
+            .expect("key"),
+        value: conv
+            .from_connect(
+                TOPIC,
+                Some(&schema),
+                Some(&Value::Struct(vec![Value::Int32(id), value])),
+            )
+            .expect("value"),
+        headers: Vec::new(),
+    })
+}
+
+/// Writes `r` with a task of its own (closed before the file is read: two
+/// DuckDB instances of one file in one process must not both be open).
+async fn write_one(
+    db: &std::path::Path,
+    extra: &[(&str, &str)],
+    r: SinkRecord,
+) -> anyhow::Result<()> {
+    let mut settings = vec![("duckdb.dedup", "none")];
+    settings.extend_from_slice(extra);
+    let mut t = task(db, &settings);
+    t.put(&[r]).await?;
+    t.flush().await
+}
+
+#[tokio::test]
+async fn a_widened_type_alters_the_column_and_an_incompatible_one_stops_with_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sink.duckdb");
+    let date = || named(SchemaType::Int32, "io.debezium.time.Date");
+    let rows = || query_strings(&db, "SELECT id || ':' || n FROM items ORDER BY id");
+    // int → bigint, then a value only bigint holds.
+    write_one(
+        &db,
+        &[],
+        typed(0, 1, opt(SchemaType::Int32), Value::Int32(5)),
+    )
+    .await
+    .expect("int");
+    write_one(
+        &db,
+        &[],
+        typed(1, 2, opt(SchemaType::Int64), Value::Int64(1 << 40)),
+    )
+    .await
+    .expect("widened");
+    assert_eq!(column_types(&db, "items"), ["id INTEGER", "n BIGINT"]);
+    assert_eq!(rows(), ["1:5", "2:1099511627776"]);
+    // A narrowing keeps the wider column.
+    write_one(
+        &db,
+        &[],
+        typed(2, 3, opt(SchemaType::Int16), Value::Int16(7)),
+    )
+    .await
+    .expect("narrowed");
+    assert_eq!(column_types(&db, "items"), ["id INTEGER", "n BIGINT"]);
+    assert_eq!(rows(), ["1:5", "2:1099511627776", "3:7"]);
+
+    // bigint → date: neither holds the other; the error names the table,
+    // the column, both types and the setting, and nothing is written.
+    let err = write_one(&db, &[], typed(3, 4, date(), Value::Int32(19_000)))
+        .await
+        .expect_err("incompatible");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("'items'")
+            && err.contains("'n'")
+            && err.contains("BIGINT")
+            && err.contains("DATE")
+            && err.contains("duckdb.type.incompatible=varchar"),
+        "{err}"
+    );
+    assert_eq!(column_types(&db, "items"), ["id INTEGER", "n BIGINT"]);
+    assert_eq!(rows(), ["1:5", "2:1099511627776", "3:7"]);
+
+    // With the setting, the column becomes text and keeps every value.
+    write_one(
+        &db,
+        &[("duckdb.type.incompatible", "varchar")],
+        typed(3, 4, date(), Value::Int32(19_000)),
+    )
+    .await
+    .expect("as text");
+    assert_eq!(column_types(&db, "items"), ["id INTEGER", "n VARCHAR"]);
+    assert_eq!(rows(), ["1:5", "2:1099511627776", "3:7", "4:2022-01-08"]);
+}
