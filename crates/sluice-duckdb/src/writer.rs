@@ -316,6 +316,10 @@ fn key_part(c: &Cell) -> KeyPart<'_> {
     }
 }
 
+/// A table of a batch: its name, mode, columns (name, type) and key
+/// columns.
+type TableColumns<'a> = (&'a str, Mode, Vec<(String, String)>, Vec<String>);
+
 /// Why a transaction attempt stopped.
 enum Failed {
     /// A direct append met a key already present: redo with merges.
@@ -474,6 +478,7 @@ impl Writer {
         report: &mut Report,
         direct: bool,
     ) -> Result<(), Failed> {
+        self.prepare_schemas(batch, snapshots, report)?;
         for (si, step) in batch.steps.iter().enumerate() {
             match step {
                 Step::Rows(t) => {
@@ -964,23 +969,16 @@ impl Writer {
             .collect()
     }
 
-    /// Writes one table's rows (see the module docs). `fresh`: the table
-    /// holds only rows of the snapshot being read, so snapshot reads with
-    /// distinct keys are appended without a merge.
-    fn write_rows(
+    /// Adds the columns of `t`'s rows to `wanted` (keys first, in arrival
+    /// order, types widened to hold every row's) and their key columns to
+    /// `keys`; returns each layout with the positions of its columns in
+    /// `wanted`.
+    fn union_columns(
         &self,
-        si: usize,
         t: &TableRows,
-        physical: &str,
-        fresh: bool,
-        report: &mut Report,
-    ) -> Result<(), Failed> {
-        if t.rows.is_empty() {
-            return Ok(());
-        }
-        // The union of the rows' columns, keys first, in arrival order.
-        let mut wanted: Vec<(String, String)> = Vec::new();
-        let mut keys: Vec<String> = Vec::new();
+        wanted: &mut Vec<(String, String)>,
+        keys: &mut Vec<String>,
+    ) -> anyhow::Result<Vec<(Arc<Layout>, Vec<usize>)>> {
         let mut layouts: Vec<(Arc<Layout>, Vec<usize>)> = Vec::new();
         for row in &t.rows {
             if layouts.iter().any(|(l, _)| Arc::ptr_eq(l, &row.layout)) {
@@ -1009,6 +1007,66 @@ impl Writer {
             }
             layouts.push((Arc::clone(l), map));
         }
+        Ok(layouts)
+    }
+
+    /// Brings every table the batch writes (and the staging table of its
+    /// open snapshot) up to the columns and types of all its rows, before
+    /// any row is written: DuckDB fails a transaction that alters a table
+    /// after changing rows of it (an upsert then reports a duplicate key).
+    fn prepare_schemas(
+        &self,
+        batch: &Batch,
+        snapshots: &HashMap<String, Physical>,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let mut tables: Vec<TableColumns<'_>> = Vec::new();
+        for step in &batch.steps {
+            let Step::Rows(t) = step else { continue };
+            if t.rows.is_empty() {
+                continue;
+            }
+            let i = match tables.iter().position(|(n, ..)| *n == t.table) {
+                Some(i) => i,
+                None => {
+                    tables.push((t.table.as_str(), t.mode, Vec::new(), Vec::new()));
+                    tables.len() - 1
+                }
+            };
+            let (_, _, wanted, keys) = &mut tables[i];
+            self.union_columns(t, wanted, keys)?;
+        }
+        for (table, mode, wanted, keys) in &tables {
+            self.prepare_table(table, table, *mode, wanted, keys, report)
+                .with_context(|| format!("DuckDB table '{table}'"))?;
+            if let Some(p) = snapshots.get(*table) {
+                let staging = staging_name(table);
+                if p.method == Method::Staging && self.columns(&staging)?.is_some() {
+                    self.prepare_table(&staging, table, *mode, wanted, keys, report)
+                        .with_context(|| format!("DuckDB table '{staging}'"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one table's rows (see the module docs). `fresh`: the table
+    /// holds only rows of the snapshot being read, so snapshot reads with
+    /// distinct keys are appended without a merge.
+    fn write_rows(
+        &self,
+        si: usize,
+        t: &TableRows,
+        physical: &str,
+        fresh: bool,
+        report: &mut Report,
+    ) -> Result<(), Failed> {
+        if t.rows.is_empty() {
+            return Ok(());
+        }
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
+        let layouts = self.union_columns(t, &mut wanted, &mut keys)?;
         let target = self.prepare_table(physical, &t.table, t.mode, &wanted, &keys, report)?;
         let has_list = target.iter().any(|(_, ty)| is_list(ty));
         let all_upserts = t.rows.iter().all(|r| r.kind == RowKind::Upsert);

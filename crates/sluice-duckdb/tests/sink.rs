@@ -173,6 +173,8 @@ fn row(schema: &SchemaRef, id: i32, note: &str) -> Value {
 struct Events {
     row_schema: SchemaRef,
     offset: i64,
+    /// `source.snapshot` of reads.
+    marker: &'static str,
 }
 
 impl Events {
@@ -180,6 +182,7 @@ impl Events {
         Events {
             row_schema,
             offset: 0,
+            marker: "true",
         }
     }
 
@@ -193,7 +196,7 @@ impl Events {
             ts_ms: 1_700_000_000_000,
             ts_us: 1_700_000_000_000_000,
             ts_ns: 1_700_000_000_000_000_000,
-            snapshot: if op == Op::Read { "true" } else { "false" },
+            snapshot: if op == Op::Read { self.marker } else { "false" },
             db: "db",
             sequence: Some(&sequence),
             schema: "public",
@@ -741,4 +744,55 @@ async fn a_widened_type_alters_the_column_and_an_incompatible_one_stops_with_the
     .expect("as text");
     assert_eq!(column_types(&db, "items"), ["id INTEGER", "n VARCHAR"]);
     assert_eq!(rows(), ["1:5", "2:1099511627776", "3:7", "4:2022-01-08"]);
+}
+
+#[tokio::test]
+async fn a_snapshot_end_and_changes_with_a_new_column_in_one_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sink.duckdb");
+    let mut t = task(&db, &[]);
+    let mut ev = Events::new(row_schema(true, false));
+    ev.marker = "first";
+    t.put(&[ev.record(Op::Read, 1, "text", 100)])
+        .await
+        .expect("put");
+    t.flush().await.expect("snapshot");
+    // One flush: the snapshot's last read, then an insert, an update (of a
+    // row with a LIST column) and a delete, then a column added and one
+    // dropped at the source and an insert with the new columns. DuckDB
+    // refuses to alter a table after rows of it changed in the same
+    // transaction: the columns are added first.
+    ev.marker = "last";
+    t.put(&[
+        ev.record(Op::Read, 2, "second", 100),
+        ev.record(Op::Create, 3, "three", 200),
+        ev.record(Op::Update, 1, "first", 201),
+        ev.record(Op::Delete, 2, "second", 202),
+    ])
+    .await
+    .expect("put");
+    ev.row_schema = row_schema(false, true);
+    t.put(&[ev.record(Op::Create, 4, "four", 300)])
+        .await
+        .expect("put");
+    t.flush().await.expect("changes");
+    drop(t);
+    assert_eq!(
+        query_strings(
+            &db,
+            "SELECT concat_ws(',', id, coalesce(note, 'NULL'), coalesce(extra, 'NULL'), tags) FROM items ORDER BY id"
+        ),
+        [
+            "1,first,NULL,[1, NULL, 3]",
+            "3,three,NULL,[1, NULL, 3]",
+            "4,NULL,x4,[1, NULL, 3]"
+        ]
+    );
+    assert_eq!(
+        query_strings(
+            &db,
+            "SELECT concat_ws(',', table_name, state, rows) FROM __sluice_snapshots"
+        ),
+        ["items,complete,2"]
+    );
 }
