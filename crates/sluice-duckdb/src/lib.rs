@@ -53,14 +53,63 @@
 //!
 //! Tables are created when missing; a field that appears later is added
 //! with `ALTER TABLE ... ADD COLUMN`; a field that disappears stays as a
-//! column and is NULL in later rows. Column types follow [`types`].
+//! column and is NULL in later rows. Column types follow [`types`]; when
+//! the source changes a column's type, [`evolution`] decides: a widening
+//! (`int` → `bigint`, more numeric precision, `float4` → `float8`,
+//! `timestamp` → `timestamptz`, anything → text) alters the DuckDB column
+//! (a key column by rebuilding the table), a narrowing keeps the wider
+//! column (every new value fits), and an incompatible change (`date` →
+//! `int`) stops the task with an error naming the table, the column and
+//! both types, unless `duckdb.type.incompatible=varchar` turns the column
+//! into `VARCHAR` (old values as their text).
+//!
+//! # Snapshots
+//!
+//! A snapshot (the initial one, one taken again after an interrupted one,
+//! after a lost slot, or with `snapshot.mode=always` / `when_needed`)
+//! leaves each upsert table equal to the snapshot: rows that PostgreSQL no
+//! longer has are removed, even though no delete event was ever sent for
+//! them. The records say where a snapshot of a table begins and ends
+//! (`source.snapshot`: `first` / `first_in_data_collection` on a table's
+//! first read, `last_in_data_collection` / `last` on its last; `source.lsn`
+//! names the snapshot):
+//!
+//! - At a table's first snapshot read, an upsert table that has rows gets a
+//!   staging table, `__sluice_snapshot_<table>`, with its columns and key;
+//!   the snapshot's reads go there. An empty (or new) table takes the reads
+//!   directly: nothing in it can be stale.
+//! - At the table's last read, in the flush's one transaction, the staging
+//!   table replaces the table (rows the snapshot did not have are gone;
+//!   their number is logged and stored).
+//! - A snapshot that never completes removes nothing: when a later snapshot
+//!   begins (or completes) its staging table is dropped (rows it read
+//!   straight into an empty table stay) and the table stays as it was
+//!   until that snapshot completes; if changes stream instead (the snapshot
+//!   was given up), its rows are upserted into the table.
+//! - `__sluice_snapshots(connector, table_name, generation, topic,
+//!   kafka_partition, mode, method, opened_by, state, rows, removed,
+//!   started_at, ended_at)` records each table's snapshots: `generation`
+//!   is the snapshot's LSN, `state` `open`, `complete`, `abandoned` or
+//!   `incomplete`. For append tables it is the marker of a new generation:
+//!   the snapshot's rows are appended as before (`__op` `r`, `__lsn` the
+//!   generation), and the latest complete generation of a table is
+//!   `SELECT max(generation) FROM __sluice_snapshots WHERE table_name = 't'
+//!   AND state = 'complete'`.
+//!
+//! Limits: a table that had no rows at the source when the snapshot read
+//! it produces no record at all, so its DuckDB table keeps the rows it had.
+//! Records unwrapped by `ExtractNewRecordState` carry no snapshot markers
+//! and are upserted as before. A table whose snapshot arrives through
+//! several partitions (a topic with more than one) cannot tell its end
+//! from the order of its records: it is upserted, with a warning, and
+//! nothing is removed.
 //!
 //! # Exactly once
 //!
-//! Each flush writes its rows and the positions it covers, in
-//! `__sluice_positions(connector, topic, kafka_partition, ...)`, in one
-//! DuckDB transaction; on start the task reads them back and skips records
-//! at or below them (logging how many). Which position:
+//! Each flush writes its rows, its snapshot steps and the positions it
+//! covers, in `__sluice_positions(connector, topic, kafka_partition, ...)`,
+//! in one DuckDB transaction; on start the task reads them back and skips
+//! records at or below them (logging how many). Which position:
 //!
 //! - `source` (default): the Debezium source position — `source.sequence`
 //!   `["<lsn_commit>","<lsn>"]` (or `source.lsn`, or the unwrapped
@@ -68,23 +117,40 @@
 //!   first streamed change can carry the snapshot's LSN), plus an ordinal
 //!   counting records at an equal position (the snapshot's reads all share
 //!   one LSN). Incremental-snapshot reads carry no LSN, so they need
-//!   `offset` or `none`. It survives both transports:
-//!   Sluice's in-process transport numbers a topic's records from 0 again
-//!   after every restart, so Kafka offsets would wrongly skip new events
-//!   there, while the source re-sends what was not acknowledged with the
-//!   same LSNs; over Kafka, re-delivered records carry the same LSNs too.
-//!   A record without a source position fails the task, naming it.
-//! - `offset`: Kafka offsets per topic-partition, for non-Debezium data on
-//!   a worker running over Kafka.
+//!   `offset` or `none`. It survives every way a record comes twice: the
+//!   source re-sends what it had not seen acknowledged with the same LSNs,
+//!   and a transport re-delivers what the sink had written but not yet
+//!   committed as read. A record without a source position fails the task,
+//!   naming it.
+//! - `offset`: transport offsets per topic-partition (Kafka's, or the
+//!   in-process log's, which survive restarts too), for non-Debezium data.
 //! - `none`: at least once.
 //!
-//! Rows go in through DuckDB's Appender into a temporary all-VARCHAR
-//! staging table, then one `INSERT ... SELECT` (with `ON CONFLICT DO
-//! UPDATE` in upsert mode, after one `DELETE ... USING` for keys whose last
-//! event is a delete) per table and flush. DuckDB calls run on
-//! `spawn_blocking`.
+//! # Writing
+//!
+//! Values go in through DuckDB's Appender in their native types (see
+//! [`types`]), with no text in between for numbers, strings, BLOBs and
+//! times. Append-mode rows, and snapshot reads into a table the snapshot
+//! fills, are appended to the table itself; other upsert rows go to a
+//! temporary staging table of the target's types and are merged set-wise:
+//! one `DELETE ... USING` for keys whose last event in the flush is a
+//! delete, one `INSERT ... ON CONFLICT DO UPDATE` for the rest. One
+//! transaction per flush; a put writes without waiting for the worker's
+//! flush after `flush.size.records` records or 64 MiB of values. DuckDB
+//! calls run on `spawn_blocking`.
+//!
+//! # Values DuckDB refuses
+//!
+//! Values of any size PostgreSQL holds (text and bytea up to 1 GB) are
+//! written as they are. A row DuckDB still refuses fails the task with a
+//! message naming the table, the key, the column, the value's size and
+//! DuckDB's reason; with `errors.tolerance=all` on the connector it is
+//! logged at WARN and skipped instead, and the rest of the flush is
+//! written.
 
+pub mod evolution;
 pub mod mapping;
+mod snapshot;
 pub mod types;
 mod writer;
 
@@ -96,12 +162,15 @@ use anyhow::{anyhow, bail, Context as _};
 use async_trait::async_trait;
 use sluice_core::config::{ConfigDef, ConfigError, ConfigErrors, ConfigKey, ConfigType, Props};
 use sluice_core::connector::{ConnectorKind, ConnectorPlugin, SinkContext, SinkTask};
+use sluice_core::error::{definite, transient};
 use sluice_core::record::SinkRecord;
-use sluice_core::schema::{Schema, SchemaType};
+use sluice_core::schema::{Schema, SchemaRef, SchemaType};
 use sluice_core::value::Value;
 
 use mapping::{Mapping, Mode};
-use writer::{Batch, Column, Position, Row, RowKind, Writer};
+use snapshot::Tracker;
+use types::Cell;
+use writer::{Batch, Layout, Origin, Position, Row, RowKind, RowRejected, Writer};
 
 /// The connector's class name.
 pub const CLASS: &str = "io.sluice.connect.duckdb.DuckDbSinkConnector";
@@ -161,10 +230,17 @@ impl ConnectorPlugin for DuckDbSink {
             ConfigKey::new(
                 "duckdb.dedup",
                 ConfigType::Enum,
-                "What makes replays idempotent: 'source' (Debezium source LSNs; works with the in-process transport and over Kafka), 'offset' (Kafka offsets), 'none'.",
+                "What makes replays idempotent: 'source' (Debezium source LSNs; works with the in-process transport and over Kafka), 'offset' (transport offsets: Kafka's or the in-process log's), 'none'.",
             )
             .default("source")
             .allowed(&["source", "offset", "none"]),
+            ConfigKey::new(
+                "duckdb.type.incompatible",
+                ConfigType::Enum,
+                "What a column becomes when the source changes its type to one that neither holds nor is held by the column's (date to int, bigint to float8): 'fail' stops the task naming table, column and types; 'varchar' turns the column into VARCHAR, old values as their text.",
+            )
+            .default("fail")
+            .allowed(&["fail", "varchar"]),
         ])
     }
     fn validate(&self, props: &Props) -> Result<Vec<String>, ConfigErrors> {
@@ -189,6 +265,10 @@ impl ConnectorPlugin for DuckDbSink {
             seen: HashMap::new(),
             skipped: 0,
             tombstones: 0,
+            rejected: 0,
+            layouts: HashMap::new(),
+            tracker: Tracker::default(),
+            failed: None,
         }))
     }
 }
@@ -199,6 +279,10 @@ struct Settings {
     flush_size: usize,
     flush_interval: Duration,
     dedup: Dedup,
+    /// `errors.tolerance=all`: rows DuckDB refuses are logged and skipped.
+    tolerate: bool,
+    /// `duckdb.type.incompatible=varchar`.
+    incompatible_to_text: bool,
 }
 
 impl Settings {
@@ -264,13 +348,27 @@ impl Settings {
                 Dedup::Source
             }
         };
+        let incompatible_to_text = match get("duckdb.type.incompatible").as_deref() {
+            None | Some("fail") => false,
+            Some("varchar") => true,
+            Some(other) => {
+                errors.push(ConfigError::new(
+                    "duckdb.type.incompatible",
+                    Some(other),
+                    "allowed: fail, varchar",
+                ));
+                false
+            }
+        };
         if errors.is_empty() {
             Ok(Settings {
+                incompatible_to_text,
                 path,
                 mapping,
                 flush_size,
                 flush_interval,
                 dedup,
+                tolerate: get("errors.tolerance").as_deref() == Some("all"),
             })
         } else {
             Err(ConfigErrors(errors))
@@ -279,6 +377,18 @@ impl Settings {
 }
 
 type PartitionKey = (Arc<str>, i32);
+
+/// Bytes of buffered values after which a put writes without waiting for
+/// the worker's flush, so a few large values never pile up in memory.
+const FLUSH_BYTES: usize = 64 << 20;
+
+/// The layouts known, by the schemas that make them (held, so a pointer
+/// is never reused while it is a key).
+type LayoutKey = (usize, usize, bool, bool);
+
+/// A layout with the schemas it was made from (held so that their
+/// addresses, the key, stay taken).
+type CachedLayout = (Option<SchemaRef>, Option<SchemaRef>, Arc<Layout>);
 
 struct DuckDbSinkTask {
     writer: Option<Arc<Mutex<Writer>>>,
@@ -294,6 +404,13 @@ struct DuckDbSinkTask {
     seen: HashMap<PartitionKey, Position>,
     skipped: u64,
     tombstones: u64,
+    /// Records DuckDB refused and `errors.tolerance=all` skipped.
+    rejected: u64,
+    layouts: HashMap<LayoutKey, CachedLayout>,
+    tracker: Tracker,
+    /// Set when a write failed: the state in memory may be ahead of the
+    /// database, so the task must be started again.
+    failed: Option<String>,
 }
 
 /// Record coordinates for error messages.
@@ -304,6 +421,51 @@ fn at(r: &SinkRecord) -> String {
     )
 }
 
+/// The append-mode metadata columns.
+const APPEND_META: [(&str, &str); 4] = [
+    ("__op", "VARCHAR"),
+    ("__lsn", "BIGINT"),
+    ("__source_ts_ms", "BIGINT"),
+    ("__deleted", "BOOLEAN"),
+];
+
+fn build_layout(
+    key: Option<&Schema>,
+    row: Option<&Schema>,
+    append: bool,
+    unwrapped: bool,
+) -> Layout {
+    let mut names = Vec::new();
+    let mut types = Vec::new();
+    let mut keys = 0;
+    if let (Some(k), false) = (key, append) {
+        for f in &k.fields {
+            names.push(f.name.clone());
+            types.push(evolution::canonical(&types::duck_type(&f.schema)));
+        }
+        keys = names.len();
+    }
+    if let Some(r) = row {
+        for f in &r.fields {
+            if unwrapped && META_FIELDS.contains(&f.name.as_str()) {
+                continue;
+            }
+            if append && APPEND_META.iter().any(|(m, _)| *m == f.name) {
+                continue;
+            }
+            names.push(f.name.clone());
+            types.push(evolution::canonical(&types::duck_type(&f.schema)));
+        }
+    }
+    if append {
+        for (n, ty) in APPEND_META {
+            names.push(n.to_owned());
+            types.push(ty.to_owned());
+        }
+    }
+    Layout { names, types, keys }
+}
+
 impl DuckDbSinkTask {
     async fn writer(&mut self) -> anyhow::Result<Arc<Mutex<Writer>>> {
         if let Some(w) = &self.writer {
@@ -311,17 +473,30 @@ impl DuckDbSinkTask {
         }
         let path = self.settings.path.clone();
         let connector = self.ctx.connector.clone();
-        let (writer, positions) = tokio::task::spawn_blocking(move || {
-            let w = Writer::open(&path, &connector)?;
+        let to_text = self.settings.incompatible_to_text;
+        let (writer, positions, open) = tokio::task::spawn_blocking(move || {
+            let w = Writer::open(&path, &connector, to_text)?;
             let p = w.positions()?;
-            anyhow::Ok((w, p))
+            let o = w.open_snapshots()?;
+            anyhow::Ok((w, p, o))
         })
         .await
-        .context("DuckDB writer thread")??;
+        .context("DuckDB writer thread")?
+        .map_err(classify)?;
         for (topic, partition, pos) in positions {
             self.committed
                 .insert((Arc::from(topic.as_str()), partition), pos);
         }
+        for s in &open {
+            tracing::info!(
+                connector = %self.ctx.connector,
+                "DuckDB sink: snapshot {} of table '{}' is in progress ({} rows so far); it goes on",
+                s.generation,
+                s.table,
+                s.rows
+            );
+        }
+        self.tracker = Tracker::resume(&open);
         let w = Arc::new(Mutex::new(writer));
         self.writer = Some(Arc::clone(&w));
         Ok(w)
@@ -356,6 +531,32 @@ impl DuckDbSinkTask {
         })
     }
 
+    fn layout(
+        &mut self,
+        key: Option<&SchemaRef>,
+        row: Option<&SchemaRef>,
+        append: bool,
+        unwrapped: bool,
+    ) -> Arc<Layout> {
+        let ptr = |s: Option<&SchemaRef>| s.map_or(0, |s| Arc::as_ptr(s) as usize);
+        let k = (ptr(key), ptr(row), append, unwrapped);
+        if let Some((_, _, l)) = self.layouts.get(&k) {
+            return Arc::clone(l);
+        }
+        if self.layouts.len() >= 4096 {
+            self.layouts.clear();
+        }
+        let l = Arc::new(build_layout(
+            key.map(|s| s.as_ref()),
+            row.map(|s| s.as_ref()),
+            append,
+            unwrapped,
+        ));
+        self.layouts
+            .insert(k, (key.cloned(), row.cloned(), Arc::clone(&l)));
+        l
+    }
+
     fn add(&mut self, r: &SinkRecord) -> anyhow::Result<()> {
         let (schema, value) = (r.value_schema.as_ref(), r.value.as_ref());
         if value.is_none() {
@@ -382,8 +583,11 @@ impl DuckDbSinkTask {
             }
         }
         let target = self.settings.mapping.target(&r.topic);
-        let mut key_columns = Vec::new();
-        if target.mode == Mode::Upsert {
+        let append = target.mode == Mode::Append;
+        let mut cells = Vec::new();
+        let key_schema = if append {
+            None
+        } else {
             let (Some(kschema), Some(Value::Struct(kfields))) = (&r.key_schema, &r.key) else {
                 bail!(
                     "{}: upsert mode needs a struct key with a schema (table '{}'); use mode 'append' for keyless topics",
@@ -392,69 +596,81 @@ impl DuckDbSinkTask {
                 );
             };
             for (f, v) in kschema.fields.iter().zip(kfields) {
-                let text = types::value_text(&f.schema, v)
+                let c = types::cell(&f.schema, v)
                     .with_context(|| format!("{}: key field '{}'", at(r), f.name))?;
-                if text.is_none() {
+                if c.is_null() {
                     bail!("{}: key field '{}' is null", at(r), f.name);
                 }
-                key_columns.push(Column {
-                    name: f.name.clone(),
-                    ty: types::duck_type(&f.schema),
-                    text,
-                });
+                cells.push(c);
             }
-        }
-        let mut columns = Vec::new();
+            Some(kschema)
+        };
+        let row_schema = event.row.map(|(s, _)| s);
         if let Some((rschema, rvalue)) = event.row {
             let fields = rvalue.as_struct().unwrap_or_default();
             for (f, v) in rschema.fields.iter().zip(fields) {
                 if event.unwrapped && META_FIELDS.contains(&f.name.as_str()) {
                     continue;
                 }
-                let text = types::value_text(&f.schema, v)
-                    .with_context(|| format!("{}: field '{}'", at(r), f.name))?;
-                columns.push(Column {
-                    name: f.name.clone(),
-                    ty: types::duck_type(&f.schema),
-                    text,
-                });
+                if append && APPEND_META.iter().any(|(m, _)| *m == f.name) {
+                    continue;
+                }
+                cells.push(
+                    types::cell(&f.schema, v)
+                        .with_context(|| format!("{}: field '{}'", at(r), f.name))?,
+                );
             }
         }
-        if target.mode == Mode::Append {
+        if append {
             let m = &event.meta;
-            let meta_columns = [
-                ("__op", "VARCHAR", m.op.clone()),
-                ("__lsn", "BIGINT", m.lsn.map(|l| l.to_string())),
-                (
-                    "__source_ts_ms",
-                    "BIGINT",
-                    m.source_ts_ms.map(|t| t.to_string()),
-                ),
-                ("__deleted", "BOOLEAN", Some(m.deleted.to_string())),
-            ];
-            for (name, ty, text) in meta_columns {
-                columns.retain(|c| c.name != name);
-                columns.push(Column {
-                    name: name.into(),
-                    ty: ty.into(),
-                    text,
-                });
-            }
+            cells.push(m.op.clone().map_or(Cell::Null, Cell::Text));
+            cells.push(m.lsn.map_or(Cell::Null, Cell::I64));
+            cells.push(m.source_ts_ms.map_or(Cell::Null, Cell::I64));
+            cells.push(Cell::Bool(m.deleted));
+        }
+        let layout = self.layout(key_schema, row_schema, append, event.unwrapped);
+        if layout.names.len() != cells.len() {
+            bail!(
+                "{}: the value has {} fields where its schema has {}",
+                at(r),
+                cells.len(),
+                layout.names.len()
+            );
         }
         let kind = match (target.mode, event.meta.deleted) {
             (Mode::Append, _) => RowKind::Append,
             (Mode::Upsert, true) => RowKind::Delete,
             (Mode::Upsert, false) => RowKind::Upsert,
         };
+        let steps = self.tracker.record(
+            &target.table,
+            target.mode,
+            &r.topic,
+            r.partition,
+            event.meta.op.as_deref(),
+            event.meta.snapshot.as_deref(),
+            event.meta.lsn,
+        );
+        for c in steps.before {
+            self.batch.control(c);
+        }
         self.batch.push(
             &target.table,
             target.mode,
             Row {
                 kind,
-                key: key_columns,
-                columns,
+                layout,
+                cells,
+                origin: Origin {
+                    topic: Arc::clone(&r.topic),
+                    partition: r.partition,
+                    offset: r.offset,
+                },
             },
         );
+        for c in steps.after {
+            self.batch.control(c);
+        }
         if let Some(pos) = position {
             self.batch.positions.insert(pkey, pos);
         }
@@ -464,6 +680,11 @@ impl DuckDbSinkTask {
     }
 
     async fn write(&mut self) -> anyhow::Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(transient(anyhow!(
+                "an earlier DuckDB write of this task failed ({why}); the task starts again to read its state from the database"
+            )));
+        }
         let writer = self.writer().await?;
         if self.skipped > 0 {
             tracing::info!(
@@ -483,24 +704,66 @@ impl DuckDbSinkTask {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
-        let written: Vec<(PartitionKey, Position)> = batch
-            .positions
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut batch = std::mem::take(&mut self.batch);
         self.buffered = 0;
         self.oldest = None;
-        tokio::task::spawn_blocking(move || {
-            let mut w = writer
-                .lock()
-                .map_err(|_| anyhow!("DuckDB writer poisoned by an earlier failure"))?;
-            w.write(batch)
-        })
-        .await
-        .context("DuckDB writer thread")??;
-        self.committed.extend(written);
+        loop {
+            let w = Arc::clone(&writer);
+            let (back, result) = tokio::task::spawn_blocking(move || {
+                let result = match w.lock() {
+                    Ok(mut w) => w.write(&batch),
+                    Err(_) => Err(anyhow!("DuckDB writer poisoned by an earlier failure")),
+                };
+                (batch, result)
+            })
+            .await
+            .context("DuckDB writer thread")?;
+            batch = back;
+            let e = match result {
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            let rejected = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<RowRejected>())
+                .map(|r| (r.step, r.row, r.to_string()));
+            match rejected {
+                Some((step, row, what)) if self.settings.tolerate => {
+                    tracing::warn!(
+                        connector = %self.ctx.connector,
+                        "{what}; skipped (errors.tolerance=all)"
+                    );
+                    self.rejected += 1;
+                    if batch.remove(step, row).is_none() {
+                        self.failed = Some(what.clone());
+                        bail!("{what}; the refused row could not be set aside");
+                    }
+                }
+                Some((_, _, what)) => {
+                    self.failed = Some(what.clone());
+                    return Err(definite(anyhow!(
+                        "{what}. The task stops here: set errors.tolerance=all on the connector to skip records DuckDB cannot take (each is logged), or change the column or value at the source"
+                    )));
+                }
+                None => {
+                    self.failed = Some(format!("{e:#}"));
+                    return Err(classify(e));
+                }
+            }
+        }
+        self.committed.extend(batch.positions);
         Ok(())
+    }
+}
+
+/// DuckDB's I/O errors (a full disk, a file another process holds) may
+/// pass; anything else is definite.
+fn classify(e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("IO Error") || text.contains("Could not set lock") {
+        transient(e)
+    } else {
+        e
     }
 }
 
@@ -515,21 +778,27 @@ pub(crate) struct Meta {
     pub source_ts_ms: Option<i64>,
     pub deleted: bool,
     pub source_position: Option<(i64, i64)>,
+    /// `source.snapshot`, when set.
+    pub snapshot: Option<String>,
 }
 
 struct Event<'a> {
-    row: Option<(&'a Schema, &'a Value)>,
+    row: Option<(&'a SchemaRef, &'a Value)>,
     meta: Meta,
     unwrapped: bool,
 }
 
-fn field<'a>(schema: &'a Schema, value: &'a Value, name: &str) -> Option<(&'a Schema, &'a Value)> {
+fn field<'a>(
+    schema: &'a Schema,
+    value: &'a Value,
+    name: &str,
+) -> Option<(&'a SchemaRef, &'a Value)> {
     let (i, f) = schema.field(name)?;
     let v = value.as_struct()?.get(i)?;
     Some((&f.schema, v))
 }
 
-fn read_event<'a>(schema: &'a Schema, value: &'a Value) -> anyhow::Result<Event<'a>> {
+fn read_event<'a>(schema: &'a SchemaRef, value: &'a Value) -> anyhow::Result<Event<'a>> {
     if schema.ty != SchemaType::Struct {
         bail!("the value is not a struct (schema type {:?})", schema.ty);
     }
@@ -570,6 +839,9 @@ fn read_event<'a>(schema: &'a Schema, value: &'a Value) -> anyhow::Result<Event<
     if let Some((ss, sv)) = field(schema, value, "source") {
         meta.lsn = field(ss, sv, "lsn").and_then(|(_, v)| v.as_i64());
         meta.source_ts_ms = field(ss, sv, "ts_ms").and_then(|(_, v)| v.as_i64());
+        meta.snapshot = field(ss, sv, "snapshot")
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_owned);
         let sequence = field(ss, sv, "sequence")
             .and_then(|(_, v)| v.as_str())
             .and_then(|s| serde_json::from_str::<Vec<Option<String>>>(s).ok());
@@ -613,7 +885,7 @@ impl SinkTask for DuckDbSinkTask {
         self.writer().await?;
         for r in records {
             self.add(r)?;
-            if self.buffered >= self.settings.flush_size {
+            if self.buffered >= self.settings.flush_size || self.batch.bytes >= FLUSH_BYTES {
                 self.write().await?;
             }
         }

@@ -1,11 +1,13 @@
-//! From Connect schemas and values to DuckDB column types and to the text
-//! each value is staged as.
+//! From Connect schemas and values to DuckDB column types and to the
+//! native values appended through DuckDB's Appender.
 //!
-//! Rows are staged as text in an all-VARCHAR table and cast to the target
-//! column's type by DuckDB in one bulk `INSERT ... SELECT`, so the text
-//! produced here is DuckDB's literal syntax for the target type: ISO dates
-//! and times, plain decimal digits, hex for BLOBs (decoded with `from_hex`),
-//! JSON text for lists (cast through JSON), structs and maps.
+//! Most values are appended in their native form ([`Cell`]): integers,
+//! floats, booleans, strings, BLOBs, dates, times and timestamps go in as
+//! themselves, without text in between. A few go in as text that DuckDB
+//! casts on the way in (the Appender casts to the column's type): decimals
+//! (exact decimal digits), zoned timestamps (ISO text), UUIDs, JSON, and
+//! structs and maps (JSON text); lists go in as JSON text that the flush
+//! casts (`CAST(CAST(text AS JSON) AS type[])`).
 //!
 //! Type rules:
 //! - `org.apache.kafka.connect.data.Decimal`: `DECIMAL(p,s)` with p from the
@@ -23,6 +25,8 @@
 //!   arrays of structs or maps, which become `JSON`.
 
 use anyhow::{anyhow, bail, Context as _};
+use duckdb::types::{TimeUnit, ToSqlOutput, ValueRef};
+use duckdb::ToSql;
 use serde_json::Value as Json;
 use sluice_core::schema::{Schema, SchemaType};
 use sluice_core::value::Value;
@@ -121,6 +125,161 @@ pub fn duck_type(schema: &Schema) -> String {
         },
         SchemaType::Map | SchemaType::Struct => "JSON".into(),
     }
+}
+
+/// One value as it is appended (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// NULL.
+    Null,
+    /// BOOLEAN.
+    Bool(bool),
+    /// TINYINT.
+    I8(i8),
+    /// SMALLINT.
+    I16(i16),
+    /// INTEGER.
+    I32(i32),
+    /// BIGINT.
+    I64(i64),
+    /// FLOAT.
+    F32(f32),
+    /// DOUBLE.
+    F64(f64),
+    /// Text, cast by DuckDB to the column's type when it is not VARCHAR.
+    Text(String),
+    /// BLOB.
+    Blob(Vec<u8>),
+    /// DATE, days since 1970-01-01.
+    Date(i32),
+    /// TIME, microseconds since midnight.
+    Time(i64),
+    /// TIMESTAMP, microseconds since the epoch.
+    Timestamp(i64),
+}
+
+impl Cell {
+    /// Whether this is NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Cell::Null)
+    }
+
+    /// Bytes the value holds (for messages and memory accounting).
+    pub fn size(&self) -> usize {
+        match self {
+            Cell::Text(s) => s.len(),
+            Cell::Blob(b) => b.len(),
+            _ => 8,
+        }
+    }
+
+    /// A short rendering for messages (long values are cut).
+    pub fn describe(&self) -> String {
+        let text = match self {
+            Cell::Null => "NULL".to_owned(),
+            Cell::Bool(b) => b.to_string(),
+            Cell::I8(v) => v.to_string(),
+            Cell::I16(v) => v.to_string(),
+            Cell::I32(v) => v.to_string(),
+            Cell::I64(v) => v.to_string(),
+            Cell::F32(v) => v.to_string(),
+            Cell::F64(v) => v.to_string(),
+            Cell::Text(s) => format!("'{s}'"),
+            Cell::Blob(b) => format!("0x{}", hex(&b[..b.len().min(32)])),
+            Cell::Date(d) => date_text(i64::from(*d)).unwrap_or_else(|_| format!("date {d}")),
+            Cell::Time(t) => time_text(Some(*t)).unwrap_or_else(|_| format!("time {t}")),
+            Cell::Timestamp(t) => {
+                timestamp_text(Some(*t)).unwrap_or_else(|_| format!("timestamp {t}"))
+            }
+        };
+        if text.len() > 80 {
+            let mut end = 77;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}...", &text[..end])
+        } else {
+            text
+        }
+    }
+}
+
+impl ToSql for Cell {
+    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Cell::Null => ValueRef::Null,
+            Cell::Bool(b) => ValueRef::Boolean(*b),
+            Cell::I8(v) => ValueRef::TinyInt(*v),
+            Cell::I16(v) => ValueRef::SmallInt(*v),
+            Cell::I32(v) => ValueRef::Int(*v),
+            Cell::I64(v) => ValueRef::BigInt(*v),
+            Cell::F32(v) => ValueRef::Float(*v),
+            Cell::F64(v) => ValueRef::Double(*v),
+            Cell::Text(s) => ValueRef::Text(s.as_bytes()),
+            Cell::Blob(b) => ValueRef::Blob(b),
+            Cell::Date(d) => ValueRef::Date32(*d),
+            Cell::Time(t) => ValueRef::Time64(TimeUnit::Microsecond, *t),
+            Cell::Timestamp(t) => ValueRef::Timestamp(TimeUnit::Microsecond, *t),
+        }))
+    }
+}
+
+/// The value to append for a column of type `duck_type(schema)`. Errors
+/// say what was wrong; callers add the record and field.
+pub fn cell(schema: &Schema, value: &Value) -> anyhow::Result<Cell> {
+    if value.is_null() {
+        return Ok(Cell::Null);
+    }
+    let micros = |v: i64, per_micro: i64, mul: i64| -> anyhow::Result<i64> {
+        if per_micro > 1 {
+            Ok(v.div_euclid(per_micro))
+        } else {
+            v.checked_mul(mul)
+                .ok_or_else(|| anyhow!("time value {v} overflows"))
+        }
+    };
+    Ok(match (logical(schema), value) {
+        (Logical::DateDays, v) => {
+            let days = int(v)?;
+            Cell::Date(
+                i32::try_from(days)
+                    .map_err(|_| anyhow!("date {days} days from 1970-01-01 is out of range"))?,
+            )
+        }
+        (Logical::TimeMillis, v) => Cell::Time(checked_time(micros(int(v)?, 1, 1000)?)?),
+        (Logical::TimeMicros, v) => Cell::Time(checked_time(int(v)?)?),
+        (Logical::TimeNanos, v) => Cell::Time(checked_time(micros(int(v)?, 1000, 1)?)?),
+        (Logical::TimestampMillis, v) => Cell::Timestamp(micros(int(v)?, 1, 1000)?),
+        (Logical::TimestampMicros, v) => Cell::Timestamp(int(v)?),
+        (Logical::TimestampNanos, v) => Cell::Timestamp(micros(int(v)?, 1000, 1)?),
+        (Logical::Decimal, _) | (Logical::VariableScaleDecimal, _) => {
+            match value_text(schema, value)? {
+                Some(t) => Cell::Text(t),
+                None => Cell::Null,
+            }
+        }
+        (_, Value::Bool(b)) => Cell::Bool(*b),
+        (_, Value::Int8(i)) => Cell::I8(*i),
+        (_, Value::Int16(i)) => Cell::I16(*i),
+        (_, Value::Int32(i)) => Cell::I32(*i),
+        (_, Value::Int64(i)) => Cell::I64(*i),
+        (_, Value::Float32(f)) => Cell::F32(*f),
+        (_, Value::Float64(f)) => Cell::F64(*f),
+        (_, Value::String(s)) => Cell::Text(s.clone()),
+        (_, Value::Bytes(b)) => Cell::Blob(b.clone()),
+        (_, Value::Array(_)) | (_, Value::Map(_)) | (_, Value::Struct(_)) => {
+            Cell::Text(to_json(schema, value)?.to_string())
+        }
+        (_, Value::Null) => Cell::Null,
+    })
+}
+
+fn checked_time(micros: i64) -> anyhow::Result<i64> {
+    // PostgreSQL's 24:00:00 is a valid time; DuckDB's TIME takes it too.
+    if !(0..=86_400_000_000).contains(&micros) {
+        bail!("time of {micros} microseconds is outside one day");
+    }
+    Ok(micros)
 }
 
 /// The staged text of a value for a column of type `duck_type(schema)`;

@@ -1,17 +1,35 @@
 //! The blocking side: one DuckDB connection, one transaction per flush
-//! holding the rows and the positions they cover.
+//! holding the rows, the snapshot steps and the positions they cover.
+//!
+//! A flush's rows go through DuckDB's Appender in their native types
+//! ([`Cell`]): straight into the table when nothing needs merging (append
+//! mode; snapshot reads into a table the snapshot fills), else into a
+//! temporary staging table of the target's column types, merged set-wise
+//! (one `DELETE ... USING` for keys whose last event is a delete, one
+//! `INSERT ... ON CONFLICT DO UPDATE` for the rest).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _};
 use duckdb::{appender_params_from_iter, params, Connection};
 
+use crate::evolution::{self, Change};
 use crate::mapping::Mode;
+use crate::snapshot::{Control, OpenSnapshot};
+use crate::types::Cell;
 
 const POSITIONS: &str = "__sluice_positions";
+/// Snapshot bookkeeping: one row per table and snapshot (see the crate
+/// docs).
+pub(crate) const SNAPSHOTS: &str = "__sluice_snapshots";
 const STAGE: &str = "__sluice_stage";
 const LATEST: &str = "__sluice_latest";
+
+/// The table a snapshot of `table` is read into before it replaces it.
+pub(crate) fn staging_name(table: &str) -> String {
+    format!("__sluice_snapshot_{table}")
+}
 
 /// How far a topic-partition has been written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +56,14 @@ impl Position {
     }
 }
 
-/// One staged column value.
-#[derive(Debug, Clone)]
-pub(crate) struct Column {
-    pub name: String,
-    /// The DuckDB type for a new column.
-    pub ty: String,
-    /// Staged text (see `types`); None for NULL.
-    pub text: Option<String>,
+/// The columns a record's rows have: the key's first (upsert mode), then
+/// the row's, then the metadata columns (append mode); types canonical.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub names: Vec<String>,
+    pub types: Vec<String>,
+    /// The first `keys` columns are the primary key.
+    pub keys: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,81 +73,301 @@ pub(crate) enum RowKind {
     Append,
 }
 
+impl RowKind {
+    fn code(self) -> i8 {
+        match self {
+            RowKind::Upsert => 0,
+            RowKind::Delete => 1,
+            RowKind::Append => 2,
+        }
+    }
+}
+
+/// Where a row came from, for messages.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Row {
     pub kind: RowKind,
-    /// Key fields (upsert mode): the primary key.
-    pub key: Vec<Column>,
-    pub columns: Vec<Column>,
+    pub layout: Arc<Layout>,
+    /// One per layout column.
+    pub cells: Vec<Cell>,
+    pub origin: Origin,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct TableBatch {
-    name: String,
-    mode: Option<Mode>,
-    rows: Vec<Row>,
+impl Row {
+    /// The key as `name=value, ...`, for messages.
+    pub(crate) fn key_text(&self) -> String {
+        let parts: Vec<String> = (0..self.layout.keys)
+            .map(|i| format!("{}={}", self.layout.names[i], self.cells[i].describe()))
+            .collect();
+        if parts.is_empty() {
+            "(no key)".into()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
-/// Rows per table, in arrival order, and the positions they reach.
+/// One table's rows between two snapshot steps, in arrival order.
+#[derive(Debug)]
+pub(crate) struct TableRows {
+    pub table: String,
+    pub mode: Mode,
+    pub rows: Vec<Row>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Step {
+    Rows(TableRows),
+    Control(Control),
+}
+
+/// What one flush writes, in order, and the positions it reaches.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    tables: Vec<TableBatch>,
-    index: HashMap<String, usize>,
+    pub steps: Vec<Step>,
+    /// Per table, the step its next rows join (until a snapshot step of
+    /// that table closes it).
+    open: HashMap<String, usize>,
     pub positions: HashMap<(Arc<str>, i32), Position>,
+    /// Bytes the rows hold (for the size trigger).
+    pub bytes: usize,
 }
 
 impl Batch {
     pub(crate) fn push(&mut self, table: &str, mode: Mode, row: Row) {
-        let i = *self.index.entry(table.to_owned()).or_insert_with(|| {
-            self.tables.push(TableBatch {
-                name: table.to_owned(),
-                mode: Some(mode),
-                rows: Vec::new(),
-            });
-            self.tables.len() - 1
-        });
-        self.tables[i].rows.push(row);
+        self.bytes += row.cells.iter().map(Cell::size).sum::<usize>() + 64;
+        let i = match self.open.get(table) {
+            Some(&i) => i,
+            None => {
+                self.steps.push(Step::Rows(TableRows {
+                    table: table.to_owned(),
+                    mode,
+                    rows: Vec::new(),
+                }));
+                let i = self.steps.len() - 1;
+                self.open.insert(table.to_owned(), i);
+                i
+            }
+        };
+        if let Step::Rows(t) = &mut self.steps[i] {
+            t.rows.push(row);
+        }
+    }
+
+    pub(crate) fn control(&mut self, c: Control) {
+        self.open.remove(c.table());
+        self.steps.push(Step::Control(c));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.tables.is_empty() && self.positions.is_empty()
+        self.steps.is_empty() && self.positions.is_empty()
     }
+
+    /// Removes the row at `(step, row)` (a record the sink skips).
+    pub(crate) fn remove(&mut self, step: usize, row: usize) -> Option<Row> {
+        match self.steps.get_mut(step) {
+            Some(Step::Rows(t)) if row < t.rows.len() => Some(t.rows.remove(row)),
+            _ => None,
+        }
+    }
+}
+
+/// A row DuckDB refused, with what is known about why.
+#[derive(Debug)]
+pub(crate) struct RowRejected {
+    pub step: usize,
+    pub row: usize,
+    pub table: String,
+    pub column: Option<String>,
+    pub size: usize,
+    pub key: String,
+    pub origin: Origin,
+    pub message: String,
+}
+
+impl std::fmt::Display for RowRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DuckDB refused the row of table '{}' with key {}",
+            self.table, self.key
+        )?;
+        if let Some(c) = &self.column {
+            write!(f, ", column '{c}' ({} bytes)", self.size)?;
+        }
+        write!(
+            f,
+            " (topic '{}' partition {} offset {}): {}",
+            self.origin.topic, self.origin.partition, self.origin.offset, self.message
+        )
+    }
+}
+
+impl std::error::Error for RowRejected {}
+
+/// How a table's open snapshot is being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    /// Into the staging table, which replaces the table when complete.
+    Staging,
+    /// Into the table itself: it was empty when the snapshot began, so
+    /// nothing can be left over.
+    Direct,
+    /// Append mode: the snapshot's events are appended.
+    Append,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Staging => "staging",
+            Method::Direct => "direct",
+            Method::Append => "append",
+        }
+    }
+    fn parse(s: &str) -> Option<Method> {
+        Some(match s {
+            "staging" => Method::Staging,
+            "direct" => Method::Direct,
+            "append" => Method::Append,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Physical {
+    generation: i64,
+    method: Method,
+    rows: u64,
+    /// Rows were added since the bookkeeping row was written.
+    dirty: bool,
+}
+
+/// What a finished flush did, for logs and tests.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    /// Snapshots completed: (table, rows, rows removed).
+    pub completed: Vec<(String, u64, u64)>,
+    /// Columns whose type changed: (table, column, from, to).
+    pub altered: Vec<(String, String, String, String)>,
 }
 
 pub(crate) struct Writer {
     conn: Connection,
     connector: String,
+    /// `duckdb.type.incompatible=varchar`: a column whose type changes
+    /// incompatibly becomes VARCHAR instead of stopping the task.
+    incompatible_to_text: bool,
+    /// Open snapshots per table, as committed.
+    snapshots: HashMap<String, Physical>,
 }
 
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The SQL turning staged text `expr` into a value of type `ty`.
+/// Whether a type is appended as JSON text and cast by the flush.
+fn is_list(ty: &str) -> bool {
+    ty.ends_with(']')
+}
+
+/// The SQL turning staged column `expr` into a value of type `ty`.
 fn cast(expr: &str, ty: &str) -> String {
-    if ty.eq_ignore_ascii_case("BLOB") {
-        format!("from_hex({expr})")
-    } else if ty.ends_with(']') {
+    if is_list(ty) {
         // Lists are staged as JSON, whose strings and nulls DuckDB's JSON
         // cast reads exactly.
         format!("CAST(CAST({expr} AS JSON) AS {ty})")
     } else {
-        format!("CAST({expr} AS {ty})")
+        expr.to_owned()
+    }
+}
+
+/// Key cells in a hashable form, to tell whether a flush repeats a key.
+#[derive(Hash, PartialEq, Eq)]
+enum KeyPart<'a> {
+    Null,
+    Int(i64),
+    Bits(u64),
+    Bool(bool),
+    Bytes(&'a [u8]),
+}
+
+fn key_part(c: &Cell) -> KeyPart<'_> {
+    match c {
+        Cell::Null => KeyPart::Null,
+        Cell::Bool(b) => KeyPart::Bool(*b),
+        Cell::I8(v) => KeyPart::Int(i64::from(*v)),
+        Cell::I16(v) => KeyPart::Int(i64::from(*v)),
+        Cell::I32(v) => KeyPart::Int(i64::from(*v)),
+        Cell::I64(v) | Cell::Time(v) | Cell::Timestamp(v) => KeyPart::Int(*v),
+        Cell::Date(v) => KeyPart::Int(i64::from(*v)),
+        Cell::F32(v) => KeyPart::Bits(u64::from(v.to_bits())),
+        Cell::F64(v) => KeyPart::Bits(v.to_bits()),
+        Cell::Text(s) => KeyPart::Bytes(s.as_bytes()),
+        Cell::Blob(b) => KeyPart::Bytes(b),
+    }
+}
+
+/// A table of a batch: its name, mode, columns (name, type) and key
+/// columns.
+type TableColumns<'a> = (&'a str, Mode, Vec<(String, String)>, Vec<String>);
+
+/// Why a transaction attempt stopped.
+enum Failed {
+    /// A direct append met a key already present: redo with merges.
+    Conflict,
+    Error(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failed {
+    fn from(e: E) -> Failed {
+        Failed::Error(e.into())
     }
 }
 
 impl Writer {
-    pub(crate) fn open(path: &str, connector: &str) -> anyhow::Result<Writer> {
+    pub(crate) fn open(
+        path: &str,
+        connector: &str,
+        incompatible_to_text: bool,
+    ) -> anyhow::Result<Writer> {
         let conn = Connection::open(path)
             .with_context(|| format!("opening DuckDB database '{path}' (duckdb.path)"))?;
+        // Timestamps without a zone are UTC, as Debezium sends them; casts
+        // between the two kinds must not depend on the machine's zone.
+        conn.execute_batch("SET TimeZone = 'UTC'")
+            .context("setting DuckDB's TimeZone to UTC")?;
         conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {POSITIONS} (connector VARCHAR NOT NULL, topic VARCHAR NOT NULL, kafka_partition INTEGER NOT NULL, kafka_offset BIGINT, lsn_commit BIGINT, lsn BIGINT, phase BIGINT, ordinal BIGINT, PRIMARY KEY (connector, topic, kafka_partition))"
+            "CREATE TABLE IF NOT EXISTS {POSITIONS} (connector VARCHAR NOT NULL, topic VARCHAR NOT NULL, kafka_partition INTEGER NOT NULL, kafka_offset BIGINT, lsn_commit BIGINT, lsn BIGINT, phase BIGINT, ordinal BIGINT, PRIMARY KEY (connector, topic, kafka_partition));
+             CREATE TABLE IF NOT EXISTS {SNAPSHOTS} (connector VARCHAR NOT NULL, table_name VARCHAR NOT NULL, generation BIGINT NOT NULL, topic VARCHAR, kafka_partition INTEGER, mode VARCHAR, method VARCHAR, opened_by VARCHAR, state VARCHAR, rows BIGINT, removed BIGINT, started_at TIMESTAMP, ended_at TIMESTAMP, PRIMARY KEY (connector, table_name, generation))"
         ))
-        .with_context(|| format!("creating {POSITIONS} in '{path}'"))?;
-        Ok(Writer {
+        .with_context(|| format!("creating {POSITIONS} and {SNAPSHOTS} in '{path}'"))?;
+        let mut w = Writer {
             conn,
             connector: connector.to_owned(),
-        })
+            incompatible_to_text,
+            snapshots: HashMap::new(),
+        };
+        for s in w.open_snapshots()? {
+            w.snapshots.insert(
+                s.table.clone(),
+                Physical {
+                    generation: s.generation,
+                    method: s.method,
+                    rows: s.rows,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(w)
     }
 
     /// The stored positions of this connector.
@@ -161,27 +399,121 @@ impl Writer {
         Ok(out)
     }
 
-    /// Writes a batch and its positions in one transaction.
-    pub(crate) fn write(&mut self, batch: Batch) -> anyhow::Result<()> {
-        self.conn.execute_batch("BEGIN TRANSACTION")?;
-        match self.write_in_transaction(&batch) {
-            Ok(()) => self
-                .conn
-                .execute_batch("COMMIT")
-                .context("committing the DuckDB transaction"),
-            Err(e) => {
-                if let Err(r) = self.conn.execute_batch("ROLLBACK") {
-                    tracing::warn!(error = %r, "DuckDB rollback after a failed flush");
-                }
-                Err(e)
+    /// This connector's snapshots that have begun and not ended.
+    pub(crate) fn open_snapshots(&self) -> anyhow::Result<Vec<OpenSnapshot>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT table_name, generation, topic, kafka_partition, method, opened_by, rows FROM {SNAPSHOTS} WHERE connector = ? AND state = 'open'"
+        ))?;
+        let rows = stmt.query_map(params![self.connector], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<i32>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (table, generation, topic, partition, method, opened_by, rows) = row?;
+            let method = method.as_deref().and_then(Method::parse).ok_or_else(|| {
+                anyhow!("{SNAPSHOTS}: the open snapshot of table '{table}' has no known method")
+            })?;
+            out.push(OpenSnapshot {
+                table,
+                generation,
+                topic: Arc::from(topic.unwrap_or_default().as_str()),
+                partition: partition.unwrap_or(0),
+                method,
+                opened_by: opened_by.unwrap_or_default(),
+                rows: u64::try_from(rows.unwrap_or(0)).unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Writes a batch and its positions in one transaction. A row DuckDB
+    /// refuses comes back as a [`RowRejected`] in the error chain.
+    pub(crate) fn write(&mut self, batch: &Batch) -> anyhow::Result<Report> {
+        let mut direct = true;
+        loop {
+            let mut snapshots = self.snapshots.clone();
+            let mut report = Report::default();
+            self.conn.execute_batch("BEGIN TRANSACTION")?;
+            let failed = match self.write_in_transaction(batch, &mut snapshots, &mut report, direct)
+            {
+                Ok(()) => match self.conn.execute_batch("COMMIT") {
+                    Ok(()) => {
+                        for s in snapshots.values_mut() {
+                            s.dirty = false;
+                        }
+                        self.snapshots = snapshots;
+                        return Ok(report);
+                    }
+                    Err(e) => Failed::Error(
+                        anyhow::Error::new(e).context("committing the DuckDB transaction"),
+                    ),
+                },
+                Err(f) => f,
+            };
+            if let Err(r) = self.conn.execute_batch("ROLLBACK") {
+                tracing::debug!(error = %r, "DuckDB rollback after a failed flush");
+            }
+            match failed {
+                // A key came twice (a key that is not the source table's
+                // primary key): the same rows again, merged.
+                Failed::Conflict if direct => direct = false,
+                Failed::Conflict => return Err(anyhow!("a key conflict in a merged write")),
+                Failed::Error(e) => return Err(e),
             }
         }
     }
 
-    fn write_in_transaction(&self, batch: &Batch) -> anyhow::Result<()> {
-        for t in &batch.tables {
-            self.write_table(t)
-                .with_context(|| format!("writing DuckDB table '{}'", t.name))?;
+    fn write_in_transaction(
+        &self,
+        batch: &Batch,
+        snapshots: &mut HashMap<String, Physical>,
+        report: &mut Report,
+        direct: bool,
+    ) -> Result<(), Failed> {
+        self.prepare_schemas(batch, snapshots, report)?;
+        for (si, step) in batch.steps.iter().enumerate() {
+            match step {
+                Step::Rows(t) => {
+                    let (physical, fresh) = match snapshots.get_mut(&t.table) {
+                        Some(p) => {
+                            p.rows += t.rows.len() as u64;
+                            p.dirty = true;
+                            match p.method {
+                                Method::Staging => (staging_name(&t.table), true),
+                                Method::Direct => (t.table.clone(), true),
+                                Method::Append => (t.table.clone(), false),
+                            }
+                        }
+                        None => (t.table.clone(), false),
+                    };
+                    self.write_rows(si, t, &physical, fresh && direct, report)
+                        .map_err(|f| match f {
+                            Failed::Error(e) => Failed::Error(
+                                e.context(format!("writing DuckDB table '{physical}'")),
+                            ),
+                            c => c,
+                        })?;
+                }
+                Step::Control(c) => self.control(c, snapshots, report).map_err(|e| {
+                    Failed::Error(e.context(format!("snapshot of table '{}'", c.table())))
+                })?,
+            }
+        }
+        for (table, p) in snapshots.iter() {
+            if p.dirty {
+                self.conn.execute(
+                    &format!("UPDATE {SNAPSHOTS} SET rows = ? WHERE connector = ? AND table_name = ? AND generation = ?"),
+                    params![p.rows as i64, self.connector, table, p.generation],
+                )?;
+            }
         }
         let mut stmt = self.conn.prepare(&format!(
             "INSERT OR REPLACE INTO {POSITIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -208,10 +540,259 @@ impl Writer {
         Ok(())
     }
 
-    /// Existing columns (lower-cased name → (name, type)); None when the
+    /// Carries out one snapshot step.
+    fn control(
+        &self,
+        c: &Control,
+        snapshots: &mut HashMap<String, Physical>,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        match c {
+            Control::Open {
+                table,
+                mode,
+                generation,
+                topic,
+                partition,
+                opened_by,
+            } => {
+                if let Some(old) = snapshots.remove(table.as_str()) {
+                    self.end(table, &old, "abandoned", None)?;
+                }
+                let method = match mode {
+                    Mode::Append => Method::Append,
+                    Mode::Upsert => {
+                        if self.has_rows(table)? {
+                            self.create_staging(table)?;
+                            Method::Staging
+                        } else {
+                            Method::Direct
+                        }
+                    }
+                };
+                self.conn.execute(
+                    &format!("INSERT OR REPLACE INTO {SNAPSHOTS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', 0, NULL, now()::TIMESTAMP, NULL)"),
+                    params![
+                        self.connector,
+                        table,
+                        generation,
+                        topic.as_ref(),
+                        partition,
+                        match mode {
+                            Mode::Append => "append",
+                            Mode::Upsert => "upsert",
+                        },
+                        method.name(),
+                        opened_by
+                    ],
+                )?;
+                tracing::info!(
+                    connector = %self.connector,
+                    "DuckDB sink: snapshot {generation} of table '{table}' begins ({})",
+                    match method {
+                        Method::Staging => "read into a staging table that replaces the table when the snapshot of it is complete",
+                        Method::Direct => "the table is empty: read into it directly",
+                        Method::Append => "append mode: its events are appended",
+                    }
+                );
+                snapshots.insert(
+                    table.clone(),
+                    Physical {
+                        generation: *generation,
+                        method,
+                        rows: 0,
+                        dirty: false,
+                    },
+                );
+            }
+            Control::Complete { table, generation } => {
+                let Some(p) = snapshots.remove(table.as_str()) else {
+                    return Ok(());
+                };
+                if p.generation != *generation {
+                    snapshots.insert(table.clone(), p);
+                    return Ok(());
+                }
+                let removed = match p.method {
+                    Method::Staging => Some(self.swap(table)?),
+                    Method::Direct | Method::Append => None,
+                };
+                self.end(table, &p, "complete", removed)?;
+                tracing::info!(
+                    connector = %self.connector,
+                    "DuckDB sink: snapshot {generation} of table '{table}' complete: {} rows{}",
+                    p.rows,
+                    removed.map_or_else(String::new, |r| format!(
+                        "; {r} rows that the snapshot no longer has were removed"
+                    ))
+                );
+                report
+                    .completed
+                    .push((table.clone(), p.rows, removed.unwrap_or(0)));
+            }
+            Control::Abandon { table, generation } => {
+                let Some(p) = snapshots.remove(table.as_str()) else {
+                    return Ok(());
+                };
+                if p.method == Method::Staging {
+                    self.conn.execute_batch(&format!(
+                        "DROP TABLE IF EXISTS {}",
+                        ident(&staging_name(table))
+                    ))?;
+                }
+                self.end(table, &p, "abandoned", None)?;
+                tracing::warn!(
+                    connector = %self.connector,
+                    "DuckDB sink: snapshot {generation} of table '{table}' never completed (a later snapshot began, or the snapshot ended without it); {} and nothing was removed: the next complete snapshot of the table reconciles it",
+                    match p.method {
+                        Method::Staging => format!("its {} rows were dropped with its staging table", p.rows),
+                        Method::Direct | Method::Append => format!("its {} rows stay in the table", p.rows),
+                    }
+                );
+            }
+            Control::Merge { table, generation } => {
+                let Some(p) = snapshots.remove(table.as_str()) else {
+                    return Ok(());
+                };
+                if p.method == Method::Staging {
+                    self.merge_staging(table)?;
+                }
+                self.end(table, &p, "incomplete", None)?;
+                tracing::warn!(
+                    connector = %self.connector,
+                    "DuckDB sink: snapshot {generation} of table '{table}' did not complete before changes streamed (or its records came from several partitions); its {} rows were upserted and no row was removed",
+                    p.rows
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn end(
+        &self,
+        table: &str,
+        p: &Physical,
+        state: &str,
+        removed: Option<u64>,
+    ) -> anyhow::Result<()> {
+        self.conn.execute(
+            &format!("UPDATE {SNAPSHOTS} SET state = ?, rows = ?, removed = ?, ended_at = now()::TIMESTAMP WHERE connector = ? AND table_name = ? AND generation = ?"),
+            params![
+                state,
+                p.rows as i64,
+                removed.map(|r| r as i64),
+                self.connector,
+                table,
+                p.generation
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn has_rows(&self, table: &str) -> anyhow::Result<bool> {
+        if self.columns(table)?.is_none() {
+            return Ok(false);
+        }
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT 1 FROM {} LIMIT 1", ident(table)))?;
+        Ok(stmt.query([])?.next()?.is_some())
+    }
+
+    fn primary_key(&self, table: &str) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT unnest(constraint_column_names) FROM duckdb_constraints() WHERE database_name = current_database() AND schema_name = 'main' AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
+        )?;
+        let keys = stmt
+            .query_map(params![table], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(keys)
+    }
+
+    /// A table with `table`'s columns and primary key, for a snapshot.
+    fn create_staging(&self, table: &str) -> anyhow::Result<()> {
+        let cols = self
+            .columns(table)?
+            .ok_or_else(|| anyhow!("table vanished"))?;
+        let staging = ident(&staging_name(table));
+        let mut defs: Vec<String> = cols
+            .iter()
+            .map(|(n, ty)| format!("{} {ty}", ident(n)))
+            .collect();
+        let pk = self.primary_key(table)?;
+        if !pk.is_empty() {
+            let pk: Vec<String> = pk.iter().map(|k| ident(k)).collect();
+            defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+        }
+        self.conn
+            .execute_batch(&format!(
+                "DROP TABLE IF EXISTS {staging}; CREATE TABLE {staging} ({})",
+                defs.join(", ")
+            ))
+            .context("creating the staging table")?;
+        Ok(())
+    }
+
+    /// The staging table replaces the table; the rows it lacks are
+    /// counted as removed.
+    fn swap(&self, table: &str) -> anyhow::Result<u64> {
+        let staging = staging_name(table);
+        let pk = self.primary_key(table)?;
+        let removed: i64 = if pk.is_empty() {
+            0
+        } else {
+            let on: Vec<String> = pk
+                .iter()
+                .map(|k| format!("s.{} = t.{}", ident(k), ident(k)))
+                .collect();
+            self.conn.query_row(
+                &format!(
+                    "SELECT count(*) FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE {})",
+                    ident(table),
+                    ident(&staging),
+                    on.join(" AND ")
+                ),
+                [],
+                |r| r.get(0),
+            )?
+        };
+        self.conn
+            .execute_batch(&format!(
+                "DROP TABLE {t}; ALTER TABLE {s} RENAME TO {t}",
+                t = ident(table),
+                s = ident(&staging)
+            ))
+            .context("replacing the table by its snapshot")?;
+        Ok(u64::try_from(removed).unwrap_or(0))
+    }
+
+    /// Upserts the staging table's rows into the table and drops it.
+    fn merge_staging(&self, table: &str) -> anyhow::Result<()> {
+        let staging = staging_name(table);
+        let target = self
+            .columns(table)?
+            .ok_or_else(|| anyhow!("table vanished"))?;
+        for (n, ty) in self.columns(&staging)?.unwrap_or_default() {
+            if !target.iter().any(|(e, _)| e.eq_ignore_ascii_case(&n)) {
+                self.conn.execute_batch(&format!(
+                    "ALTER TABLE {} ADD COLUMN {} {ty}",
+                    ident(table),
+                    ident(&n)
+                ))?;
+            }
+        }
+        self.conn.execute_batch(&format!(
+            "INSERT OR REPLACE INTO {} BY NAME SELECT * FROM {s}; DROP TABLE {s}",
+            ident(table),
+            s = ident(&staging)
+        ))?;
+        Ok(())
+    }
+
+    /// Existing columns (name, canonical type) in order; None when the
     /// table does not exist.
     fn columns(&self, table: &str) -> anyhow::Result<Option<Vec<(String, String)>>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
         )?;
         let cols = stmt
@@ -219,28 +800,106 @@ impl Writer {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(if cols.is_empty() { None } else { Some(cols) })
+        Ok(if cols.is_empty() {
+            None
+        } else {
+            Some(
+                cols.into_iter()
+                    .map(|(n, t)| (n, evolution::canonical(&t)))
+                    .collect(),
+            )
+        })
     }
 
-    fn write_table(&self, t: &TableBatch) -> anyhow::Result<()> {
-        let mode = t.mode.unwrap_or(Mode::Upsert);
-        let table = ident(&t.name);
-        // The union of the batch's columns, keys first, in arrival order.
-        let mut wanted: Vec<(String, String)> = Vec::new();
-        let mut keys: Vec<String> = Vec::new();
-        for row in &t.rows {
-            for c in &row.key {
-                if !keys.iter().any(|k| k.eq_ignore_ascii_case(&c.name)) {
-                    keys.push(c.name.clone());
-                }
-            }
-            for c in row.key.iter().chain(&row.columns) {
-                if !wanted.iter().any(|(n, _)| n.eq_ignore_ascii_case(&c.name)) {
-                    wanted.push((c.name.clone(), c.ty.clone()));
-                }
-            }
+    /// Changes the type of column `col` of `table`, rebuilding the table
+    /// when an `ALTER` in place cannot do it safely.
+    fn alter_type(&self, table: &str, col: &str, from: &str, to: &str) -> anyhow::Result<()> {
+        let t = ident(table);
+        let c = ident(col);
+        let pk = self.primary_key(table)?;
+        let using = evolution::using(&c, from, to);
+        // DuckDB cannot change the type of a column an index depends on (a
+        // key column). And its write-ahead log keeps an ALTER's USING
+        // expression, evaluated again when the log is replayed: one with a
+        // function call (the zone conversion) makes the replay fail, so the
+        // database would not open again after a crash. Both are done by
+        // rebuilding the table, whose rows the log keeps as values.
+        let plain_cast = using == format!("CAST({c} AS {to})");
+        if plain_cast && !pk.iter().any(|k| k.eq_ignore_ascii_case(col)) {
+            self.conn
+                .execute_batch(&format!(
+                    "ALTER TABLE {t} ALTER COLUMN {c} SET DATA TYPE {to} USING {using}"
+                ))
+                .context("ALTER TABLE ... SET DATA TYPE")?;
+            return Ok(());
         }
-        match self.columns(&t.name)? {
+        let cols = self
+            .columns(table)?
+            .ok_or_else(|| anyhow!("table vanished"))?;
+        let tmp = ident(&format!("__sluice_rebuild_{table}"));
+        let mut defs: Vec<String> = cols
+            .iter()
+            .map(|(n, ty)| {
+                let ty = if n == col { to } else { ty.as_str() };
+                format!("{} {ty}", ident(n))
+            })
+            .collect();
+        if !pk.is_empty() {
+            let pk: Vec<String> = pk.iter().map(|k| ident(k)).collect();
+            defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+        }
+        let select: Vec<String> = cols
+            .iter()
+            .map(|(n, _)| {
+                if n == col {
+                    evolution::using(&ident(n), from, to)
+                } else {
+                    ident(n)
+                }
+            })
+            .collect();
+        self.conn
+            .execute_batch(&format!(
+                "CREATE TABLE {tmp} ({}); INSERT INTO {tmp} SELECT {} FROM {t}; DROP TABLE {t}; ALTER TABLE {tmp} RENAME TO {t}",
+                defs.join(", "),
+                select.join(", ")
+            ))
+            .with_context(|| format!("rebuilding the table with column '{col}' as {to}"))?;
+        Ok(())
+    }
+
+    /// The type for column `column` of `table` whose values change from
+    /// type `from` to `to` that neither holds the other's values: VARCHAR
+    /// when `duckdb.type.incompatible=varchar`, else the error that stops
+    /// the task.
+    fn incompatible(
+        &self,
+        table: &str,
+        column: &str,
+        from: &str,
+        to: &str,
+    ) -> anyhow::Result<String> {
+        if self.incompatible_to_text {
+            return Ok("VARCHAR".to_owned());
+        }
+        Err(anyhow!(
+            "column '{column}' of DuckDB table '{table}' is {from} but the source now sends {to}: neither type holds every value of the other, so DuckDB cannot widen the column. Set duckdb.type.incompatible=varchar on the connector to turn the column into VARCHAR (old values kept as their text), or change the DuckDB column yourself (ALTER TABLE \"{table}\" ALTER COLUMN \"{column}\" TYPE ...) and restart the task"
+        ))
+    }
+
+    /// Creates the table or brings its columns up to what the rows need;
+    /// the table's columns (name, type) for the rows' columns, in order.
+    fn prepare_table(
+        &self,
+        physical: &str,
+        logical: &str,
+        mode: Mode,
+        wanted: &[(String, String)],
+        keys: &[String],
+        report: &mut Report,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let table = ident(physical);
+        let existing = match self.columns(physical)? {
             None => {
                 let mut defs: Vec<String> = wanted
                     .iter()
@@ -253,25 +912,52 @@ impl Writer {
                 self.conn
                     .execute_batch(&format!("CREATE TABLE {table} ({})", defs.join(", ")))
                     .context("creating the table")?;
+                return Ok(wanted.to_vec());
             }
-            Some(existing) => {
-                for (n, ty) in &wanted {
-                    if !existing.iter().any(|(e, _)| e.eq_ignore_ascii_case(n)) {
-                        self.conn
-                            .execute_batch(&format!(
-                                "ALTER TABLE {table} ADD COLUMN {} {ty}",
-                                ident(n)
-                            ))
-                            .with_context(|| format!("adding column '{n}' ({ty})"))?;
+            Some(e) => e,
+        };
+        let mut changed = false;
+        for (n, ty) in wanted {
+            match existing.iter().find(|(e, _)| e.eq_ignore_ascii_case(n)) {
+                None => {
+                    self.conn
+                        .execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {} {ty}", ident(n)))
+                        .with_context(|| format!("adding column '{n}' ({ty})"))?;
+                    changed = true;
+                }
+                Some((name, have)) => {
+                    let to = match evolution::change(have, ty) {
+                        Change::Keep => None,
+                        Change::Alter(to) => Some(to),
+                        Change::Incompatible => Some(self.incompatible(logical, name, have, ty)?),
+                    };
+                    if let Some(to) = to {
+                        self.alter_type(physical, name, have, &to)
+                            .with_context(|| {
+                                format!("changing column '{name}' from {have} to {to}")
+                            })?;
+                        tracing::info!(
+                            connector = %self.connector,
+                            "DuckDB sink: column '{name}' of table '{logical}' changed from {have} to {to} (the source now sends {ty})"
+                        );
+                        report.altered.push((
+                            logical.to_owned(),
+                            name.clone(),
+                            have.clone(),
+                            to.clone(),
+                        ));
+                        changed = true;
                     }
                 }
             }
         }
-        let existing = self
-            .columns(&t.name)?
-            .ok_or_else(|| anyhow!("table vanished while being written"))?;
-        // Target type of each wanted column, as the table has it now.
-        let target: Vec<(String, String)> = wanted
+        let existing = if changed {
+            self.columns(physical)?
+                .ok_or_else(|| anyhow!("table vanished while being written"))?
+        } else {
+            existing
+        };
+        wanted
             .iter()
             .map(|(n, _)| {
                 existing
@@ -280,13 +966,169 @@ impl Writer {
                     .cloned()
                     .ok_or_else(|| anyhow!("column '{n}' missing after ALTER TABLE"))
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect()
+    }
 
+    /// Adds the columns of `t`'s rows to `wanted` (keys first, in arrival
+    /// order, types widened to hold every row's) and their key columns to
+    /// `keys`; returns each layout with the positions of its columns in
+    /// `wanted`.
+    fn union_columns(
+        &self,
+        t: &TableRows,
+        wanted: &mut Vec<(String, String)>,
+        keys: &mut Vec<String>,
+    ) -> anyhow::Result<Vec<(Arc<Layout>, Vec<usize>)>> {
+        let mut layouts: Vec<(Arc<Layout>, Vec<usize>)> = Vec::new();
+        for row in &t.rows {
+            if layouts.iter().any(|(l, _)| Arc::ptr_eq(l, &row.layout)) {
+                continue;
+            }
+            let l = &row.layout;
+            let mut map = Vec::with_capacity(l.names.len());
+            for (i, (n, ty)) in l.names.iter().zip(&l.types).enumerate() {
+                if i < l.keys && !keys.iter().any(|k| k.eq_ignore_ascii_case(n)) {
+                    keys.push(n.clone());
+                }
+                match wanted.iter().position(|(w, _)| w.eq_ignore_ascii_case(n)) {
+                    Some(p) => {
+                        let u = match evolution::union(&wanted[p].1, ty) {
+                            Some(u) => u,
+                            None => self.incompatible(&t.table, n, &wanted[p].1, ty)?,
+                        };
+                        wanted[p].1 = u;
+                        map.push(p);
+                    }
+                    None => {
+                        wanted.push((n.clone(), ty.clone()));
+                        map.push(wanted.len() - 1);
+                    }
+                }
+            }
+            layouts.push((Arc::clone(l), map));
+        }
+        Ok(layouts)
+    }
+
+    /// Brings every table the batch writes (and the staging table of its
+    /// open snapshot) up to the columns and types of all its rows, before
+    /// any row is written: DuckDB fails a transaction that alters a table
+    /// after changing rows of it (an upsert then reports a duplicate key).
+    fn prepare_schemas(
+        &self,
+        batch: &Batch,
+        snapshots: &HashMap<String, Physical>,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let mut tables: Vec<TableColumns<'_>> = Vec::new();
+        for step in &batch.steps {
+            let Step::Rows(t) = step else { continue };
+            if t.rows.is_empty() {
+                continue;
+            }
+            let i = match tables.iter().position(|(n, ..)| *n == t.table) {
+                Some(i) => i,
+                None => {
+                    tables.push((t.table.as_str(), t.mode, Vec::new(), Vec::new()));
+                    tables.len() - 1
+                }
+            };
+            let (_, _, wanted, keys) = &mut tables[i];
+            self.union_columns(t, wanted, keys)?;
+        }
+        for (table, mode, wanted, keys) in &tables {
+            self.prepare_table(table, table, *mode, wanted, keys, report)
+                .with_context(|| format!("DuckDB table '{table}'"))?;
+            if let Some(p) = snapshots.get(*table) {
+                let staging = staging_name(table);
+                if p.method == Method::Staging && self.columns(&staging)?.is_some() {
+                    self.prepare_table(&staging, table, *mode, wanted, keys, report)
+                        .with_context(|| format!("DuckDB table '{staging}'"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one table's rows (see the module docs). `fresh`: the table
+    /// holds only rows of the snapshot being read, so snapshot reads with
+    /// distinct keys are appended without a merge.
+    fn write_rows(
+        &self,
+        si: usize,
+        t: &TableRows,
+        physical: &str,
+        fresh: bool,
+        report: &mut Report,
+    ) -> Result<(), Failed> {
+        if t.rows.is_empty() {
+            return Ok(());
+        }
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
+        let layouts = self.union_columns(t, &mut wanted, &mut keys)?;
+        let target = self.prepare_table(physical, &t.table, t.mode, &wanted, &keys, report)?;
+        let has_list = target.iter().any(|(_, ty)| is_list(ty));
+        let all_upserts = t.rows.iter().all(|r| r.kind == RowKind::Upsert);
+        let distinct = {
+            let key_idx: Vec<usize> = keys
+                .iter()
+                .filter_map(|k| wanted.iter().position(|(w, _)| w.eq_ignore_ascii_case(k)))
+                .collect();
+            let mut seen: HashSet<Vec<KeyPart<'_>>> = HashSet::with_capacity(t.rows.len());
+            let mut distinct = true;
+            for row in &t.rows {
+                let map = &layouts
+                    .iter()
+                    .find(|(l, _)| Arc::ptr_eq(l, &row.layout))
+                    .ok_or_else(|| anyhow!("row layout missing"))?
+                    .1;
+                let key: Vec<KeyPart<'_>> = key_idx
+                    .iter()
+                    .map(|&w| {
+                        map.iter()
+                            .position(|&m| m == w)
+                            .map_or(KeyPart::Null, |i| key_part(&row.cells[i]))
+                    })
+                    .collect();
+                if !seen.insert(key) {
+                    distinct = false;
+                    break;
+                }
+            }
+            distinct
+        };
+        let straight = !has_list
+            && match t.mode {
+                Mode::Append => true,
+                Mode::Upsert => fresh && all_upserts && distinct,
+            };
+        let names: Vec<&str> = target.iter().map(|(n, _)| n.as_str()).collect();
+        if straight {
+            let mut app = self.conn.appender_with_columns(physical, &names)?;
+            let appended = self
+                .append(si, t, &layouts, &target, false, &mut app)
+                .and_then(|()| app.flush().map_err(Failed::from));
+            return match appended {
+                Err(Failed::Error(e))
+                    if t.mode == Mode::Upsert && format!("{e:#}").contains("constraint") =>
+                {
+                    Err(Failed::Conflict)
+                }
+                other => other,
+            };
+        }
         // Staging columns are positional (s0, s1, ...) so no field name can
         // clash with the bookkeeping ones.
-        let stage_defs: Vec<String> = (0..target.len()).map(|i| format!("s{i} VARCHAR")).collect();
+        let stage_defs: Vec<String> = target
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| {
+                format!("s{i} {}", if is_list(ty) { "VARCHAR" } else { ty.as_str() })
+            })
+            .collect();
         self.conn.execute_batch(&format!(
-            "DROP TABLE IF EXISTS temp.{STAGE}; CREATE TEMP TABLE {STAGE} (seq VARCHAR, kind VARCHAR{}{})",
+            "CREATE OR REPLACE TEMP TABLE {STAGE} (seq BIGINT, kind TINYINT{}{})",
             if stage_defs.is_empty() { "" } else { ", " },
             stage_defs.join(", ")
         ))?;
@@ -294,84 +1136,62 @@ impl Writer {
             let mut app = self
                 .conn
                 .appender_to_catalog_and_db(STAGE, "temp", "main")?;
-            let mut values: Vec<Option<String>> = Vec::with_capacity(target.len() + 2);
-            for (seq, row) in t.rows.iter().enumerate() {
-                values.clear();
-                values.push(Some(seq.to_string()));
-                values.push(Some(
-                    match row.kind {
-                        RowKind::Upsert => "u",
-                        RowKind::Delete => "d",
-                        RowKind::Append => "a",
-                    }
-                    .to_owned(),
-                ));
-                for (n, _) in &target {
-                    // Key struct values win over the row's (same column).
-                    let v = row
-                        .key
-                        .iter()
-                        .chain(&row.columns)
-                        .find(|c| c.name.eq_ignore_ascii_case(n))
-                        .and_then(|c| c.text.clone());
-                    values.push(v);
-                }
-                app.append_row(appender_params_from_iter(values.iter()))?;
-            }
-            app.flush()?;
+            self.append(si, t, &layouts, &target, true, &mut app)?;
+            app.flush().context("appending to the staging table")?;
         }
-        let names: Vec<String> = target.iter().map(|(n, _)| ident(n)).collect();
-        let casts: Vec<String> = target
+        let cols: Vec<String> = target.iter().map(|(n, _)| ident(n)).collect();
+        let exprs: Vec<String> = target
             .iter()
             .enumerate()
             .map(|(i, (_, ty))| cast(&format!("s{i}"), ty))
             .collect();
-        let stage_index = |name: &str| {
-            target
-                .iter()
-                .position(|(n, _)| n.eq_ignore_ascii_case(name))
-                .ok_or_else(|| anyhow!("key column '{name}' not staged"))
-        };
-        match mode {
+        let table = ident(physical);
+        match t.mode {
             Mode::Append => {
                 self.conn
                     .execute_batch(&format!(
-                        "INSERT INTO {table} ({}) SELECT {} FROM {STAGE} ORDER BY CAST(seq AS BIGINT)",
-                        names.join(", "),
-                        casts.join(", ")
+                        "INSERT INTO {table} ({}) SELECT {} FROM {STAGE} ORDER BY seq",
+                        cols.join(", "),
+                        exprs.join(", ")
                     ))
                     .context("inserting the staged rows")?;
             }
             Mode::Upsert => {
                 if keys.is_empty() {
-                    return Err(anyhow!("upsert mode without key columns"));
+                    return Err(Failed::Error(anyhow!("upsert mode without key columns")));
                 }
                 let key_idx: Vec<usize> = keys
                     .iter()
-                    .map(|k| stage_index(k))
-                    .collect::<anyhow::Result<_>>()?;
-                let partition: Vec<String> = key_idx.iter().map(|i| format!("s{i}")).collect();
-                self.conn.execute_batch(&format!(
-                    "DROP TABLE IF EXISTS temp.{LATEST}; CREATE TEMP TABLE {LATEST} AS SELECT * FROM {STAGE} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY CAST(seq AS BIGINT) DESC) = 1",
-                    partition.join(", ")
-                ))?;
-                let matches: Vec<String> = key_idx
-                    .iter()
-                    .map(|&i| {
-                        format!(
-                            "{table}.{} = {}",
-                            names[i],
-                            cast(&format!("l.s{i}"), &target[i].1)
-                        )
+                    .map(|k| {
+                        target
+                            .iter()
+                            .position(|(n, _)| n.eq_ignore_ascii_case(k))
+                            .ok_or_else(|| anyhow!("key column '{k}' not staged"))
                     })
-                    .collect();
-                self.conn
-                    .execute_batch(&format!(
-                        "DELETE FROM {table} USING {LATEST} l WHERE l.kind = 'd' AND {}",
-                        matches.join(" AND ")
-                    ))
-                    .context("deleting rows")?;
-                let updates: Vec<String> = names
+                    .collect::<anyhow::Result<_>>()?;
+                let source = if distinct {
+                    STAGE
+                } else {
+                    let partition: Vec<String> = key_idx.iter().map(|i| format!("s{i}")).collect();
+                    self.conn.execute_batch(&format!(
+                        "CREATE OR REPLACE TEMP TABLE {LATEST} AS SELECT * FROM {STAGE} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY seq DESC) = 1",
+                        partition.join(", ")
+                    ))?;
+                    LATEST
+                };
+                if !all_upserts {
+                    let matches: Vec<String> = key_idx
+                        .iter()
+                        .map(|&i| format!("{table}.{} = l.s{i}", cols[i]))
+                        .collect();
+                    self.conn
+                        .execute_batch(&format!(
+                            "DELETE FROM {table} USING {source} l WHERE l.kind = 1 AND {}",
+                            matches.join(" AND ")
+                        ))
+                        .context("deleting rows")?;
+                }
+                let updates: Vec<String> = cols
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| !key_idx.contains(i))
@@ -382,21 +1202,113 @@ impl Writer {
                 } else {
                     format!("DO UPDATE SET {}", updates.join(", "))
                 };
-                let pk: Vec<String> = key_idx.iter().map(|&i| names[i].clone()).collect();
+                let pk: Vec<String> = key_idx.iter().map(|&i| cols[i].clone()).collect();
+                let filter = if all_upserts { "" } else { " WHERE kind = 0" };
                 self.conn
                     .execute_batch(&format!(
-                        "INSERT INTO {table} ({}) SELECT {} FROM {LATEST} WHERE kind = 'u' ON CONFLICT ({}) {on_conflict}",
-                        names.join(", "),
-                        casts.join(", "),
+                        "INSERT INTO {table} ({}) SELECT {} FROM {source}{filter} ON CONFLICT ({}) {on_conflict}",
+                        cols.join(", "),
+                        exprs.join(", "),
                         pk.join(", ")
                     ))
                     .context("upserting rows")?;
-                self.conn
-                    .execute_batch(&format!("DROP TABLE temp.{LATEST}"))?;
             }
         }
-        self.conn
-            .execute_batch(&format!("DROP TABLE temp.{STAGE}"))?;
         Ok(())
+    }
+
+    /// Appends `t`'s rows to `app`: the target's columns in order, after
+    /// `seq` and `kind` when `staged`.
+    fn append(
+        &self,
+        si: usize,
+        t: &TableRows,
+        layouts: &[(Arc<Layout>, Vec<usize>)],
+        target: &[(String, String)],
+        staged: bool,
+        app: &mut duckdb::Appender<'_>,
+    ) -> Result<(), Failed> {
+        let null = Cell::Null;
+        let mut cells: Vec<&Cell> = Vec::with_capacity(target.len());
+        let mut head: [Cell; 2] = [Cell::Null, Cell::Null];
+        for (ri, row) in t.rows.iter().enumerate() {
+            let map = &layouts
+                .iter()
+                .find(|(l, _)| Arc::ptr_eq(l, &row.layout))
+                .ok_or_else(|| anyhow!("row layout missing"))?
+                .1;
+            cells.clear();
+            cells.resize(target.len(), &null);
+            for (i, &w) in map.iter().enumerate() {
+                // Key values come first in a layout and win over a row
+                // field of the same name.
+                if cells[w].is_null() {
+                    cells[w] = &row.cells[i];
+                }
+            }
+            let result = if staged {
+                head[0] = Cell::I64(ri as i64);
+                head[1] = Cell::I8(row.kind.code());
+                app.append_row(appender_params_from_iter(
+                    head.iter().chain(cells.iter().copied()),
+                ))
+            } else {
+                app.append_row(appender_params_from_iter(cells.iter().copied()))
+            };
+            if let Err(e) = result {
+                let message = e.to_string();
+                if !staged && t.mode == Mode::Upsert && message.contains("constraint") {
+                    return Err(Failed::Conflict);
+                }
+                return Err(Failed::Error(anyhow::Error::new(
+                    self.diagnose(si, ri, t, row, target, &cells, message),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Which column of a refused row DuckDB cannot take, by casting each
+    /// value to its column's type on its own.
+    #[allow(clippy::too_many_arguments)]
+    fn diagnose(
+        &self,
+        si: usize,
+        ri: usize,
+        t: &TableRows,
+        row: &Row,
+        target: &[(String, String)],
+        cells: &[&Cell],
+        message: String,
+    ) -> RowRejected {
+        let mut column = None;
+        let mut size = 0;
+        let mut message = message;
+        for ((name, ty), cell) in target.iter().zip(cells) {
+            if cell.is_null() || is_list(ty) {
+                continue;
+            }
+            let probe =
+                self.conn
+                    .query_row(&format!("SELECT CAST(? AS {ty}) IS NULL"), [*cell], |r| {
+                        r.get::<_, bool>(0)
+                    });
+            if let Err(e) = probe {
+                column = Some(name.clone());
+                size = cell.size();
+                message = format!("{e} (value {})", cell.describe());
+                break;
+            }
+        }
+        RowRejected {
+            step: si,
+            row: ri,
+            table: t.table.clone(),
+            column,
+            size,
+            key: row.key_text(),
+            origin: row.origin.clone(),
+            message,
+        }
     }
 }

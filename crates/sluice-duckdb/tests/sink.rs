@@ -174,6 +174,8 @@ fn row(schema: &SchemaRef, id: i32, note: &str) -> Value {
 struct Events {
     row_schema: SchemaRef,
     offset: i64,
+    /// `source.snapshot` of reads.
+    marker: &'static str,
 }
 
 impl Events {
@@ -181,6 +183,7 @@ impl Events {
         Events {
             row_schema,
             offset: 0,
+            marker: "true",
         }
     }
 
@@ -194,7 +197,7 @@ impl Events {
             ts_ms: 1_700_000_000_000,
             ts_us: 1_700_000_000_000_000,
             ts_ns: 1_700_000_000_000_000_000,
-            snapshot: if op == Op::Read { "true" } else { "false" },
+            snapshot: if op == Op::Read { self.marker } else { "false" },
             db: "db",
             sequence: Some(&sequence),
             schema: "public",
@@ -633,5 +636,164 @@ async fn flush_size_and_interval_write_before_the_workers_flush() {
     assert_eq!(
         query_strings(&db, "SELECT count(*)::VARCHAR FROM items"),
         ["5"]
+    );
+}
+
+/// A record of an unwrapped row `{id, n}` whose `n` has schema `n`.
+fn typed(offset: i64, id: i32, n: SchemaRef, value: Value) -> SinkRecord {
+    let conv = converter();
+    let schema = SchemaBuilder::structure()
+        .name("myserver.public.items.Value")
+        .field("id", SchemaBuilder::new(SchemaType::Int32).build())
+        .field("n", n)
+        .build();
+    read(Record {
+        topic: Arc::from(TOPIC),
+        partition: 0,
+        offset,
+        timestamp_ms: 0,
+        key: conv
+            .from_connect(
+                TOPIC,
+                Some(&key_schema()),
+                Some(&Value::Struct(vec![Value::Int32(id)])),
+            )
+            .expect("key"),
+        value: conv
+            .from_connect(
+                TOPIC,
+                Some(&schema),
+                Some(&Value::Struct(vec![Value::Int32(id), value])),
+            )
+            .expect("value"),
+        headers: Vec::new(),
+    })
+}
+
+/// Writes `r` with a task of its own (closed before the file is read: two
+/// DuckDB instances of one file in one process must not both be open).
+async fn write_one(
+    db: &std::path::Path,
+    extra: &[(&str, &str)],
+    r: SinkRecord,
+) -> anyhow::Result<()> {
+    let mut settings = vec![("duckdb.dedup", "none")];
+    settings.extend_from_slice(extra);
+    let mut t = task(db, &settings);
+    t.put(&[r]).await?;
+    t.flush().await
+}
+
+#[tokio::test]
+async fn a_widened_type_alters_the_column_and_an_incompatible_one_stops_with_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sink.duckdb");
+    let date = || named(SchemaType::Int32, "io.debezium.time.Date");
+    let rows = || query_strings(&db, "SELECT id || ':' || n FROM items ORDER BY id");
+    // int → bigint, then a value only bigint holds.
+    write_one(
+        &db,
+        &[],
+        typed(0, 1, opt(SchemaType::Int32), Value::Int32(5)),
+    )
+    .await
+    .expect("int");
+    write_one(
+        &db,
+        &[],
+        typed(1, 2, opt(SchemaType::Int64), Value::Int64(1 << 40)),
+    )
+    .await
+    .expect("widened");
+    assert_eq!(column_types(&db, "items"), ["id INTEGER", "n BIGINT"]);
+    assert_eq!(rows(), ["1:5", "2:1099511627776"]);
+    // A narrowing keeps the wider column.
+    write_one(
+        &db,
+        &[],
+        typed(2, 3, opt(SchemaType::Int16), Value::Int16(7)),
+    )
+    .await
+    .expect("narrowed");
+    assert_eq!(column_types(&db, "items"), ["id INTEGER", "n BIGINT"]);
+    assert_eq!(rows(), ["1:5", "2:1099511627776", "3:7"]);
+
+    // bigint → date: neither holds the other; the error names the table,
+    // the column, both types and the setting, and nothing is written.
+    let err = write_one(&db, &[], typed(3, 4, date(), Value::Int32(19_000)))
+        .await
+        .expect_err("incompatible");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("'items'")
+            && err.contains("'n'")
+            && err.contains("BIGINT")
+            && err.contains("DATE")
+            && err.contains("duckdb.type.incompatible=varchar"),
+        "{err}"
+    );
+    assert_eq!(column_types(&db, "items"), ["id INTEGER", "n BIGINT"]);
+    assert_eq!(rows(), ["1:5", "2:1099511627776", "3:7"]);
+
+    // With the setting, the column becomes text and keeps every value.
+    write_one(
+        &db,
+        &[("duckdb.type.incompatible", "varchar")],
+        typed(3, 4, date(), Value::Int32(19_000)),
+    )
+    .await
+    .expect("as text");
+    assert_eq!(column_types(&db, "items"), ["id INTEGER", "n VARCHAR"]);
+    assert_eq!(rows(), ["1:5", "2:1099511627776", "3:7", "4:2022-01-08"]);
+}
+
+#[tokio::test]
+async fn a_snapshot_end_and_changes_with_a_new_column_in_one_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sink.duckdb");
+    let mut t = task(&db, &[]);
+    let mut ev = Events::new(row_schema(true, false));
+    ev.marker = "first";
+    t.put(&[ev.record(Op::Read, 1, "text", 100)])
+        .await
+        .expect("put");
+    t.flush().await.expect("snapshot");
+    // One flush: the snapshot's last read, then an insert, an update (of a
+    // row with a LIST column) and a delete, then a column added and one
+    // dropped at the source and an insert with the new columns. DuckDB
+    // refuses to alter a table after rows of it changed in the same
+    // transaction: the columns are added first.
+    ev.marker = "last";
+    t.put(&[
+        ev.record(Op::Read, 2, "second", 100),
+        ev.record(Op::Create, 3, "three", 200),
+        ev.record(Op::Update, 1, "first", 201),
+        ev.record(Op::Delete, 2, "second", 202),
+    ])
+    .await
+    .expect("put");
+    ev.row_schema = row_schema(false, true);
+    t.put(&[ev.record(Op::Create, 4, "four", 300)])
+        .await
+        .expect("put");
+    t.flush().await.expect("changes");
+    drop(t);
+    assert_eq!(
+        query_strings(
+            &db,
+            "SELECT concat_ws(',', id, coalesce(note, 'NULL'), coalesce(extra, 'NULL'), tags) FROM items ORDER BY id"
+        ),
+        [
+            "1,first,NULL,[1, NULL, 3]",
+            "3,three,NULL,[1, NULL, 3]",
+            "4,NULL,x4,[1, NULL, 3]"
+        ]
+    );
+    assert_eq!(
+        query_strings(
+            &db,
+            "SELECT concat_ws(',', table_name, state, rows) FROM __sluice_snapshots"
+        ),
+        ["items,complete,2"]
     );
 }

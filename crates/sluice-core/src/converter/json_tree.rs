@@ -5,7 +5,7 @@
 //! zeros in numbers are accepted (`ALLOW_LEADING_ZEROS_FOR_NUMBERS`), content
 //! after the first value is ignored (`FAIL_ON_TRAILING_TOKENS` is off), and
 //! Jackson's default read limits apply (nesting depth 1000, numbers of 1000
-//! characters).
+//! characters), except for the length of strings (see [`MAX_STRING_LEN`]).
 
 use std::collections::HashMap;
 
@@ -13,8 +13,11 @@ use std::collections::HashMap;
 const MAX_DEPTH: usize = 1000;
 /// Jackson's default maximum number length (`StreamReadConstraints`).
 const MAX_NUMBER_LEN: usize = 1000;
-/// Jackson's default maximum string length (`StreamReadConstraints`).
-const MAX_STRING_LEN: usize = 20_000_000;
+/// The longest string read, in bytes. Jackson's default
+/// (`StreamReadConstraints`, 20,000,000) would refuse PostgreSQL values
+/// that Debezium sends: text up to 1 GB, and bytea up to 1 GB as base64
+/// (4/3 of that). This holds both.
+const MAX_STRING_LEN: usize = 1_500_000_000;
 /// Jackson's default maximum field name length (`StreamReadConstraints`).
 const MAX_NAME_LEN: usize = 50_000;
 /// Objects larger than this get a key index so duplicates stay cheap.
@@ -310,7 +313,7 @@ impl Parser<'_> {
                 Some(b'"') => {
                     self.i += 1;
                     if out.len() > MAX_STRING_LEN {
-                        return Err(self.err("string longer than 20000000 characters"));
+                        return Err(self.err(&format!("string longer than {MAX_STRING_LEN} bytes")));
                     }
                     return Ok(out);
                 }
@@ -450,6 +453,19 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_longer_than_jacksons_default_limit_are_read() {
+        let len = 25 << 20;
+        let mut doc = Vec::with_capacity(len + 2);
+        doc.push(b'"');
+        doc.resize(len + 1, b'x');
+        doc.push(b'"');
+        match parse(&doc) {
+            Ok(Some(Json::Str(s))) => assert_eq!(s.len(), len),
+            other => panic!("{:?}", other.map(|o| o.map(|j| j.kind()))),
+        }
+    }
 
     #[test]
     fn parses_like_jackson() {

@@ -1,0 +1,364 @@
+//! Snapshots reconcile the tables: what `source.snapshot` says about each
+//! snapshot read, turned into the steps a flush carries out (see the crate
+//! docs, "Snapshots").
+//!
+//! Debezium marks a snapshot's reads: `first` (the first record of the
+//! snapshot), `first_in_data_collection` (a later table's first),
+//! `last_in_data_collection` (a table's last), `last` (the snapshot's
+//! last, which is also its table's last), `true` in between; streamed
+//! changes carry `false` or null. A table of one row is marked by its
+//! position alone (`first`, `last_in_data_collection` or `last`); a table
+//! without rows has no record at all. Every read of one snapshot carries
+//! the LSN of its consistent point (`source.lsn`), which tells snapshots
+//! apart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::mapping::Mode;
+use crate::writer::Method;
+
+/// A snapshot step, carried out in the flush's transaction in order with
+/// the rows around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// A snapshot of `table` begins: its reads go to a staging table (or
+    /// straight into the table when it is empty, or appended in append
+    /// mode) until it completes.
+    Open {
+        table: String,
+        mode: Mode,
+        generation: i64,
+        topic: Arc<str>,
+        partition: i32,
+        opened_by: String,
+    },
+    /// The table's snapshot is complete: the staging table replaces it.
+    Complete { table: String, generation: i64 },
+    /// The snapshot never completed: its staging rows are dropped and the
+    /// table stays as it was.
+    Abandon { table: String, generation: i64 },
+    /// The snapshot did not complete but changes stream: its rows are
+    /// upserted into the table, nothing is removed.
+    Merge { table: String, generation: i64 },
+}
+
+impl Control {
+    pub(crate) fn table(&self) -> &str {
+        match self {
+            Control::Open { table, .. }
+            | Control::Complete { table, .. }
+            | Control::Abandon { table, .. }
+            | Control::Merge { table, .. } => table,
+        }
+    }
+}
+
+/// A snapshot of a table that began and has not ended, as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenSnapshot {
+    pub table: String,
+    pub generation: i64,
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub method: Method,
+    pub opened_by: String,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    generation: i64,
+    topic: Arc<str>,
+    partition: i32,
+    opened_by: String,
+    rows: u64,
+}
+
+impl Open {
+    /// Opened by the snapshot's `first` record and nothing since: the
+    /// table may have had that one row only (its end is then not marked).
+    fn maybe_single(&self) -> bool {
+        self.opened_by == "first" && self.rows == 1
+    }
+}
+
+/// What a record means for the table's snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct Steps {
+    /// Before the record's row.
+    pub before: Vec<Control>,
+    /// After it.
+    pub after: Vec<Control>,
+}
+
+/// The snapshots in progress, per table.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    open: HashMap<String, Open>,
+    /// (table, generation) seen from its middle or from several partitions:
+    /// written without reconciliation.
+    unreconciled: HashSet<(String, i64)>,
+}
+
+/// Whether a `source.snapshot` value marks a snapshot read.
+fn is_snapshot_marker(m: &str) -> bool {
+    matches!(
+        m,
+        "first" | "first_in_data_collection" | "true" | "last_in_data_collection" | "last"
+    )
+}
+
+impl Tracker {
+    /// Resumes the snapshots stored as open.
+    pub(crate) fn resume(stored: &[OpenSnapshot]) -> Tracker {
+        let mut t = Tracker::default();
+        for s in stored {
+            t.open.insert(
+                s.table.clone(),
+                Open {
+                    generation: s.generation,
+                    topic: Arc::clone(&s.topic),
+                    partition: s.partition,
+                    opened_by: s.opened_by.clone(),
+                    rows: s.rows,
+                },
+            );
+        }
+        t
+    }
+
+    /// The steps around one record of `table`: a snapshot read when `op`
+    /// is `r` and `marker` is a snapshot marker, with `generation` the
+    /// snapshot's LSN; anything else is a streamed change.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record(
+        &mut self,
+        table: &str,
+        mode: Mode,
+        topic: &Arc<str>,
+        partition: i32,
+        op: Option<&str>,
+        marker: Option<&str>,
+        generation: Option<i64>,
+    ) -> Steps {
+        let mut steps = Steps::default();
+        let read = match (op, marker, generation) {
+            (Some("r"), Some(m), Some(g)) if is_snapshot_marker(m) => Some((m, g)),
+            _ => None,
+        };
+        let Some((marker, generation)) = read else {
+            // A streamed change: the table's snapshot is over. One that
+            // began with the snapshot's first record and got no other
+            // had that row only; any other did not complete.
+            if let Some(o) = self.open.remove(table) {
+                steps.before.push(if o.maybe_single() {
+                    Control::Complete {
+                        table: table.to_owned(),
+                        generation: o.generation,
+                    }
+                } else {
+                    Control::Merge {
+                        table: table.to_owned(),
+                        generation: o.generation,
+                    }
+                });
+            }
+            return steps;
+        };
+        if let Some(o) = self.open.get(table) {
+            if o.generation != generation {
+                // An earlier snapshot was interrupted; this one starts over.
+                steps.before.push(Control::Abandon {
+                    table: table.to_owned(),
+                    generation: o.generation,
+                });
+                self.open.remove(table);
+            } else if o.partition != partition || o.topic != *topic {
+                // Records of one table in several partitions arrive in no
+                // particular order: when its snapshot ends cannot be told.
+                tracing::warn!(
+                    "DuckDB sink: the snapshot of table '{table}' arrives through several partitions ({} and {topic}-{partition}); it is upserted without removing rows",
+                    o.partition
+                );
+                steps.before.push(Control::Merge {
+                    table: table.to_owned(),
+                    generation,
+                });
+                self.open.remove(table);
+                self.unreconciled.insert((table.to_owned(), generation));
+            }
+        }
+        let key = (table.to_owned(), generation);
+        if !self.open.contains_key(table) && !self.unreconciled.contains(&key) {
+            if marker == "true" {
+                tracing::warn!(
+                    "DuckDB sink: snapshot {generation} of table '{table}' is seen from its middle (its first record was not received); it is upserted without removing rows"
+                );
+                self.unreconciled.insert(key);
+            } else {
+                steps.before.push(Control::Open {
+                    table: table.to_owned(),
+                    mode,
+                    generation,
+                    topic: Arc::clone(topic),
+                    partition,
+                    opened_by: marker.to_owned(),
+                });
+                self.open.insert(
+                    table.to_owned(),
+                    Open {
+                        generation,
+                        topic: Arc::clone(topic),
+                        partition,
+                        opened_by: marker.to_owned(),
+                        rows: 0,
+                    },
+                );
+            }
+        }
+        if let Some(o) = self.open.get_mut(table) {
+            o.rows += 1;
+        }
+        if matches!(marker, "last_in_data_collection" | "last") && self.open.remove(table).is_some()
+        {
+            steps.after.push(Control::Complete {
+                table: table.to_owned(),
+                generation,
+            });
+        }
+        if marker == "last" {
+            // The whole snapshot is complete: a table opened by its first
+            // record alone had that row only; snapshots of other
+            // generations still open never completed.
+            let mut ended: Vec<(String, Open)> = self
+                .open
+                .iter()
+                .filter(|(_, o)| o.generation != generation || o.maybe_single())
+                .map(|(t, o)| (t.clone(), o.clone()))
+                .collect();
+            ended.sort_by(|a, b| a.0.cmp(&b.0));
+            for (t, o) in ended {
+                self.open.remove(&t);
+                steps.after.push(if o.generation == generation {
+                    Control::Complete {
+                        table: t,
+                        generation,
+                    }
+                } else {
+                    Control::Abandon {
+                        table: t,
+                        generation: o.generation,
+                    }
+                });
+            }
+            self.unreconciled.retain(|(_, g)| *g == generation);
+        }
+        steps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(t: &str) -> Arc<str> {
+        Arc::from(format!("srv.public.{t}").as_str())
+    }
+
+    fn read(tr: &mut Tracker, table: &str, marker: &str, g: i64) -> Steps {
+        tr.record(
+            table,
+            Mode::Upsert,
+            &topic(table),
+            0,
+            Some("r"),
+            Some(marker),
+            Some(g),
+        )
+    }
+
+    fn stream(tr: &mut Tracker, table: &str) -> Steps {
+        tr.record(
+            table,
+            Mode::Upsert,
+            &topic(table),
+            0,
+            Some("c"),
+            Some("false"),
+            Some(900),
+        )
+    }
+
+    fn names(cs: &[Control]) -> Vec<String> {
+        cs.iter()
+            .map(|c| match c {
+                Control::Open { table, .. } => format!("open {table}"),
+                Control::Complete { table, .. } => format!("complete {table}"),
+                Control::Abandon { table, .. } => format!("abandon {table}"),
+                Control::Merge { table, .. } => format!("merge {table}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tables_open_at_their_first_read_and_complete_at_their_last() {
+        let mut tr = Tracker::default();
+        assert_eq!(names(&read(&mut tr, "a", "first", 100).before), ["open a"]);
+        assert!(names(&read(&mut tr, "a", "true", 100).before).is_empty());
+        assert_eq!(
+            names(&read(&mut tr, "a", "last_in_data_collection", 100).after),
+            ["complete a"]
+        );
+        // A table of one row in the middle: open and complete at once.
+        let s = read(&mut tr, "b", "last_in_data_collection", 100);
+        assert_eq!(
+            (names(&s.before), names(&s.after)),
+            (vec!["open b".to_string()], vec!["complete b".to_string()])
+        );
+        assert_eq!(
+            names(&read(&mut tr, "c", "first_in_data_collection", 100).before),
+            ["open c"]
+        );
+        assert_eq!(
+            names(&read(&mut tr, "c", "last", 100).after),
+            ["complete c"]
+        );
+        assert!(names(&stream(&mut tr, "a").before).is_empty());
+    }
+
+    #[test]
+    fn a_first_table_of_one_row_completes_with_the_snapshot_or_its_next_change() {
+        let mut tr = Tracker::default();
+        read(&mut tr, "a", "first", 100);
+        read(&mut tr, "b", "first_in_data_collection", 100);
+        let s = read(&mut tr, "b", "last", 100);
+        assert_eq!(names(&s.after), ["complete b", "complete a"]);
+        let mut tr = Tracker::default();
+        read(&mut tr, "a", "first", 100);
+        assert_eq!(names(&stream(&mut tr, "a").before), ["complete a"]);
+    }
+
+    #[test]
+    fn interrupted_snapshots_are_abandoned_or_merged_never_completed() {
+        let mut tr = Tracker::default();
+        read(&mut tr, "a", "first", 100);
+        read(&mut tr, "a", "true", 100);
+        read(&mut tr, "z", "first_in_data_collection", 100);
+        // A new snapshot (another LSN) starts over.
+        let s = read(&mut tr, "a", "first", 200);
+        assert_eq!(names(&s.before), ["abandon a", "open a"]);
+        // Its end abandons what the old one left open.
+        let s = read(&mut tr, "a", "last", 200);
+        assert_eq!(names(&s.after), ["complete a", "abandon z"]);
+        // A snapshot that streams before its end: rows kept, none removed.
+        let mut tr = Tracker::default();
+        read(&mut tr, "a", "first", 100);
+        read(&mut tr, "a", "true", 100);
+        assert_eq!(names(&stream(&mut tr, "a").before), ["merge a"]);
+        // Seen from its middle: no reconciliation.
+        let mut tr = Tracker::default();
+        assert!(names(&read(&mut tr, "a", "true", 100).before).is_empty());
+        assert!(names(&read(&mut tr, "a", "last", 100).after).is_empty());
+    }
+}
