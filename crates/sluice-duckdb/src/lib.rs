@@ -707,6 +707,7 @@ impl DuckDbSinkTask {
         let mut batch = std::mem::take(&mut self.batch);
         self.buffered = 0;
         self.oldest = None;
+        let started = Instant::now();
         loop {
             let w = Arc::clone(&writer);
             let (back, result) = tokio::task::spawn_blocking(move || {
@@ -720,7 +721,10 @@ impl DuckDbSinkTask {
             .context("DuckDB writer thread")?;
             batch = back;
             let e = match result {
-                Ok(_) => break,
+                Ok(report) => {
+                    self.note_flush(&batch, &report, started.elapsed());
+                    break;
+                }
                 Err(e) => e,
             };
             let rejected = e
@@ -753,6 +757,50 @@ impl DuckDbSinkTask {
         }
         self.committed.extend(batch.positions);
         Ok(())
+    }
+}
+
+impl DuckDbSinkTask {
+    /// The sink's own metrics for one written flush.
+    fn note_flush(&self, batch: &writer::Batch, report: &writer::Report, took: Duration) {
+        let rows: usize = batch
+            .steps
+            .iter()
+            .map(|s| match s {
+                writer::Step::Rows(t) => t.rows.len(),
+                writer::Step::Control(_) => 0,
+            })
+            .sum();
+        let p = &self.ctx.telemetry.plugin;
+        p.add(
+            "duckdb_rows_applied",
+            "Row changes written to DuckDB (inserted, upserted or deleted)",
+            rows as f64,
+        );
+        p.add("duckdb_flushes", "DuckDB transactions committed", 1.0);
+        p.add(
+            "duckdb_flush_seconds",
+            "Time spent writing and committing DuckDB transactions",
+            took.as_secs_f64(),
+        );
+        p.set(
+            "duckdb_last_flush_seconds",
+            "How long the last DuckDB transaction took to write and commit",
+            took.as_secs_f64(),
+        );
+        let removed: u64 = report.completed.iter().map(|(_, _, r)| r).sum();
+        if !report.completed.is_empty() {
+            p.add(
+                "duckdb_snapshots_reconciled",
+                "Table snapshots completed and swapped in",
+                report.completed.len() as f64,
+            );
+            p.add(
+                "duckdb_rows_removed_by_reconcile",
+                "Rows a complete snapshot no longer had, removed at its end",
+                removed as f64,
+            );
+        }
     }
 }
 

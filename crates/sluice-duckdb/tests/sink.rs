@@ -797,3 +797,57 @@ async fn a_snapshot_end_and_changes_with_a_new_column_in_one_flush() {
         ["items,complete,2"]
     );
 }
+
+#[tokio::test]
+async fn flushes_report_rows_applied_and_flush_time_as_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sink.duckdb");
+    let props: Props = [
+        ("connector.class", "duckdb"),
+        ("topics", TOPIC),
+        ("duckdb.path", db.to_str().expect("utf-8 path")),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let telemetry: Arc<sluice_core::telemetry::SinkTelemetry> = Default::default();
+    let mut t = sluice_duckdb::plugin()
+        .create_sink_task(
+            &props,
+            SinkContext {
+                connector: "duck".into(),
+                task_id: 0,
+                key_converter: converter(),
+                value_converter: converter(),
+                reporter: Default::default(),
+                telemetry: Arc::clone(&telemetry),
+            },
+        )
+        .expect("sink task");
+    let metric = |name: &str| {
+        telemetry
+            .plugin
+            .read()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0.0, |(_, m)| m.value)
+    };
+    let mut ev = Events::new(row_schema(true, false));
+    t.put(&[
+        ev.record(Op::Create, 1, "one", 100),
+        ev.record(Op::Create, 2, "two", 100),
+        ev.record(Op::Update, 1, "one again", 200),
+    ])
+    .await
+    .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(metric("duckdb_rows_applied"), 3.0);
+    assert_eq!(metric("duckdb_flushes"), 1.0);
+    assert!(metric("duckdb_flush_seconds") > 0.0);
+    t.put(&[ev.record(Op::Delete, 2, "two", 300)])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(metric("duckdb_rows_applied"), 4.0);
+    assert_eq!(metric("duckdb_flushes"), 2.0);
+}
