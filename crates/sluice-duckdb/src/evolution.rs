@@ -8,11 +8,11 @@
 //! - The old type holds every new value (a narrowing at the source, such as
 //!   `bigint` → `int`): the column stays as it is and new values are cast
 //!   into it.
-//! - Neither (an incompatible change, such as `date` → `int`): the task
-//!   stops with an error naming the table, the column and both types,
-//!   unless `duckdb.type.incompatible=varchar`, which turns the column into
-//!   `VARCHAR` (old values as DuckDB's text of them, new values as text
-//!   too), so no value is lost.
+//! - Neither (an incompatible change, such as `date` → `int`): the column
+//!   becomes `VARCHAR` (old values as DuckDB's text of them, new values as
+//!   text too), so no value is lost (`duckdb.type.incompatible=varchar`,
+//!   the default); with `duckdb.type.incompatible=fail` the task stops
+//!   with an error naming the table, the column and both types.
 //!
 //! Types are compared in DuckDB's own spelling (`duckdb_columns()`'s
 //! `data_type`), see [`canonical`].

@@ -59,9 +59,9 @@
 //! `timestamp` → `timestamptz`, anything → text) alters the DuckDB column
 //! (a key column by rebuilding the table), a narrowing keeps the wider
 //! column (every new value fits), and an incompatible change (`date` →
-//! `int`) stops the task with an error naming the table, the column and
-//! both types, unless `duckdb.type.incompatible=varchar` turns the column
-//! into `VARCHAR` (old values as their text).
+//! `int`) turns the column into `VARCHAR` (old values as their text), so
+//! no value is lost; `duckdb.type.incompatible=fail` stops the task
+//! instead, with an error naming the table, the column and both types.
 //!
 //! # Snapshots
 //!
@@ -349,8 +349,8 @@ impl Settings {
             }
         };
         let incompatible_to_text = match get("duckdb.type.incompatible").as_deref() {
-            None | Some("fail") => false,
-            Some("varchar") => true,
+            Some("fail") => false,
+            None | Some("varchar") => true,
             Some(other) => {
                 errors.push(ConfigError::new(
                     "duckdb.type.incompatible",

@@ -263,7 +263,7 @@ pub(crate) struct Report {
 pub(crate) struct Writer {
     conn: Connection,
     connector: String,
-    /// `duckdb.type.incompatible=varchar`: a column whose type changes
+    /// `duckdb.type.incompatible=varchar` (the default): a column whose type changes
     /// incompatibly becomes VARCHAR instead of stopping the task.
     incompatible_to_text: bool,
     /// Open snapshots per table, as committed.
@@ -883,7 +883,7 @@ impl Writer {
             return Ok("VARCHAR".to_owned());
         }
         Err(anyhow!(
-            "column '{column}' of DuckDB table '{table}' is {from} but the source now sends {to}: neither type holds every value of the other, so DuckDB cannot widen the column. Set duckdb.type.incompatible=varchar on the connector to turn the column into VARCHAR (old values kept as their text), or change the DuckDB column yourself (ALTER TABLE \"{table}\" ALTER COLUMN \"{column}\" TYPE ...) and restart the task"
+            "column '{column}' of DuckDB table '{table}' is {from} but the source now sends {to}: neither type holds every value of the other, so DuckDB cannot widen the column, and duckdb.type.incompatible=fail stops here. Set duckdb.type.incompatible=varchar (the default) on the connector to turn the column into VARCHAR (old values kept as their text), or change the DuckDB column yourself (ALTER TABLE \"{table}\" ALTER COLUMN \"{column}\" TYPE ...) and restart the task"
         ))
     }
 
