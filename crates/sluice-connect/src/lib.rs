@@ -19,8 +19,8 @@
 //!   topics, and the group's assignments);
 //! - [`source_sender`] and [`sink_driver`]: a source task's way out and a
 //!   sink task's loop; [`delivery`]: which records are stored;
-//! - [`error_handling`]: the `errors.*` handling of bad records; [`transforms`]:
-//!   single message transforms;
+//! - [`error_handling`]: the `errors.*` handling of bad records; [`transforms`]
+//!   (the `sluice-transforms` crate): single message transforms;
 //! - [`file_sink`], [`null_sink`]: the built-in sinks.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -46,12 +46,13 @@ pub mod runtime;
 pub mod sink_driver;
 pub mod source_sender;
 pub mod topics;
-pub mod transforms;
 pub mod transport;
 pub mod worker_config;
 
 /// The Kafka client library of the Kafka transport (for tools and tests).
 pub use sluice_kafka;
+/// The single message transforms connectors configure (`transforms.*`).
+pub use sluice_transforms as transforms;
 
 pub use config_files::ConnectorFile;
 pub use connector_config::ConfigReport;
