@@ -472,7 +472,8 @@ async fn rest_created_connectors_survive_a_restart_and_delete_says_what_it_leave
     let (db, pg) = fresh_db("rtremember").await;
     pg.batch_execute(ORDERS).await.expect("schema");
     insert(&pg, 5).await;
-    let mut w = Worker::new("");
+    // Leftovers are checked again at the summary interval.
+    let mut w = Worker::new("sluice.summary.interval.ms=500\n");
     w.start(&[]).await;
     assert_eq!(
         w.post("/connectors", &source(&db, "rt_remember", &[]))
@@ -494,6 +495,42 @@ async fn rest_created_connectors_survive_a_restart_and_delete_says_what_it_leave
             && left.contains("SELECT pg_drop_replication_slot('rt_remember');"),
         "{body}"
     );
+    // While the slot is there, the worker keeps saying so: in the log
+    // and in its metrics, with the WAL the slot retains.
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", w.port);
+    let reported = sluice_testkit::eventually(LONG, || async {
+        let (_, m) = w.text(&metrics_url).await;
+        let still = w.log().contains("still left by the deleted connector: replication slot 'rt_remember'");
+        (still && m.contains("sluice_deleted_connector_retained_bytes{connector=\"pg-orders-source\",resource=\"rt_remember\"}"))
+            .then_some(m)
+    })
+    .await;
+    assert!(reported.is_some(), "{}", tail(&w.log(), 20));
+    // The slot dropped by hand: no longer reported; the publication is.
+    pg.execute("SELECT pg_drop_replication_slot('rt_remember')", &[])
+        .await
+        .expect("drop slot");
+    let slot_gone = sluice_testkit::eventually(LONG, || async {
+        let (_, m) = w.text(&metrics_url).await;
+        (!m.contains("resource=\"rt_remember\"")
+            && m.contains("sluice_deleted_connector_leftover{connector=\"pg-orders-source\",resource=\"pub_rt_remember\"} 1"))
+        .then_some(())
+    })
+    .await;
+    assert!(slot_gone.is_some(), "{}", tail(&w.log(), 20));
+    // Everything removed: the worker says so once and reports nothing.
+    pg.batch_execute("DROP PUBLICATION pub_rt_remember")
+        .await
+        .expect("drop publication");
+    let gone = sluice_testkit::eventually(LONG, || async {
+        let (_, m) = w.text(&metrics_url).await;
+        (w.log()
+            .contains("what the deleted connector left behind is gone")
+            && !m.contains("sluice_deleted_connector"))
+        .then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "{}", tail(&w.log(), 20));
     assert_eq!(w.stop(), Some(0));
     w.start(&[]).await;
     assert_eq!(w.get("/connectors").await.1, json!([]), "deleted for good");

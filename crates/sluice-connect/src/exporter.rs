@@ -70,6 +70,8 @@ pub struct WorkerSample {
     pub tasks: Vec<TaskSample>,
     /// Bytes its local log keeps, if it has one.
     pub stored_bytes: Option<u64>,
+    /// What deleted connectors left behind, by connector name.
+    pub leftovers: Vec<(String, sluice_core::connector::Leftover)>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -298,6 +300,26 @@ fn families(sample: &WorkerSample) -> Families {
             vec![("worker_id", sample.worker_id.clone())],
             b as f64,
         );
+    }
+    for (connector, l) in &sample.leftovers {
+        let labels = vec![
+            ("connector", connector.clone()),
+            ("resource", l.resource.clone()),
+        ];
+        f.gauge(
+            "sluice_deleted_connector_leftover",
+            "1 for each thing a deleted connector left in an external system (a replication slot, a publication) until it is removed",
+            labels.clone(),
+            1.0,
+        );
+        if let Some(b) = l.retained_bytes {
+            f.gauge(
+                "sluice_deleted_connector_retained_bytes",
+                "What a deleted connector's leftover keeps from being freed (a slot's retained WAL)",
+                labels,
+                b as f64,
+            );
+        }
     }
     f
 }
@@ -671,11 +693,20 @@ mod tests {
                 },
             ],
             stored_bytes: Some(123),
+            leftovers: vec![(
+                "gone".into(),
+                sluice_core::connector::Leftover {
+                    resource: "slot_gone".into(),
+                    retained_bytes: Some(4096),
+                    note: "slot left".into(),
+                },
+            )],
         };
         let text = encode(&sample);
         for line in [
             "debezium_metrics_total_number_of_create_events_seen{connector=\"pg\",task=\"0\",context=\"streaming\",name=\"srv\"} 1",
             "debezium_metrics_rows_scanned{connector=\"pg\",task=\"0\",context=\"snapshot\",name=\"srv\",table=\"public.orders\"} 4",
+            "sluice_deleted_connector_retained_bytes{connector=\"gone\",resource=\"slot_gone\"} 4096",
             "debezium_metrics_source_event_position{connector=\"pg\",task=\"0\",context=\"streaming\",name=\"srv\"} 42",
             "debezium_metrics_queue_remaining_capacity{connector=\"pg\",task=\"0\",context=\"streaming\",name=\"srv\"} 100",
             "kafka_connect_connector_status{connector=\"duck\",type=\"sink\",status=\"paused\"} 1",

@@ -199,6 +199,18 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Something a deleted connector left in the external system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// What it is, by name (for example the replication slot's name).
+    pub resource: String,
+    /// Bytes it keeps from being freed (a slot's retained WAL), when
+    /// known.
+    pub retained_bytes: Option<i64>,
+    /// One line saying what is left, what it costs and how to remove it.
+    pub note: String,
+}
+
 /// A connector implementation the worker can run, chosen by
 /// `connector.class` (a Java class name or a short alias).
 #[async_trait]
@@ -235,10 +247,12 @@ pub trait ConnectorPlugin: Send + Sync {
         let _ = props;
         Vec::new()
     }
-    /// Called when a connector is deleted: releases what the connector
-    /// asked to release on stop, and says what it leaves behind in the
-    /// external system (one line each, with how to remove it).
-    async fn on_delete(&self, props: &crate::config::Props) -> Vec<String> {
+    /// What a connector with this config leaves in the external system
+    /// once it is deleted (a replication slot retaining WAL, say), each
+    /// with how to remove it; empty when nothing is left. Called when the
+    /// connector is deleted, then again periodically while anything is
+    /// left, so the worker keeps reporting it. Must only read.
+    async fn left_behind(&self, props: &crate::config::Props) -> Vec<Leftover> {
         let _ = props;
         Vec::new()
     }

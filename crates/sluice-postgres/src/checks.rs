@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use sluice_core::config::{closest, ConfigError, Props};
+use sluice_core::connector::Leftover;
 use tokio_postgres::Client;
 
 use crate::catalog;
@@ -246,40 +247,48 @@ pub async fn check_external(props: &Props) -> Vec<ConfigError> {
 /// What a deleted connector leaves in the database, with the SQL that
 /// removes it. With `slot.drop.on.stop=true` its task dropped the slot
 /// when it stopped; one still there is reported.
-pub async fn left_behind(props: &Props) -> Vec<String> {
+pub async fn left_behind(props: &Props) -> Vec<Leftover> {
     let Ok((cfg, _)) = PostgresConfig::parse(props) else {
         return Vec::new();
     };
     let client = match tokio::time::timeout(CHECK_TIMEOUT, cfg.conn.connect()).await {
         Ok(Ok(c)) => c,
         _ => {
-            return vec![format!(
-                "could not reach PostgreSQL at {}:{} to check what connector {} left: its replication slot '{}' may still retain WAL; once nothing needs it: SELECT pg_drop_replication_slot({});",
-                cfg.conn.host,
-                cfg.conn.port,
-                cfg.name,
-                cfg.slot_name,
-                quote_literal(&cfg.slot_name)
-            )]
+            return vec![Leftover {
+                resource: cfg.slot_name.clone(),
+                retained_bytes: None,
+                note: format!(
+                    "could not reach PostgreSQL at {}:{} to check what connector {} left: its replication slot '{}' may still retain WAL; once nothing needs it: SELECT pg_drop_replication_slot({});",
+                    cfg.conn.host,
+                    cfg.conn.port,
+                    cfg.name,
+                    cfg.slot_name,
+                    quote_literal(&cfg.slot_name)
+                ),
+            }]
         }
     };
     let mut notes = Vec::new();
     let slot = client
         .query_opt(
-            "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn))::text \
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint \
              FROM pg_replication_slots WHERE slot_name = $1",
             &[&cfg.slot_name],
         )
         .await;
     if let Ok(Some(row)) = slot {
-        let retained: Option<String> = row.get(0);
-        notes.push(format!(
-            "replication slot '{}' of deleted connector {} is left in place and retains WAL ({} now, growing until it is dropped). If no connector will resume from it: SELECT pg_drop_replication_slot({}); (or set slot.drop.on.stop=true to drop it when a connector stops)",
-            cfg.slot_name,
-            cfg.name,
-            retained.unwrap_or_else(|| "unknown size".into()),
-            quote_literal(&cfg.slot_name)
-        ));
+        let retained: Option<i64> = row.get(0);
+        notes.push(Leftover {
+            resource: cfg.slot_name.clone(),
+            retained_bytes: retained,
+            note: format!(
+                "replication slot '{}' of deleted connector {} is left in place and retains WAL ({} now, growing until it is dropped). If no connector will resume from it: SELECT pg_drop_replication_slot({}); (or set slot.drop.on.stop=true to drop it when a connector stops)",
+                cfg.slot_name,
+                cfg.name,
+                retained.map_or_else(|| "unknown size".into(), size_text),
+                quote_literal(&cfg.slot_name)
+            ),
+        });
     }
     if cfg.publication_mode != PublicationMode::Disabled {
         if let Ok(Some(_)) = client
@@ -289,14 +298,30 @@ pub async fn left_behind(props: &Props) -> Vec<String> {
             )
             .await
         {
-            notes.push(format!(
-                "publication '{}' is left in place (it costs nothing without a slot reading it); to remove it: DROP PUBLICATION {};",
-                cfg.publication_name,
-                quote_ident(&cfg.publication_name)
-            ));
+            notes.push(Leftover {
+                resource: cfg.publication_name.clone(),
+                retained_bytes: None,
+                note: format!(
+                    "publication '{}' is left in place (it costs nothing without a slot reading it); to remove it: DROP PUBLICATION {};",
+                    cfg.publication_name,
+                    quote_ident(&cfg.publication_name)
+                ),
+            });
         }
     }
     notes
+}
+
+/// Bytes as PostgreSQL's `pg_size_pretty` writes them.
+fn size_text(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v.abs() >= 10_240.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{} {}", v.round() as i64, UNITS[unit])
 }
 
 /// A slot's health as PostgreSQL 13+ reports it.

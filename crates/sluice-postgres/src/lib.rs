@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sluice_core::config::{ConfigDef, ConfigError, ConfigErrors, Props};
-use sluice_core::connector::{ConnectorKind, ConnectorPlugin, RetryPolicy, SourceTask};
+use sluice_core::connector::{ConnectorKind, ConnectorPlugin, Leftover, RetryPolicy, SourceTask};
 
 /// The connector plugin.
 #[derive(Debug, Default)]
@@ -48,7 +48,7 @@ impl ConnectorPlugin for PostgresConnector {
     async fn check_external(&self, props: &Props) -> Vec<ConfigError> {
         checks::check_external(props).await
     }
-    async fn on_delete(&self, props: &Props) -> Vec<String> {
+    async fn left_behind(&self, props: &Props) -> Vec<Leftover> {
         checks::left_behind(props).await
     }
     /// Debezium's `errors.max.retries` (-1: without limit) and

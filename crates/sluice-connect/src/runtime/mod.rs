@@ -44,6 +44,7 @@ use crate::worker_config::{ExactlyOnceSupport, WorkerConfig};
 pub mod api;
 pub(crate) mod cluster;
 pub mod figures;
+mod leftovers;
 pub mod progress;
 mod task;
 
@@ -249,6 +250,8 @@ struct Runtime {
     /// The config each connector's warnings were last logged for, so a
     /// config validated again (stored, then applied) warns once.
     warned: BTreeMap<String, Props>,
+    /// What deleted connectors left behind, checked again periodically.
+    leftovers: leftovers::Leftovers,
 }
 
 /// Records a source task may have in flight, as Debezium's
@@ -447,6 +450,7 @@ impl Runtime {
         let mut sample = crate::exporter::WorkerSample {
             worker_id: self.worker_id(),
             stored_bytes: self.transport.stored_bytes(),
+            leftovers: self.leftovers.now(),
             ..Default::default()
         };
         for (name, c) in &self.connectors {
@@ -657,6 +661,8 @@ impl Runtime {
                         return;
                     }
                 };
+                // A connector of that name again: what was left is its own.
+                self.leftovers.forget(&name);
                 if let Some(c) = self.connectors.get_mut(&name) {
                     tracing::info!(connector = %name, "reconfiguring connector: restarting its tasks");
                     c.spec = spec;
@@ -1048,10 +1054,12 @@ impl Runtime {
                         .write(ConfigChange::Delete { name: n.clone() })
                         .await?;
                     self.sync().await?;
-                    let notes = plugin.on_delete(&props).await;
-                    for note in &notes {
-                        tracing::warn!(connector = %n, "{note}");
+                    let left = plugin.left_behind(&props).await;
+                    for l in &left {
+                        tracing::warn!(connector = %n, "{}", l.note);
                     }
+                    let notes = left.iter().map(|l| l.note.clone()).collect();
+                    self.leftovers.note(&n, plugin, props, left);
                     Ok(notes)
                 }
                 .await;
@@ -1247,6 +1255,7 @@ async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(), WorkerEr
         next_generation: 0,
         stop_all: CancellationToken::new(),
         from_command_line: connectors.iter().map(|c| c.name.clone()).collect(),
+        leftovers: leftovers::Leftovers::default(),
         // Worker::new logged the command line's warnings.
         warned: connectors
             .iter()
@@ -1349,8 +1358,16 @@ async fn run(worker: Worker, shutdown: CancellationToken) -> Result<(), WorkerEr
     let mut inbox_open = true;
     let mut outcome: Result<(), WorkerError> = Ok(());
     let distributed = rt.cluster.is_distributed();
+    let mut leftover_tick = tokio::time::interval(
+        config
+            .summary_interval
+            .unwrap_or(leftovers::DEFAULT_CHECK_INTERVAL),
+    );
+    leftover_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    leftover_tick.tick().await;
     loop {
         tokio::select! {
+            _ = leftover_tick.tick() => rt.leftovers.check(),
             _ = shutdown.cancelled() => {
                 tracing::info!("stopping: shutdown requested");
                 break;
