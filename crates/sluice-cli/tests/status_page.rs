@@ -339,7 +339,7 @@ async fn status_page_in_a_browser() {
     )
     .await
     .expect("create table");
-    let mut p = Pipeline::new(&db, &[]);
+    let mut p = Pipeline::new(&db, &[("slot.monitor.interval.ms", "200")]);
     let port = p.enable_rest();
     let worker = p.path("worker.properties");
     let mut props = std::fs::read_to_string(&worker).expect("read");
@@ -475,12 +475,25 @@ async fn status_page_in_a_browser() {
             |v| number(&v[0], "last") > 0.0 && number(&v[1], "max") > 0.0,
         )
         .await;
+    // The source's lag and its slot's retained WAL are charted too.
+    let source_figures = browser
+        .wait_for(
+            "the source's lag and slot WAL",
+            &format!(
+                "return [{}, {}];",
+                legend("lag", "pg-source"),
+                legend("wal", "pg-source")
+            ),
+            log,
+            |v| number(&v[0], "count") >= 1.0 && number(&v[1], "count") >= 1.0,
+        )
+        .await;
     inserting.0.cancel();
     let inserted = inserting.1.await.expect("inserts");
     assert!(inserted > 0);
     assert!(number(&source, "count") >= 1.0, "{source}");
     p.wait_until("the streamed rows", LONG, |r| r.len() >= 500 + inserted);
-    eprintln!("throughput {source}; sink {sink}");
+    eprintln!("throughput {source}; sink {sink}; lag and WAL {source_figures}");
 
     // The history endpoint the charts read, as documented.
     let h: Json = http
