@@ -151,10 +151,18 @@
     return el('span', { class: 'state ' + s, 'data-state': s }, s);
   }
 
-  function traceCell(trace) {
+  // Traces the user unfolded stay unfolded when the table is redrawn.
+  const openTraces = new Set();
+
+  function traceCell(trace, key) {
     if (!trace) return el('td');
     const first = trace.split('\n').find((l) => l.trim() !== '') || 'error';
-    return el('td', {}, el('details', { class: 'trace' }, el('summary', {}, first.trim()), el('pre', {}, trace)));
+    const d = el('details', { class: 'trace', open: openTraces.has(key) }, el('summary', {}, first.trim()), el('pre', {}, trace));
+    d.addEventListener('toggle', () => {
+      if (d.open) openTraces.add(key);
+      else openTraces.delete(key);
+    });
+    return el('td', {}, d);
   }
 
   function button(label, action, connector, task) {
@@ -207,7 +215,7 @@
         el('td', { 'data-role': 'state' }, stateBadge(c.state || 'UNKNOWN')),
         el('td', {}, c.worker_id || ''),
         el('td'), el('td'), el('td'),
-        traceCell(c.trace),
+        traceCell(c.trace, name),
         el('td', {},
           button('Pause', 'pause', name),
           button('Resume', 'resume', name),
@@ -217,7 +225,7 @@
         const health = t.health
           ? el('div', { class: 'health ' + t.health.level }, t.health.message)
           : null;
-        const err = traceCell(t.trace);
+        const err = traceCell(t.trace, `${name}/${t.id}`);
         if (health) err.prepend(health);
         rows.push(el('tr', { class: 'task', 'data-connector': name, 'data-task': t.id },
           el('td', {}, `task ${t.id}`),
