@@ -1,6 +1,7 @@
 //! `sluice status` against real workers: a standalone `sluice connect`
 //! running the PostgreSQL source and the file sink behind basic auth
-//! (states, pause, credentials, an unreachable worker), and a distributed
+//! (states, the tasks' rate, lag, pending and slot WAL columns, pause,
+//! credentials, an unreachable worker), and a distributed
 //! worker on a tansu broker holding a failed task (the error column).
 
 mod common;
@@ -112,7 +113,7 @@ async fn standalone_worker_with_basic_auth() {
     pg.batch_execute("CREATE TABLE items (id int PRIMARY KEY, name text)")
         .await
         .expect("create table");
-    let mut p = Pipeline::new(&db, &[]);
+    let mut p = Pipeline::new(&db, &[("slot.monitor.interval.ms", "200")]);
     let port = p.enable_rest();
     let worker = p.path("worker.properties");
     let mut props = std::fs::read_to_string(&worker).expect("read");
@@ -154,6 +155,54 @@ async fn standalone_worker_with_basic_auth() {
     assert_eq!(row(&rows, "file-sink", "0")["TYPE"], "sink");
     for r in &rows {
         assert_eq!(r["WORKER"], worker_id, "{table}");
+    }
+
+    // Changes streaming through: the source's rate, lag and slot WAL and
+    // the sink's rate and pending records appear on the task rows.
+    for id in 1..=20 {
+        pg.execute("INSERT INTO items VALUES ($1, 'x')", &[&id])
+            .await
+            .expect("insert");
+    }
+    p.wait_until("the 20 inserts", LONG, |r| r.len() >= 20);
+    let has = |r: &BTreeMap<String, String>, col: &str| r.get(col).is_some_and(|c| c != "-");
+    let (table, rows) = wait_table("the tasks' figures", &args, log, |rows| {
+        rows.iter().any(|r| {
+            r["CONNECTOR"] == "pg-source"
+                && r["TASK"] == "0"
+                && has(r, "RATE")
+                && has(r, "LAG")
+                && has(r, "WAL")
+        }) && rows.iter().any(|r| {
+            r["CONNECTOR"] == "file-sink" && r["TASK"] == "0" && has(r, "RATE") && has(r, "PENDING")
+        })
+    });
+    let source = row(&rows, "pg-source", "0");
+    assert!(source["RATE"].ends_with("/s"), "{table}");
+    assert!(
+        source["LAG"].ends_with("ms") || source["LAG"].ends_with('s'),
+        "{table}"
+    );
+    assert!(
+        source["WAL"]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+            && (source["WAL"].contains('B')),
+        "{table}"
+    );
+    assert_eq!(source["PENDING"], "-", "a source has no pending: {table}");
+    let sink = row(&rows, "file-sink", "0");
+    assert!(sink["RATE"].ends_with("/s"), "{table}");
+    assert!(sink["PENDING"].parse::<u64>().is_ok(), "{table}");
+    assert_eq!(sink["WAL"], "-", "{table}");
+    assert_eq!(sink["LAG"], "-", "{table}");
+    // A connector's own line has no figures.
+    for c in ["pg-source", "file-sink"] {
+        let r = row(&rows, c, "-");
+        for col in ["RATE", "LAG", "PENDING", "WAL"] {
+            assert_eq!(r[col], "-", "{c} {col}: {table}");
+        }
     }
 
     // The password may come from the environment instead.

@@ -248,26 +248,7 @@ fn families(sample: &WorkerSample) -> Families {
                 labels(),
                 b as f64,
             );
-            // How old the newest change the sink holds is, while it is
-            // behind; 0 once it has everything.
-            let newest = sample
-                .tasks
-                .iter()
-                .filter(|t| t.connector == c.name)
-                .map(|t| {
-                    t.figures
-                        .sink
-                        .last_durable_commit_us
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                })
-                .max()
-                .unwrap_or(0);
-            let lag_ms = match (b, newest) {
-                (0, _) => 0.0,
-                (_, 0) => f64::NAN,
-                (_, t) => ((now - t).max(0) / 1000) as f64,
-            };
-            if !lag_ms.is_nan() {
+            if let Some(lag_ms) = sink_lag_ms(sample, &c.name, b, now) {
                 f.gauge(
                     "sluice_sink_lag_milliseconds",
                     "While the sink connector is behind: the age of the newest change it made durable; 0 when it is not behind",
@@ -322,6 +303,34 @@ fn families(sample: &WorkerSample) -> Families {
         }
     }
     f
+}
+
+/// A sink connector's lag while it is behind (`backlog` records): how old
+/// (ms, at `now` µs since the epoch) the newest change it made durable is;
+/// 0 once it has everything; None while behind with nothing durable yet.
+pub(crate) fn sink_lag_ms(
+    sample: &WorkerSample,
+    connector: &str,
+    backlog: u64,
+    now: i64,
+) -> Option<f64> {
+    let newest = sample
+        .tasks
+        .iter()
+        .filter(|t| t.connector == connector)
+        .map(|t| {
+            t.figures
+                .sink
+                .last_durable_commit_us
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .max()
+        .unwrap_or(0);
+    match (backlog, newest) {
+        (0, _) => Some(0.0),
+        (_, 0) => None,
+        (_, t) => Some(((now - t).max(0) / 1000) as f64),
+    }
 }
 
 fn source_task(f: &mut Families, sample: &WorkerSample, t: &TaskSample, now: i64) {

@@ -279,6 +279,8 @@ const KNOWN: &[&str] = &[
     "rest.advertised.listener",
     "sluice.rest.show.secrets",
     "sluice.rest.enabled",
+    "sluice.rest.history.interval.ms",
+    "sluice.rest.history.points",
     "metrics.listeners",
     "sluice.progress.interval.ms",
     "sluice.summary.interval.ms",

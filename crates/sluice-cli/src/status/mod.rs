@@ -29,8 +29,13 @@ const EXIT_USAGE: u8 = 2;
 #[command(long_about = "Prints the connectors and tasks of a running worker \
 (`sluice connect`, or any Kafka Connect worker) in a table: name, type, task, \
 state, the worker running it and, for a failed connector or task, the first \
-line of its error. It reads GET /connectors?expand=status&expand=info from the \
-worker's REST API.\n\n\
+line of its error. A Sluice worker's tasks also show their live figures: RATE \
+(records a source produced or a sink read per second, recently), LAG (how far \
+a source is behind the database's commits), PENDING (a sink's records read and \
+not yet durable) and WAL (what a source's replication slot retains, with its \
+wal_status when it is not `reserved`); columns nobody reports are left out. It \
+reads GET /connectors?expand=status&expand=info from the worker's REST \
+API.\n\n\
 URL is the worker's REST address, its `listeners` key (default \
 http://127.0.0.1:8083); `host:port` is taken as http://host:port. A worker \
 with basic auth (rest.basic.auth.user / rest.basic.auth.password) needs \

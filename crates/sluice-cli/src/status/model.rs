@@ -2,14 +2,15 @@
 //! `GET /connectors?expand=status&expand=info` answer:
 //! `{"<name>": {"status": {...}, "info": {...}}, ...}`.
 //!
-//! Values from other endpoints (lag, rates and slot WAL from `/metrics`)
-//! belong here too, as fields of [`Connector`] and [`Task`] filled in after
-//! the REST answer is read; the table's columns then show them.
+//! A Sluice worker's task statuses carry its live figures beside Kafka
+//! Connect's fields (`streaming`, `sink`); [`Figures`] holds what the table
+//! shows of them. Another Kafka Connect worker has none, and the columns
+//! showing them are then left out.
 
 use serde_json::Value;
 
 /// One connector and its tasks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Connector {
     /// Its name.
     pub name: String,
@@ -22,12 +23,63 @@ pub struct Connector {
 }
 
 /// One task of a connector.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     /// Task number.
     pub id: u32,
     /// Its state.
     pub state: State,
+    /// Its live figures, when the worker reports them.
+    pub figures: Figures,
+}
+
+/// A task's live figures from a Sluice worker's status (each None when the
+/// worker does not report it, or not yet).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    /// Records a source produced (a sink read) per second, recently.
+    pub rate: Option<f64>,
+    /// A source's milliseconds between its last event's commit in the
+    /// database and its processing.
+    pub lag_ms: Option<i64>,
+    /// A sink's records read and not yet durable.
+    pub pending: Option<u64>,
+    /// WAL a source's replication slot retains, in bytes.
+    pub wal_bytes: Option<i64>,
+    /// The slot's `wal_status` (`reserved`, `extended`, `unreserved`, `lost`).
+    pub wal_status: Option<String>,
+}
+
+impl Figures {
+    /// Reads `streaming` (a source) or `sink` (a sink) of a task status;
+    /// a field of the wrong type counts as absent, since these are extras
+    /// beside the state the table is about.
+    fn read(task: &Value) -> Figures {
+        let streaming = task.get("streaming");
+        let sink = task.get("sink");
+        let slot = streaming.and_then(|s| s.get("slot"));
+        let either = |key: &str| {
+            streaming
+                .and_then(|s| s.get(key))
+                .or_else(|| sink.and_then(|s| s.get(key)))
+        };
+        Figures {
+            rate: either("records_per_second").and_then(Value::as_f64),
+            lag_ms: streaming
+                .and_then(|s| s.get("behind_source_ms"))
+                .and_then(Value::as_i64),
+            pending: sink
+                .and_then(|s| s.get("records_pending"))
+                .and_then(Value::as_u64),
+            wal_bytes: slot
+                .and_then(|s| s.get("retained_wal_bytes"))
+                .and_then(Value::as_i64),
+            wal_status: slot
+                .and_then(|s| s.get("wal_status"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }
+    }
 }
 
 /// A state as Kafka Connect reports it.
@@ -104,7 +156,11 @@ fn connector(name: &str, entry: &Value) -> Result<Connector, String> {
             let id = task_id(t.get("id"))
                 .ok_or_else(|| format!("\"status\".\"tasks\"[{i}]: no numeric \"id\""))?;
             let state = read_state(t).map_err(|e| format!("task {id}: {e}"))?;
-            tasks.push(Task { id, state });
+            tasks.push(Task {
+                id,
+                state,
+                figures: Figures::read(t),
+            });
         }
     }
     // Tasks the connector has but no worker reported on yet.
@@ -123,6 +179,7 @@ fn connector(name: &str, entry: &Value) -> Result<Connector, String> {
                     worker_id: String::new(),
                     trace: None,
                 },
+                figures: Figures::default(),
             });
         }
     }
@@ -203,6 +260,36 @@ mod tests {
             Some("org.example.Boom: disk full")
         );
         assert_eq!(sink.tasks[2].state.state, "UNASSIGNED");
+        assert_eq!(sink.tasks[0].figures, Figures::default());
+    }
+
+    #[test]
+    fn reads_a_sluice_workers_figures() {
+        let body = json!({
+            "pg": {"status": {"name": "pg", "type": "source",
+                "connector": {"state": "RUNNING", "worker_id": "w:1"},
+                "tasks": [{"id": 0, "state": "RUNNING", "worker_id": "w:1",
+                    "streaming": {"connected": true, "events": 5,
+                        "records_per_second": 12.5, "behind_source_ms": 40,
+                        "slot": {"name": "s", "retained_wal_bytes": 2048,
+                            "wal_status": "reserved"}}}]}},
+            "out": {"status": {"name": "out", "type": "sink",
+                "connector": {"state": "RUNNING", "worker_id": "w:1"},
+                "tasks": [{"id": 0, "state": "RUNNING", "worker_id": "w:1",
+                    "sink": {"records_read": 9, "records_durable": 6,
+                        "records_pending": 3, "records_per_second": "fast"}}]}}
+        });
+        let cs = parse(&body).expect("parses");
+        let out = &cs[0].tasks[0].figures;
+        assert_eq!(out.pending, Some(3));
+        assert_eq!(out.rate, None, "a rate that is no number is left out");
+        assert_eq!(out.lag_ms, None);
+        let pg = &cs[1].tasks[0].figures;
+        assert_eq!(pg.rate, Some(12.5));
+        assert_eq!(pg.lag_ms, Some(40));
+        assert_eq!(pg.wal_bytes, Some(2048));
+        assert_eq!(pg.wal_status.as_deref(), Some("reserved"));
+        assert_eq!(pg.pending, None);
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //!
 //! A column is a header and a function from a row to its cell. Columns
 //! marked optional are left out when no row has a value, so columns that
-//! depend on what a worker serves (an error today; lag, rates and slot WAL
-//! from `/metrics` later) appear only when there is something to show.
+//! depend on what a worker serves (an error; a Sluice worker's rates, lag,
+//! pending records and slot WAL) appear only when there is something to
+//! show.
 
-use super::model::{Connector, State, Task};
+use super::model::{Connector, Figures, State, Task};
 
 /// One row: a connector's own line, or one of its tasks.
 pub struct Row<'a> {
@@ -19,6 +20,49 @@ pub struct Row<'a> {
 impl Row<'_> {
     fn state(&self) -> &State {
         self.task.map_or(&self.connector.state, |t| &t.state)
+    }
+
+    /// A task's figures; a connector's own line has none.
+    fn figures(&self) -> Option<&Figures> {
+        self.task.map(|t| &t.figures)
+    }
+}
+
+/// `12.3/s`, `980/s`, `15.2k/s`.
+fn rate(per_second: f64) -> String {
+    if per_second >= 10_000.0 {
+        format!("{:.1}k/s", per_second / 1000.0)
+    } else if per_second >= 100.0 {
+        format!("{per_second:.0}/s")
+    } else {
+        format!("{per_second:.1}/s")
+    }
+}
+
+/// `850ms`, `12.5s`, `3.2min`.
+fn duration_ms(ms: i64) -> String {
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 120_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{:.1}min", ms as f64 / 60_000.0)
+    }
+}
+
+/// `512B`, `16.0MiB`, `1.5GiB`.
+fn bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v.abs() >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
     }
 }
 
@@ -59,6 +103,34 @@ pub const COLUMNS: &[Column] = &[
         header: "WORKER",
         cell: |r| Some(r.state().worker_id.clone()).filter(|w| !w.is_empty()),
         optional: false,
+    },
+    Column {
+        header: "RATE",
+        cell: |r| r.figures()?.rate.map(rate),
+        optional: true,
+    },
+    Column {
+        header: "LAG",
+        cell: |r| r.figures()?.lag_ms.map(duration_ms),
+        optional: true,
+    },
+    Column {
+        header: "PENDING",
+        cell: |r| r.figures()?.pending.map(|n| n.to_string()),
+        optional: true,
+    },
+    Column {
+        header: "WAL",
+        cell: |r| {
+            let f = r.figures()?;
+            let b = bytes(f.wal_bytes?);
+            // Only a status other than the normal one is worth the width.
+            Some(match f.wal_status.as_deref() {
+                None | Some("reserved") => b,
+                Some(s) => format!("{b}({s})"),
+            })
+        },
+        optional: true,
     },
     Column {
         header: "ERROR",
@@ -148,6 +220,7 @@ mod tests {
             tasks: vec![Task {
                 id: 0,
                 state: state("RUNNING", "127.0.0.1:8083", None),
+                figures: Figures::default(),
             }],
         }];
         assert_eq!(
@@ -167,6 +240,7 @@ mod tests {
             tasks: vec![Task {
                 id: 12,
                 state: state("FAILED", "", Some("Boom: it broke\n\tat here")),
+                figures: Figures::default(),
             }],
         }];
         assert_eq!(
@@ -175,5 +249,53 @@ mod tests {
              a-long-connector-name  -     -     RUNNING  w:1     -\n\
              a-long-connector-name  -     12    FAILED   -       Boom: it broke\n"
         );
+    }
+
+    #[test]
+    fn shows_rates_lag_pending_and_wal_of_a_sluice_worker() {
+        let cs = vec![
+            Connector {
+                name: "out".into(),
+                kind: "sink".into(),
+                state: state("RUNNING", "w:1", None),
+                tasks: vec![Task {
+                    id: 0,
+                    state: state("RUNNING", "w:1", None),
+                    figures: Figures {
+                        rate: Some(15_234.0),
+                        pending: Some(40),
+                        ..Figures::default()
+                    },
+                }],
+            },
+            Connector {
+                name: "pg".into(),
+                kind: "source".into(),
+                state: state("RUNNING", "w:1", None),
+                tasks: vec![Task {
+                    id: 0,
+                    state: state("RUNNING", "w:1", None),
+                    figures: Figures {
+                        rate: Some(2.5),
+                        lag_ms: Some(1_500),
+                        wal_bytes: Some(3 * 1024 * 1024),
+                        wal_status: Some("extended".into()),
+                        ..Figures::default()
+                    },
+                }],
+            },
+        ];
+        assert_eq!(
+            render(&cs, COLUMNS),
+            "CONNECTOR  TYPE    TASK  STATE    WORKER  RATE     LAG   PENDING  WAL\n\
+             out        sink    -     RUNNING  w:1     -        -     -        -\n\
+             out        sink    0     RUNNING  w:1     15.2k/s  -     40       -\n\
+             pg         source  -     RUNNING  w:1     -        -     -        -\n\
+             pg         source  0     RUNNING  w:1     2.5/s    1.5s  -        3.0MiB(extended)\n"
+        );
+        assert_eq!(duration_ms(850), "850ms");
+        assert_eq!(duration_ms(300_000), "5.0min");
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(rate(980.4), "980/s");
     }
 }

@@ -1,6 +1,7 @@
 //! The worker keys of the REST server: `listeners` (or the older
 //! `rest.host.name`/`rest.port`), Sluice's basic auth keys,
-//! `sluice.rest.show.secrets` and `sluice.rest.enabled`.
+//! `sluice.rest.show.secrets`, `sluice.rest.enabled` and the status page's
+//! history (`sluice.rest.history.interval.ms`, `sluice.rest.history.points`).
 
 use sluice_core::config::{split_list, ConfigError, Props};
 
@@ -29,6 +30,12 @@ pub struct RestConfig {
     /// `metrics.listeners`: a separate `host:port` serving `GET /metrics`
     /// alone, without authentication (the REST listener serves it too).
     pub metrics_bind: Option<String>,
+    /// `sluice.rest.history.interval.ms` (default 5000): how often the
+    /// status page's history takes a point.
+    pub history_interval: std::time::Duration,
+    /// `sluice.rest.history.points` (default 720, one hour at the default
+    /// interval): how many points the history keeps.
+    pub history_points: usize,
 }
 
 fn host_port(listener: &str, key: &str) -> Result<String, ConfigError> {
@@ -168,7 +175,35 @@ impl RestConfig {
                 }
             },
         };
+        let history_interval = match props.get("sluice.rest.history.interval.ms") {
+            None => crate::runtime::history::DEFAULT_INTERVAL,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(ms) if (100..=3_600_000).contains(&ms) => std::time::Duration::from_millis(ms),
+                _ => {
+                    return Err(ConfigError::new(
+                        "sluice.rest.history.interval.ms",
+                        Some(v),
+                        "Expected milliseconds from 100 to 3600000 between two points of the status page's history, e.g. 5000",
+                    ))
+                }
+            },
+        };
+        let history_points = match props.get("sluice.rest.history.points") {
+            None => crate::runtime::history::DEFAULT_POINTS,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (2..=100_000).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "sluice.rest.history.points",
+                        Some(v),
+                        "Expected a number of points from 2 to 100000 for the status page's history, e.g. 720",
+                    ))
+                }
+            },
+        };
         Ok(RestConfig {
+            history_interval,
+            history_points,
             metrics_bind,
             bind,
             basic_auth,
@@ -236,6 +271,26 @@ mod tests {
             .expect_err("port")
             .to_string();
         assert!(e.contains("'rest.port'"), "{e}");
+        let c = RestConfig::from_props(&Props::new()).expect("default");
+        assert_eq!(c.history_interval, std::time::Duration::from_secs(5));
+        assert_eq!(c.history_points, 720);
+        let c = RestConfig::from_props(&props(&[
+            ("sluice.rest.history.interval.ms", "250"),
+            ("sluice.rest.history.points", "40"),
+        ]))
+        .expect("history");
+        assert_eq!(c.history_interval, std::time::Duration::from_millis(250));
+        assert_eq!(c.history_points, 40);
+        for (key, bad) in [
+            ("sluice.rest.history.interval.ms", "0"),
+            ("sluice.rest.history.interval.ms", "5s"),
+            ("sluice.rest.history.points", "1"),
+        ] {
+            let e = RestConfig::from_props(&props(&[(key, bad)]))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains(key) && e.contains("Expected"), "{e}");
+        }
     }
 
     #[test]

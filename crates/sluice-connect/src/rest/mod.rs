@@ -2,11 +2,15 @@
 //! bodies, status codes and `{"error_code", "message"}` errors, served with
 //! axum over a [`WorkerHandle`].
 //!
+//! The same listener serves the worker's status page and its history
+//! (see [`ui`]).
+//!
 //! Offsets of sink connectors are not shown or changed: the in-process
 //! transport keeps no consumer offsets.
 
 pub mod config;
 pub mod secrets;
+pub mod ui;
 pub mod validate;
 
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::RestConfig;
 
+use crate::runtime::history::History;
 use crate::runtime::{ConnectorInfo, ControlError, OffsetChange, TargetState, WorkerHandle};
 
 struct AppState {
@@ -32,6 +37,8 @@ struct AppState {
     show_secrets: bool,
     /// `user:password` expected in `Authorization: Basic`.
     basic_auth: Option<String>,
+    /// The status page's recent history.
+    history: Arc<History>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -107,15 +114,27 @@ impl RestServer {
         if let Ok(addr) = self.listener.local_addr() {
             tracing::info!("REST API listening on http://{addr}");
         }
+        let history = Arc::new(History::new(
+            self.config.history_interval,
+            self.config.history_points,
+        ));
+        let sampler = {
+            let (history, handle, shutdown) =
+                (Arc::clone(&history), handle.clone(), shutdown.clone());
+            tokio::spawn(async move { history.run(handle, shutdown).await })
+        };
         let state = Arc::new(AppState {
             handle,
             show_secrets: self.config.show_secrets,
             basic_auth: self.config.basic_auth.clone(),
+            history,
         });
         let app = router(Arc::clone(&state));
-        axum::serve(self.listener, app)
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+            .await;
+        sampler.abort();
+        served
     }
 }
 
@@ -148,8 +167,10 @@ fn router(state: Arc<AppState>) -> Router {
             "/connector-plugins/{p}/config/validate",
             put(validate_config),
         )
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(ui::same_origin_changes))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             basic_auth,
@@ -221,7 +242,11 @@ fn info_json(state: &AppState, info: ConnectorInfo) -> Value {
     })
 }
 
-async fn root() -> ApiResult {
+/// Kafka Connect's version answer, or the status page for a browser.
+async fn root(headers: HeaderMap) -> ApiResult {
+    if ui::wants_page(&headers) {
+        return Ok(ui::page().await);
+    }
     ok(
         StatusCode::OK,
         json!({

@@ -242,7 +242,7 @@ fn lsn_text(lsn: u64) -> String {
 }
 
 /// The smallest bucket bound (ms) at least `q` of the samples are under.
-fn quantile_ms(buckets: &[(f64, u64)], count: u64, q: f64) -> Option<f64> {
+pub(crate) fn quantile_ms(buckets: &[(f64, u64)], count: u64, q: f64) -> Option<f64> {
     if count == 0 {
         return None;
     }

@@ -44,6 +44,7 @@ use crate::worker_config::{ExactlyOnceSupport, WorkerConfig};
 pub mod api;
 pub(crate) mod cluster;
 pub mod figures;
+pub mod history;
 mod leftovers;
 pub mod progress;
 mod task;
