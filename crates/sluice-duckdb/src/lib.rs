@@ -115,8 +115,8 @@
 //!   `["<lsn_commit>","<lsn>"]` (or `source.lsn`, or the unwrapped
 //!   `__lsn`), then the phase (snapshot reads before streamed changes: the
 //!   first streamed change can carry the snapshot's LSN), plus an ordinal
-//!   counting records at an equal position (the snapshot's reads all share
-//!   one LSN). Incremental-snapshot reads carry no LSN, so they need
+//!   telling records at an equal position apart (the snapshot's reads all
+//!   share one LSN: their transport offset). Incremental-snapshot reads carry no LSN, so they need
 //!   `offset` or `none`. It survives every way a record comes twice: the
 //!   source re-sends what it had not seen acknowledged with the same LSNs,
 //!   and a transport re-delivers what the sink had written but not yet
@@ -520,11 +520,23 @@ impl DuckDbSinkTask {
                 } else {
                     1
                 };
-                let ordinal = match self.seen.get(&key) {
-                    Some(Position::Source(c, l, p, o)) if (*c, *l, *p) == (commit, lsn, phase) => {
-                        o + 1
+                // A snapshot's reads all share its LSN: they are told apart
+                // by their transport offset, which a re-delivery keeps (an
+                // ordinal counted from the first record seen would restart
+                // at 0 when reading resumes mid-snapshot, and skip rows never
+                // written). A source never re-sends a snapshot's reads: an
+                // interrupted snapshot starts over at a new LSN.
+                let ordinal = if phase == 0 {
+                    r.offset
+                } else {
+                    match self.seen.get(&key) {
+                        Some(Position::Source(c, l, p, o))
+                            if (*c, *l, *p) == (commit, lsn, phase) =>
+                        {
+                            o + 1
+                        }
+                        _ => 0,
                     }
-                    _ => 0,
                 };
                 Some(Position::Source(commit, lsn, phase, ordinal))
             }
