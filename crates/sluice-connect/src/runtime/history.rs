@@ -337,6 +337,7 @@ mod tests {
                 },
             ],
             stored_bytes: None,
+            leftovers: Vec::new(),
         }
     }
 
