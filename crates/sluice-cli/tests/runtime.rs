@@ -644,7 +644,7 @@ async fn validation_tries_the_database_and_names_each_key() {
     );
 }
 
-// Known failure, intermittent: in one run of three the rows of the big
+// Known failure, intermittent (once in eight runs): the rows of the big
 // transaction after the first 2,048 (those the full log refused) never
 // reached DuckDB after the log had room again. Run it with --ignored.
 #[ignore = "intermittent: records a full local log refused mid-transaction can be lost; under investigation"]
