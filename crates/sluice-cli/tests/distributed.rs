@@ -475,14 +475,16 @@ async fn read_ids(
     reader: &mut sluice_connect::sluice_kafka::Consumer,
     ids: &mut Vec<i64>,
     want: usize,
+    log: impl Fn() -> String,
 ) {
     use sluice_connect::sluice_kafka::ConsumerEvent;
     let start = Instant::now();
     while ids.iter().collect::<std::collections::BTreeSet<_>>().len() < want {
         assert!(
             start.elapsed() < LONG,
-            "only {} of {want} rows read",
-            ids.len()
+            "only {} of {want} rows read; worker log:\n{}",
+            ids.len(),
+            log()
         );
         let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(1), reader.next_event()).await
         else {
@@ -611,7 +613,7 @@ async fn exactly_once_source_survives_a_kill_9_without_duplicates() {
     .await
     .unwrap();
     let mut ids: Vec<i64> = Vec::new();
-    read_ids(&mut reader, &mut ids, 20).await;
+    read_ids(&mut reader, &mut ids, 20, || w.log_text()).await;
 
     // A stream of small transactions; the worker dies in the middle.
     for id in 21..=120 {
@@ -624,10 +626,10 @@ async fn exactly_once_source_survives_a_kill_9_without_duplicates() {
     for id in 121..=150 {
         insert(&pg, id, id).await;
     }
-    read_ids(&mut reader, &mut ids, 150).await;
+    read_ids(&mut reader, &mut ids, 150, || w.log_text()).await;
     // Let anything late show up.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    read_ids(&mut reader, &mut ids, 150).await;
+    read_ids(&mut reader, &mut ids, 150, || w.log_text()).await;
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
     for id in &ids {
         *counts.entry(*id).or_default() += 1;

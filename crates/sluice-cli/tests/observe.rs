@@ -17,14 +17,6 @@ use common::{cluster, fresh_db, tail, LONG};
 use serde_json::{json, Value as Json};
 use worker::Worker;
 
-const TABLE: &str = "CREATE SCHEMA retail;
-    CREATE TABLE retail.orders_info (
-        orderid SERIAL NOT NULL PRIMARY KEY,
-        custid INTEGER NOT NULL,
-        amount INTEGER NOT NULL,
-        city VARCHAR(255) NOT NULL,
-        purchase_time VARCHAR(20) NOT NULL)";
-
 /// One sample of a scrape: name, labels, value.
 #[derive(Debug, Clone)]
 struct Sample {
@@ -183,7 +175,7 @@ const ROWS: i64 = 200_000;
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_follow_a_snapshot_a_stream_and_a_paused_sink() {
     let (db, pg) = fresh_db("observe").await;
-    pg.batch_execute(TABLE).await.expect("table");
+    pg.batch_execute(common::ORDERS).await.expect("table");
     insert(&pg, ROWS).await;
     pg.batch_execute("ANALYZE retail.orders_info")
         .await
@@ -397,7 +389,7 @@ async fn the_wal_guard_warns_then_errors_before_the_slot_is_lost() {
         .await
         .expect("db");
     let pg = pgc.connect("guard").await.expect("connect");
-    pg.batch_execute(TABLE).await.expect("table");
+    pg.batch_execute(common::ORDERS).await.expect("table");
     insert(&pg, 10).await;
     let mut w = Worker::new("");
     w.start(&[]).await;

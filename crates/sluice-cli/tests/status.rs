@@ -158,7 +158,12 @@ async fn standalone_worker_with_basic_auth() {
     }
 
     // Changes streaming through: the source's rate, lag and slot WAL and
-    // the sink's rate and pending records appear on the task rows.
+    // the sink's rate and pending records appear on the task rows. A task
+    // is RUNNING before its snapshot: inserts made before it streams would
+    // be read by the snapshot and never streamed.
+    p.wait_until("streaming", LONG, |_| {
+        p.log_text().contains("streaming changes")
+    });
     for id in 1..=20 {
         pg.execute("INSERT INTO items VALUES ($1, 'x')", &[&id])
             .await

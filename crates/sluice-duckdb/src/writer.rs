@@ -48,11 +48,49 @@ impl Position {
     pub(crate) fn le(&self, done: &Position) -> bool {
         match (self, done) {
             (Position::Offset(a), Position::Offset(b)) => a <= b,
+            // The stored change had no last commit (`source.sequence`
+            // `[null, lsn]`: the first transaction after a snapshot, read
+            // as (lsn, lsn)). A source that restarts in that transaction
+            // sends its rest with a last commit at or before it (Debezium's
+            // offset loader takes the last processed LSN): the same
+            // transaction, so its LSN alone says what was written.
+            (Position::Source(a, b, 1, d), Position::Source(w, x, 1, z)) if w == x && a <= w => {
+                (b, d) <= (x, z)
+            }
             (Position::Source(a, b, c, d), Position::Source(w, x, y, z)) => {
                 (a, b, c, d) <= (w, x, y, z)
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::Position::Source;
+
+    #[test]
+    fn changes_sent_again_after_a_restart_in_the_first_transaction_are_told_apart() {
+        // Written: the first transaction after a snapshot up to LSN 500,
+        // its sequence [null, 500].
+        let done = Source(500, 500, 1, 0);
+        // Sent again with the last processed LSN as the last commit.
+        assert!(Source(400, 450, 1, 0).le(&done));
+        assert!(Source(400, 500, 1, 0).le(&done));
+        assert!(!Source(400, 501, 1, 0).le(&done));
+        // Sent again as before, [null, lsn].
+        assert!(Source(480, 480, 1, 0).le(&done));
+        assert!(!Source(600, 600, 1, 0).le(&done));
+        // The next transaction: its last commit is after the stored one.
+        assert!(!Source(700, 650, 1, 0).le(&done));
+        // Ordinary positions compare as (last commit, lsn).
+        let done = Source(300, 500, 1, 0);
+        assert!(Source(300, 400, 1, 0).le(&done));
+        assert!(!Source(300, 600, 1, 0).le(&done));
+        assert!(Source(200, 900, 1, 0).le(&done));
+        // A snapshot's reads come before the changes streamed after it.
+        assert!(Source(100, 100, 0, 7).le(&Source(150, 150, 1, 0)));
+        assert!(!Source(150, 150, 1, 0).le(&Source(100, 100, 0, 7)));
     }
 }
 

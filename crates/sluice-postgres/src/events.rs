@@ -317,6 +317,7 @@ impl EventFactory {
         &self,
         lsn_proc: u64,
         lsn_commit: u64,
+        sequence_commit: Option<u64>,
         lsn: u64,
         tx_id: u32,
         ts_usec: i64,
@@ -334,6 +335,9 @@ impl EventFactory {
         o.insert("lsn".into(), json!(lsn));
         o.insert("txId".into(), json!(tx_id));
         o.insert("ts_usec".into(), json!(ts_usec));
+        if sequence_commit != Some(lsn_commit) {
+            o.insert(SEQUENCE_COMMIT.into(), json!(sequence_commit));
+        }
         Arc::new(SourceOffset {
             partition: self.partition.clone(),
             offset: o,
@@ -364,6 +368,13 @@ impl EventFactory {
     }
 }
 
+/// The offset key keeping the last commit `source.sequence` showed when it
+/// differs from `lsn_commit` (null before the first commit after a
+/// snapshot; older than `lsn_commit` after progress without events): a
+/// transaction sent again after a restart carries the same sequence as
+/// before, so a sink that deduplicates by it recognises what it has.
+pub const SEQUENCE_COMMIT: &str = "sluice_sequence_commit";
+
 /// What a stored offset says about where to resume.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Resume {
@@ -378,6 +389,9 @@ pub struct Resume {
     /// Streaming follows a snapshot taken by this process: no commit has
     /// been seen yet (`source.sequence` starts with null).
     pub after_snapshot: bool,
+    /// The last commit `source.sequence` showed at the offset (None: null,
+    /// as after a snapshot): where the sequence goes on from.
+    pub sequence_commit: Option<u64>,
 }
 
 impl Resume {
@@ -390,6 +404,8 @@ impl Resume {
         let snapshot = o
             .get("snapshot")
             .is_some_and(|v| v.as_bool() == Some(true) || v.is_string());
+        // Sluice's own key when the sequence differs from lsn_commit.
+        let stored_sequence = o.get(SEQUENCE_COMMIT).map(Json::as_u64);
         if snapshot {
             let last = o
                 .get("snapshot_completed")
@@ -405,6 +421,8 @@ impl Resume {
                 },
                 partial: None,
                 after_snapshot: false,
+                // No commit was seen during a snapshot.
+                sequence_commit: stored_sequence.flatten(),
             };
         }
         // Debezium's loader reads a missing lsn_commit as lsn_proc (it writes
@@ -423,6 +441,7 @@ impl Resume {
             complete_end,
             partial,
             after_snapshot: false,
+            sequence_commit: stored_sequence.unwrap_or(complete_end),
         }
     }
 
@@ -475,5 +494,47 @@ mod tests {
             r#"{"last_snapshot_record":true,"lsn":100,"txId":7,"ts_usec":1,"snapshot":true}"#,
         ));
         assert_eq!(old.snapshot_completed, Some(true));
+    }
+
+    fn factory() -> EventFactory {
+        let props = sluice_core::config::props_from(&[
+            ("database.hostname", "localhost"),
+            ("database.user", "u"),
+            ("database.dbname", "d"),
+            ("topic.prefix", "p"),
+        ]);
+        let (cfg, _) = crate::config::PostgresConfig::parse(&props).expect("config");
+        EventFactory::new(&cfg)
+    }
+
+    #[test]
+    fn a_restart_goes_on_with_the_sequence_the_events_showed() {
+        let f = factory();
+        // The first transaction after a snapshot, delivered in part: its
+        // events showed a null last commit, and so do they when sent again.
+        let partial = f.stream_offset(500, 400, None, 500, 7, 1, "INSERT", None);
+        let r = Resume::from_offset(&partial.offset);
+        assert_eq!((r.complete_end, r.partial), (Some(400), Some((7, 500))));
+        assert_eq!(r.sequence_commit, None);
+        // Progress without events moved lsn_commit past the last commit.
+        let marker = f.stream_offset(900, 900, Some(350), 900, 0, 1, "COMMIT", None);
+        let r = Resume::from_offset(&marker.offset);
+        assert_eq!((r.complete_end, r.sequence_commit), (Some(900), Some(350)));
+        // A transaction's end: the two agree and the key is left out, as
+        // Debezium writes it.
+        let commit = f.stream_offset(950, 950, Some(950), 940, 8, 1, "COMMIT", None);
+        assert!(!commit.offset.contains_key(SEQUENCE_COMMIT));
+        assert_eq!(
+            Resume::from_offset(&commit.offset).sequence_commit,
+            Some(950)
+        );
+        // Debezium's own offsets: its loader's reading.
+        let r = Resume::from_offset(&offset(
+            r#"{"lsn_proc":169237184,"messageType":"UPDATE","lsn":169237184,"txId":796,"ts_usec":1}"#,
+        ));
+        assert_eq!(r.sequence_commit, Some(169_237_184));
+        // A completed snapshot: no commit seen yet.
+        let done = Resume::from_offset(&f.snapshot_offset(100, 7, 1, true).offset);
+        assert_eq!((done.complete_end, done.sequence_commit), (Some(100), None));
     }
 }

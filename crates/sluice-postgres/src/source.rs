@@ -407,6 +407,7 @@ impl PostgresSourceTask {
                 complete_end: Some(created.consistent_point),
                 partial: None,
                 after_snapshot: true,
+                sequence_commit: None,
             });
             if cfg.snapshot_mode == SnapshotMode::InitialOnly {
                 tracing::info!("snapshot.mode=initial_only: not streaming");

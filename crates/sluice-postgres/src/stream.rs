@@ -122,7 +122,7 @@ impl ChangeStream {
             seq_last_commit: if resume.after_snapshot {
                 None
             } else {
-                resume.complete_end
+                resume.sequence_commit
             },
             resume,
             last_marker: None,
@@ -148,6 +148,7 @@ impl ChangeStream {
             complete_end: Some(self.last_commit_end),
             partial: self.sent_partial,
             after_snapshot: false,
+            sequence_commit: self.seq_last_commit,
         }
     }
 
@@ -351,6 +352,7 @@ impl ChangeStream {
             last.offset = Some(self.events.stream_offset(
                 end_lsn,
                 end_lsn,
+                self.seq_last_commit,
                 txn.last_lsn.unwrap_or(end_lsn),
                 txn.xid,
                 txn.ts_us,
@@ -367,6 +369,7 @@ impl ChangeStream {
             complete_end: Some(end_lsn),
             partial: self.resume.partial.filter(|(x, _)| *x != txn.xid),
             after_snapshot: false,
+            sequence_commit: self.seq_last_commit,
         };
         Ok(())
     }
@@ -598,6 +601,7 @@ impl ChangeStream {
             let off = self.events.stream_offset(
                 lsn,
                 self.last_commit_end,
+                self.seq_last_commit,
                 lsn,
                 xid,
                 ts,
@@ -711,6 +715,7 @@ impl ChangeStream {
         let off = self.events.stream_offset(
             lsn,
             lsn,
+            self.seq_last_commit,
             lsn,
             0,
             crate::events::now_micros(),
@@ -728,6 +733,7 @@ impl ChangeStream {
             complete_end: Some(lsn),
             partial: self.resume.partial,
             after_snapshot: false,
+            sequence_commit: self.seq_last_commit,
         };
         Ok(())
     }
@@ -743,6 +749,7 @@ impl ChangeStream {
         let off = self.events.stream_offset(
             lsn,
             lsn,
+            self.seq_last_commit,
             lsn,
             0,
             crate::events::now_micros(),

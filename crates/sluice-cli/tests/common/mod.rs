@@ -425,3 +425,40 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 pub const LONG: Duration = Duration::from_secs(120);
+
+/// The reference scenario's table, as its users create it.
+pub const ORDERS: &str = "CREATE SCHEMA retail;
+    CREATE TABLE retail.orders_info (
+        orderid SERIAL NOT NULL PRIMARY KEY,
+        custid INTEGER NOT NULL,
+        amount INTEGER NOT NULL,
+        city VARCHAR(255) NOT NULL,
+        purchase_time VARCHAR(20) NOT NULL)";
+
+/// A PostgreSQL source connector `name` of the scenario's table in `db`,
+/// with topic prefix `prefix` and its own slot and publication.
+pub fn orders_source(name: &str, db: &str, prefix: &str, slot: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "config": {
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "database.hostname": "127.0.0.1",
+        "database.port": cluster().port().to_string(),
+        "database.user": "postgres",
+        "database.dbname": db,
+        "topic.prefix": prefix,
+        "table.include.list": "retail.orders_info",
+        "slot.name": slot,
+        "publication.name": format!("pub_{slot}"),
+    }})
+}
+
+/// A DuckDB sink connector `name` writing topic `<prefix>.retail.orders_info`
+/// into table `orders` of `file`.
+pub fn orders_duckdb_sink(name: &str, file: &str, prefix: &str) -> serde_json::Value {
+    let topic = format!("{prefix}.retail.orders_info");
+    serde_json::json!({"name": name, "config": {
+        "connector.class": "duckdb",
+        "duckdb.path": file,
+        "topics": topic,
+        "duckdb.tables.topics.mapping": format!("[{{'topic': '{topic}', 'table': 'orders', 'mode': 'upsert'}}]"),
+    }})
+}
