@@ -438,6 +438,71 @@ async fn heartbeats_advance_the_slot_of_an_idle_capture() {
     assert_eq!(p.stop(), Some(0));
 }
 
+/// The table-free heartbeat the README documents: `heartbeat.action.query`
+/// writes a logical decoding message into the captured database, so its
+/// slot keeps moving while nothing it captures changes; the messages stay
+/// out of the topics by their prefix.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logical_message_heartbeat_keeps_an_idle_slot_moving_without_a_table() {
+    let (db, pg) = fresh_db("hbmessage").await;
+    pg.batch_execute("CREATE TABLE idle (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut p = Pipeline::new(
+        &db,
+        &[
+            ("table.include.list", "public.idle"),
+            ("heartbeat.interval.ms", "300"),
+            (
+                "heartbeat.action.query",
+                "SELECT pg_logical_emit_message(false, 'heartbeat', now()::varchar)",
+            ),
+            ("message.prefix.exclude.list", "heartbeat"),
+            ("snapshot.mode", "no_data"),
+            ("publication.autocreate.mode", "filtered"),
+        ],
+    );
+    p.start();
+    p.wait_until("startup", LONG, |_| {
+        p.log_text().contains("streaming changes")
+    });
+    // Twice: the slot passes the WAL written so far, again and again.
+    for round in 0..2 {
+        let target: i64 = pg
+            .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let deadline = std::time::Instant::now() + LONG;
+        loop {
+            let now = slot_lsn(&pg, &p.slot).await;
+            if now >= target {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: slot at {now}, WAL at {target}; log:\n{}",
+                tail(&p.log_text(), 30)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    p.wait_until("a heartbeat record", LONG, |recs| {
+        recs.iter()
+            .any(|r| r["topic"] == "__debezium-heartbeat.test")
+    });
+    let log = p.log_text();
+    assert!(!log.contains("running heartbeat.action.query"), "{log}");
+    let recs = p.records();
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["topic"].as_str().is_some_and(|t| t.ends_with(".message"))),
+        "heartbeat messages are excluded by their prefix"
+    );
+    assert_eq!(p.stop(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn transaction_metadata_events() {
     let (db, pg) = fresh_db("txmeta").await;
