@@ -37,8 +37,10 @@ use crate::delivery::{Completion, DeliveryTracker, InOrderAcks};
 use crate::murmur2::{murmur2, to_positive};
 use crate::transport::kafka::TopicCreation;
 
-/// Most bytes of frames one poll reads.
-const POLL_BYTES: usize = 8 << 20;
+/// Most bytes of frames one poll reads. Decoded, a record takes several
+/// times its bytes: this bounds what a sink holds at once (a few thousand
+/// records of the scenario's table are still one batch).
+const POLL_BYTES: usize = 1 << 20;
 
 /// A batch's records go into frames of about this size, so that a log
 /// limited in size takes them a frame at a time.
