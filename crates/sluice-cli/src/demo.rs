@@ -63,6 +63,10 @@ pub struct DemoArgs {
     /// starting one; it needs wal_level=logical. Only the table is created if missing.
     #[arg(long, value_name = "URL")]
     pg: Option<String>,
+    /// Once verified, keep the dashboard (and the DuckDB file it draws) up
+    /// until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
 }
 
 /// Runs the demo; returns the process exit code.
@@ -837,6 +841,11 @@ async fn run_pipeline(
     let snapshot_rows = u64::try_from(count_orders(&client).await?).unwrap_or(0);
 
     let worker = build_worker(plugins, db, dir, duckdb_file, own_cluster)?;
+    let rest_stop = CancellationToken::new();
+    let dashboard = serve_dashboard(worker.handle(), duckdb_file, rest_stop.clone()).await;
+    if let Some(url) = &dashboard {
+        eprintln!("dashboard: {url}/dashboard (the scenario's charts, live; status page: {url}/)");
+    }
     let worker_stop = CancellationToken::new();
     let mut worker_task = tokio::spawn(worker.run(worker_stop.clone()));
     let result = drive(
@@ -873,7 +882,55 @@ async fn run_pipeline(
         return Ok(Outcome::Interrupted);
     }
     worker_result?;
-    report(&client, duckdb_file, &generated, snapshot_rows, lag).await
+    let outcome = report(&client, duckdb_file, &generated, snapshot_rows, lag).await;
+    if let Some(url) = &dashboard {
+        if args.serve && outcome.is_ok() {
+            println!("dashboard: {url}/dashboard (serving the DuckDB file until Ctrl-C)");
+            shutdown.cancelled().await;
+        } else {
+            println!("dashboard: {url}/dashboard was up during the run; `sluice demo --serve` keeps it up");
+        }
+    }
+    rest_stop.cancel();
+    outcome
+}
+
+/// Serves the dashboard and the status page of the demo's worker on
+/// 127.0.0.1:8083, or a free port if that one is taken; its URL.
+async fn serve_dashboard(
+    handle: sluice_connect::WorkerHandle,
+    duckdb_file: &Path,
+    stop: CancellationToken,
+) -> Option<String> {
+    for bind in ["http://127.0.0.1:8083", "http://127.0.0.1:0"] {
+        let mut props = Props::new();
+        props.insert("listeners".into(), bind.into());
+        let Ok(config) = sluice_connect::rest::RestConfig::from_props(&props) else {
+            continue;
+        };
+        let Ok(server) = sluice_connect::rest::RestServer::bind(config).await else {
+            continue;
+        };
+        let Ok(addr) = server.local_addr() else {
+            continue;
+        };
+        let server =
+            server
+                .with_routes(crate::live::routes())
+                .with_routes(crate::dashboard::routes_on(
+                    None,
+                    Some(duckdb_file.to_path_buf()),
+                ));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(handle, stop).await {
+                tracing::warn!("the demo's dashboard stopped: {e}");
+            }
+        });
+        return Some(format!("http://{addr}"));
+    }
+    tracing::warn!("no port for the demo's dashboard");
+    None
 }
 
 type Drove = (Outcome, datagen::Stats, Option<(Duration, Duration)>);

@@ -16,6 +16,8 @@ use sluice_kql::{Catalog, KqlError, RenderSpec, ResultSet};
 pub struct CatalogInputs {
     /// `.create table` commands (ADX table definitions).
     pub schema: Option<PathBuf>,
+    /// The same, as text.
+    pub schema_text: Option<String>,
     /// A Kusto sink connector config: topic → ADX table (and, for a
     /// cluster URL, the credentials).
     pub kusto_config: Option<PathBuf>,
@@ -51,6 +53,11 @@ pub fn catalog(conn: &Connection, inputs: &CatalogInputs) -> Result<(Catalog, Ve
         catalog
             .add_schema(&text)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    }
+    if let Some(text) = &inputs.schema_text {
+        catalog
+            .add_schema(text)
+            .map_err(|e| anyhow!("the ADX table definitions: {e}"))?;
     }
     if let Some(path) = &inputs.kusto_config {
         let props = connector_props(path)?;
@@ -142,10 +149,19 @@ pub fn on_duckdb(
         .context("configuring DuckDB")?;
     let conn = Connection::open_with_flags(file, config)
         .with_context(|| format!("opening {}", file.display()))?;
-    let (catalog, notes) = catalog(&conn, inputs)?;
+    on_connection(&conn, query, inputs)
+}
+
+/// Runs KQL on an open DuckDB database.
+pub fn on_connection(
+    conn: &Connection,
+    query: &str,
+    inputs: &CatalogInputs,
+) -> Result<(Answer, Vec<String>)> {
+    let (catalog, notes) = catalog(conn, inputs)?;
     let t =
         sluice_kql::translate(query, &catalog).map_err(|e| anyhow!("{}", explain(query, &e)))?;
-    let result = sluice_kql::exec::run(&conn, &t)?;
+    let result = sluice_kql::exec::run(conn, &t)?;
     Ok((
         Answer {
             result,

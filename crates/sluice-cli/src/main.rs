@@ -3,9 +3,11 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod dashboard;
 mod datagen;
 mod demo;
 mod kql;
+mod live;
 mod logging;
 mod query;
 mod status;
@@ -334,6 +336,22 @@ fn connect(files: &[PathBuf]) -> u8 {
                 if let Ok(id) = server.worker_id() {
                     worker.set_worker_id(id);
                 }
+                // Queries on the DuckDB files this worker's sinks hold.
+                if let Ok(addr) = server.local_addr() {
+                    let host = if addr.ip().is_unspecified() {
+                        std::net::IpAddr::from([127, 0, 0, 1])
+                    } else {
+                        addr.ip()
+                    };
+                    let url = format!("http://{}", std::net::SocketAddr::new(host, addr.port()));
+                    sluice_duckdb::stores::set_endpoint(Some(url));
+                }
+                let dashboard_file = worker_props
+                    .get("sluice.dashboard.file")
+                    .map(std::path::PathBuf::from);
+                let server = server
+                    .with_routes(live::routes())
+                    .with_routes(dashboard::routes(dashboard_file));
                 let handle = worker.handle();
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
@@ -350,7 +368,9 @@ fn connect(files: &[PathBuf]) -> u8 {
                 tracing::warn!("{e}; running without the REST API (set 'listeners' to choose another address, e.g. http://127.0.0.1:0)");
             }
         }
-        match worker.run(shutdown).await {
+        let ran = worker.run(shutdown).await;
+        sluice_duckdb::stores::set_endpoint(None);
+        match ran {
             Ok(()) => EXIT_OK,
             Err(e) => {
                 eprintln!("sluice: {e}");

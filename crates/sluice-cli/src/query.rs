@@ -73,6 +73,25 @@ pub struct QueryArgs {
     /// KQL on a DuckDB file: print the translated SQL to standard error.
     #[arg(long)]
     pub show_sql: bool,
+    /// Ask the worker whose REST listener is at URL (it answers read-only
+    /// queries on the DuckDB files its sinks hold). By default a file a
+    /// running worker holds is queried through that worker.
+    #[arg(long, value_name = "URL")]
+    pub worker: Option<String>,
+}
+
+impl QueryArgs {
+    /// The catalog options (`--schema`, `--kusto-config`, `--duckdb-config`,
+    /// `--table`).
+    pub fn catalog_inputs(&self) -> CatalogInputs {
+        CatalogInputs {
+            schema: self.schema.clone(),
+            kusto_config: self.kusto_config.clone(),
+            duckdb_config: self.duckdb_config.clone(),
+            tables: self.tables.clone(),
+            schema_text: None,
+        }
+    }
 }
 
 /// How results are printed.
@@ -88,10 +107,26 @@ pub enum Format {
 
 /// Runs the query and prints its result; the exit code.
 pub fn run(args: &QueryArgs) -> u8 {
-    let out = if args.kql {
-        run_kql(args)
-    } else {
-        query(Path::new(&args.file), &args.sql, args.format, args.write)
+    let local = || {
+        if args.kql {
+            run_kql(args)
+        } else {
+            query(Path::new(&args.file), &args.sql, args.format, args.write)
+        }
+    };
+    let out = match &args.worker {
+        Some(url) => crate::live::remote(args, url),
+        None => match local() {
+            Err(e) if !is_url(&args.file) && crate::live::is_lock_conflict(&e) => {
+                match crate::live::worker_for(args) {
+                    Some(url) => crate::live::remote(args, &url),
+                    None => Err(e.context(
+                        "another process holds the file; if it is a Sluice worker with a REST listener, add --worker URL to query through it",
+                    )),
+                }
+            }
+            other => other,
+        },
     };
     match out {
         Ok(out) => emit(&out),
@@ -128,12 +163,7 @@ pub fn run_kql(args: &QueryArgs) -> Result<String> {
     if args.write {
         bail!("--write is for SQL; KQL queries only read");
     }
-    let inputs = CatalogInputs {
-        schema: args.schema.clone(),
-        kusto_config: args.kusto_config.clone(),
-        duckdb_config: args.duckdb_config.clone(),
-        tables: args.tables.clone(),
-    };
+    let inputs = args.catalog_inputs();
     let answer = if is_url(&args.file) {
         if args.schema.is_some() || !args.tables.is_empty() || args.duckdb_config.is_some() {
             bail!("--schema, --table and --duckdb-config describe a DuckDB file; a cluster knows its own tables");
@@ -154,16 +184,26 @@ pub fn run_kql(args: &QueryArgs) -> Result<String> {
             let _ = writeln!(std::io::stderr(), "{sql}");
         }
     }
+    let (text, out) = present(args, &answer)?;
+    if let (Some(path), Some(bytes)) = (&args.out, out) {
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(text)
+}
+
+/// The answer as printed, and the bytes `--out` asks for.
+pub fn present(args: &QueryArgs, answer: &kql::Answer) -> Result<(String, Option<Vec<u8>>)> {
     let chart = match &answer.render {
         Some(spec) if spec.kind != ChartKind::Table => {
             Some(render::build(spec, &answer.result).map_err(anyhow::Error::msg)?)
         }
         _ => None,
     };
-    if let Some(path) = &args.out {
-        write_out(path, &args.sql, chart.as_ref(), &answer.result)?;
-    }
-    Ok(match args.format {
+    let out = match &args.out {
+        Some(path) => Some(out_bytes(path, &args.sql, chart.as_ref(), &answer.result)?),
+        None => None,
+    };
+    let text = match args.format {
         Format::Json => kql_json(&answer.result),
         Format::Csv => csv(&kql_table(&answer.result)),
         Format::Table => {
@@ -176,15 +216,16 @@ pub fn run_kql(args: &QueryArgs) -> Result<String> {
             s.push_str(&aligned(&kql_table(&answer.result), ""));
             s
         }
-    })
+    };
+    Ok((text, out))
 }
 
-fn write_out(
+fn out_bytes(
     path: &Path,
     query: &str,
     chart: Option<&render::Chart>,
     result: &ResultSet,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -204,7 +245,7 @@ fn write_out(
             path.display()
         ),
     };
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    Ok(bytes)
 }
 
 fn kql_table(r: &ResultSet) -> Table {
@@ -266,23 +307,35 @@ pub fn query(file: &Path, sql: &str, format: Format, write: bool) -> Result<Stri
         .context("configuring DuckDB")?;
     let conn = Connection::open_with_flags(file, config)
         .with_context(|| format!("opening {}", file.display()))?;
+    query_on(&conn, sql, format, true)
+}
+
+/// Runs `sql` on `conn` and renders the result in `format`. Statements
+/// that return no rows run only if `statements` allows them (a worker's
+/// read-only queries do not).
+pub fn query_on(conn: &Connection, sql: &str, format: Format, statements: bool) -> Result<String> {
     let sql = sql.trim().trim_end_matches(';');
     if sql.is_empty() {
         bail!("no SQL given");
     }
     // Statements that return no rows (DDL, INSERT, SET, ...) cannot be
     // wrapped in a SELECT: they run as they are.
-    let types = match describe(&conn, sql) {
+    let types = match describe(conn, sql) {
         Ok(t) => t,
+        Err(e) if !statements => {
+            return Err(e.context(
+                "only one query that returns rows can run on a file a worker holds (stop the worker for other statements)",
+            ))
+        }
         Err(_) => {
             conn.execute_batch(sql).context("running the statement")?;
             return Ok("OK\n".to_string());
         }
     };
     match format {
-        Format::Json => json(&conn, sql),
+        Format::Json => json(conn, sql),
         Format::Table | Format::Csv => {
-            let table = fetch_text(&conn, sql, types)?;
+            let table = fetch_text(conn, sql, types)?;
             Ok(if format == Format::Csv {
                 csv(&table)
             } else {

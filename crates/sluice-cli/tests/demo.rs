@@ -49,6 +49,11 @@ fn demo_verifies_and_stops_its_cluster() {
     }
     let duckdb = demo_dir.join("sluice-demo.duckdb");
     assert!(stdout.contains(&duckdb.display().to_string()), "{all}");
+    // Where the dashboard was, and how to keep it.
+    assert!(
+        stderr.contains("dashboard: http://127.0.0.1:") && stdout.contains("--serve` keeps it up"),
+        "{all}"
+    );
     // The file stays for `sluice query`, and holds the verified rows.
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("query")
@@ -83,4 +88,77 @@ fn demo_verifies_and_stops_its_cluster() {
         .map(str::to_string)
         .collect();
     assert!(running.is_empty(), "postgres still running: {running:?}");
+}
+
+/// `sluice demo --serve`: once verified, the dashboard stays up with the
+/// scenario's charts drawn from the DuckDB file, until Ctrl-C.
+#[test]
+fn demo_serve_keeps_the_dashboard_up_until_interrupted() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("demo")
+        .arg("--dir")
+        .arg(dir.path().join("demo"))
+        .args(["--duration", "2", "--rate", "100", "--serve"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run sluice demo --serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut url = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        seen.push(line.clone());
+        if let Some(rest) = line.strip_prefix("dashboard: ") {
+            if line.contains("until Ctrl-C") {
+                url = rest.split_whitespace().next().map(str::to_owned);
+                break;
+            }
+        }
+    }
+    let url = url.unwrap_or_else(|| panic!("no dashboard line:\n{}", seen.join("\n")));
+    assert!(
+        seen.iter().any(|l| l.starts_with("verified: ")),
+        "{}",
+        seen.join("\n")
+    );
+    let base = url.trim_end_matches("/dashboard").to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (page, tile) = rt.block_on(async {
+        let page = reqwest::get(&url)
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("page text");
+        let tile: serde_json::Value = reqwest::get(format!("{base}/sluice/dashboard/tiles/1"))
+            .await
+            .expect("tile")
+            .json()
+            .await
+            .expect("tile JSON");
+        (page, tile)
+    });
+    assert!(page.contains("/sluice/dashboard"), "{page}");
+    assert_eq!(tile["title"], "Sales by city", "{tile}");
+    assert!(
+        tile["svg"].as_str().is_some_and(|s| s.starts_with("<svg"))
+            && tile["rows"].as_u64() > Some(0),
+        "{tile}"
+    );
+    // Ctrl-C ends it cleanly.
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
 }

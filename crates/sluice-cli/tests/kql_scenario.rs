@@ -3,16 +3,19 @@
 //! PostgreSQL source with the scenario's Debezium 1.x config → the DuckDB
 //! sink (unwrapped rows, as the ADX sink writes them) → `sluice query --kql`
 //! with the scenario's ADX table definition and Kusto sink config. The
+//! queries run while the pipeline runs (a `sluice connect` process holds
+//! the file and answers them), and once more after it stopped. The
 //! expected answers are worked out by hand from the orders below.
 
-use std::path::{Path, PathBuf};
+mod common;
+mod worker;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
-use sluice_connect::config_files::{load_connector, load_props};
-use sluice_connect::{Registry, Worker};
-use tokio_util::sync::CancellationToken;
+use worker::Worker;
 
 /// (custid, amount, city, purchase_time) of the orders written before the
 /// pipeline starts (read by the snapshot); orderid is their position.
@@ -113,29 +116,19 @@ fn covers(path: &Path, xid: i64, after: i64) -> bool {
         .is_some_and(|v| walk(&v, xid, after))
 }
 
-/// Waits up to two minutes for `what`, or until the worker ends (a failed
-/// task); whether `what` holds.
-async fn stored<T>(run: &tokio::task::JoinHandle<T>, what: impl Fn() -> bool) -> bool {
+/// Waits up to two minutes for `what`; whether it holds.
+async fn stored(what: impl Fn() -> bool) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !what() && !run.is_finished() && std::time::Instant::now() < deadline {
+    while !what() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     what()
 }
 
-struct Files {
-    dir: tempfile::TempDir,
-}
-
-impl Files {
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-}
-
-/// Fills a DuckDB file through the pipeline; its directory holds the
-/// schema and the scenario's Kusto sink config too.
-async fn pipeline() -> Files {
+/// Fills a DuckDB file through the pipeline, which goes on running; the
+/// worker's directory holds the schema and the scenario's Kusto sink
+/// config too.
+async fn pipeline() -> Worker {
     let c = sluice_testkit::shared();
     let db = c
         .create_database("kql_scenario")
@@ -152,9 +145,7 @@ async fn pipeline() -> Files {
     .expect("schema");
     pg.batch_execute(&insert_sql(SNAPSHOT)).await.expect("seed");
 
-    let files = Files {
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
+    let mut files = Worker::new("offset.flush.interval.ms=100\n");
     // The scenario's source config (Debezium 1.x names), pointed at the
     // test cluster.
     let source = json!({"name": "pg-orders-source", "config": {
@@ -189,35 +180,14 @@ async fn pipeline() -> Files {
         std::fs::write(files.path(&format!("{name}.json")), v.to_string()).expect("write");
     }
     std::fs::write(files.path("orders.kql"), SCHEMA).expect("write schema");
-    std::fs::write(
-        files.path("worker.properties"),
-        format!(
-            "offset.storage.file.filename={}\noffset.flush.interval.ms=100\n",
-            files.path("offsets.json").display()
-        ),
-    )
-    .expect("write");
-
-    let registry = Registry::new(vec![sluice_postgres::plugin(), sluice_duckdb::plugin()]);
-    let props = load_props(&files.path("worker.properties")).expect("worker props");
-    let connectors = ["source", "sink"]
-        .iter()
-        .map(|n| load_connector(&files.path(&format!("{n}.json"))).expect("connector"))
-        .collect::<Vec<_>>();
-    let worker = Worker::new(&registry, &props, &connectors).expect("valid config");
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(worker.run(shutdown.clone()));
-    let offsets = files.path("offsets.json");
+    files.start(&["source.json", "sink.json"]).await;
+    let offsets = files.path("connect.offsets");
     // The snapshot's offset is stored once the sink flushed it.
-    if !stored(&run, || max_lsn(&offsets) > 0).await {
-        let why = if run.is_finished() {
-            format!("{:?}", run.await)
-        } else {
-            "the worker is still running".to_string()
-        };
+    if !stored(|| max_lsn(&offsets) > 0).await {
         panic!(
-            "the snapshot was never stored ({why}); offsets: {:?}",
-            std::fs::read_to_string(&offsets)
+            "the snapshot was never stored; offsets: {:?}\n{}",
+            std::fs::read_to_string(&offsets),
+            common::tail(&files.log(), 40)
         );
     }
     // Then orders arrive while the pipeline streams.
@@ -238,21 +208,19 @@ async fn pipeline() -> Files {
         .expect("lsn")
         .get(0);
     assert!(
-        stored(&run, || covers(&offsets, xid, after)).await,
+        stored(|| covers(&offsets, xid, after)).await,
         "the streamed orders were never stored: {:?}",
         std::fs::read_to_string(&offsets)
     );
     // Stored at the source is not yet written by the sink: wait until the
     // DuckDB sink committed every record of the topic in the local log.
-    let groups = files.path("offsets-log").join("groups");
+    let groups = files.path("connect-log").join("groups");
     let total = (SNAPSHOT.len() + STREAMED.len()) as i64;
     assert!(
-        stored(&run, || sink_committed(&groups, "duckdb") >= total).await,
+        stored(|| sink_committed(&groups, "duckdb") >= total).await,
         "the DuckDB sink never committed {total} records: {:?}",
         std::fs::read_dir(&groups).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
     );
-    shutdown.cancel();
-    run.await.expect("worker task").expect("clean stop");
     files
 }
 
@@ -277,7 +245,7 @@ fn sink_committed(groups: &Path, name: &str) -> i64 {
 
 /// Runs `sluice query --kql` with the scenario's schema and Kusto config;
 /// the JSON rows.
-fn kql(files: &Files, query: &str) -> Vec<Json> {
+fn kql(files: &Worker, query: &str) -> Vec<Json> {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("query")
         .arg("--kql")
@@ -310,7 +278,10 @@ fn sorted(mut rows: Vec<Json>) -> Vec<Json> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scenarios_seven_queries_give_adx_answers() {
-    let files = pipeline().await;
+    let mut files = pipeline().await;
+    // The worker holds the file: DuckDB lets no other process open it, and
+    // the queries below go to the worker.
+    assert!(files.path("orders.duckdb.sluice-worker").exists());
 
     // 1. Every column, in the ADX table's order and types: orderid and
     //    custid are strings, purchase_time a datetime.
@@ -472,5 +443,21 @@ async fn the_scenarios_seven_queries_give_adx_answers() {
     assert!(
         stderr.contains("'%' is not defined for string and timespan") && stderr.contains("1:30"),
         "{stderr}"
+    );
+
+    // Once the worker stops, the same query opens the file itself and
+    // gives the same answer.
+    let live = kql(
+        &files,
+        "Orders | summarize total = sum(amount) by city | sort by total | render piechart",
+    );
+    assert_eq!(files.stop(), Some(0));
+    assert!(!files.path("orders.duckdb.sluice-worker").exists());
+    assert_eq!(
+        kql(
+            &files,
+            "Orders | summarize total = sum(amount) by city | sort by total | render piechart"
+        ),
+        live
     );
 }

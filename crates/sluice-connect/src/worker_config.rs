@@ -281,6 +281,7 @@ const KNOWN: &[&str] = &[
     "sluice.rest.enabled",
     "sluice.rest.history.interval.ms",
     "sluice.rest.history.points",
+    "sluice.dashboard.file",
     "metrics.listeners",
     "sluice.progress.interval.ms",
     "sluice.summary.interval.ms",

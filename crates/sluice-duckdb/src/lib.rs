@@ -151,6 +151,7 @@
 pub mod evolution;
 pub mod mapping;
 mod snapshot;
+pub mod stores;
 pub mod types;
 mod writer;
 

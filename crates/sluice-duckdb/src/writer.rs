@@ -306,6 +306,8 @@ pub(crate) struct Writer {
     incompatible_to_text: bool,
     /// Open snapshots per table, as committed.
     snapshots: HashMap<String, Physical>,
+    /// The file registered for the worker's read-only queries.
+    _held: crate::stores::Held,
 }
 
 fn ident(name: &str) -> String {
@@ -388,7 +390,9 @@ impl Writer {
              CREATE TABLE IF NOT EXISTS {SNAPSHOTS} (connector VARCHAR NOT NULL, table_name VARCHAR NOT NULL, generation BIGINT NOT NULL, topic VARCHAR, kafka_partition INTEGER, mode VARCHAR, method VARCHAR, opened_by VARCHAR, state VARCHAR, rows BIGINT, removed BIGINT, started_at TIMESTAMP, ended_at TIMESTAMP, PRIMARY KEY (connector, table_name, generation))"
         ))
         .with_context(|| format!("creating {POSITIONS} and {SNAPSHOTS} in '{path}'"))?;
+        let held = crate::stores::register(std::path::Path::new(path), &conn)?;
         let mut w = Writer {
+            _held: held,
             conn,
             connector: connector.to_owned(),
             incompatible_to_text,

@@ -78,6 +78,8 @@ type ApiResult = Result<Response, ApiError>;
 pub struct RestServer {
     listener: tokio::net::TcpListener,
     config: RestConfig,
+    /// Routes the binary adds (they share the listener's authentication).
+    extra: Option<Router>,
 }
 
 impl RestServer {
@@ -91,7 +93,21 @@ impl RestServer {
                     format!("REST listener {}: cannot listen: {e}", config.bind),
                 )
             })?;
-        Ok(RestServer { listener, config })
+        Ok(RestServer {
+            listener,
+            config,
+            extra: None,
+        })
+    }
+
+    /// Adds `routes` to what the listener serves, behind the same
+    /// authentication and same-origin checks as the REST API.
+    pub fn with_routes(mut self, routes: Router) -> Self {
+        self.extra = Some(match self.extra.take() {
+            Some(r) => r.merge(routes),
+            None => routes,
+        });
+        self
     }
 
     /// The bound address.
@@ -129,7 +145,7 @@ impl RestServer {
             basic_auth: self.config.basic_auth.clone(),
             history,
         });
-        let app = router(Arc::clone(&state));
+        let app = router(Arc::clone(&state), self.extra.unwrap_or_default());
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
@@ -138,7 +154,7 @@ impl RestServer {
     }
 }
 
-fn router(state: Arc<AppState>) -> Router {
+fn router(state: Arc<AppState>, extra: Router) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/metrics", get(metrics))
@@ -168,14 +184,12 @@ fn router(state: Arc<AppState>) -> Router {
             put(validate_config),
         )
         .merge(ui::routes())
+        .with_state(Arc::clone(&state))
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(ui::same_origin_changes))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            basic_auth,
-        ))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state, basic_auth))
 }
 
 async fn basic_auth(State(state): Shared, req: Request, next: Next) -> Response {
