@@ -13,6 +13,7 @@ pub mod debezium;
 pub mod error;
 pub mod record;
 pub mod schema;
+pub mod signal;
 pub mod telemetry;
 pub mod value;
 

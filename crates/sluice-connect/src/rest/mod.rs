@@ -177,6 +177,7 @@ fn router(state: Arc<AppState>, extra: Router) -> Router {
             get(offsets).patch(patch_offsets).delete(delete_offsets),
         )
         .route("/connectors/{c}/topics", get(topics))
+        .route("/connectors/{c}/signals", post(signal))
         .route("/connectors/{c}/topics/reset", put(reset_topics))
         .route("/connector-plugins", get(plugins))
         .route(
@@ -610,6 +611,32 @@ async fn delete_offsets(State(state): Shared, Path(c): Path<String>) -> ApiResul
         StatusCode::OK,
         json!({"message": "The offsets for this connector have been reset successfully"}),
     )
+}
+
+/// Sluice's own signal channel: the body is a signal as a row of
+/// Debezium's signal table holds it (`{"id": ..., "type":
+/// "execute-snapshot", "data": {...}}`), handed to the connector's running
+/// source task.
+async fn signal(State(state): Shared, Path(c): Path<String>, body: Bytes) -> ApiResult {
+    // 404 for a connector that does not exist, as every other route.
+    state.handle.info(&c).await?;
+    let body = parse_body(&body)?;
+    let mut sig: sluice_core::signal::Signal = serde_json::from_value(body).map_err(|e| {
+        bad_request(format!(
+            "the signal must be {{\"type\": \"execute-snapshot\", \"data\": {{...}}, \"id\": \"...\"}}: {e}"
+        ))
+    })?;
+    if sig.id.is_empty() {
+        sig.id = sluice_core::signal::new_id("rest");
+    }
+    let answer = json!({"id": sig.id, "type": sig.kind, "data": sig.data});
+    sluice_core::signal::send(&c, sig).map_err(|e| {
+        ApiError(
+            StatusCode::CONFLICT,
+            format!("{e}: signals go to the worker that runs the connector's task (see GET /connectors/{c}/status)"),
+        )
+    })?;
+    ok(StatusCode::ACCEPTED, answer)
 }
 
 async fn topics(State(state): Shared, Path(c): Path<String>) -> ApiResult {
