@@ -8,6 +8,7 @@ use sluice_core::config::{
     ConfigDef, ConfigError, ConfigErrors, ConfigKey, ConfigType, Parsed, Props,
 };
 
+use crate::catalog::TableId;
 use crate::conn::{ConnParams, SslMode};
 
 /// `snapshot.mode`.
@@ -124,6 +125,12 @@ pub struct PostgresConfig {
     pub heartbeat_topics_prefix: String,
     /// `max.batch.size`.
     pub max_batch_size: usize,
+    /// `signal.data.collection`: the signal table, when one is set.
+    pub signal_table: Option<TableId>,
+    /// `signal.enabled.channels` has `source`.
+    pub signal_source_channel: bool,
+    /// `incremental.snapshot.chunk.size`.
+    pub incremental_chunk_size: usize,
     /// `status.update.interval.ms`.
     pub status_interval: Duration,
     /// `slot.retained.wal.warn.bytes`: WAL the slot may retain before the
@@ -312,6 +319,57 @@ pub fn config_def() -> ConfigDef {
             RegexList,
             "Logical decoding message prefixes not to capture.",
         ),
+        ConfigKey::new(
+            "signal.enabled.channels",
+            List,
+            "Channels signals arrive on: source (the signal table), kafka (not supported yet). The worker's REST action (POST /connectors/{name}/signals) always works.",
+        )
+        .default("source"),
+        ConfigKey::new(
+            "signal.data.collection",
+            String,
+            "The signal table, schema.table, with columns (id, type, data): rows inserted there are signals.",
+        ),
+        ConfigKey::new(
+            "signal.kafka.topic",
+            String,
+            "Topic of the kafka signal channel (not supported yet).",
+        ),
+        ConfigKey::new(
+            "signal.kafka.bootstrap.servers",
+            String,
+            "Brokers of the kafka signal channel (not supported yet).",
+        ),
+        ConfigKey::new(
+            "signal.kafka.groupId",
+            String,
+            "Consumer group of the kafka signal channel (not supported yet).",
+        ),
+        ConfigKey::new(
+            "signal.poll.interval.ms",
+            Int,
+            "How often polled signal channels are read.",
+        )
+        .default("5000"),
+        ConfigKey::new(
+            "incremental.snapshot.chunk.size",
+            Int,
+            "Rows per chunk of an incremental snapshot.",
+        )
+        .default("1024"),
+        ConfigKey::new(
+            "incremental.snapshot.watermarking.strategy",
+            Enum,
+            "How the watermarks around a chunk are kept: Sluice writes them as logical decoding messages, so neither strategy leaves rows behind.",
+        )
+        .default("insert_insert")
+        .allowed(&["insert_insert", "insert_delete"]),
+        ConfigKey::new(
+            "read.only",
+            Bool,
+            "Take incremental snapshots without writing to the database (not supported yet).",
+        )
+        .default("false"),
         ConfigKey::new(
             "message.key.columns",
             String,
@@ -644,6 +702,56 @@ impl PostgresConfig {
                 }
             }
         }
+        let signal_table = match p.get("signal.data.collection") {
+            None => None,
+            Some(v) => match v.trim().split_once('.') {
+                Some((schema, table)) if !schema.is_empty() && !table.is_empty() => Some(TableId {
+                    schema: schema.trim_matches('"').to_string(),
+                    table: table.trim_matches('"').to_string(),
+                }),
+                _ => {
+                    errors.push(ConfigError::new(
+                        "signal.data.collection",
+                        Some(v),
+                        "must name the signal table as schema.table (for example public.debezium_signal)",
+                    ));
+                    None
+                }
+            },
+        };
+        let channels = p.list("signal.enabled.channels");
+        let signal_source_channel = channels.iter().any(|c| c == "source");
+        for c in &channels {
+            match c.as_str() {
+                "source" => {}
+                "kafka" | "jmx" | "file" | "in-process" => warnings.push(format!(
+                    "signal.enabled.channels: the {c} channel is not supported yet and is ignored; \
+                     use the signal table (source) or the worker's POST /connectors/{{name}}/signals"
+                )),
+                other => errors.push(ConfigError::new(
+                    "signal.enabled.channels",
+                    Some(other),
+                    "unknown signal channel: expected source or kafka",
+                )),
+            }
+        }
+        let incremental_chunk_size = p.int("incremental.snapshot.chunk.size");
+        if incremental_chunk_size < 1 {
+            errors.push(ConfigError::new(
+                "incremental.snapshot.chunk.size",
+                Some(&incremental_chunk_size.to_string()),
+                "must be at least 1",
+            ));
+        }
+        let incremental_chunk_size = incremental_chunk_size.max(1) as usize;
+        if p.bool("read.only") {
+            errors.push(ConfigError::new(
+                "read.only",
+                Some("true"),
+                "read-only incremental snapshots are not supported yet: Sluice writes its snapshot watermarks \
+                 as logical decoding messages (pg_logical_emit_message); remove read.only or set it to false",
+            ));
+        }
         let password = p
             .get("database.password")
             .map(str::to_owned)
@@ -696,6 +804,9 @@ impl PostgresConfig {
             heartbeat_action_query: p.get("heartbeat.action.query").map(str::to_owned),
             heartbeat_topics_prefix: p.string("heartbeat.topics.prefix"),
             max_batch_size,
+            signal_table,
+            signal_source_channel,
+            incremental_chunk_size,
             status_interval: Duration::from_millis(status_ms as u64),
             slot_warn_bytes: slot_warn_bytes.max(0),
             slot_monitor_interval: Duration::from_millis(slot_monitor_ms as u64),
