@@ -11,6 +11,7 @@ pub mod conn;
 pub mod copy;
 pub mod error;
 pub mod events;
+pub mod incremental;
 pub mod replication;
 pub mod slot_guard;
 pub mod snapshot;

@@ -43,6 +43,8 @@ struct RunState {
     /// Whether offsets were stored for this connector: only then is a slot
     /// of its name its own.
     has_offsets: bool,
+    /// The incremental snapshot under way, as the offsets keep it.
+    incremental: Option<crate::incremental::Progress>,
 }
 
 fn slot_busy(slot: &str, pid: i32) -> anyhow::Error {
@@ -89,6 +91,14 @@ impl SourceTask for PostgresSourceTask {
             snapshot_pending,
             last_commit_end: resume.and_then(|r| r.complete_end).unwrap_or(0),
             has_offsets: stored.is_some(),
+            // A new initial snapshot reads every table anyway.
+            incremental: if snapshot_pending {
+                None
+            } else {
+                stored
+                    .as_ref()
+                    .and_then(crate::incremental::Progress::from_offset)
+            },
         };
         match self.session(&ctx, &mut state).await {
             Ok(()) => {}
@@ -201,7 +211,25 @@ impl PostgresSourceTask {
         for w in catalog::key_warnings(&cat) {
             tracing::warn!("{w}");
         }
-        catalog::ensure_publication(&control, cfg, &tables).await?;
+        // The signal table's inserts must reach the stream too.
+        let mut published = tables.clone();
+        if let Some(sig) = cfg
+            .signal_table
+            .as_ref()
+            .filter(|_| cfg.signal_source_channel)
+        {
+            if !published.contains(sig) {
+                if catalog::load_table(&control, sig).await?.is_some() {
+                    published.push(sig.clone());
+                } else {
+                    tracing::warn!(
+                        "signal.data.collection {sig} does not exist: signals can come only through the worker's REST action until it is created (CREATE TABLE {} (id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048)))",
+                        sig.quoted()
+                    );
+                }
+            }
+        }
+        catalog::ensure_publication(&control, cfg, &published).await?;
         let mut registry = TypeRegistry::new();
         let oids: Vec<u32> = cat
             .values()
@@ -351,8 +379,10 @@ impl PostgresSourceTask {
             );
             let mut schemas = Vec::new();
             // In the order discovered: table.include.list order, as Debezium.
+            // The signal table is streamed, never snapshotted (as Debezium).
             let ordered = tables
                 .iter()
+                .filter(|id| cfg.signal_table.as_ref() != Some(*id))
                 .filter_map(|id| cat.values().find(|c| &c.id == id));
             for ct in ordered {
                 let cols: Vec<RelColumn> = ct
@@ -461,6 +491,10 @@ impl PostgresSourceTask {
             state.resume.unwrap_or_default(),
             state.last_commit_end,
         );
+        changes.resume_incremental(state.incremental.take());
+        let mut signals = sluice_core::signal::register(&cfg.name);
+        // A resumed incremental snapshot goes on with its next chunk.
+        changes.after_transaction().await?;
         let mut decoder = sluice_pgoutput::Decoder::new(protocol);
         let mut spill = sluice_pgoutput::spill::StreamedTxns::new(
             cfg.spill_dir.as_ref().map(std::path::PathBuf::from),
@@ -490,6 +524,9 @@ impl PostgresSourceTask {
                                 }
                             }
                         }
+                    }
+                    Some(sig) = signals.receiver.recv() => {
+                        changes.signal(sig).await?;
                     }
                     _ = async { match heartbeat.as_mut() { Some(h) => { h.tick().await; } None => std::future::pending::<()>().await } } => {
                         if let Some(q) = &cfg.heartbeat_action_query {
@@ -553,6 +590,7 @@ impl PostgresSourceTask {
         .await;
         state.last_commit_end = changes.last_commit_end;
         state.resume = Some(changes.resume_point());
+        state.incremental = changes.incremental_progress();
         changes.reset_connection_state();
         stream.close().await;
         if let Err(e) = result {

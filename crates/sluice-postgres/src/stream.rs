@@ -24,6 +24,7 @@ use sluice_pgtypes::TypeRegistry;
 use crate::catalog::{self, TableId};
 use crate::config::PostgresConfig;
 use crate::events::{EventFactory, Position, Resume, TxBlock};
+use crate::incremental::{self, Incremental, Mark};
 use crate::table::{Cell, RelColumn, TableSchema};
 
 /// Micros between 1970-01-01 and 2000-01-01.
@@ -81,6 +82,12 @@ pub struct ChangeStream {
     /// Buckets of Debezium's per-transaction counts map (a Java HashMap that
     /// is cleared, never shrunk): it orders END's `data_collections`.
     tx_map_capacity: usize,
+    /// The running incremental snapshot, if any.
+    incremental: Incremental,
+    /// Signals to act on once the open transaction is handled.
+    signals_due: Vec<sluice_core::signal::Signal>,
+    /// The signal table's relation id, once its RELATION message came.
+    signal_rel: Option<u32>,
 }
 
 /// How often progress without events (filtered transactions, idle WAL) is
@@ -128,7 +135,63 @@ impl ChangeStream {
             last_marker: None,
             last_commit_ts: crate::events::now_micros(),
             tx_map_capacity: debezium::java_hash_map_capacity(0),
+            incremental: Incremental::default(),
+            signals_due: Vec::new(),
+            signal_rel: None,
         }
+    }
+
+    /// Goes on with the incremental snapshot stored in the offsets.
+    pub fn resume_incremental(&mut self, progress: Option<incremental::Progress>) {
+        self.incremental = Incremental::resume(progress);
+    }
+
+    /// The incremental snapshot's progress, for a reconnect.
+    pub fn incremental_progress(&self) -> Option<incremental::Progress> {
+        self.incremental.progress.clone()
+    }
+
+    /// A signal from any channel: acted on now, or after the open
+    /// transaction when one is open. A signal that cannot be acted on is
+    /// logged and changes nothing.
+    pub async fn signal(&mut self, sig: sluice_core::signal::Signal) -> Result<()> {
+        self.signals_due.push(sig);
+        if self.txn.is_none() {
+            self.after_transaction().await?;
+        }
+        Ok(())
+    }
+
+    /// Acts on the signals received and reads the incremental snapshot's
+    /// next chunk when one is due: between transactions, so its watermarks
+    /// follow everything handled so far.
+    pub async fn after_transaction(&mut self) -> Result<()> {
+        if !self.signals_due.is_empty() {
+            let captured = catalog::discover_tables(&self.control, &self.cfg).await?;
+            for sig in std::mem::take(&mut self.signals_due) {
+                if let Err(e) = self.incremental.signal(&sig, &captured) {
+                    tracing::warn!("{e:#}");
+                }
+            }
+        }
+        if self.incremental.wants_chunk() {
+            self.incremental
+                .read_chunk(&self.cfg, &self.control, &mut self.registry)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// An offset with the incremental snapshot's progress, when one runs.
+    fn with_progress(&self, off: Arc<sluice_core::SourceOffset>) -> Arc<sluice_core::SourceOffset> {
+        let Some(p) = &self.incremental.progress else {
+            return off;
+        };
+        let mut off = Arc::unwrap_or_clone(off);
+        if let Ok(v) = serde_json::to_value(p) {
+            off.offset.insert(incremental::OFFSET_KEY.into(), v);
+        }
+        Arc::new(off)
     }
 
     /// The control session (for heartbeat queries).
@@ -196,6 +259,9 @@ impl ChangeStream {
             LogicalMessage::Insert {
                 relation_id, new, ..
             } => {
+                if self.signal_rel == Some(relation_id) {
+                    self.signal_row(&new, wal_start);
+                }
                 if let Some(t) = self.table_for(relation_id, wal_start)? {
                     if !self.cfg.skipped.create {
                         let cells = tuple_cells(&new);
@@ -261,6 +327,33 @@ impl ChangeStream {
         Ok(())
     }
 
+    /// A row inserted into the signal table (columns id, type, data, by
+    /// position as Debezium reads them): acted on after its transaction.
+    fn signal_row(&mut self, row: &TupleData, lsn: u64) {
+        if let Some(txn) = &self.txn {
+            if txn.skip_all || txn.skip_until.is_some_and(|l| lsn <= l) {
+                return;
+            }
+        }
+        let text = |i: usize| match row.values.get(i) {
+            Some(TupleValue::Text(b)) | Some(TupleValue::Binary(b)) => {
+                Some(String::from_utf8_lossy(b).into_owned())
+            }
+            _ => None,
+        };
+        let (Some(id), Some(kind)) = (text(0), text(1)) else {
+            tracing::warn!(
+                "a row of the signal table at LSN {} has no id or type; ignored",
+                sluice_pgoutput::format_lsn(lsn)
+            );
+            return;
+        };
+        let data = text(2).map_or(serde_json::Value::Null, serde_json::Value::String);
+        tracing::info!("signal {id} ({kind}) from the signal table");
+        self.signals_due
+            .push(sluice_core::signal::Signal { id, kind, data });
+    }
+
     /// A transaction starts: `begin_lsn` is the BEGIN message's LSN, None
     /// for a streamed transaction replayed at its commit.
     fn begin(&mut self, xid: u32, final_lsn: u64, commit_ts: i64, begin_lsn: Option<u64>) {
@@ -305,6 +398,11 @@ impl ChangeStream {
     }
 
     async fn commit(&mut self, end_lsn: u64, wal_start: u64) -> Result<()> {
+        self.commit_transaction(end_lsn, wal_start).await?;
+        self.after_transaction().await
+    }
+
+    async fn commit_transaction(&mut self, end_lsn: u64, wal_start: u64) -> Result<()> {
         if self.txn.is_none() {
             return Err(anyhow!(
                 "COMMIT without BEGIN at LSN {}",
@@ -348,17 +446,18 @@ impl ChangeStream {
             .cfg
             .transaction_metadata
             .then(|| format!("{}:{}", txn.xid, txn.final_lsn));
+        let off = self.with_progress(self.events.stream_offset(
+            end_lsn,
+            end_lsn,
+            self.seq_last_commit,
+            txn.last_lsn.unwrap_or(end_lsn),
+            txn.xid,
+            txn.ts_us,
+            "COMMIT",
+            tx_id_text.as_deref(),
+        ));
         if let Some(last) = self.pending.last_mut() {
-            last.offset = Some(self.events.stream_offset(
-                end_lsn,
-                end_lsn,
-                self.seq_last_commit,
-                txn.last_lsn.unwrap_or(end_lsn),
-                txn.xid,
-                txn.ts_us,
-                "COMMIT",
-                tx_id_text.as_deref(),
-            ));
+            last.offset = Some(off);
         }
         self.flush().await?;
         self.last_commit_end = end_lsn;
@@ -390,7 +489,14 @@ impl ChangeStream {
             table: rel.name.clone(),
         };
         let mut catalog_oid = rel.id;
-        if !self.cfg.table_included(&id.schema, &id.table) {
+        // The signal table is captured whatever the include lists say, and
+        // its rows are emitted like any table's (as Debezium does).
+        let signal_table =
+            self.cfg.signal_source_channel && self.cfg.signal_table.as_ref() == Some(&id);
+        if signal_table {
+            self.signal_rel = Some(rel.id);
+        }
+        if !signal_table && !self.cfg.table_included(&id.schema, &id.table) {
             let root = match catalog::partition_root(&self.control, rel.id).await? {
                 Some(root) => catalog::table_by_oid(&self.control, root)
                     .await?
@@ -538,6 +644,9 @@ impl ChangeStream {
         lsn: u64,
         headers: Vec<Header>,
     ) -> Result<()> {
+        // A change streamed while a chunk is between its watermarks is
+        // newer than (or as new as) the chunk's row of the same key.
+        self.incremental.streamed(&t.id, &key, op == Op::Truncate);
         self.begin_metadata(lsn);
         let Some(txn) = self.txn.as_mut() else {
             return Err(anyhow!(
@@ -598,7 +707,7 @@ impl ChangeStream {
         txn.last_lsn = Some(lsn);
         if self.pending.len() >= self.cfg.max_batch_size {
             let (xid, ts) = (txn.xid, txn.ts_us);
-            let off = self.events.stream_offset(
+            let off = self.with_progress(self.events.stream_offset(
                 lsn,
                 self.last_commit_end,
                 self.seq_last_commit,
@@ -607,7 +716,7 @@ impl ChangeStream {
                 ts,
                 op_message_type(op),
                 meta.then_some(tx_id_text.as_str()),
-            );
+            ));
             if let Some(last) = self.pending.last_mut() {
                 last.offset = Some(off);
             }
@@ -627,6 +736,9 @@ impl ChangeStream {
         prefix: &str,
         content: &[u8],
     ) -> Result<()> {
+        if prefix == incremental::WATERMARK_PREFIX {
+            return self.watermark(transactional, lsn, content);
+        }
         if !self.cfg.message_prefix_included(prefix) {
             return Ok(());
         }
@@ -698,6 +810,48 @@ impl ChangeStream {
         self.sender.send(vec![rec]).await
     }
 
+    /// An incremental snapshot's watermark: the high one emits what is left
+    /// of its chunk, in the watermark's transaction.
+    fn watermark(&mut self, transactional: bool, lsn: u64, content: &[u8]) -> Result<()> {
+        let Some(txn) = self.txn.as_ref() else {
+            return Ok(());
+        };
+        if !transactional || txn.skip_all || txn.skip_until.is_some_and(|l| lsn <= l) {
+            return Ok(());
+        }
+        if self.incremental.watermark(content) != Mark::Close {
+            return Ok(());
+        }
+        let Some(chunk) = self.incremental.close() else {
+            return Ok(());
+        };
+        let pos = Position {
+            ts_us: crate::events::now_micros(),
+            tx_id: Some(i64::from(txn.xid)),
+            lsn: Some(lsn),
+            last_commit: self.seq_last_commit,
+            snapshot: "incremental",
+            origin: None,
+        };
+        for (key, after) in chunk.rows {
+            self.events.change(
+                &mut self.pending,
+                &chunk.schema,
+                Op::Read,
+                key,
+                None,
+                Some(after),
+                &pos,
+                None,
+                Vec::new(),
+            );
+        }
+        if let Some(txn) = self.txn.as_mut() {
+            txn.last_lsn = Some(lsn);
+        }
+        Ok(())
+    }
+
     /// Records that everything before `lsn` was seen while no transaction
     /// is open, with an offset-only marker (at most once per second): once
     /// the records before it are delivered, the slot may advance to `lsn`.
@@ -712,7 +866,7 @@ impl ChangeStream {
             return Ok(());
         }
         self.last_marker = Some(std::time::Instant::now());
-        let off = self.events.stream_offset(
+        let off = self.with_progress(self.events.stream_offset(
             lsn,
             lsn,
             self.seq_last_commit,
@@ -721,7 +875,7 @@ impl ChangeStream {
             crate::events::now_micros(),
             "COMMIT",
             None,
-        );
+        ));
         self.sender
             .send(vec![SourceRecord::offset_only(off)])
             .await?;
@@ -746,7 +900,7 @@ impl ChangeStream {
             return Ok(());
         }
         let lsn = lsn.max(self.last_commit_end);
-        let off = self.events.stream_offset(
+        let off = self.with_progress(self.events.stream_offset(
             lsn,
             lsn,
             self.seq_last_commit,
@@ -755,7 +909,7 @@ impl ChangeStream {
             crate::events::now_micros(),
             "COMMIT",
             None,
-        );
+        ));
         let rec = self
             .events
             .heartbeat(&self.cfg.heartbeat_topics_prefix, off);

@@ -1,0 +1,868 @@
+//! Incremental snapshots, Debezium's (after Netflix's DBLog): a table is
+//! read in chunks of `incremental.snapshot.chunk.size` rows in key order
+//! while streaming goes on, each chunk between a low and a high watermark
+//! written to the WAL. Changes streamed between the two watermarks win over
+//! the chunk's rows of the same key (the chunk may or may not have seen
+//! them); the rest of the chunk is emitted as `op: r` events with
+//! `source.snapshot: "incremental"` when the high watermark arrives.
+//!
+//! The watermarks are transactional logical decoding messages (prefix
+//! [`WATERMARK_PREFIX`]) rather than rows of the signal table: they arrive
+//! in commit order like rows would, need no table, and are never emitted.
+//! Progress (tables left, the last key emitted, the table's largest key) is
+//! kept in the source offsets, so a restarted task resumes with the chunk
+//! after the last one emitted.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use sluice_core::signal::Signal;
+use sluice_core::Value;
+use sluice_pgtypes::TypeRegistry;
+
+use crate::catalog::{self, TableId};
+use crate::config::PostgresConfig;
+use crate::copy::CopyRow;
+use crate::replication::{quote_ident, quote_literal};
+use crate::table::{Cell, RelColumn, TableSchema};
+
+/// Prefix of the watermark messages (never emitted as events).
+pub const WATERMARK_PREFIX: &str = "__sluice.incremental.snapshot";
+
+/// The offset key holding an incremental snapshot's progress.
+pub const OFFSET_KEY: &str = "sluice_incremental_snapshot";
+
+/// A table an incremental snapshot reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// `schema.table`.
+    pub table: String,
+    /// `additional-conditions`' filter for it (SQL, ANDed to the chunk query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// `surrogate-key`: the column chunks are ordered by instead of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surrogate_key: Option<String>,
+}
+
+/// What is kept in the offsets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The signal that started it.
+    pub id: String,
+    /// Tables still to read; the first is being read.
+    pub tables: VecDeque<Target>,
+    /// Chunk-key values (text) of the last row emitted of the first table.
+    #[serde(default)]
+    pub last_key: Option<Vec<String>>,
+    /// The first table's largest chunk key when its reading began: rows
+    /// inserted after that are streamed, not read.
+    #[serde(default)]
+    pub max_key: Option<Vec<String>>,
+    /// `pause-snapshot` was signalled.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl Progress {
+    /// The progress stored in an offset, if any.
+    pub fn from_offset(o: &serde_json::Map<String, Json>) -> Option<Progress> {
+        let v = o.get(OFFSET_KEY)?;
+        match serde_json::from_value(v.clone()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(
+                    "ignoring unreadable incremental snapshot progress in the offsets ({e}): {v}"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A chunk read between its watermarks.
+struct Window {
+    id: String,
+    /// The low watermark has been seen in the stream.
+    open: bool,
+    schema: Arc<TableSchema>,
+    /// The chunk's rows in key order; None once a streamed change of the
+    /// same key replaced it.
+    rows: Vec<Option<(Option<Value>, Value)>>,
+    /// Row index by key (its debug text).
+    index: HashMap<String, usize>,
+    /// Chunk key of the last row read.
+    last_key: Option<Vec<String>>,
+    /// Fewer rows than a chunk: the table ends with this chunk.
+    last_chunk: bool,
+}
+
+/// What a watermark message meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Not this snapshot's current window (an old one, replayed).
+    Other,
+    /// The low watermark of the current chunk.
+    Open,
+    /// The high watermark: the chunk is to be emitted now.
+    Close,
+}
+
+/// A chunk ready to be emitted.
+pub struct Emit {
+    /// Its table.
+    pub schema: Arc<TableSchema>,
+    /// Key and row of each row no streamed change replaced.
+    pub rows: Vec<(Option<Value>, Value)>,
+}
+
+/// The running incremental snapshot of a stream.
+#[derive(Default)]
+pub struct Incremental {
+    /// None while no incremental snapshot runs.
+    pub progress: Option<Progress>,
+    window: Option<Window>,
+}
+
+fn key_text(key: &Option<Value>) -> Option<String> {
+    key.as_ref().map(|k| format!("{k:?}"))
+}
+
+impl Incremental {
+    /// Resumes the progress stored in the offsets.
+    pub fn resume(progress: Option<Progress>) -> Self {
+        Incremental {
+            progress,
+            window: None,
+        }
+    }
+
+    /// Whether a chunk should be read now (a snapshot runs, is not paused,
+    /// and no chunk is between its watermarks).
+    pub fn wants_chunk(&self) -> bool {
+        self.window.is_none() && self.progress.as_ref().is_some_and(|p| !p.paused)
+    }
+
+    /// A streamed change of `table` with `key`: it replaces the open
+    /// chunk's row of the same key. `all`: a truncate, replacing every row.
+    pub fn streamed(&mut self, table: &TableId, key: &Option<Value>, all: bool) {
+        let Some(w) = self.window.as_mut() else {
+            return;
+        };
+        if !w.open || &w.schema.id != table {
+            return;
+        }
+        if all {
+            w.rows.iter_mut().for_each(|r| *r = None);
+            return;
+        }
+        if let Some(i) = key_text(key).and_then(|k| w.index.get(&k).copied()) {
+            w.rows[i] = None;
+        }
+    }
+
+    /// A watermark message's meaning.
+    pub fn watermark(&mut self, content: &[u8]) -> Mark {
+        let text = String::from_utf8_lossy(content);
+        let Some(w) = self.window.as_mut() else {
+            return Mark::Other;
+        };
+        match text.split_once(':') {
+            Some(("open", id)) if id == w.id => {
+                w.open = true;
+                Mark::Open
+            }
+            Some(("close", id)) if id == w.id && w.open => Mark::Close,
+            _ => Mark::Other,
+        }
+    }
+
+    /// Takes the closed window's rows and moves the progress past them.
+    pub fn close(&mut self) -> Option<Emit> {
+        let w = self.window.take()?;
+        let p = self.progress.as_mut()?;
+        if w.last_chunk {
+            tracing::info!("incremental snapshot {}: table {} done", p.id, w.schema.id);
+            p.tables.pop_front();
+            p.last_key = None;
+            p.max_key = None;
+        } else {
+            p.last_key = w.last_key;
+        }
+        let rows = w.rows.into_iter().flatten().collect();
+        if p.tables.is_empty() {
+            tracing::info!("incremental snapshot {} completed", p.id);
+            self.progress = None;
+        }
+        Some(Emit {
+            schema: w.schema,
+            rows,
+        })
+    }
+
+    /// Reads the next chunk between two watermarks on `control`. Tables
+    /// that cannot be read (gone, no key) and empty ones are passed.
+    pub async fn read_chunk(
+        &mut self,
+        cfg: &PostgresConfig,
+        control: &tokio_postgres::Client,
+        registry: &mut TypeRegistry,
+    ) -> Result<()> {
+        loop {
+            if !self.wants_chunk() {
+                return Ok(());
+            }
+            let Some(p) = self.progress.as_mut() else {
+                return Ok(());
+            };
+            let Some(target) = p.tables.front().cloned() else {
+                self.progress = None;
+                return Ok(());
+            };
+            let Some(schema) = load_schema(cfg, control, registry, &target.table).await? else {
+                p.tables.pop_front();
+                p.last_key = None;
+                p.max_key = None;
+                continue;
+            };
+            let key_cols = match chunk_key(&schema, &target) {
+                Ok(k) => k,
+                Err(why) => {
+                    tracing::warn!(
+                        "incremental snapshot {}: table {} skipped: {why}",
+                        p.id,
+                        target.table
+                    );
+                    p.tables.pop_front();
+                    p.last_key = None;
+                    p.max_key = None;
+                    continue;
+                }
+            };
+            if p.max_key.is_none() {
+                p.max_key = max_key(control, &schema, &target, &key_cols).await?;
+                if p.max_key.is_none() {
+                    tracing::info!(
+                        "incremental snapshot {}: table {} is empty",
+                        p.id,
+                        target.table
+                    );
+                    p.tables.pop_front();
+                    p.last_key = None;
+                    continue;
+                }
+                tracing::info!("incremental snapshot {}: reading {}", p.id, target.table);
+            }
+            let id = sluice_core::signal::new_id("chunk");
+            emit_watermark(control, "open", &id).await?;
+            let rows = read_rows(
+                control,
+                &schema,
+                &target,
+                &key_cols,
+                p.last_key.as_deref(),
+                p.max_key.as_deref().unwrap_or_default(),
+                cfg.incremental_chunk_size,
+            )
+            .await?;
+            let last_chunk = rows.rows.len() < cfg.incremental_chunk_size;
+            tracing::debug!(
+                "incremental snapshot {}: chunk of {} after {:?}: {} rows, up to {:?}",
+                p.id,
+                target.table,
+                p.last_key,
+                rows.rows.len(),
+                rows.last_key
+            );
+            let mut index = HashMap::with_capacity(rows.rows.len());
+            for (i, (k, _)) in rows.rows.iter().enumerate() {
+                if let Some(t) = key_text(k) {
+                    index.insert(t, i);
+                }
+            }
+            self.window = Some(Window {
+                id: id.clone(),
+                open: false,
+                schema,
+                rows: rows.rows.into_iter().map(Some).collect(),
+                index,
+                last_key: rows.last_key,
+                last_chunk,
+            });
+            emit_watermark(control, "close", &id).await?;
+            return Ok(());
+        }
+    }
+
+    /// Acts on a signal; returns whether a chunk may be due.
+    pub fn signal(&mut self, sig: &Signal, captured: &[TableId]) -> Result<()> {
+        let data = match &sig.data {
+            Json::String(s) if !s.trim().is_empty() => serde_json::from_str(s)
+                .with_context(|| format!("signal {}: its data is not JSON: {s}", sig.id))?,
+            Json::String(_) => Json::Null,
+            other => other.clone(),
+        };
+        match sig.kind.as_str() {
+            "log" => {
+                let msg = data.get("message").and_then(Json::as_str).unwrap_or("");
+                tracing::info!("signal {}: {msg}", sig.id);
+            }
+            "execute-snapshot" => {
+                let kind = data
+                    .get("type")
+                    .and_then(Json::as_str)
+                    .unwrap_or("incremental")
+                    .to_ascii_lowercase();
+                if kind != "incremental" {
+                    return Err(anyhow!(
+                        "signal {}: execute-snapshot of type {kind} is not supported yet; use \"type\": \"incremental\"",
+                        sig.id
+                    ));
+                }
+                let targets = targets(&data, captured, &sig.id)?;
+                if targets.is_empty() {
+                    return Err(anyhow!(
+                        "signal {}: execute-snapshot names no captured table in data-collections ({}); \
+                         the tables must be in table.include.list",
+                        sig.id,
+                        data.get("data-collections").unwrap_or(&Json::Null)
+                    ));
+                }
+                let names: Vec<&str> = targets.iter().map(|t| t.table.as_str()).collect();
+                tracing::info!(
+                    "signal {}: incremental snapshot of {}",
+                    sig.id,
+                    names.join(", ")
+                );
+                match self.progress.as_mut() {
+                    Some(p) => {
+                        for t in targets {
+                            if !p.tables.iter().any(|q| q.table == t.table) {
+                                p.tables.push_back(t);
+                            }
+                        }
+                    }
+                    None => {
+                        self.progress = Some(Progress {
+                            id: sig.id.clone(),
+                            tables: targets.into(),
+                            ..Progress::default()
+                        })
+                    }
+                }
+            }
+            "stop-snapshot" => {
+                let Some(p) = self.progress.as_mut() else {
+                    tracing::info!("signal {}: no incremental snapshot runs", sig.id);
+                    return Ok(());
+                };
+                let named = data
+                    .get("data-collections")
+                    .map(collections)
+                    .unwrap_or_default();
+                if named.is_empty() {
+                    tracing::info!("signal {}: incremental snapshot {} stopped", sig.id, p.id);
+                    self.progress = None;
+                    self.window = None;
+                    return Ok(());
+                }
+                let matchers = matchers(&named)?;
+                let before = p.tables.len();
+                let current = p.tables.front().map(|t| t.table.clone());
+                p.tables
+                    .retain(|t| !matchers.iter().any(|m| m.is_match(&t.table)));
+                if current.as_ref() != p.tables.front().map(|t| &t.table) {
+                    p.last_key = None;
+                    p.max_key = None;
+                    self.window = None;
+                }
+                tracing::info!(
+                    "signal {}: {} table(s) removed from incremental snapshot {}",
+                    sig.id,
+                    before - p.tables.len(),
+                    p.id
+                );
+                if p.tables.is_empty() {
+                    self.progress = None;
+                }
+            }
+            // Debezium's own watermark rows, when a Debezium connector
+            // shares the signal table.
+            "snapshot-window-open" | "snapshot-window-close" => {}
+            "pause-snapshot" => match self.progress.as_mut() {
+                Some(p) => {
+                    p.paused = true;
+                    tracing::info!("signal {}: incremental snapshot {} paused", sig.id, p.id);
+                }
+                None => tracing::info!("signal {}: no incremental snapshot to pause", sig.id),
+            },
+            "resume-snapshot" => match self.progress.as_mut() {
+                Some(p) => {
+                    p.paused = false;
+                    tracing::info!("signal {}: incremental snapshot {} resumed", sig.id, p.id);
+                }
+                None => tracing::info!("signal {}: no incremental snapshot to resume", sig.id),
+            },
+            other => {
+                return Err(anyhow!(
+                    "signal {}: unknown type '{other}': expected execute-snapshot, stop-snapshot, \
+                     pause-snapshot, resume-snapshot or log",
+                    sig.id
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `data-collections` as a list of names (an array, or one string).
+fn collections(v: &Json) -> Vec<String> {
+    match v {
+        Json::Array(a) => a
+            .iter()
+            .filter_map(Json::as_str)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        Json::String(s) => s
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn matchers(names: &[String]) -> Result<Vec<regex::Regex>> {
+    names
+        .iter()
+        .map(|n| {
+            regex::Regex::new(&format!("^(?:{n})$"))
+                .with_context(|| format!("data-collections entry '{n}' is not a valid regex"))
+        })
+        .collect()
+}
+
+/// The tables an execute-snapshot names, in the order captured, with their
+/// conditions and surrogate key.
+fn targets(data: &Json, captured: &[TableId], id: &str) -> Result<Vec<Target>> {
+    let names = data
+        .get("data-collections")
+        .map(collections)
+        .unwrap_or_default();
+    let matchers = matchers(&names)?;
+    let mut conditions: Vec<(regex::Regex, String)> = Vec::new();
+    if let Some(Json::Array(conds)) = data.get("additional-conditions") {
+        for c in conds {
+            let (Some(dc), Some(filter)) = (
+                c.get("data-collection").and_then(Json::as_str),
+                c.get("filter").and_then(Json::as_str),
+            ) else {
+                return Err(anyhow!(
+                    "signal {id}: each additional-conditions entry needs \"data-collection\" and \"filter\": {c}"
+                ));
+            };
+            let re = matchers_one(dc)?;
+            conditions.push((re, filter.to_string()));
+        }
+    }
+    let surrogate = data
+        .get("surrogate-key")
+        .and_then(Json::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    for (m, n) in matchers.iter().zip(&names) {
+        if !captured.iter().any(|t| m.is_match(&t.to_string())) {
+            tracing::warn!(
+                "signal {id}: data-collections entry '{n}' matches no captured table (add it to table.include.list first)"
+            );
+        }
+    }
+    // In the order the signal names them, as Debezium reads them.
+    let mut tables: Vec<String> = Vec::new();
+    for m in &matchers {
+        for t in captured.iter().map(ToString::to_string) {
+            if m.is_match(&t) && !tables.contains(&t) {
+                tables.push(t);
+            }
+        }
+    }
+    Ok(tables
+        .into_iter()
+        .map(|t| Target {
+            filter: conditions
+                .iter()
+                .find(|(re, _)| re.is_match(&t))
+                .map(|(_, f)| f.clone()),
+            surrogate_key: surrogate.clone(),
+            table: t,
+        })
+        .collect())
+}
+
+fn matchers_one(n: &str) -> Result<regex::Regex> {
+    // Case-insensitive, as Debezium matches these.
+    regex::Regex::new(&format!("(?i)^(?:{n})$")).with_context(|| {
+        format!("additional-conditions data-collection '{n}' is not a valid regex")
+    })
+}
+
+/// The columns chunks are ordered by.
+fn chunk_key(schema: &TableSchema, target: &Target) -> std::result::Result<Vec<String>, String> {
+    if let Some(s) = &target.surrogate_key {
+        if schema.key_schema.is_none() {
+            return Err(
+                "it has no primary key (or message.key.columns): streamed changes could not be told apart from the chunk's rows".into(),
+            );
+        }
+        if !schema.columns.iter().any(|c| &c.name == s) {
+            return Err(format!("surrogate-key column '{s}' does not exist"));
+        }
+        return Ok(vec![s.clone()]);
+    }
+    if schema.key_positions.is_empty() {
+        return Err(
+            "it has no primary key; set message.key.columns for it, or give a surrogate-key".into(),
+        );
+    }
+    Ok(schema
+        .key_positions
+        .iter()
+        .map(|&i| schema.columns[i].name.clone())
+        .collect())
+}
+
+/// The schema of `schema.table` as the catalog has it now.
+async fn load_schema(
+    cfg: &PostgresConfig,
+    control: &tokio_postgres::Client,
+    registry: &mut TypeRegistry,
+    name: &str,
+) -> Result<Option<Arc<TableSchema>>> {
+    let Some((schema, table)) = name.split_once('.') else {
+        return Ok(None);
+    };
+    let id = TableId {
+        schema: schema.to_string(),
+        table: table.to_string(),
+    };
+    let Some(ct) = catalog::load_table(control, &id).await? else {
+        tracing::warn!("incremental snapshot: table {id} no longer exists; passed");
+        return Ok(None);
+    };
+    let missing = registry.missing(ct.columns.iter().map(|c| c.type_oid));
+    if !missing.is_empty() {
+        registry
+            .load(control, &missing)
+            .await
+            .context("loading column types")?;
+    }
+    let cols: Vec<RelColumn> = ct
+        .columns
+        .iter()
+        .map(|c| RelColumn {
+            name: c.name.clone(),
+            type_oid: c.type_oid,
+            typmod: c.typmod,
+        })
+        .collect();
+    Ok(Some(Arc::new(TableSchema::build(
+        cfg,
+        registry,
+        ct.oid,
+        id,
+        &cols,
+        Some(&ct),
+    )?)))
+}
+
+fn from_clause(schema: &TableSchema) -> String {
+    let only = if schema.partitioned { "" } else { "ONLY " };
+    format!("{only}{}", schema.id.quoted())
+}
+
+fn row_of(cols: &[String]) -> String {
+    format!(
+        "({})",
+        cols.iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn literals(values: &[String]) -> String {
+    format!(
+        "({})",
+        values
+            .iter()
+            .map(|v| quote_literal(v))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The largest chunk key of the table (under its filter), as text.
+async fn max_key(
+    control: &tokio_postgres::Client,
+    schema: &TableSchema,
+    target: &Target,
+    key: &[String],
+) -> Result<Option<Vec<String>>> {
+    // Aliased: ORDER BY a bare name would sort by an output column of that
+    // name, the text.
+    let select = key
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{}::text AS __sluice_key_{i}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = key
+        .iter()
+        .map(|c| format!("{} DESC", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let filter = target
+        .filter
+        .as_ref()
+        .map(|f| format!(" WHERE ({f})"))
+        .unwrap_or_default();
+    let sql = format!(
+        "SELECT {select} FROM {}{filter} ORDER BY {order} LIMIT 1",
+        from_clause(schema)
+    );
+    let row = control
+        .query_opt(sql.as_str(), &[])
+        .await
+        .with_context(|| format!("incremental snapshot: {sql}"))?;
+    Ok(row.map(|r| {
+        (0..key.len())
+            .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
+            .collect()
+    }))
+}
+
+struct Rows {
+    rows: Vec<(Option<Value>, Value)>,
+    last_key: Option<Vec<String>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_rows(
+    control: &tokio_postgres::Client,
+    schema: &TableSchema,
+    target: &Target,
+    key: &[String],
+    after: Option<&[String]>,
+    max: &[String],
+    limit: usize,
+) -> Result<Rows> {
+    let cols = schema
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut conds = Vec::new();
+    if let Some(f) = &target.filter {
+        conds.push(format!("({f})"));
+    }
+    if let Some(a) = after {
+        conds.push(format!("{} > {}", row_of(key), literals(a)));
+    }
+    conds.push(format!("{} <= {}", row_of(key), literals(max)));
+    let order = key
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "COPY (SELECT {cols} FROM {} WHERE {} ORDER BY {order} LIMIT {limit}) TO STDOUT",
+        from_clause(schema),
+        conds.join(" AND ")
+    );
+    let stream = control
+        .copy_out(sql.as_str())
+        .await
+        .with_context(|| format!("incremental snapshot: {sql}"))?;
+    futures::pin_mut!(stream);
+    let mut data = Vec::new();
+    while let Some(part) = stream.next().await {
+        data.extend_from_slice(&part.with_context(|| format!("reading {}", schema.id))?);
+    }
+    let key_index: Vec<usize> = key
+        .iter()
+        .filter_map(|k| schema.columns.iter().position(|c| &c.name == k))
+        .collect();
+    let mut row = CopyRow::default();
+    let mut rows = Vec::new();
+    let mut last_key = None;
+    for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        row.parse(line)
+            .with_context(|| format!("parsing a COPY row of {}", schema.id))?;
+        let cells: Vec<Cell<'_>> = row.cells().collect();
+        let after = schema.row_value(cells.iter().copied())?;
+        let k = schema.key_value(&cells)?;
+        last_key = Some(
+            key_index
+                .iter()
+                .map(|&i| match cells.get(i) {
+                    Some(Cell::Text(b)) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                })
+                .collect(),
+        );
+        rows.push((k, after));
+    }
+    Ok(Rows { rows, last_key })
+}
+
+async fn emit_watermark(control: &tokio_postgres::Client, what: &str, id: &str) -> Result<()> {
+    control
+        .execute(
+            "SELECT pg_logical_emit_message(true, $1, $2)",
+            &[&WATERMARK_PREFIX, &format!("{what}:{id}")],
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "writing the incremental snapshot's {what} watermark (pg_logical_emit_message, \
+                 PostgreSQL 14+; the connector's user needs EXECUTE on it)"
+            )
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(names: &[&str]) -> Vec<TableId> {
+        names
+            .iter()
+            .map(|n| {
+                let (s, t) = n.split_once('.').unwrap_or(("public", n));
+                TableId {
+                    schema: s.into(),
+                    table: t.into(),
+                }
+            })
+            .collect()
+    }
+
+    fn sig(kind: &str, data: Json) -> Signal {
+        Signal {
+            id: "s1".into(),
+            kind: kind.into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn execute_snapshot_takes_captured_tables_with_their_conditions() {
+        let captured = ids(&["public.a", "public.b", "inv.c"]);
+        let mut inc = Incremental::default();
+        inc.signal(
+            &sig(
+                "execute-snapshot",
+                Json::String(
+                    r#"{"data-collections": ["public.b", "inv\\..*", "public.zz"], "type": "INCREMENTAL",
+                        "additional-conditions": [{"data-collection": "public.b", "filter": "id > 5"}]}"#
+                        .into(),
+                ),
+            ),
+            &captured,
+        )
+        .expect("signal");
+        let p = inc.progress.clone().expect("running");
+        let names: Vec<_> = p.tables.iter().map(|t| t.table.as_str()).collect();
+        assert_eq!(names, ["public.b", "inv.c"]);
+        assert_eq!(p.tables[0].filter.as_deref(), Some("id > 5"));
+        assert_eq!(p.tables[1].filter, None);
+        assert!(inc.wants_chunk());
+        inc.signal(&sig("pause-snapshot", Json::Null), &captured)
+            .expect("pause");
+        assert!(!inc.wants_chunk());
+        inc.signal(&sig("resume-snapshot", Json::Null), &captured)
+            .expect("resume");
+        assert!(inc.wants_chunk());
+        inc.signal(
+            &sig(
+                "stop-snapshot",
+                serde_json::json!({"data-collections": ["public.b"]}),
+            ),
+            &captured,
+        )
+        .expect("stop");
+        let names: Vec<_> = inc
+            .progress
+            .as_ref()
+            .map(|p| p.tables.iter().map(|t| t.table.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(names, ["inv.c"]);
+        inc.signal(&sig("stop-snapshot", Json::Null), &captured)
+            .expect("stop all");
+        assert!(inc.progress.is_none());
+    }
+
+    #[test]
+    fn bad_signals_say_what_is_wrong() {
+        let captured = ids(&["public.a"]);
+        let mut inc = Incremental::default();
+        let e = inc
+            .signal(
+                &sig(
+                    "execute-snapshot",
+                    serde_json::json!({"data-collections": ["public.x"]}),
+                ),
+                &captured,
+            )
+            .expect_err("nothing captured");
+        assert!(e.to_string().contains("table.include.list"), "{e}");
+        let e = inc
+            .signal(
+                &sig(
+                    "execute-snapshot",
+                    serde_json::json!({"data-collections": ["public.a"], "type": "blocking"}),
+                ),
+                &captured,
+            )
+            .expect_err("blocking");
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+        let e = inc
+            .signal(&sig("snapshot-now", Json::Null), &captured)
+            .expect_err("unknown");
+        assert!(e.to_string().contains("unknown type 'snapshot-now'"), "{e}");
+        let e = inc
+            .signal(
+                &sig("execute-snapshot", Json::String("{not json".into())),
+                &captured,
+            )
+            .expect_err("bad data");
+        assert!(e.to_string().contains("not JSON"), "{e}");
+    }
+
+    #[test]
+    fn progress_round_trips_through_an_offset() {
+        let p = Progress {
+            id: "s".into(),
+            tables: vec![Target {
+                table: "public.a".into(),
+                filter: None,
+                surrogate_key: None,
+            }]
+            .into(),
+            last_key: Some(vec!["10".into()]),
+            max_key: Some(vec!["99".into()]),
+            paused: false,
+        };
+        let mut o = serde_json::Map::new();
+        o.insert(OFFSET_KEY.into(), serde_json::to_value(&p).expect("json"));
+        assert_eq!(Progress::from_offset(&o), Some(p));
+    }
+}
