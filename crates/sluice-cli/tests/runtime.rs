@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{cluster, fresh_db, tail, LONG};
 use serde_json::{json, Value as Json};
-use worker::Worker;
+use worker::{converge, Worker};
 
 const TOPIC: &str = "myserver.retail.orders_info";
 
@@ -92,33 +92,6 @@ fn duck_sink(name: &str, path: &Path) -> Json {
     }})
 }
 
-const ROW: &str = "orderid::text || '|' || custid::text || '|' || amount::text || '|' || city || '|' || purchase_time";
-
-async fn pg_rows(pg: &tokio_postgres::Client) -> Vec<String> {
-    pg.query(
-        &format!("SELECT {ROW} FROM retail.orders_info ORDER BY orderid"),
-        &[],
-    )
-    .await
-    .expect("pg rows")
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
-}
-
-fn duck_rows(path: &Path, table: &str) -> Option<Vec<String>> {
-    let config = duckdb::Config::default()
-        .access_mode(duckdb::AccessMode::ReadOnly)
-        .ok()?;
-    let conn = duckdb::Connection::open_with_flags(path, config).ok()?;
-    let sql = format!(
-        "SELECT CAST(orderid AS VARCHAR) || '|' || CAST(custid AS VARCHAR) || '|' || CAST(amount AS VARCHAR) || '|' || city || '|' || purchase_time FROM {table} ORDER BY orderid"
-    );
-    let mut stmt = conn.prepare(&sql).ok()?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).ok()?;
-    rows.collect::<Result<Vec<_>, _>>().ok()
-}
-
 async fn insert(pg: &tokio_postgres::Client, n: i64) {
     pg.execute(
         "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
@@ -127,38 +100,6 @@ async fn insert(pg: &tokio_postgres::Client, n: i64) {
     )
     .await
     .expect("insert");
-}
-
-/// Stops the worker until DuckDB's table equals PostgreSQL's (the file is
-/// the worker's while it runs), starting it again in between; the rows.
-async fn converge(
-    w: &mut Worker,
-    files: &[&str],
-    pg: &tokio_postgres::Client,
-    duck: &Path,
-) -> usize {
-    let deadline = Instant::now() + LONG;
-    let want = pg_rows(pg).await;
-    let mut wait = Duration::from_secs(2);
-    loop {
-        assert_eq!(w.stop(), Some(0), "clean stop\n{}", tail(&w.log(), 40));
-        let got = duck_rows(duck, "orders").unwrap_or_default();
-        if got == want {
-            return got.len();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "DuckDB has {} rows, PostgreSQL {}; first difference: {:?}\n{}",
-            got.len(),
-            want.len(),
-            got.iter().zip(&want).find(|(a, b)| a != b),
-            tail(&w.log(), 40)
-        );
-        w.start(files).await;
-        // Longer each time: a snapshot stopped before its end starts over.
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(30));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

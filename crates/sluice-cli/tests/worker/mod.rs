@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test file uses part of it
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -186,5 +186,67 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+// The scenario's table compared row by row between PostgreSQL and a DuckDB
+// file a worker's sink writes.
+
+pub const ROW: &str = "orderid::text || '|' || custid::text || '|' || amount::text || '|' || city || '|' || purchase_time";
+
+pub async fn pg_rows(pg: &tokio_postgres::Client) -> Vec<String> {
+    pg.query(
+        &format!("SELECT {ROW} FROM retail.orders_info ORDER BY orderid"),
+        &[],
+    )
+    .await
+    .expect("pg rows")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+pub fn duck_rows(path: &Path, table: &str) -> Option<Vec<String>> {
+    let config = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .ok()?;
+    let conn = duckdb::Connection::open_with_flags(path, config).ok()?;
+    let sql = format!(
+        "SELECT CAST(orderid AS VARCHAR) || '|' || CAST(custid AS VARCHAR) || '|' || CAST(amount AS VARCHAR) || '|' || city || '|' || purchase_time FROM {table} ORDER BY orderid"
+    );
+    let mut stmt = conn.prepare(&sql).ok()?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).ok()?;
+    rows.collect::<Result<Vec<_>, _>>().ok()
+}
+
+/// Stops the worker until DuckDB's table equals PostgreSQL's (the file is
+/// the worker's while it runs), starting it again in between; the rows.
+pub async fn converge(
+    w: &mut Worker,
+    files: &[&str],
+    pg: &tokio_postgres::Client,
+    duck: &Path,
+) -> usize {
+    let deadline = Instant::now() + LONG;
+    let want = pg_rows(pg).await;
+    let mut wait = Duration::from_secs(2);
+    loop {
+        assert_eq!(w.stop(), Some(0), "clean stop\n{}", tail(&w.log(), 40));
+        let got = duck_rows(duck, "orders").unwrap_or_default();
+        if got == want {
+            return got.len();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "DuckDB has {} rows, PostgreSQL {}; first difference: {:?}\n{}",
+            got.len(),
+            want.len(),
+            got.iter().zip(&want).find(|(a, b)| a != b),
+            tail(&w.log(), 40)
+        );
+        w.start(files).await;
+        // Longer each time: a snapshot stopped before its end starts over.
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
     }
 }

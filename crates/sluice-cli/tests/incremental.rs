@@ -1,0 +1,331 @@
+//! Incremental snapshots and signals, end to end: a worker process, real
+//! PostgreSQL, the DuckDB sink. (The events themselves are compared with
+//! Debezium's in the parity suite's `incremental` case.)
+
+mod common;
+mod worker;
+
+use std::time::{Duration, Instant};
+
+use common::{fresh_db, tail, LONG};
+use serde_json::json;
+use worker::{converge, duck_rows, pg_rows, Worker};
+
+const SIGNAL_TABLE: &str = "CREATE TABLE retail.debezium_signal (
+    id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048))";
+
+/// The scenario's source, streaming only (no initial snapshot), with the
+/// signal table and small chunks.
+fn source(db: &str, slot: &str, chunk: usize) -> serde_json::Value {
+    let mut s = common::orders_source("pg-orders-source", db, "myserver", slot);
+    s["config"]["snapshot.mode"] = json!("no_data");
+    s["config"]["signal.data.collection"] = json!("retail.debezium_signal");
+    s["config"]["incremental.snapshot.chunk.size"] = json!(chunk.to_string());
+    s
+}
+
+async fn insert(pg: &tokio_postgres::Client, n: i64) {
+    pg.execute(
+        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
+         SELECT g % 1000, 100 + g % 100, 'Austin', '2020-10-09 07:23:10' FROM generate_series(1, $1::bigint) g",
+        &[&n],
+    )
+    .await
+    .expect("insert");
+}
+
+async fn wait_log(w: &Worker, what: &str, times: usize) {
+    let deadline = Instant::now() + LONG;
+    while w.log().matches(what).count() < times {
+        assert!(
+            Instant::now() < deadline,
+            "never logged {what:?} ({times}x):\n{}",
+            tail(&w.log(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Inserts, updates and deletes in small transactions until cancelled;
+/// returns how many statements ran.
+fn load(
+    db: &str,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<i64>,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopping = stop.clone();
+    let db = db.to_string();
+    let task = tokio::spawn(async move {
+        let pg = common::cluster().connect(&db).await.expect("connect");
+        let mut i: i64 = 0;
+        while !stopping.is_cancelled() {
+            i += 1;
+            let sql = match i % 10 {
+                0..=3 => "INSERT INTO retail.orders_info (custid, amount, city, purchase_time) \
+                          SELECT g, 150, 'Seattle', '2020-10-09 08:00:00' FROM generate_series(1, 5) g"
+                    .to_string(),
+                4..=7 => format!(
+                    "UPDATE retail.orders_info SET amount = amount + 1, city = 'Denver' \
+                     WHERE orderid IN (SELECT orderid FROM retail.orders_info WHERE orderid % 97 = {} LIMIT 20)",
+                    i % 97
+                ),
+                _ => format!(
+                    "DELETE FROM retail.orders_info WHERE orderid IN \
+                     (SELECT orderid FROM retail.orders_info WHERE orderid % 89 = {} LIMIT 5)",
+                    i % 89
+                ),
+            };
+            pg.batch_execute(&sql).await.expect("load");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        i
+    });
+    (stop, task)
+}
+
+/// The watermark algorithm under load: a table of 100,000 rows read in
+/// chunks while inserts, updates and deletes hit it, the worker killed
+/// twice in the middle: DuckDB ends equal to PostgreSQL row by row (a read
+/// that came after a streamed change of its key would bring back an old
+/// row; a lost chunk would leave rows out).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_snapshot_under_load_and_kill_9_leaves_duckdb_equal_to_postgres() {
+    let (db, pg) = fresh_db("incload").await;
+    pg.batch_execute(common::ORDERS).await.expect("schema");
+    pg.batch_execute(SIGNAL_TABLE).await.expect("signal table");
+    insert(&pg, 100_000).await;
+    let mut w = Worker::new("");
+    let duck = w.path("orders.duckdb");
+    std::fs::write(
+        w.path("source.json"),
+        source(&db, "inc_load", 200).to_string(),
+    )
+    .expect("write");
+    std::fs::write(
+        w.path("sink.json"),
+        common::orders_duckdb_sink("duck", &duck.display().to_string(), "myserver").to_string(),
+    )
+    .expect("write");
+    let files = ["source.json", "sink.json"];
+    w.start(&files).await;
+    wait_log(&w, "streaming changes", 1).await;
+    let (stop_load, load) = load(&db);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.batch_execute(
+        "INSERT INTO retail.debezium_signal VALUES ('inc-1', 'execute-snapshot', \
+         '{\"data-collections\": [\"retail.orders_info\"], \"type\": \"incremental\"}')",
+    )
+    .await
+    .expect("signal");
+    wait_log(
+        &w,
+        "incremental snapshot inc-1: reading retail.orders_info",
+        1,
+    )
+    .await;
+    // Killed twice while it reads: it resumes after the last chunk it
+    // emitted (the progress is in the offsets).
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !w.log().contains("incremental snapshot inc-1 completed"),
+            "the snapshot ended before the kill: make the table bigger"
+        );
+        w.kill9();
+        w.start(&files).await;
+    }
+    wait_log(&w, "incremental snapshot inc-1 completed", 1).await;
+    stop_load.cancel();
+    let statements = load.await.expect("load task");
+    let rows = converge(&mut w, &files, &pg, &duck).await;
+    eprintln!(
+        "incremental snapshot under load: {statements} statements, 2 kills, {rows} rows equal"
+    );
+}
+
+/// Sluice's REST channel drives an incremental snapshot: additional
+/// conditions limit it, pause holds it, resume finishes it, stop ends
+/// another; the signal table's rows are events of its own topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_signals_start_pause_resume_and_stop_incremental_snapshots() {
+    let (db, pg) = fresh_db("increst").await;
+    pg.batch_execute(common::ORDERS).await.expect("schema");
+    pg.batch_execute(SIGNAL_TABLE).await.expect("signal table");
+    insert(&pg, 20_000).await;
+    let mut w = Worker::new("");
+    let duck = w.path("orders.duckdb");
+    w.start(&[]).await;
+    let (code, body) = w.post("/connectors", &source(&db, "inc_rest", 50)).await;
+    assert_eq!(code, 201, "{body}");
+    let sink = common::orders_duckdb_sink("duck", &duck.display().to_string(), "myserver");
+    let (code, body) = w.post("/connectors", &sink).await;
+    assert_eq!(code, 201, "{body}");
+    let records = w.path("records.jsonl");
+    let file_sink = json!({"name": "records", "config": {
+        "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+        "file": records.display().to_string(),
+        "topics.regex": "myserver\\..*",
+        "sluice.file.format": "record",
+    }});
+    let (code, body) = w.post("/connectors", &file_sink).await;
+    assert_eq!(code, 201, "{body}");
+    wait_log(&w, "streaming changes", 1).await;
+
+    // Errors name what is wrong.
+    let (code, body) = w
+        .post(
+            "/connectors/nope/signals",
+            &json!({"type": "log", "data": {}}),
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = w
+        .post("/connectors/pg-orders-source/signals", &json!({"data": {}}))
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.to_string().contains("type"), "{body}");
+
+    let signal = |kind: &str, data: serde_json::Value| json!({"type": kind, "data": data});
+    let (code, body) = w
+        .post(
+            "/connectors/pg-orders-source/signals",
+            &signal(
+                "execute-snapshot",
+                json!({"data-collections": ["retail.orders_info"],
+                       "additional-conditions": [{"data-collection": "retail.orders_info", "filter": "orderid <= 5000"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().expect("an id").to_string();
+    let (code, _) = w
+        .post(
+            "/connectors/pg-orders-source/signals",
+            &signal("pause-snapshot", json!({})),
+        )
+        .await;
+    assert_eq!(code, 202);
+    wait_log(&w, &format!("incremental snapshot {id} paused"), 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !w.log()
+            .contains(&format!("incremental snapshot {id} completed")),
+        "a paused snapshot went on:\n{}",
+        tail(&w.log(), 30)
+    );
+    let (code, _) = w
+        .post(
+            "/connectors/pg-orders-source/signals",
+            &signal("resume-snapshot", json!({})),
+        )
+        .await;
+    assert_eq!(code, 202);
+    wait_log(&w, &format!("incremental snapshot {id} completed"), 1).await;
+    // The log action, through the signal table.
+    pg.batch_execute(
+        "INSERT INTO retail.debezium_signal VALUES ('log-1', 'log', '{\"message\": \"hello from the signal table\"}')",
+    )
+    .await
+    .expect("signal row");
+    wait_log(&w, "hello from the signal table", 1).await;
+    // Its row is an event of the signal table's topic, as Debezium emits it.
+    let deadline = Instant::now() + LONG;
+    while !std::fs::read_to_string(&records)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("\"myserver.retail.debezium_signal\"") && l.contains("log-1"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the signal table's row never reached its topic"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = w.wait_task("pg-orders-source", &["RUNNING"]).await;
+    assert_eq!(status["tasks"][0]["state"], "RUNNING", "{status}");
+
+    // Exactly the rows the condition selects, nothing else (no initial
+    // snapshot, no changes).
+    assert_eq!(w.stop(), Some(0));
+    let want: Vec<String> = pg_rows(&pg).await.into_iter().take(5000).collect();
+    let got = duck_rows(&duck, "orders").unwrap_or_default();
+    let text = std::fs::read_to_string(&records).unwrap_or_default();
+    let reads: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|r: &serde_json::Value| r["topic"] == "myserver.retail.orders_info")
+        .collect();
+    let ids: Vec<i64> = reads
+        .iter()
+        .filter_map(|r| r["value"]["payload"]["after"]["orderid"].as_i64())
+        .collect();
+    let mut gaps = Vec::new();
+    for w in ids.windows(2) {
+        if w[1] != w[0] + 1 {
+            gaps.push((w[0], w[1]));
+        }
+    }
+    assert_eq!(
+        reads.len(),
+        5000,
+        "records read: {}, ids {:?}..{:?}, gaps {:?}, duck {}\n{}",
+        reads.len(),
+        ids.first(),
+        ids.last(),
+        &gaps[..gaps.len().min(20)],
+        got.len(),
+        tail(&w.log(), 60)
+    );
+    assert!(
+        reads.iter().all(|r| r["value"]["payload"]["op"] == "r"
+            && r["value"]["payload"]["source"]["snapshot"] == "incremental"),
+        "{:?}",
+        reads.first()
+    );
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "first difference: {:?}",
+        got.iter().zip(&want).find(|(a, b)| a != b)
+    );
+    assert!(
+        got == want,
+        "first difference: {:?}",
+        got.iter().zip(&want).find(|(a, b)| a != b)
+    );
+
+    // A stop-snapshot ends a paused snapshot for good.
+    w.start(&[]).await;
+    wait_log(&w, "streaming changes", 2).await;
+    let (code, body) = w
+        .post(
+            "/connectors/pg-orders-source/signals",
+            &signal(
+                "execute-snapshot",
+                json!({"data-collections": ["retail\\.orders.*"]}),
+            ),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let second = body["id"].as_str().expect("an id").to_string();
+    w.post(
+        "/connectors/pg-orders-source/signals",
+        &signal("pause-snapshot", json!({})),
+    )
+    .await;
+    w.post(
+        "/connectors/pg-orders-source/signals",
+        &signal("stop-snapshot", json!({"type": "incremental"})),
+    )
+    .await;
+    wait_log(&w, &format!("incremental snapshot {second} stopped"), 1).await;
+    w.post(
+        "/connectors/pg-orders-source/signals",
+        &signal("resume-snapshot", json!({})),
+    )
+    .await;
+    wait_log(&w, "no incremental snapshot to resume", 1).await;
+    assert_eq!(w.stop(), Some(0));
+}
