@@ -431,6 +431,24 @@ const ORIGIN_CHANGES: &[&str] = &[
      INSERT INTO o VALUES (2, 'replicated'); COMMIT; SELECT pg_replication_origin_session_reset();",
 ];
 
+/// A signal table as Debezium documents it, and two tables (one keyed by
+/// two columns) for an incremental snapshot in chunks.
+const INCREMENTAL_TABLES: &str = "
+CREATE TABLE dbz_signal (id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048));
+CREATE TABLE inc (id int PRIMARY KEY, name text, amount numeric(10,2));
+INSERT INTO inc SELECT g, 'row ' || g, g * 1.5 FROM generate_series(1, 2500) g;
+CREATE TABLE inc2 (a int, b text, v text, PRIMARY KEY (a, b));
+INSERT INTO inc2 SELECT g % 7, 'k' || g, 'v' || g FROM generate_series(1, 300) g;
+";
+
+const INCREMENTAL_CHANGES: &[&str] = &[
+    "INSERT INTO dbz_signal VALUES ('sig-1', 'execute-snapshot', \
+     '{\"data-collections\": [\"public.inc2\", \"public.inc\"], \"type\": \"incremental\", \
+       \"additional-conditions\": [{\"data-collection\": \"public.inc\", \"filter\": \"id % 3 <> 0\"}]}')",
+    // Every side reads the tables before the end marker.
+    "SELECT pg_sleep(15)",
+];
+
 pub fn all() -> Vec<Case> {
     vec![
         // The users' scenario: Sluice gets their Debezium 1.x config as they post
@@ -583,5 +601,15 @@ pub fn all() -> Vec<Case> {
             .prop("binary.handling.mode", "base64")
             .prop("provide.transaction.metadata", "true"),
         Case::new("origin", ORIGIN_TABLE, ORIGIN_CHANGES),
+        // An incremental snapshot signalled through the signal table: the
+        // same reads (op r, snapshot incremental) in the same order, and the
+        // same signal table rows (Debezium's watermark rows included, which
+        // every side reads from the WAL).
+        Case::new("incremental", INCREMENTAL_TABLES, INCREMENTAL_CHANGES)
+            .prop("signal.data.collection", "public.dbz_signal")
+            .prop("incremental.snapshot.chunk.size", "1000")
+            // Sluice's own watermarks are logical decoding messages, which
+            // Debezium would emit.
+            .prop("message.prefix.exclude.list", "__sluice.*"),
     ]
 }
