@@ -298,8 +298,9 @@ impl Incremental {
         }
     }
 
-    /// Acts on a signal; returns whether a chunk may be due.
-    pub fn signal(&mut self, sig: &Signal, captured: &[TableId]) -> Result<()> {
+    /// Acts on a signal. A blocking snapshot is not this type's to take:
+    /// its tables are returned for the stream to read while it pauses.
+    pub fn signal(&mut self, sig: &Signal, captured: &[TableId]) -> Result<Option<Vec<Target>>> {
         let data = match &sig.data {
             Json::String(s) if !s.trim().is_empty() => serde_json::from_str(s)
                 .with_context(|| format!("signal {}: its data is not JSON: {s}", sig.id))?,
@@ -317,9 +318,9 @@ impl Incremental {
                     .and_then(Json::as_str)
                     .unwrap_or("incremental")
                     .to_ascii_lowercase();
-                if kind != "incremental" {
+                if kind != "incremental" && kind != "blocking" {
                     return Err(anyhow!(
-                        "signal {}: execute-snapshot of type {kind} is not supported yet; use \"type\": \"incremental\"",
+                        "signal {}: execute-snapshot of type '{kind}': expected incremental or blocking",
                         sig.id
                     ));
                 }
@@ -331,6 +332,9 @@ impl Incremental {
                         sig.id,
                         data.get("data-collections").unwrap_or(&Json::Null)
                     ));
+                }
+                if kind == "blocking" {
+                    return Ok(Some(targets));
                 }
                 let names: Vec<&str> = targets.iter().map(|t| t.table.as_str()).collect();
                 tracing::info!(
@@ -358,7 +362,7 @@ impl Incremental {
             "stop-snapshot" => {
                 let Some(p) = self.progress.as_mut() else {
                     tracing::info!("signal {}: no incremental snapshot runs", sig.id);
-                    return Ok(());
+                    return Ok(None);
                 };
                 let named = data
                     .get("data-collections")
@@ -368,7 +372,7 @@ impl Incremental {
                     tracing::info!("signal {}: incremental snapshot {} stopped", sig.id, p.id);
                     self.progress = None;
                     self.window = None;
-                    return Ok(());
+                    return Ok(None);
                 }
                 let matchers = matchers(&named)?;
                 let before = p.tables.len();
@@ -415,7 +419,7 @@ impl Incremental {
                 ))
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -538,7 +542,7 @@ fn chunk_key(schema: &TableSchema, target: &Target) -> std::result::Result<Vec<S
 }
 
 /// The schema of `schema.table` as the catalog has it now.
-async fn load_schema(
+pub(crate) async fn load_schema(
     cfg: &PostgresConfig,
     control: &tokio_postgres::Client,
     registry: &mut TypeRegistry,
@@ -824,16 +828,33 @@ mod tests {
             )
             .expect_err("nothing captured");
         assert!(e.to_string().contains("table.include.list"), "{e}");
+        let blocking = inc
+            .signal(
+                &sig(
+                    "execute-snapshot",
+                    serde_json::json!({"data-collections": ["public.a"], "type": "BLOCKING"}),
+                ),
+                &captured,
+            )
+            .expect("blocking");
+        assert_eq!(blocking.map(|t| t.len()), Some(1));
+        assert!(
+            inc.progress.is_none(),
+            "a blocking snapshot is not incremental"
+        );
         let e = inc
             .signal(
                 &sig(
                     "execute-snapshot",
-                    serde_json::json!({"data-collections": ["public.a"], "type": "blocking"}),
+                    serde_json::json!({"data-collections": ["public.a"], "type": "later"}),
                 ),
                 &captured,
             )
-            .expect_err("blocking");
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+            .expect_err("unknown type");
+        assert!(
+            e.to_string().contains("expected incremental or blocking"),
+            "{e}"
+        );
         let e = inc
             .signal(&sig("snapshot-now", Json::Null), &captured)
             .expect_err("unknown");

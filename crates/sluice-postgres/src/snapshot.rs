@@ -36,6 +36,11 @@ pub struct SnapshotJob {
     pub lsn: u64,
     /// Server version number.
     pub server_version: u32,
+    /// A blocking snapshot taken while streaming: every batch carries this
+    /// streaming offset instead of snapshot offsets (a restart resumes
+    /// streaming where it paused), and `source.sequence` shows this last
+    /// commit.
+    pub streaming: Option<(Arc<sluice_core::SourceOffset>, Option<u64>)>,
 }
 
 /// Totals of a finished snapshot.
@@ -143,6 +148,12 @@ pub async fn run(
     let mut held: Option<SourceRecord> = None;
     let lsn = job.lsn;
     let table_count = job.tables.len();
+    let streaming = job.streaming.clone();
+    let last_commit = streaming.as_ref().and_then(|(_, c)| *c);
+    let offset = |last: bool| match &streaming {
+        Some((o, _)) => Arc::clone(o),
+        None => events.snapshot_offset(lsn, tx_id, now_micros(), last),
+    };
     for (ti, chunks) in plans.into_iter().enumerate() {
         let table = job.tables[ti].clone();
         let idx = snapshot_field(&table);
@@ -169,8 +180,17 @@ pub async fn run(
                     if shutdown.is_cancelled() {
                         break;
                     }
-                    if let Err(e) =
-                        read_chunk(&reader, &table, &chunk, &events, lsn, tx_id, fetch, &tx).await
+                    if let Err(e) = read_chunk(
+                        &reader,
+                        &table,
+                        &chunk,
+                        &events,
+                        (lsn, last_commit),
+                        tx_id,
+                        fetch,
+                        &tx,
+                    )
+                    .await
                     {
                         let _ = tx.send(Err(e)).await;
                         break;
@@ -200,7 +220,7 @@ pub async fn run(
                 }
             }
             if let Some(last) = out.last_mut() {
-                last.offset = Some(events.snapshot_offset(lsn, tx_id, now_micros(), false));
+                last.offset = Some(offset(false));
             }
             if !out.is_empty() {
                 sender.send(out).await?;
@@ -224,7 +244,7 @@ pub async fn run(
             );
             if let Some(h) = held.take() {
                 let mut h = h;
-                h.offset = Some(events.snapshot_offset(lsn, tx_id, now_micros(), false));
+                h.offset = Some(offset(false));
                 sender.send(vec![h]).await?;
             }
             held = Some(last);
@@ -242,12 +262,12 @@ pub async fn run(
             .find(|t| t.topic == h.topic)
             .and_then(|t| snapshot_field(t));
         mark(&mut h, idx, "last");
-        h.offset = Some(events.snapshot_offset(lsn, tx_id, now_micros(), true));
+        h.offset = Some(offset(true));
         sender.send(vec![h]).await?;
     } else {
         // Nothing to read: the completion still needs an offset, or a
         // restart would take the snapshot again.
-        let done = events.snapshot_offset(lsn, tx_id, now_micros(), true);
+        let done = offset(true);
         sender.send(vec![SourceRecord::offset_only(done)]).await?;
     }
     for r in readers {
@@ -284,7 +304,7 @@ async fn read_chunk(
     table: &TableSchema,
     chunk: &Chunk,
     events: &EventFactory,
-    lsn: u64,
+    (lsn, last_commit): (u64, Option<u64>),
     tx_id: i64,
     fetch: usize,
     tx: &mpsc::Sender<Result<Vec<SourceRecord>>>,
@@ -342,7 +362,7 @@ async fn read_chunk(
                 ts_us: now_micros(),
                 tx_id: Some(tx_id),
                 lsn: Some(lsn),
-                last_commit: None,
+                last_commit,
                 snapshot: "true",
                 origin: None,
             };

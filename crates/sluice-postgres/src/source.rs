@@ -413,6 +413,7 @@ impl PostgresSourceTask {
                     snapshot_name,
                     lsn: created.consistent_point,
                     server_version: version,
+                    streaming: None,
                 },
                 &events,
                 &ctx.sender,
@@ -492,6 +493,7 @@ impl PostgresSourceTask {
             state.last_commit_end,
         );
         changes.resume_incremental(state.incremental.take());
+        changes.set_shutdown(ctx.shutdown.clone());
         let mut signals = sluice_core::signal::register(&cfg.name);
         // A resumed incremental snapshot goes on with its next chunk.
         changes.after_transaction().await?;

@@ -88,6 +88,8 @@ pub struct ChangeStream {
     signals_due: Vec<sluice_core::signal::Signal>,
     /// The signal table's relation id, once its RELATION message came.
     signal_rel: Option<u32>,
+    /// The task's shutdown, which ends a blocking snapshot too.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// How often progress without events (filtered transactions, idle WAL) is
@@ -138,7 +140,13 @@ impl ChangeStream {
             incremental: Incremental::default(),
             signals_due: Vec::new(),
             signal_rel: None,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// The task's shutdown token.
+    pub fn set_shutdown(&mut self, shutdown: tokio_util::sync::CancellationToken) {
+        self.shutdown = shutdown;
     }
 
     /// Goes on with the incremental snapshot stored in the offsets.
@@ -169,8 +177,10 @@ impl ChangeStream {
         if !self.signals_due.is_empty() {
             let captured = catalog::discover_tables(&self.control, &self.cfg).await?;
             for sig in std::mem::take(&mut self.signals_due) {
-                if let Err(e) = self.incremental.signal(&sig, &captured) {
-                    tracing::warn!("{e:#}");
+                match self.incremental.signal(&sig, &captured) {
+                    Ok(Some(tables)) => self.blocking_snapshot(&sig.id, tables).await?,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("{e:#}"),
                 }
             }
         }
@@ -179,6 +189,89 @@ impl ChangeStream {
                 .read_chunk(&self.cfg, &self.control, &mut self.registry)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// A blocking snapshot: streaming pauses (this runs between
+    /// transactions), the tables are read as the initial snapshot reads
+    /// them, under a snapshot exported now, with the markers Debezium gives
+    /// them (`first` ... `last`), and streaming goes on where it paused. The
+    /// records carry the streaming offset: a restart resumes streaming and
+    /// does not take the snapshot again (as in Debezium).
+    async fn blocking_snapshot(
+        &mut self,
+        id: &str,
+        targets: Vec<incremental::Target>,
+    ) -> Result<()> {
+        let mut tables = Vec::new();
+        for t in &targets {
+            if t.filter.is_some() || t.surrogate_key.is_some() {
+                tracing::warn!(
+                    "signal {id}: additional-conditions and surrogate-key apply to incremental snapshots only; {} is read whole",
+                    t.table
+                );
+            }
+            if let Some(schema) =
+                incremental::load_schema(&self.cfg, &self.control, &mut self.registry, &t.table)
+                    .await?
+            {
+                tables.push(schema);
+            }
+        }
+        let names: Vec<String> = tables.iter().map(|t| t.id.to_string()).collect();
+        tracing::info!(
+            "signal {id}: blocking snapshot of {}; streaming pauses",
+            names.join(", ")
+        );
+        let holder = self.cfg.conn.connect().await?;
+        holder
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .context("starting the blocking snapshot's transaction")?;
+        let snapshot_name: String = holder
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .context("exporting the blocking snapshot")?
+            .get(0);
+        let version: String = holder
+            .query_one("SHOW server_version_num", &[])
+            .await
+            .context("reading the server version")?
+            .get(0);
+        let at = self.last_commit_end;
+        let offset = self.with_progress(self.events.stream_offset(
+            at,
+            at,
+            self.seq_last_commit,
+            at,
+            0,
+            crate::events::now_micros(),
+            "COMMIT",
+            None,
+        ));
+        let started = std::time::Instant::now();
+        let stats = crate::snapshot::run(
+            &self.cfg,
+            crate::snapshot::SnapshotJob {
+                tables,
+                snapshot_name,
+                lsn: at,
+                server_version: version.trim().parse().unwrap_or(0),
+                streaming: Some((offset, self.seq_last_commit)),
+            },
+            &self.events,
+            &self.sender,
+            &self.shutdown,
+        )
+        .await
+        .with_context(|| format!("blocking snapshot of signal {id}"))?;
+        let _ = holder.batch_execute("COMMIT").await;
+        tracing::info!(
+            "signal {id}: blocking snapshot done: {} rows from {} tables in {:.1}s; streaming resumes",
+            stats.rows,
+            stats.tables,
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
