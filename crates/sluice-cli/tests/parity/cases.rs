@@ -449,6 +449,14 @@ const INCREMENTAL_CHANGES: &[&str] = &[
     "SELECT pg_sleep(15)",
 ];
 
+const BLOCKING_CHANGES: &[&str] = &[
+    "INSERT INTO inc2 VALUES (100, 'streamed before', 'x')",
+    "INSERT INTO dbz_signal VALUES ('sig-2', 'execute-snapshot', \
+     '{\"data-collections\": [\"public.inc2\"], \"type\": \"blocking\"}')",
+    "SELECT pg_sleep(10)",
+    "INSERT INTO inc2 VALUES (101, 'streamed after', 'y')",
+];
+
 pub fn all() -> Vec<Case> {
     vec![
         // The users' scenario: Sluice gets their Debezium 1.x config as they post
@@ -611,5 +619,9 @@ pub fn all() -> Vec<Case> {
             // Sluice's own watermarks are logical decoding messages, which
             // Debezium would emit.
             .prop("message.prefix.exclude.list", "__sluice.*"),
+        // A blocking snapshot: streaming pauses, the table is read as in an
+        // initial snapshot (first ... last), streaming resumes.
+        Case::new("blocking", INCREMENTAL_TABLES, BLOCKING_CHANGES)
+            .prop("signal.data.collection", "public.dbz_signal"),
     ]
 }
