@@ -370,3 +370,85 @@ async fn a_blocking_snapshot_under_load_leaves_duckdb_equal_to_postgres() {
     let rows = converge(&mut w, &files, &pg, &duck).await;
     eprintln!("blocking snapshot under load: {statements} statements, {rows} rows equal");
 }
+
+/// A table added to `table.include.list` of a running connector (a config
+/// PUT, with a filtered publication) and then signalled: just that table is
+/// read, while the other keeps streaming.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_added_to_a_running_connector_is_snapshotted_alone() {
+    let (db, pg) = fresh_db("incadd").await;
+    pg.batch_execute(common::ORDERS).await.expect("schema");
+    pg.batch_execute(SIGNAL_TABLE).await.expect("signal table");
+    pg.batch_execute(
+        "CREATE TABLE retail.customers (id int PRIMARY KEY, name text NOT NULL);
+         INSERT INTO retail.customers SELECT g, 'customer ' || g FROM generate_series(1, 3000) g;",
+    )
+    .await
+    .expect("customers");
+    insert(&pg, 100).await;
+    let mut w = Worker::new("");
+    w.start(&[]).await;
+    let mut src = source(&db, "inc_add", 1024);
+    src["config"]["publication.autocreate.mode"] = json!("filtered");
+    src["config"]["snapshot.mode"] = json!("initial");
+    let (code, body) = w.post("/connectors", &src).await;
+    assert_eq!(code, 201, "{body}");
+    let records = w.path("records.jsonl");
+    let file_sink = json!({"name": "records", "config": {
+        "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+        "file": records.display().to_string(),
+        "topics.regex": "myserver\\.retail\\.(orders_info|customers)",
+        "sluice.file.format": "record",
+    }});
+    let (code, body) = w.post("/connectors", &file_sink).await;
+    assert_eq!(code, 201, "{body}");
+    wait_log(&w, "streaming changes", 1).await;
+
+    // The longer list: the task restarts with it.
+    let mut config = src["config"].clone();
+    config["table.include.list"] = json!("retail.orders_info,retail.customers");
+    let (code, body) = w.put("/connectors/pg-orders-source/config", &config).await;
+    assert_eq!(code, 200, "{body}");
+    wait_log(&w, "streaming changes", 2).await;
+    let (code, body) = w
+        .post(
+            "/connectors/pg-orders-source/signals",
+            &json!({"id": "add-1", "type": "execute-snapshot",
+                    "data": {"data-collections": ["retail.customers"]}}),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    // Orders keep streaming meanwhile.
+    insert(&pg, 10).await;
+    wait_log(&w, "incremental snapshot add-1 completed", 1).await;
+    pg.batch_execute("UPDATE retail.customers SET name = 'renamed' WHERE id = 1")
+        .await
+        .expect("update");
+    insert(&pg, 1).await;
+    let deadline = Instant::now() + LONG;
+    let count = |what: &str, op: &str| {
+        std::fs::read_to_string(&records)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["topic"] == what && r["value"]["payload"]["op"] == op)
+            .count()
+    };
+    while count("myserver.retail.orders_info", "c") < 11
+        || count("myserver.retail.customers", "u") < 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "orders created {}, customers updated {}\n{}",
+            count("myserver.retail.orders_info", "c"),
+            count("myserver.retail.customers", "u"),
+            tail(&w.log(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The initial snapshot read the orders only; the signal, the customers
+    // only, each row once.
+    assert_eq!(count("myserver.retail.orders_info", "r"), 100);
+    assert_eq!(count("myserver.retail.customers", "r"), 3000);
+    assert_eq!(w.stop(), Some(0));
+}
