@@ -46,6 +46,8 @@ const WORKER_LEVEL_PREFIXES: &[&str] = &[
     "exactly.once.",
     "transaction.boundary",
     "sluice.sink.",
+    // The kafka signal channel's consumer (the worker runs it).
+    "signal.consumer.",
 ];
 
 /// Whether a connector config key belongs to the worker rather than the

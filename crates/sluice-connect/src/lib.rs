@@ -43,6 +43,7 @@ pub mod properties;
 pub mod registry;
 pub mod rest;
 pub mod runtime;
+pub mod signal_channel;
 pub mod sink_driver;
 pub mod source_sender;
 pub mod topics;

@@ -322,7 +322,7 @@ pub fn config_def() -> ConfigDef {
         ConfigKey::new(
             "signal.enabled.channels",
             List,
-            "Channels signals arrive on: source (the signal table), kafka (not supported yet). The worker's REST action (POST /connectors/{name}/signals) always works.",
+            "Channels signals arrive on: source (the signal table), kafka (signal.kafka.topic). The worker's REST action (POST /connectors/{name}/signals) always works.",
         )
         .default("source"),
         ConfigKey::new(
@@ -333,17 +333,17 @@ pub fn config_def() -> ConfigDef {
         ConfigKey::new(
             "signal.kafka.topic",
             String,
-            "Topic of the kafka signal channel (not supported yet).",
+            "Topic of the kafka signal channel (default <topic.prefix>-signal); records keyed by topic.prefix are signals.",
         ),
         ConfigKey::new(
             "signal.kafka.bootstrap.servers",
             String,
-            "Brokers of the kafka signal channel (not supported yet).",
+            "Brokers of the kafka signal channel.",
         ),
         ConfigKey::new(
             "signal.kafka.groupId",
             String,
-            "Consumer group of the kafka signal channel (not supported yet).",
+            "Consumer group of the kafka signal channel (default kafka-signal).",
         ),
         ConfigKey::new(
             "signal.poll.interval.ms",
@@ -723,10 +723,11 @@ impl PostgresConfig {
         let signal_source_channel = channels.iter().any(|c| c == "source");
         for c in &channels {
             match c.as_str() {
-                "source" => {}
-                "kafka" | "jmx" | "file" | "in-process" => warnings.push(format!(
+                // Read by the worker beside the task (its signal channel).
+                "source" | "kafka" => {}
+                "jmx" | "file" | "in-process" => warnings.push(format!(
                     "signal.enabled.channels: the {c} channel is not supported yet and is ignored; \
-                     use the signal table (source) or the worker's POST /connectors/{{name}}/signals"
+                     use the signal table (source), kafka, or the worker's POST /connectors/{{name}}/signals"
                 )),
                 other => errors.push(ConfigError::new(
                     "signal.enabled.channels",

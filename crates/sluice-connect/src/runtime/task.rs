@@ -310,6 +310,17 @@ async fn run_source(
         committed: committed_rx,
         shutdown: stop.clone(),
     };
+    // The kafka signal channel, when the connector asks for it, reads for
+    // as long as the task runs.
+    let signals_stop = stop.child_token();
+    let _signals_guard = signals_stop.clone().drop_guard();
+    match crate::signal_channel::KafkaChannel::from_props(&spec.props) {
+        Ok(Some(channel)) => {
+            tokio::spawn(channel.run(spec.name.clone(), signals_stop));
+        }
+        Ok(None) => {}
+        Err(e) => return Err(definite(e)),
+    }
     let _progress = crate::runtime::progress::spawn(
         label(env),
         Arc::clone(&telemetry),
