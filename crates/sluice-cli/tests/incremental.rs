@@ -452,3 +452,90 @@ async fn a_table_added_to_a_running_connector_is_snapshotted_alone() {
     assert_eq!(count("myserver.retail.customers", "r"), 3000);
     assert_eq!(w.stop(), Some(0));
 }
+
+/// Debezium's kafka signal channel: a signal sent to `signal.kafka.topic`
+/// before the task streams (it waits) and one keyed for another connector
+/// (ignored); the worker itself transports in process.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kafka_signal_channel_starts_an_incremental_snapshot() {
+    use sluice_connect::sluice_kafka::{Admin, KafkaConfig, Producer};
+    let tansu = sluice_testkit::tansu::Tansu::start();
+    let (db, pg) = fresh_db("inckafka").await;
+    pg.batch_execute(common::ORDERS).await.expect("schema");
+    insert(&pg, 2_000).await;
+    let mut kcfg = KafkaConfig::new(tansu.bootstrap());
+    kcfg.connect_timeout = Duration::from_secs(20);
+    let admin = Admin::connect(&kcfg).await.expect("admin");
+    admin
+        .ensure_topic("myserver-signal", 1, 1, &[])
+        .await
+        .expect("signal topic");
+    let producer = Producer::connect(&kcfg).await.expect("producer");
+    let send = |key: &str, value: serde_json::Value| {
+        let record = sluice_core::Record {
+            topic: "myserver-signal".into(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: 0,
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(value.to_string().into_bytes()),
+            headers: Vec::new(),
+        };
+        let producer = producer.clone();
+        async move {
+            producer
+                .send(&record)
+                .await
+                .expect("send")
+                .await
+                .expect("delivered");
+        }
+    };
+    // Sent before the connector exists.
+    send(
+        "another-prefix",
+        json!({"type": "log", "data": {"message": "not for this connector"}}),
+    )
+    .await;
+    send(
+        "myserver",
+        json!({"type": "execute-snapshot", "data": {"data-collections": ["retail.orders_info"]}}),
+    )
+    .await;
+    let mut w = Worker::new("");
+    let duck = w.path("orders.duckdb");
+    let mut src = common::orders_source("pg-orders-source", &db, "myserver", "inc_kafka");
+    src["config"]["snapshot.mode"] = json!("no_data");
+    src["config"]["signal.enabled.channels"] = json!("source,kafka");
+    src["config"]["signal.kafka.bootstrap.servers"] = json!(tansu.bootstrap());
+    std::fs::write(w.path("source.json"), src.to_string()).expect("write");
+    std::fs::write(
+        w.path("sink.json"),
+        common::orders_duckdb_sink("duck", &duck.display().to_string(), "myserver").to_string(),
+    )
+    .expect("write");
+    let files = ["source.json", "sink.json"];
+    w.start(&files).await;
+    // The record's offset is the signal's id, as in Debezium.
+    wait_log(&w, "incremental snapshot 1 completed", 1).await;
+    assert!(
+        !w.log().contains("not for this connector"),
+        "a signal keyed for another connector was taken"
+    );
+    // The group committed it: a restart does not take it again.
+    assert_eq!(w.stop(), Some(0));
+    w.start(&files).await;
+    send(
+        "myserver",
+        json!({"type": "log", "data": {"message": "second signal"}}),
+    )
+    .await;
+    wait_log(&w, "second signal", 1).await;
+    assert_eq!(
+        w.log().matches("incremental snapshot 1 completed").count(),
+        1,
+        "the first signal was taken again after the restart"
+    );
+    let rows = converge(&mut w, &files, &pg, &duck).await;
+    assert_eq!(rows, 2_000);
+}
