@@ -539,6 +539,14 @@ impl DuckDbSinkTask {
                         _ => 0,
                     }
                 };
+                // An incremental snapshot's read sits right after the commit
+                // its sequence names, before every change of the transactions
+                // after it (whose changes may have LSNs before its own).
+                let lsn = if phase == 0 && meta.snapshot.as_deref() == Some("incremental") {
+                    0
+                } else {
+                    lsn
+                };
                 Some(Position::Source(commit, lsn, phase, ordinal))
             }
         })

@@ -131,6 +131,8 @@ pub struct PostgresConfig {
     pub signal_source_channel: bool,
     /// `incremental.snapshot.chunk.size`.
     pub incremental_chunk_size: usize,
+    /// `read.only`: incremental snapshots write nothing to the database.
+    pub read_only: bool,
     /// `status.update.interval.ms`.
     pub status_interval: Duration,
     /// `slot.retained.wal.warn.bytes`: WAL the slot may retain before the
@@ -367,7 +369,7 @@ pub fn config_def() -> ConfigDef {
         ConfigKey::new(
             "read.only",
             Bool,
-            "Take incremental snapshots without writing to the database (not supported yet).",
+            "Take incremental snapshots without writing to the database: each chunk's window is bounded by its read's transaction snapshot and the WAL position after it.",
         )
         .default("false"),
         ConfigKey::new(
@@ -745,14 +747,6 @@ impl PostgresConfig {
             ));
         }
         let incremental_chunk_size = incremental_chunk_size.max(1) as usize;
-        if p.bool("read.only") {
-            errors.push(ConfigError::new(
-                "read.only",
-                Some("true"),
-                "read-only incremental snapshots are not supported yet: Sluice writes its snapshot watermarks \
-                 as logical decoding messages (pg_logical_emit_message); remove read.only or set it to false",
-            ));
-        }
         let password = p
             .get("database.password")
             .map(str::to_owned)
@@ -808,6 +802,7 @@ impl PostgresConfig {
             signal_table,
             signal_source_channel,
             incremental_chunk_size,
+            read_only: p.bool("read.only"),
             status_interval: Duration::from_millis(status_ms as u64),
             slot_warn_bytes: slot_warn_bytes.max(0),
             slot_monitor_interval: Duration::from_millis(slot_monitor_ms as u64),

@@ -9,6 +9,13 @@
 //! The watermarks are transactional logical decoding messages (prefix
 //! [`WATERMARK_PREFIX`]) rather than rows of the signal table: they arrive
 //! in commit order like rows would, need no table, and are never emitted.
+//!
+//! With `read.only=true` nothing is written: the chunk is read in a
+//! repeatable-read transaction whose snapshot says which transactions it
+//! saw, and the window spans from the read to the WAL position taken after
+//! it. Streamed changes of transactions the read did not see win; every
+//! transaction it saw committed before that position, so once the stream
+//! passes it the chunk's rows follow all the changes they include.
 //! Progress (tables left, the last key emitted, the table's largest key) is
 //! kept in the source offsets, so a restarted task resumes with the chunk
 //! after the last one emitted.
@@ -84,9 +91,72 @@ impl Progress {
     }
 }
 
+/// How a window is bounded.
+#[derive(Debug, Clone)]
+enum Bounds {
+    /// By watermark messages.
+    Watermarks,
+    /// By the read's snapshot and the WAL position after it (read-only).
+    Snapshot(ReadSnapshot),
+}
+
+/// A transaction snapshot (`txid_current_snapshot()`) and the WAL position
+/// after the read made under it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadSnapshot {
+    xmin: u64,
+    xmax: u64,
+    xip: Vec<u64>,
+    /// The window closes once the stream reaches this LSN.
+    close_at: u64,
+}
+
+impl ReadSnapshot {
+    /// Parses `xmin:xmax:xip,...` as PostgreSQL prints a txid_snapshot.
+    fn parse(text: &str, close_at: u64) -> Result<ReadSnapshot> {
+        let mut parts = text.trim().splitn(3, ':');
+        let num = |s: Option<&str>| -> Result<u64> {
+            s.and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| anyhow!("unreadable transaction snapshot '{text}'"))
+        };
+        let xmin = num(parts.next())?;
+        let xmax = num(parts.next())?;
+        let xip = match parts.next() {
+            Some(list) if !list.trim().is_empty() => list
+                .split(',')
+                .map(|x| x.trim().parse())
+                .collect::<std::result::Result<Vec<u64>, _>>()
+                .map_err(|_| anyhow!("unreadable transaction snapshot '{text}'"))?,
+            _ => Vec::new(),
+        };
+        Ok(ReadSnapshot {
+            xmin,
+            xmax,
+            xip,
+            close_at,
+        })
+    }
+
+    /// Whether the committed transaction `xid` (32 bits, as pgoutput
+    /// sends it) was visible to the read.
+    fn saw(&self, xid: u32) -> bool {
+        // Widen with the snapshot's epoch (a transaction streamed now is
+        // within 2^31 of the snapshot's xmax).
+        let base = self.xmax & !0xffff_ffff;
+        let mut x = base | u64::from(xid);
+        if x > self.xmax + (1 << 31) {
+            x = x.saturating_sub(1 << 32);
+        } else if x + (1 << 31) < self.xmax {
+            x += 1 << 32;
+        }
+        x < self.xmin || (x < self.xmax && !self.xip.contains(&x))
+    }
+}
+
 /// A chunk read between its watermarks.
 struct Window {
     id: String,
+    bounds: Bounds,
     /// The low watermark has been seen in the stream.
     open: bool,
     schema: Arc<TableSchema>,
@@ -147,14 +217,21 @@ impl Incremental {
         self.window.is_none() && self.progress.as_ref().is_some_and(|p| !p.paused)
     }
 
-    /// A streamed change of `table` with `key`: it replaces the open
-    /// chunk's row of the same key. `all`: a truncate, replacing every row.
-    pub fn streamed(&mut self, table: &TableId, key: &Option<Value>, all: bool) {
+    /// A streamed change of `table` with `key` in transaction `xid`: it
+    /// replaces the open chunk's row of the same key (in read-only mode,
+    /// when the read did not see its transaction). `all`: a truncate,
+    /// replacing every row.
+    pub fn streamed(&mut self, table: &TableId, key: &Option<Value>, all: bool, xid: u32) {
         let Some(w) = self.window.as_mut() else {
             return;
         };
         if !w.open || &w.schema.id != table {
             return;
+        }
+        if let Bounds::Snapshot(s) = &w.bounds {
+            if s.saw(xid) {
+                return;
+            }
         }
         if all {
             w.rows.iter_mut().for_each(|r| *r = None);
@@ -163,6 +240,11 @@ impl Incremental {
         if let Some(i) = key_text(key).and_then(|k| w.index.get(&k).copied()) {
             w.rows[i] = None;
         }
+    }
+
+    /// Whether a read-only window closes at stream position `lsn`.
+    pub fn closes_at(&self, lsn: u64) -> bool {
+        matches!(&self.window, Some(Window { bounds: Bounds::Snapshot(s), .. }) if lsn >= s.close_at)
     }
 
     /// A watermark message's meaning.
@@ -258,7 +340,24 @@ impl Incremental {
                 tracing::info!("incremental snapshot {}: reading {}", p.id, target.table);
             }
             let id = sluice_core::signal::new_id("chunk");
-            emit_watermark(control, "open", &id).await?;
+            if cfg.read_only {
+                control
+                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+                    .context("incremental snapshot: starting the chunk's read")?;
+            } else {
+                emit_watermark(control, "open", &id).await?;
+            }
+            // The snapshot is taken by the transaction's first query.
+            let snapshot = if cfg.read_only {
+                let row = control
+                    .query_one("SELECT txid_current_snapshot()::text", &[])
+                    .await
+                    .context("incremental snapshot: reading the chunk's transaction snapshot")?;
+                Some(row.get::<_, String>(0))
+            } else {
+                None
+            };
             let rows = read_rows(
                 control,
                 &schema,
@@ -269,6 +368,24 @@ impl Incremental {
                 cfg.incremental_chunk_size,
             )
             .await?;
+            let bounds = match snapshot {
+                Some(text) => {
+                    let lsn: String = control
+                        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                        .await
+                        .context("incremental snapshot: reading the WAL position after the chunk")?
+                        .get(0);
+                    control
+                        .batch_execute("COMMIT")
+                        .await
+                        .context("incremental snapshot: ending the chunk's read")?;
+                    let close_at = sluice_pgoutput::parse_lsn(&lsn)
+                        .map_err(|e| anyhow!("unreadable WAL position '{lsn}': {e}"))?;
+                    Bounds::Snapshot(ReadSnapshot::parse(&text, close_at)?)
+                }
+                None => Bounds::Watermarks,
+            };
+            let read_only = matches!(bounds, Bounds::Snapshot(_));
             let last_chunk = rows.rows.len() < cfg.incremental_chunk_size;
             tracing::debug!(
                 "incremental snapshot {}: chunk of {} after {:?}: {} rows, up to {:?}",
@@ -286,14 +403,18 @@ impl Incremental {
             }
             self.window = Some(Window {
                 id: id.clone(),
-                open: false,
+                bounds,
+                // A read-only window is open from the read on.
+                open: read_only,
                 schema,
                 rows: rows.rows.into_iter().map(Some).collect(),
                 index,
                 last_key: rows.last_key,
                 last_chunk,
             });
-            emit_watermark(control, "close", &id).await?;
+            if !read_only {
+                emit_watermark(control, "close", &id).await?;
+            }
             return Ok(());
         }
     }
@@ -866,6 +987,19 @@ mod tests {
             )
             .expect_err("bad data");
         assert!(e.to_string().contains("not JSON"), "{e}");
+    }
+
+    #[test]
+    fn a_read_snapshot_tells_the_transactions_it_saw() {
+        let s = ReadSnapshot::parse("100:110:103,107", 5).expect("parse");
+        assert!(s.saw(99) && s.saw(100) && s.saw(104) && s.saw(109));
+        assert!(!s.saw(103) && !s.saw(107) && !s.saw(110) && !s.saw(500));
+        // Past the 32-bit wrap: epoch 1.
+        let s = ReadSnapshot::parse("4294967290:4294967300:", 5).expect("parse");
+        assert!(s.saw(4_294_967_295u64 as u32));
+        assert!(s.saw(2)); // 2^32 + 2
+        assert!(!s.saw(4)); // 2^32 + 4 = xmax
+        assert!(ReadSnapshot::parse("x:1:", 0).is_err());
     }
 
     #[test]

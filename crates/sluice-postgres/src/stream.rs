@@ -492,6 +492,59 @@ impl ChangeStream {
 
     async fn commit(&mut self, end_lsn: u64, wal_start: u64) -> Result<()> {
         self.commit_transaction(end_lsn, wal_start).await?;
+        self.close_read_only_window(end_lsn).await?;
+        self.after_transaction().await
+    }
+
+    /// Emits a read-only chunk once the stream reached the WAL position
+    /// taken after its read (between transactions). Its `source.sequence`
+    /// names the last commit and this position; a sink that deduplicates
+    /// by it places an incremental read right after that commit.
+    async fn close_read_only_window(&mut self, lsn: u64) -> Result<()> {
+        if self.txn.is_some() || !self.incremental.closes_at(lsn) {
+            return Ok(());
+        }
+        let Some(chunk) = self.incremental.close() else {
+            return Ok(());
+        };
+        let pos = Position {
+            ts_us: crate::events::now_micros(),
+            tx_id: None,
+            lsn: Some(lsn),
+            last_commit: self.seq_last_commit,
+            snapshot: "incremental",
+            origin: None,
+        };
+        let mut batch = Vec::with_capacity(chunk.rows.len() + 1);
+        for (key, after) in chunk.rows {
+            self.events.change(
+                &mut batch,
+                &chunk.schema,
+                Op::Read,
+                key,
+                None,
+                Some(after),
+                &pos,
+                None,
+                Vec::new(),
+            );
+        }
+        let at = self.last_commit_end;
+        let off = self.with_progress(self.events.stream_offset(
+            at,
+            at,
+            self.seq_last_commit,
+            at,
+            0,
+            crate::events::now_micros(),
+            "COMMIT",
+            None,
+        ));
+        match batch.last_mut() {
+            Some(last) => last.offset = Some(off),
+            None => batch.push(SourceRecord::offset_only(off)),
+        }
+        self.sender.send(batch).await?;
         self.after_transaction().await
     }
 
@@ -739,7 +792,9 @@ impl ChangeStream {
     ) -> Result<()> {
         // A change streamed while a chunk is between its watermarks is
         // newer than (or as new as) the chunk's row of the same key.
-        self.incremental.streamed(&t.id, &key, op == Op::Truncate);
+        let xid = self.txn.as_ref().map_or(0, |t| t.xid);
+        self.incremental
+            .streamed(&t.id, &key, op == Op::Truncate, xid);
         self.begin_metadata(lsn);
         let Some(txn) = self.txn.as_mut() else {
             return Err(anyhow!(
@@ -949,6 +1004,9 @@ impl ChangeStream {
     /// is open, with an offset-only marker (at most once per second): once
     /// the records before it are delivered, the slot may advance to `lsn`.
     pub async fn advance(&mut self, lsn: u64) -> Result<()> {
+        if self.txn.is_none() {
+            self.close_read_only_window(lsn).await?;
+        }
         if self.txn.as_ref().is_some_and(|t| !t.skip_all) || lsn <= self.last_commit_end {
             return Ok(());
         }
