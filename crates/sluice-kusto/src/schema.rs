@@ -162,6 +162,101 @@ pub fn json_mapping(columns: &[(String, &'static str)]) -> String {
     serde_json::Value::Array(items).to_string()
 }
 
+/// A JSON mapping whose columns take the values of fields of other names:
+/// `(column, field)` pairs (a field whose type changed goes to a column of
+/// its own).
+pub fn json_mapping_routed(routes: &[(String, String)]) -> String {
+    let items: Vec<serde_json::Value> = routes
+        .iter()
+        .map(|(column, field)| {
+            serde_json::json!({
+                "column": column,
+                "Properties": {"path": json_path(field)},
+            })
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+/// [`create_mapping_command`] for a [routed](json_mapping_routed) mapping.
+pub fn create_routed_mapping_command(
+    table: &str,
+    mapping_name: &str,
+    routes: &[(String, String)],
+) -> String {
+    format!(
+        ".create-or-alter table {} ingestion json mapping '{}' '{}'",
+        quoted_name(table),
+        escape_single_quoted(mapping_name),
+        escape_single_quoted(&json_mapping_routed(routes))
+    )
+}
+
+/// The `&'static` name of a Kusto type as `cslschema` shows it (unknown
+/// names are `dynamic`, which takes any JSON).
+pub fn static_type(name: &str) -> &'static str {
+    const TYPES: &[&str] = &[
+        "bool", "datetime", "decimal", "dynamic", "guid", "int", "long", "real", "string",
+        "timespan",
+    ];
+    let lower = name.trim().to_ascii_lowercase();
+    let canonical = match lower.as_str() {
+        "boolean" => "bool",
+        "date" => "datetime",
+        "double" => "real",
+        "time" => "timespan",
+        "uniqueid" => "guid",
+        other => other,
+    };
+    TYPES
+        .iter()
+        .find(|t| **t == canonical)
+        .copied()
+        .unwrap_or("dynamic")
+}
+
+/// Parses a `cslschema` (`name:type, ...`; names may be `['quoted']`).
+pub fn parse_cslschema(schema: &str) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    let mut rest = schema.trim();
+    while !rest.is_empty() {
+        let (name, after) = if let Some(r) = rest.strip_prefix("['") {
+            // A quoted name: up to the closing '] (quotes inside are \').
+            let mut end = None;
+            let bytes = r.as_bytes();
+            let mut i = 0;
+            while i + 1 < bytes.len() {
+                if bytes[i] == b'\\' {
+                    i += 2;
+                    continue;
+                }
+                if bytes[i] == b'\'' && bytes[i + 1] == b']' {
+                    end = Some(i);
+                    break;
+                }
+                i += 1;
+            }
+            let Some(end) = end else { break };
+            (r[..end].replace("\\'", "'"), &r[end + 2..])
+        } else {
+            match rest.find(':') {
+                Some(i) => (rest[..i].trim().to_string(), &rest[i..]),
+                None => break,
+            }
+        };
+        let Some(after) = after.trim_start().strip_prefix(':') else {
+            break;
+        };
+        let (ty, next) = match after.find(',') {
+            Some(i) => (&after[..i], &after[i + 1..]),
+            None => (after, ""),
+        };
+        out.push((name, static_type(ty)));
+        rest = next.trim();
+    }
+    out
+}
+
 fn column_list(columns: &[(String, &'static str)]) -> String {
     columns
         .iter()
@@ -217,6 +312,23 @@ pub fn value_schema(record: &SinkRecord) -> Option<SchemaRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cslschema_is_read_back() {
+        assert_eq!(
+            parse_cslschema(
+                "orderid:long, amount:int,['odd name']:string,['it\\'s']:System.Double"
+            ),
+            vec![
+                ("orderid".to_string(), "long"),
+                ("amount".to_string(), "int"),
+                ("odd name".to_string(), "string"),
+                ("it's".to_string(), "dynamic"),
+            ]
+        );
+        assert_eq!(parse_cslschema(""), Vec::<(String, &str)>::new());
+        assert_eq!(static_type("Double"), "real");
+    }
 
     #[test]
     fn plain_identifiers() {

@@ -194,41 +194,114 @@ async fn table_exists(engine: &KustoClient, db: &str, table: &str) -> Result<boo
 }
 
 /// Creates tables and mappings from record schemas (`kusto.tables.create`).
+///
+/// A field whose type changed (a PostgreSQL `ALTER COLUMN ... TYPE`) is
+/// not forced into its old column, where Kusto would drop the values that
+/// do not fit, nor is the column altered (Kusto does not convert the rows
+/// it holds): its values go to a new column `<field>_<type>` (`amount_long`)
+/// and Sluice's mapping routes the field there; the old rows keep theirs.
 #[derive(Default)]
 pub struct TableMaker {
-    /// Columns known to exist, per (database, table), in creation order.
+    /// Columns the table has, per (database, table), read from the engine
+    /// once and kept up to date.
     known: HashMap<(String, String), Vec<(String, &'static str)>>,
     /// Mappings known to exist, per (database, table, name).
     mappings: BTreeSet<(String, String, String)>,
-    /// The mappings Sluice created: they follow columns added later.
-    ours: BTreeSet<(String, String, String)>,
+    /// The mappings Sluice created, with the (column, field) routes last
+    /// written: they follow new columns and type changes.
+    ours: HashMap<(String, String, String), Vec<(String, String)>>,
+    /// The fields last made sure of, per topic: the same again needs
+    /// nothing (this runs for every record).
+    done: HashMap<String, Vec<(String, &'static str)>>,
 }
 
 impl TableMaker {
+    /// The columns of `m`'s table as the engine has them (none when the
+    /// table does not exist yet).
+    async fn load(&mut self, engine: &KustoClient, m: &TopicMapping) -> Result<()> {
+        let key = (m.db.clone(), m.table.clone());
+        if self.known.contains_key(&key) {
+            return Ok(());
+        }
+        let mut columns = Vec::new();
+        if table_exists(engine, &m.db, &m.table).await? {
+            let csl = format!(".show table {} cslschema", quote_name(&m.table));
+            let t = engine.mgmt(&m.db, &csl).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "kusto.tables.create: reading the columns of table '{}' in database '{}' failed: {e}",
+                    m.table,
+                    m.db
+                )
+            })?;
+            columns = schema::parse_cslschema(t.get_str(0, "Schema").unwrap_or_default());
+        }
+        self.known.insert(key, columns);
+        Ok(())
+    }
+
     /// Makes sure `m`'s table has a column for every field of `value_schema`
-    /// and its named JSON mapping exists.
+    /// and its named JSON mapping exists and routes each field.
     pub async fn ensure(
         &mut self,
         engine: &KustoClient,
         m: &TopicMapping,
         value_schema: &Schema,
     ) -> Result<()> {
-        let columns = schema::kusto_columns(value_schema).map_err(|e| {
+        let fields = schema::kusto_columns(value_schema).map_err(|e| {
             anyhow::anyhow!(
                 "kusto.tables.create: the schema of topic '{}' has no Kusto table form: {e}",
                 m.topic
             )
         })?;
+        if self.done.get(&m.topic) == Some(&fields) {
+            return Ok(());
+        }
+        self.ensure_fields(engine, m, &fields).await?;
+        self.done.insert(m.topic.clone(), fields);
+        Ok(())
+    }
+
+    async fn ensure_fields(
+        &mut self,
+        engine: &KustoClient,
+        m: &TopicMapping,
+        fields: &[(String, &'static str)],
+    ) -> Result<()> {
+        self.load(engine, m).await?;
         let key = (m.db.clone(), m.table.clone());
-        let known = self.known.entry(key.clone()).or_default();
-        let missing: Vec<(String, &'static str)> = columns
-            .iter()
-            .filter(|(c, _)| !known.iter().any(|(k, _)| k == c))
-            .cloned()
-            .collect();
+        let known = self.known.entry(key).or_default();
+        let mut missing: Vec<(String, &'static str)> = Vec::new();
+        let mut routes: Vec<(String, String)> = Vec::with_capacity(fields.len());
+        let mut rerouted = Vec::new();
+        for (field, ty) in fields {
+            let column = match known.iter().find(|(c, _)| c == field) {
+                None => {
+                    missing.push((field.clone(), ty));
+                    field.clone()
+                }
+                Some((_, existing)) if existing == ty => field.clone(),
+                Some((_, existing)) => {
+                    let alt = format!("{field}_{ty}");
+                    match known.iter().find(|(c, _)| *c == alt) {
+                        Some((_, t)) if t == ty => {}
+                        Some((_, t)) => bail!(
+                            "kusto.tables.create: field '{field}' of topic '{}' is now {ty}, but table '{}' has '{field}' as {existing} and '{alt}' as {t}: \
+                             add a {ty} column for it (.alter-merge table {} (['{field}_new']:{ty})) and map the field there",
+                            m.topic,
+                            m.table,
+                            quote_name(&m.table)
+                        ),
+                        None => missing.push((alt.clone(), ty)),
+                    }
+                    rerouted.push((field.clone(), *existing, *ty, alt.clone()));
+                    alt
+                }
+            };
+            routes.push((column, field.clone()));
+        }
         if !missing.is_empty() {
             let csl = if known.is_empty() {
-                schema::create_table_command(&m.table, &columns)
+                schema::create_table_command(&m.table, &missing)
             } else {
                 schema::alter_merge_command(&m.table, &missing)
             };
@@ -251,43 +324,74 @@ impl TableMaker {
             );
             known.extend(missing.iter().cloned());
         }
-        let all_columns = known.clone();
-        if let Some(name) = &m.mapping {
-            if mapping_kind(&m.format) == "json" {
-                let mkey = (m.db.clone(), m.table.clone(), name.clone());
-                if self.ours.contains(&mkey) && !missing.is_empty() {
-                    let csl = schema::create_mapping_command(&m.table, name, &all_columns);
-                    engine.mgmt(&m.db, &csl).await.map_err(|e| {
-                        anyhow::anyhow!(
-                            "kusto.tables.create: extending ingestion mapping '{name}' on table '{}' failed: {e}",
-                            m.table
-                        )
-                    })?;
-                } else if !self.mappings.contains(&mkey) {
-                    let csl = format!(
-                        ".show table {} ingestion json mappings",
-                        quote_name(&m.table)
-                    );
-                    let t = engine.mgmt(&m.db, &csl).await?;
-                    let exists =
-                        (0..t.rows.len()).any(|i| t.get_str(i, "Name") == Some(name.as_str()));
-                    if !exists {
-                        let csl = schema::create_mapping_command(&m.table, name, &all_columns);
-                        engine.mgmt(&m.db, &csl).await.map_err(|e| {
-                            anyhow::anyhow!(
-                                "kusto.tables.create: creating ingestion mapping '{name}' on table '{}' failed: {e}",
-                                m.table
-                            )
-                        })?;
-                        tracing::info!(
-                            "created ingestion mapping '{name}' on table '{}' from the records' schema (kusto.tables.create)",
-                            m.table
-                        );
-                        self.ours.insert(mkey.clone());
-                    }
-                    self.mappings.insert(mkey);
-                }
+        let Some(name) = &m.mapping else {
+            for (field, old, new, alt) in &rerouted {
+                tracing::warn!(
+                    "table '{}': field '{field}' of topic '{}' is now {new} but its column is {old}, and without a mapping Kusto puts it there \
+                     (values that do not fit are lost); set 'mapping' in kusto.tables.topics.mapping so Sluice routes it to '{alt}'",
+                    m.table,
+                    m.topic
+                );
             }
+            return Ok(());
+        };
+        if mapping_kind(&m.format) != "json" {
+            return Ok(());
+        }
+        let mkey = (m.db.clone(), m.table.clone(), name.clone());
+        if let Some(written) = self.ours.get(&mkey) {
+            if *written != routes {
+                let csl = schema::create_routed_mapping_command(&m.table, name, &routes);
+                engine.mgmt(&m.db, &csl).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "kusto.tables.create: updating ingestion mapping '{name}' on table '{}' failed: {e}",
+                        m.table
+                    )
+                })?;
+                for (field, old, new, alt) in &rerouted {
+                    tracing::warn!(
+                        "table '{}': field '{field}' of topic '{}' changed type ({old} -> {new}); its values now go to column '{alt}' \
+                         (mapping '{name}'), the rows before keep '{field}': query coalesce({alt}, {field})",
+                        m.table,
+                        m.topic
+                    );
+                }
+                self.ours.insert(mkey, routes);
+            }
+            return Ok(());
+        }
+        if !self.mappings.contains(&mkey) {
+            let csl = format!(
+                ".show table {} ingestion json mappings",
+                quote_name(&m.table)
+            );
+            let t = engine.mgmt(&m.db, &csl).await?;
+            let exists = (0..t.rows.len()).any(|i| t.get_str(i, "Name") == Some(name.as_str()));
+            if !exists {
+                let csl = schema::create_routed_mapping_command(&m.table, name, &routes);
+                engine.mgmt(&m.db, &csl).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "kusto.tables.create: creating ingestion mapping '{name}' on table '{}' failed: {e}",
+                        m.table
+                    )
+                })?;
+                tracing::info!(
+                    "created ingestion mapping '{name}' on table '{}' from the records' schema (kusto.tables.create)",
+                    m.table
+                );
+                self.ours.insert(mkey.clone(), routes);
+                self.mappings.insert(mkey);
+                return Ok(());
+            }
+            self.mappings.insert(mkey);
+        }
+        for (field, old, new, _) in &rerouted {
+            tracing::warn!(
+                "table '{}': field '{field}' of topic '{}' is now {new} but its column is {old}; mapping '{name}' is yours, so Sluice leaves it as it is \
+                 (values that do not fit the column are lost): map the field to a {new} column",
+                m.table,
+                m.topic
+            );
         }
         Ok(())
     }
