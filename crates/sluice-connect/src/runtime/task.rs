@@ -242,14 +242,6 @@ async fn run_source(
 ) -> anyhow::Result<()> {
     let spec = &env.spec;
     let mut task = spec.plugin.create_source_task(&env.props)?;
-    let reader = {
-        let mut c = env.committer.lock().await;
-        if env.reload_offsets {
-            let what = c.describe();
-            c.refresh().await.map_err(|e| store_error(e, &what))?;
-        }
-        c.table().reader(&spec.name)
-    };
     let tracker = Arc::new(DeliveryTracker::new());
     env.figures.attach(Arc::clone(&tracker));
     let telemetry = Arc::clone(&env.figures.source);
@@ -273,6 +265,19 @@ async fn run_source(
             })
             .await?,
     );
+    // Offsets are read after the output exists: an exactly-once output
+    // fences the producer of a task that died with its transaction open
+    // (aborting it), and until then that transaction holds back what a
+    // read_committed reader of the offsets topic may see (KIP-618 reads
+    // offsets after fencing too).
+    let reader = {
+        let mut c = env.committer.lock().await;
+        if env.reload_offsets {
+            let what = c.describe();
+            c.refresh().await.map_err(|e| store_error(e, &what))?;
+        }
+        c.table().reader(&spec.name)
+    };
     let (committed_tx, committed_rx) = watch::channel(None);
     env.committer.lock().await.add_source(
         CommitSource::new(
