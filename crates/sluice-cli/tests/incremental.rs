@@ -7,7 +7,7 @@ mod worker;
 
 use std::time::{Duration, Instant};
 
-use common::{fresh_db, tail, LONG};
+use common::{fresh_db, insert_orders as insert, tail, LONG};
 use serde_json::json;
 use worker::{converge, duck_rows, pg_rows, Worker};
 
@@ -24,14 +24,23 @@ fn source(db: &str, slot: &str, chunk: usize) -> serde_json::Value {
     s
 }
 
-async fn insert(pg: &tokio_postgres::Client, n: i64) {
-    pg.execute(
-        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
-         SELECT g % 1000, 100 + g % 100, 'Austin', '2020-10-09 07:23:10' FROM generate_series(1, $1::bigint) g",
-        &[&n],
+/// The scenario's source and a DuckDB sink of its table as the worker's
+/// config files; starts the worker with them. The files and the DuckDB
+/// file.
+async fn start_with_duckdb(
+    w: &mut Worker,
+    source: &serde_json::Value,
+) -> ([&'static str; 2], std::path::PathBuf) {
+    let duck = w.path("orders.duckdb");
+    std::fs::write(w.path("source.json"), source.to_string()).expect("write");
+    std::fs::write(
+        w.path("sink.json"),
+        common::orders_duckdb_sink("duck", &duck.display().to_string(), "myserver").to_string(),
     )
-    .await
-    .expect("insert");
+    .expect("write");
+    let files = ["source.json", "sink.json"];
+    w.start(&files).await;
+    (files, duck)
 }
 
 async fn wait_log(w: &Worker, what: &str, times: usize) {
@@ -97,19 +106,7 @@ async fn an_incremental_snapshot_under_load_and_kill_9_leaves_duckdb_equal_to_po
     pg.batch_execute(SIGNAL_TABLE).await.expect("signal table");
     insert(&pg, 100_000).await;
     let mut w = Worker::new("");
-    let duck = w.path("orders.duckdb");
-    std::fs::write(
-        w.path("source.json"),
-        source(&db, "inc_load", 200).to_string(),
-    )
-    .expect("write");
-    std::fs::write(
-        w.path("sink.json"),
-        common::orders_duckdb_sink("duck", &duck.display().to_string(), "myserver").to_string(),
-    )
-    .expect("write");
-    let files = ["source.json", "sink.json"];
-    w.start(&files).await;
+    let (files, duck) = start_with_duckdb(&mut w, &source(&db, "inc_load", 200)).await;
     wait_log(&w, "streaming changes", 1).await;
     let (stop_load, load) = load(&db);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -341,19 +338,7 @@ async fn a_blocking_snapshot_under_load_leaves_duckdb_equal_to_postgres() {
     pg.batch_execute(SIGNAL_TABLE).await.expect("signal table");
     insert(&pg, 30_000).await;
     let mut w = Worker::new("");
-    let duck = w.path("orders.duckdb");
-    std::fs::write(
-        w.path("source.json"),
-        source(&db, "inc_block", 1024).to_string(),
-    )
-    .expect("write");
-    std::fs::write(
-        w.path("sink.json"),
-        common::orders_duckdb_sink("duck", &duck.display().to_string(), "myserver").to_string(),
-    )
-    .expect("write");
-    let files = ["source.json", "sink.json"];
-    w.start(&files).await;
+    let (files, duck) = start_with_duckdb(&mut w, &source(&db, "inc_block", 1024)).await;
     wait_log(&w, "streaming changes", 1).await;
     let (stop_load, load) = load(&db);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -503,19 +488,11 @@ async fn the_kafka_signal_channel_starts_an_incremental_snapshot() {
     )
     .await;
     let mut w = Worker::new("");
-    let duck = w.path("orders.duckdb");
     let mut src = common::orders_source("pg-orders-source", &db, "myserver", "inc_kafka");
     src["config"]["snapshot.mode"] = json!("no_data");
     src["config"]["signal.enabled.channels"] = json!("source,kafka");
     src["config"]["signal.kafka.bootstrap.servers"] = json!(tansu.bootstrap());
-    std::fs::write(w.path("source.json"), src.to_string()).expect("write");
-    std::fs::write(
-        w.path("sink.json"),
-        common::orders_duckdb_sink("duck", &duck.display().to_string(), "myserver").to_string(),
-    )
-    .expect("write");
-    let files = ["source.json", "sink.json"];
-    w.start(&files).await;
+    let (files, duck) = start_with_duckdb(&mut w, &src).await;
     // The record's offset is the signal's id, as in Debezium.
     wait_log(&w, "incremental snapshot 1 completed", 1).await;
     assert!(
@@ -552,19 +529,11 @@ async fn a_read_only_incremental_snapshot_writes_nothing_and_loses_nothing() {
         .await
         .expect("probe slot");
     let mut w = Worker::new("");
-    let duck = w.path("orders.duckdb");
     let mut src = common::orders_source("pg-orders-source", &db, "myserver", "inc_ro");
     src["config"]["snapshot.mode"] = json!("no_data");
     src["config"]["read.only"] = json!("true");
     src["config"]["incremental.snapshot.chunk.size"] = json!("400");
-    std::fs::write(w.path("source.json"), src.to_string()).expect("write");
-    std::fs::write(
-        w.path("sink.json"),
-        common::orders_duckdb_sink("duck", &duck.display().to_string(), "myserver").to_string(),
-    )
-    .expect("write");
-    let files = ["source.json", "sink.json"];
-    w.start(&files).await;
+    let (files, duck) = start_with_duckdb(&mut w, &src).await;
     wait_log(&w, "streaming changes", 1).await;
     let (stop_load, load) = load(&db);
     tokio::time::sleep(Duration::from_millis(300)).await;

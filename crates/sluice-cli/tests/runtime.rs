@@ -11,7 +11,7 @@ mod worker;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{cluster, fresh_db, tail, LONG};
+use common::{cluster, fresh_db, insert_orders as insert, tail, LONG};
 use serde_json::{json, Value as Json};
 use worker::{converge, Worker};
 
@@ -90,16 +90,6 @@ fn duck_sink(name: &str, path: &Path) -> Json {
         "topics": TOPIC,
         "duckdb.tables.topics.mapping": "[{'topic': 'myserver.retail.orders_info', 'table': 'orders', 'mode': 'upsert'}]"
     }})
-}
-
-async fn insert(pg: &tokio_postgres::Client, n: i64) {
-    pg.execute(
-        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
-         SELECT g % 1000, 100 + g % 100, 'Austin', '2020-10-09 07:23:10' FROM generate_series(1, $1::bigint) g",
-        &[&n],
-    )
-    .await
-    .expect("insert");
 }
 
 #[tokio::test(flavor = "multi_thread")]

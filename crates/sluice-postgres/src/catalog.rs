@@ -68,6 +68,20 @@ pub struct CatalogTable {
     pub partitioned: bool,
 }
 
+impl CatalogTable {
+    /// The columns as a relation message would give them.
+    pub fn rel_columns(&self) -> Vec<crate::table::RelColumn> {
+        self.columns
+            .iter()
+            .map(|c| crate::table::RelColumn {
+                name: c.name.clone(),
+                type_oid: c.type_oid,
+                typmod: c.typmod,
+            })
+            .collect()
+    }
+}
+
 /// Checks what logical replication needs, with the fix for each problem.
 pub async fn preflight(client: &Client, cfg: &PostgresConfig) -> Result<u32> {
     let row = client

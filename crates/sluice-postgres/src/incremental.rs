@@ -35,7 +35,7 @@ use crate::catalog::{self, TableId};
 use crate::config::PostgresConfig;
 use crate::copy::CopyRow;
 use crate::replication::{quote_ident, quote_literal};
-use crate::table::{Cell, RelColumn, TableSchema};
+use crate::table::{Cell, TableSchema};
 
 /// Prefix of the watermark messages (never emitted as events).
 pub const WATERMARK_PREFIX: &str = "__sluice.incremental.snapshot";
@@ -687,15 +687,7 @@ pub(crate) async fn load_schema(
             .await
             .context("loading column types")?;
     }
-    let cols: Vec<RelColumn> = ct
-        .columns
-        .iter()
-        .map(|c| RelColumn {
-            name: c.name.clone(),
-            type_oid: c.type_oid,
-            typmod: c.typmod,
-        })
-        .collect();
+    let cols = ct.rel_columns();
     Ok(Some(Arc::new(TableSchema::build(
         cfg,
         registry,

@@ -18,7 +18,7 @@ use crate::events::{EventFactory, Resume};
 use crate::replication::{quote_literal, ReplicationConn};
 use crate::snapshot::{self, SnapshotJob};
 use crate::stream::{stream_decoder, ChangeStream};
-use crate::table::{RelColumn, TableSchema};
+use crate::table::TableSchema;
 
 /// The source task.
 pub struct PostgresSourceTask {
@@ -385,15 +385,7 @@ impl PostgresSourceTask {
                 .filter(|id| cfg.signal_table.as_ref() != Some(*id))
                 .filter_map(|id| cat.values().find(|c| &c.id == id));
             for ct in ordered {
-                let cols: Vec<RelColumn> = ct
-                    .columns
-                    .iter()
-                    .map(|c| RelColumn {
-                        name: c.name.clone(),
-                        type_oid: c.type_oid,
-                        typmod: c.typmod,
-                    })
-                    .collect();
+                let cols = ct.rel_columns();
                 schemas.push(Arc::new(TableSchema::build(
                     cfg,
                     &registry,

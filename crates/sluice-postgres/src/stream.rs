@@ -516,19 +516,7 @@ impl ChangeStream {
             origin: None,
         };
         let mut batch = Vec::with_capacity(chunk.rows.len() + 1);
-        for (key, after) in chunk.rows {
-            self.events.change(
-                &mut batch,
-                &chunk.schema,
-                Op::Read,
-                key,
-                None,
-                Some(after),
-                &pos,
-                None,
-                Vec::new(),
-            );
-        }
+        chunk_events(&self.events, chunk, &pos, &mut batch);
         let at = self.last_commit_end;
         let off = self.with_progress(self.events.stream_offset(
             at,
@@ -981,19 +969,7 @@ impl ChangeStream {
             snapshot: "incremental",
             origin: None,
         };
-        for (key, after) in chunk.rows {
-            self.events.change(
-                &mut self.pending,
-                &chunk.schema,
-                Op::Read,
-                key,
-                None,
-                Some(after),
-                &pos,
-                None,
-                Vec::new(),
-            );
-        }
+        chunk_events(&self.events, chunk, &pos, &mut self.pending);
         if let Some(txn) = self.txn.as_mut() {
             txn.last_lsn = Some(lsn);
         }
@@ -1067,6 +1043,28 @@ impl ChangeStream {
         self.sender.send(vec![rec]).await?;
         self.last_commit_end = lsn;
         Ok(())
+    }
+}
+
+/// An incremental snapshot chunk's rows as `r` events at `pos`.
+fn chunk_events(
+    events: &EventFactory,
+    chunk: incremental::Emit,
+    pos: &Position,
+    out: &mut Vec<SourceRecord>,
+) {
+    for (key, after) in chunk.rows {
+        events.change(
+            out,
+            &chunk.schema,
+            Op::Read,
+            key,
+            None,
+            Some(after),
+            pos,
+            None,
+            Vec::new(),
+        );
     }
 }
 

@@ -462,3 +462,14 @@ pub fn orders_duckdb_sink(name: &str, file: &str, prefix: &str) -> serde_json::V
         "duckdb.tables.topics.mapping": format!("[{{'topic': '{topic}', 'table': 'orders', 'mode': 'upsert'}}]"),
     }})
 }
+
+/// Inserts `n` rows into the scenario's table.
+pub async fn insert_orders(pg: &tokio_postgres::Client, n: i64) {
+    pg.execute(
+        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
+         SELECT g % 1000, 100 + g % 100, 'Austin', '2020-10-09 07:23:10' FROM generate_series(1, $1::bigint) g",
+        &[&n],
+    )
+    .await
+    .expect("insert");
+}
