@@ -434,7 +434,7 @@ async fn debezium_parity() {
                 cmd.arg(f);
             }
         }
-        cmd.env("RUST_LOG", "warn");
+        cmd.env("RUST_LOG", "warn,sluice_postgres::source=info");
         sluices.push((
             flavor,
             Proc::spawn(
@@ -626,15 +626,26 @@ async fn debezium_parity() {
                 } else {
                     o.kinds_report()
                 };
+                // What that side's worker logged about the case (warnings
+                // and errors: a task that restarted, a snapshot taken again).
+                let log = std::fs::read_to_string(work.as_path().join(format!("{side}.log")))
+                    .unwrap_or_default();
+                let needle = format!("-{}'", r.case.name);
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(&needle) || l.contains(&r.slot(side)))
+                    .take(20)
+                    .collect();
                 failures.push(format!(
-                    "== {} ({}): {}/{} identical, bytes {}/{}\n  {}",
+                    "== {} ({}): {}/{} identical, bytes {}/{}\n  {}\n  its worker's log about it:\n    {}",
                     r.case.name,
                     side,
                     o.identical,
                     o.compared,
                     o.bytes_identical,
                     o.bytes_checked,
-                    detail
+                    detail,
+                    lines.join("\n    ")
                 ));
             }
             total.add(Outcome {
