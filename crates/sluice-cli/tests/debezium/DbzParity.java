@@ -5,7 +5,10 @@
 // headers through SimpleHeaderConverter.
 //
 // Usage: java DbzParity ENGINES.tsv
-//   Each line of ENGINES.tsv: <connector .properties file> TAB <output .jsonl file>.
+//   Each line of ENGINES.tsv: <connector .properties file> TAB <output .jsonl file> [TAB count].
+//   With "count" (a benchmark peer), records are converted as always but not written: the output
+//   file holds "records=N first_ms=T last_ms=T" (wall clock of the first and the last record),
+//   replaced after every batch.
 //   Each engine writes one line per record to its output:
 //     {"topic":"...","key":<key JSON bytes or null>,"value":<value JSON bytes or null>[,"headers":[...]]}
 //   key and value are the converter's bytes embedded verbatim (a tombstone's value is null); a
@@ -43,10 +46,13 @@ public class DbzParity {
         volatile String message;
         long count;
         boolean snapshotDone;
+        final boolean countOnly;
+        long firstMs, lastMs;
 
-        Engine(String propsFile, String outFile) {
+        Engine(String propsFile, String outFile, boolean countOnly) {
             this.propsFile = propsFile;
             this.outFile = outFile;
+            this.countOnly = countOnly;
         }
     }
 
@@ -59,11 +65,12 @@ public class DbzParity {
         for (String line : Files.readAllLines(Paths.get(args[0]), StandardCharsets.UTF_8)) {
             if (line.isBlank()) continue;
             String[] parts = line.split("\t");
-            if (parts.length != 2) {
+            boolean count = parts.length == 3 && parts[2].equals("count");
+            if (parts.length != 2 && !count) {
                 System.err.println("bad line in " + args[0] + ": " + line);
                 System.exit(2);
             }
-            engines.add(new Engine(parts[0], parts[1]));
+            engines.add(new Engine(parts[0], parts[1], count));
         }
         ExecutorService exec = Executors.newCachedThreadPool(r -> {
             Thread t = new Thread(r, "dbz-engine");
@@ -120,7 +127,9 @@ public class DbzParity {
         e.keyConv.configure(keyConf, true);
         e.valueConv.configure(valueConf, false);
         e.headerConv.configure(new HashMap<>());
-        e.out = new BufferedOutputStream(new FileOutputStream(e.outFile), 1 << 16);
+        e.out = e.countOnly
+                ? new BufferedOutputStream(OutputStream.nullOutputStream())
+                : new BufferedOutputStream(new FileOutputStream(e.outFile), 1 << 16);
 
         DebeziumEngine.ChangeConsumer<RecordChangeEvent<SourceRecord>> consumer = (records, committer) -> {
             synchronized (e) {
@@ -130,10 +139,16 @@ public class DbzParity {
                     // called for every record; JsonConverter gives null for a tombstone's value.
                     byte[] k = e.keyConv.fromConnectData(r.topic(), r.keySchema(), r.key());
                     byte[] v = e.valueConv.fromConnectData(r.topic(), r.valueSchema(), r.value());
-                    try {
-                        write(e, r, k, v);
-                    } catch (IOException x) {
-                        throw new UncheckedIOException(x);
+                    if (e.countOnly) {
+                        long now = System.currentTimeMillis();
+                        if (e.count == 0) e.firstMs = now;
+                        e.lastMs = now;
+                    } else {
+                        try {
+                            write(e, r, k, v);
+                        } catch (IOException x) {
+                            throw new UncheckedIOException(x);
+                        }
                     }
                     e.count++;
                     committer.markProcessed(ev);
@@ -144,6 +159,13 @@ public class DbzParity {
                 }
                 try {
                     e.out.flush();
+                    if (e.countOnly) {
+                        Path tmp = Paths.get(e.outFile + ".tmp");
+                        Files.write(tmp, String.format(Locale.ROOT, "records=%d first_ms=%d last_ms=%d%n",
+                                e.count, e.firstMs, e.lastMs).getBytes(StandardCharsets.UTF_8));
+                        Files.move(tmp, Paths.get(e.outFile), StandardCopyOption.REPLACE_EXISTING,
+                                StandardCopyOption.ATOMIC_MOVE);
+                    }
                     if (e.snapshotDone) {
                         Files.write(Paths.get(e.outFile + ".snapshot-done"), new byte[0]);
                     }
