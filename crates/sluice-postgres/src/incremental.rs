@@ -76,6 +76,13 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Passes on to the next table.
+    fn next_table(&mut self) {
+        self.tables.pop_front();
+        self.last_key = None;
+        self.max_key = None;
+    }
+
     /// The progress stored in an offset, if any.
     pub fn from_offset(o: &serde_json::Map<String, Json>) -> Option<Progress> {
         let v = o.get(OFFSET_KEY)?;
@@ -269,9 +276,7 @@ impl Incremental {
         let p = self.progress.as_mut()?;
         if w.last_chunk {
             tracing::info!("incremental snapshot {}: table {} done", p.id, w.schema.id);
-            p.tables.pop_front();
-            p.last_key = None;
-            p.max_key = None;
+            p.next_table();
         } else {
             p.last_key = w.last_key;
         }
@@ -306,9 +311,7 @@ impl Incremental {
                 return Ok(());
             };
             let Some(schema) = load_schema(cfg, control, registry, &target.table).await? else {
-                p.tables.pop_front();
-                p.last_key = None;
-                p.max_key = None;
+                p.next_table();
                 continue;
             };
             let key_cols = match chunk_key(&schema, &target) {
@@ -319,9 +322,7 @@ impl Incremental {
                         p.id,
                         target.table
                     );
-                    p.tables.pop_front();
-                    p.last_key = None;
-                    p.max_key = None;
+                    p.next_table();
                     continue;
                 }
             };
@@ -333,8 +334,7 @@ impl Incremental {
                         p.id,
                         target.table
                     );
-                    p.tables.pop_front();
-                    p.last_key = None;
+                    p.next_table();
                     continue;
                 }
                 tracing::info!("incremental snapshot {}: reading {}", p.id, target.table);

@@ -239,16 +239,7 @@ impl ChangeStream {
             .context("reading the server version")?
             .get(0);
         let at = self.last_commit_end;
-        let offset = self.with_progress(self.events.stream_offset(
-            at,
-            at,
-            self.seq_last_commit,
-            at,
-            0,
-            crate::events::now_micros(),
-            "COMMIT",
-            None,
-        ));
+        let offset = self.resume_offset();
         let started = std::time::Instant::now();
         let stats = crate::snapshot::run(
             &self.cfg,
@@ -273,6 +264,22 @@ impl ChangeStream {
             started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// The offset of everything handled so far, between transactions: a
+    /// restart resumes after the last complete transaction.
+    fn resume_offset(&self) -> Arc<sluice_core::SourceOffset> {
+        let at = self.last_commit_end;
+        self.with_progress(self.events.stream_offset(
+            at,
+            at,
+            self.seq_last_commit,
+            at,
+            0,
+            crate::events::now_micros(),
+            "COMMIT",
+            None,
+        ))
     }
 
     /// An offset with the incremental snapshot's progress, when one runs.
@@ -517,17 +524,7 @@ impl ChangeStream {
         };
         let mut batch = Vec::with_capacity(chunk.rows.len() + 1);
         chunk_events(&self.events, chunk, &pos, &mut batch);
-        let at = self.last_commit_end;
-        let off = self.with_progress(self.events.stream_offset(
-            at,
-            at,
-            self.seq_last_commit,
-            at,
-            0,
-            crate::events::now_micros(),
-            "COMMIT",
-            None,
-        ));
+        let off = self.resume_offset();
         match batch.last_mut() {
             Some(last) => last.offset = Some(off),
             None => batch.push(SourceRecord::offset_only(off)),
