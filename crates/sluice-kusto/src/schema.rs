@@ -150,16 +150,14 @@ fn json_path(name: &str) -> String {
 /// the same name: `[{"column":"c","Properties":{"path":"$.c"}},...]`, with
 /// `$['name']` paths for names that are not plain identifiers.
 pub fn json_mapping(columns: &[(String, &'static str)]) -> String {
-    let items: Vec<serde_json::Value> = columns
+    json_mapping_routed(&same_name_routes(columns))
+}
+
+fn same_name_routes(columns: &[(String, &'static str)]) -> Vec<(String, String)> {
+    columns
         .iter()
-        .map(|(name, _)| {
-            serde_json::json!({
-                "column": name,
-                "Properties": {"path": json_path(name)},
-            })
-        })
-        .collect();
-    serde_json::Value::Array(items).to_string()
+        .map(|(name, _)| (name.clone(), name.clone()))
+        .collect()
 }
 
 /// A JSON mapping whose columns take the values of fields of other names:
@@ -292,12 +290,7 @@ pub fn create_mapping_command(
     mapping_name: &str,
     columns: &[(String, &'static str)],
 ) -> String {
-    format!(
-        ".create-or-alter table {} ingestion json mapping '{}' '{}'",
-        quoted_name(table),
-        escape_single_quoted(mapping_name),
-        escape_single_quoted(&json_mapping(columns))
-    )
+    create_routed_mapping_command(table, mapping_name, &same_name_routes(columns))
 }
 
 /// The value schema of a record (None for schemaless values and
