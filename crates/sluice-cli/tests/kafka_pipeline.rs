@@ -402,3 +402,53 @@ async fn bench_streaming_through_kafka() {
     );
     p.stop();
 }
+
+/// After a kill -9, a worker with `consumer.group.instance.id` set (static
+/// membership) restarts and its sink consumer takes its partitions back
+/// at once, as the same member, not after the dead member's session times
+/// out. The session timeout here is 40 s: a rejoin that waited for it
+/// would take longer than that (about 80 s measured without the setting;
+/// 25 s with it, most of it the test broker's wait for more members).
+/// Prints the gap from the kill to the first new record in the sink.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_worker_reads_its_sink_partitions_at_once() {
+    let tansu = Tansu::start();
+    let (db, pg) = fresh_db("kafkatakeover").await;
+    pg.batch_execute(ORDERS).await.unwrap();
+    insert(&pg, 3).await;
+    let mut p = Pipeline::new(&db, &[]);
+    let rest = free_port();
+    over_kafka(&p, &tansu.bootstrap(), rest);
+    let worker = p.path("worker.properties");
+    let w = std::fs::read_to_string(&worker)
+        .unwrap()
+        .replace(
+            "consumer.session.timeout.ms=6000",
+            "consumer.session.timeout.ms=40000",
+        )
+        .replace(
+            "consumer.heartbeat.interval.ms=500",
+            "consumer.heartbeat.interval.ms=3000\nconsumer.group.instance.id=worker-a\n",
+        );
+    std::fs::write(worker, w).unwrap();
+    p.start();
+    p.wait_until("the snapshot via Kafka", LONG, |r| events(r).len() >= 3);
+    insert(&pg, 1).await;
+    p.wait_until("a streamed row", LONG, |r| events(r).len() >= 4);
+
+    p.kill9();
+    let killed = Instant::now();
+    p.start();
+    insert(&pg, 1).await;
+    p.wait_until("the row inserted after the restart", LONG, |r| {
+        events(r).iter().any(|(id, _, _)| *id == 5)
+    });
+    let gap = killed.elapsed();
+    eprintln!("takeover gap after kill -9 (restart to the sink's next record): {gap:?}");
+    assert!(
+        gap < Duration::from_secs(40),
+        "the restarted sink waited {gap:?} for its partitions (session timeout 40 s)\n{}",
+        tail(&p.log_text(), 40)
+    );
+    assert!(p.stop().is_some());
+}

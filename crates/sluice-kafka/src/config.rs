@@ -727,6 +727,23 @@ mod tests {
     }
 
     #[test]
+    fn static_member_ids_are_per_member_legal_and_opt_in() {
+        use crate::consumer::static_member_id;
+        let plain = KafkaConfig::from_worker_props(&Props::new()).unwrap();
+        assert_eq!(static_member_id(&plain, "connect-s-0"), None);
+        let on = KafkaConfig::from_worker_props(&props(&[("consumer.group.instance.id", "dc1")]))
+            .unwrap();
+        assert_eq!(
+            static_member_id(&on, "connect-my sink/x-0").as_deref(),
+            Some("dc1-connect-my_sink_x-0")
+        );
+        let off =
+            KafkaConfig::from_worker_props(&props(&[("consumer.group.instance.id", "")])).unwrap();
+        assert_eq!(static_member_id(&off, "connect-s-1"), None);
+        assert_eq!(static_member_id(&on, &"x".repeat(250)), None);
+    }
+
+    #[test]
     fn defaults_and_scram() {
         let cfg = KafkaConfig::from_worker_props(&Props::new()).unwrap();
         assert_eq!(cfg.bootstrap(), DEFAULT_BOOTSTRAP);

@@ -44,6 +44,37 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("queued.max.messages.kbytes", "16384"),
 ];
 
+/// The `group.instance.id` (KIP-345 static membership) of the member
+/// `name` (a sink task, a worker): `<prefix>-<name>` when the user set
+/// `consumer.group.instance.id=<prefix>`, so each member has its own id,
+/// and None (dynamic membership) when it is unset or empty.
+///
+/// A static member that restarts rejoins as the same member and gets its
+/// partitions back at once; a dynamic one waits until the coordinator
+/// times out the member it replaces (`session.timeout.ms`). The price: a
+/// member stopped for good keeps its partitions until that timeout, and
+/// the broker must expire static members (Kafka does; not every
+/// Kafka-compatible broker does), which is why it is not the default.
+pub fn static_member_id(cfg: &KafkaConfig, name: &str) -> Option<String> {
+    let prefix = cfg
+        .override_value(ClientRole::Consumer, "group.instance.id")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())?;
+    let id = format!("{prefix}-{name}");
+    // Kafka takes the characters of a topic name, at most 249 of them.
+    let id: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    (id.len() <= 249).then_some(id)
+}
+
 /// A topic partition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
@@ -387,8 +418,18 @@ impl Consumer {
             ("enable.auto.offset.store", "false"),
             ("enable.partition.eof", "false"),
         ]);
-        let inner: BaseConsumer<SinkContext> = cfg
-            .client_config(ClientRole::Consumer, CONSUMER_DEFAULTS, &fixed)
+        let mut config = cfg.client_config(ClientRole::Consumer, CONSUMER_DEFAULTS, &fixed);
+        // The user's `consumer.group.instance.id` is a prefix that the
+        // caller turns into this member's own id (see `static_member_id`);
+        // as it stands it would make every member one and fence them.
+        if !options
+            .settings
+            .iter()
+            .any(|(k, _)| k == "group.instance.id")
+        {
+            config.remove("group.instance.id");
+        }
+        let inner: BaseConsumer<SinkContext> = config
             .create_with_context(ctx)
             .map_err(Error::kafka("consumer creation"))?;
         let bootstrap = cfg.bootstrap().to_string();

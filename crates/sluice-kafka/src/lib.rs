@@ -62,8 +62,8 @@ pub mod reader;
 pub use admin::{Admin, TopicState, COMPACTED};
 pub use config::{parse_jaas, ClientRole, JaasLogin, KafkaConfig};
 pub use consumer::{
-    CommitOffsets, Consumer, ConsumerEvent, ConsumerOptions, Revocation, Subscription,
-    TopicPartition, CONSUMER_DEFAULTS,
+    static_member_id, CommitOffsets, Consumer, ConsumerEvent, ConsumerOptions, Revocation,
+    Subscription, TopicPartition, CONSUMER_DEFAULTS,
 };
 pub use error::{Error, Result};
 pub use producer::{

@@ -68,7 +68,7 @@ impl Distributed {
         use anyhow::Context as _;
         let (kafka, grace) = (Arc::clone(&self.kafka), self.grace);
         let d = &self.topics.config;
-        let options = sluice_kafka::ConsumerOptions {
+        let mut options = sluice_kafka::ConsumerOptions {
             // Incremental cooperative rebalancing, as Kafka Connect's
             // workers do: when a worker joins or leaves, only the moved
             // partitions' tasks stop and start; the sticky assignment deals
@@ -93,6 +93,14 @@ impl Distributed {
             revoke_timeout: grace * 3 + std::time::Duration::from_secs(10),
             ..sluice_kafka::ConsumerOptions::default()
         };
+        // With `consumer.group.instance.id` set, a static member per worker:
+        // one restarted after a crash takes its tasks back at once instead
+        // of after the dead member's session.
+        if let Some(id) =
+            sluice_kafka::static_member_id(&kafka, &format!("{}-{worker_id}", d.group_id))
+        {
+            options.settings.push(("group.instance.id".to_string(), id));
+        }
         tracing::info!(group = %d.group_id, worker = %worker_id, "joining the worker group");
         let consumer = sluice_kafka::Consumer::join(
             &kafka,

@@ -36,8 +36,8 @@ use sluice_core::config::Props;
 use sluice_core::error::{definite, transient};
 use sluice_core::record::{Record, SourceOffset};
 use sluice_kafka::{
-    Admin, ClientRole, CommitOffsets, Consumer, ConsumerEvent, ConsumerOptions, Delivery,
-    KafkaConfig, Producer, Revocation, TransactionalProducer,
+    static_member_id, Admin, ClientRole, CommitOffsets, Consumer, ConsumerEvent, ConsumerOptions,
+    Delivery, KafkaConfig, Producer, Revocation, TransactionalProducer,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -235,11 +235,20 @@ impl Transport for KafkaTransport {
         let label = format!("sink connector '{}' task {}", spec.connector, spec.task_id);
         let config = client_overrides(&self.clients.config, &spec.props, ClientRole::Consumer)
             .map_err(definite)?;
+        // With `consumer.group.instance.id` set, a static member per task:
+        // a worker restarted after a crash reads its partitions at once.
+        let member = format!("connect-{}-{}", spec.connector, spec.task_id);
+        let options = ConsumerOptions {
+            settings: static_member_id(&config, &member)
+                .map(|id| vec![("group.instance.id".to_string(), id)])
+                .unwrap_or_default(),
+            ..ConsumerOptions::default()
+        };
         let consumer = Consumer::subscribe(
             &config,
             &spec.connector,
             consumer_subscription(&spec.subscription),
-            ConsumerOptions::default(),
+            options,
         )
         .await
         .map_err(|e| transient(anyhow::Error::new(e)))
