@@ -8,6 +8,13 @@ use std::sync::Arc;
 use crate::schema::SchemaRef;
 use crate::value::Value;
 
+/// The header a snapshot's final record (`source.snapshot` `last`) carries
+/// when tables of the snapshot had no rows: their topics, comma-separated
+/// (a comma is never part of a topic's name). Such a table has no record
+/// at all, so without it a sink that reconciles its tables with a snapshot
+/// could not tell that the rows it still has for them are gone.
+pub const SNAPSHOT_EMPTY_TOPICS_HEADER: &str = "sluice.snapshot.empty.topics";
+
 /// A record header (`org.apache.kafka.connect.header.Header`), already
 /// serialized.
 #[derive(Debug, Clone, PartialEq)]

@@ -96,9 +96,17 @@
 //!   `SELECT max(generation) FROM __sluice_snapshots WHERE table_name = 't'
 //!   AND state = 'complete'`.
 //!
-//! Limits: a table that had no rows at the source when the snapshot read
-//! it produces no record at all, so its DuckDB table keeps the rows it had.
-//! Records unwrapped by `ExtractNewRecordState` carry no snapshot markers
+//! A table that had no rows at the source when the snapshot read it
+//! produces no record at all: the snapshot's last record names its topic
+//! in the header [`SNAPSHOT_EMPTY_TOPICS_HEADER`], and its upsert table
+//! is emptied in the same transaction (`method` `empty` in
+//! `__sluice_snapshots`), unless a change streamed after the snapshot was
+//! already written to it (its rows are then kept, with a warning). A read
+//! of an older snapshot that arrives after the table's newer one completed
+//! is stale and not written.
+//!
+//! Limits: a snapshot in which no table has a row has no record to carry
+//! that header, so its tables keep the rows they had. Records unwrapped by `ExtractNewRecordState` carry no snapshot markers
 //! and are upserted as before. A table whose snapshot arrives through
 //! several partitions (a topic with more than one) cannot tell its end
 //! from the order of its records: it is upserted, with a warning, and
@@ -155,7 +163,7 @@ pub mod stores;
 pub mod types;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -164,12 +172,12 @@ use async_trait::async_trait;
 use sluice_core::config::{ConfigDef, ConfigError, ConfigErrors, ConfigKey, ConfigType, Props};
 use sluice_core::connector::{ConnectorKind, ConnectorPlugin, SinkContext, SinkTask};
 use sluice_core::error::{definite, transient};
-use sluice_core::record::SinkRecord;
+use sluice_core::record::{SinkRecord, SNAPSHOT_EMPTY_TOPICS_HEADER};
 use sluice_core::schema::{Schema, SchemaRef, SchemaType};
 use sluice_core::value::Value;
 
 use mapping::{Mapping, Mode};
-use snapshot::Tracker;
+use snapshot::{NotEmptied, Tracker};
 use types::Cell;
 use writer::{Batch, Layout, Origin, Position, Row, RowKind, RowRejected, Writer};
 
@@ -265,6 +273,7 @@ impl ConnectorPlugin for DuckDbSink {
             committed: HashMap::new(),
             seen: HashMap::new(),
             skipped: 0,
+            stale_reads: 0,
             tombstones: 0,
             rejected: 0,
             layouts: HashMap::new(),
@@ -284,6 +293,43 @@ struct Settings {
     tolerate: bool,
     /// `duckdb.type.incompatible=varchar`.
     incompatible_to_text: bool,
+    /// The topics the connector reads (`topics` / `topics.regex`): a
+    /// snapshot's empty tables are emptied only among them.
+    reads: Reads,
+}
+
+/// `topics` or `topics.regex`, as the worker subscribes.
+enum Reads {
+    Topics(HashSet<String>),
+    /// Matched against whole names, as Java's `Pattern.matches`.
+    Regex(Option<regex::Regex>),
+}
+
+impl Reads {
+    fn from_props(props: &Props) -> Reads {
+        match props
+            .get("topics.regex")
+            .map(|r| r.trim())
+            .filter(|r| !r.is_empty())
+        {
+            // The worker validated the pattern; one it cannot take here
+            // matches nothing.
+            Some(r) => Reads::Regex(regex::Regex::new(&format!("^(?:{r})$")).ok()),
+            None => Reads::Topics(
+                props
+                    .get("topics")
+                    .map(|t| t.split(',').map(|s| s.trim().to_owned()).collect())
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    fn matches(&self, topic: &str) -> bool {
+        match self {
+            Reads::Topics(t) => t.contains(topic),
+            Reads::Regex(r) => r.as_ref().is_some_and(|r| r.is_match(topic)),
+        }
+    }
 }
 
 impl Settings {
@@ -370,6 +416,7 @@ impl Settings {
                 flush_interval,
                 dedup,
                 tolerate: get("errors.tolerance").as_deref() == Some("all"),
+                reads: Reads::from_props(props),
             })
         } else {
             Err(ConfigErrors(errors))
@@ -404,6 +451,8 @@ struct DuckDbSinkTask {
     /// The last position seen per partition (for ordinals), written or not.
     seen: HashMap<PartitionKey, Position>,
     skipped: u64,
+    /// Reads of a snapshot older than the table's latest complete one.
+    stale_reads: u64,
     tombstones: u64,
     /// Records DuckDB refused and `errors.tolerance=all` skipped.
     rejected: u64,
@@ -475,11 +524,12 @@ impl DuckDbSinkTask {
         let path = self.settings.path.clone();
         let connector = self.ctx.connector.clone();
         let to_text = self.settings.incompatible_to_text;
-        let (writer, positions, open) = tokio::task::spawn_blocking(move || {
+        let (writer, positions, (open, completed)) = tokio::task::spawn_blocking(move || {
             let w = Writer::open(&path, &connector, to_text)?;
             let p = w.positions()?;
             let o = w.open_snapshots()?;
-            anyhow::Ok((w, p, o))
+            let c = w.completed_snapshots()?;
+            anyhow::Ok((w, p, (o, c)))
         })
         .await
         .context("DuckDB writer thread")?
@@ -497,7 +547,7 @@ impl DuckDbSinkTask {
                 s.rows
             );
         }
-        self.tracker = Tracker::resume(&open);
+        self.tracker = Tracker::resume(&open, &completed);
         let w = Arc::new(Mutex::new(writer));
         self.writer = Some(Arc::clone(&w));
         Ok(w)
@@ -672,6 +722,12 @@ impl DuckDbSinkTask {
             event.meta.snapshot.as_deref(),
             event.meta.lsn,
         );
+        if steps.stale {
+            // A read of an older snapshot than the table's latest complete
+            // one, arriving late: the newer snapshot superseded it.
+            self.stale_reads += 1;
+            return Ok(());
+        }
         for c in steps.before {
             self.batch.control(c);
         }
@@ -692,12 +748,68 @@ impl DuckDbSinkTask {
         for c in steps.after {
             self.batch.control(c);
         }
+        if event.meta.snapshot.as_deref() == Some("last") {
+            if let Some(generation) = event.meta.lsn {
+                self.empty_tables(r, generation);
+            }
+        }
         if let Some(pos) = position {
             self.batch.positions.insert(pkey, pos);
         }
         self.buffered += 1;
         self.oldest.get_or_insert_with(Instant::now);
         Ok(())
+    }
+
+    /// The snapshot `generation` ends with `r`, whose header names the
+    /// topics of tables it read without a row: their upsert tables are
+    /// emptied in the same transaction, unless a change streamed after the
+    /// snapshot was already written to one (then its rows are kept, with
+    /// a warning: which of them the source still has cannot be told).
+    fn empty_tables(&mut self, r: &SinkRecord, generation: i64) {
+        let Some(topics) = r
+            .headers
+            .iter()
+            .find(|h| h.key == SNAPSHOT_EMPTY_TOPICS_HEADER)
+            .and_then(|h| h.value.as_deref())
+            .and_then(|v| std::str::from_utf8(v).ok())
+        else {
+            return;
+        };
+        for topic in topics.split(',').filter(|t| !t.is_empty()) {
+            let target = self.settings.mapping.target(topic);
+            if target.mode != Mode::Upsert || !self.settings.reads.matches(topic) {
+                continue;
+            }
+            // A change of the topic's partitions past the snapshot, already
+            // written or in this batch.
+            let streamed_past = self
+                .committed
+                .iter()
+                .chain(self.seen.iter())
+                .filter(|((t, _), _)| t.as_ref() == topic)
+                .any(
+                    |(_, p)| matches!(p, Position::Source(c, l, 1, _) if (*c).max(*l) > generation),
+                );
+            let steps = if streamed_past {
+                Err(NotEmptied::StreamedPast(generation))
+            } else {
+                self.tracker.emptied(&target.table, generation)
+            };
+            match steps {
+                Ok(steps) => {
+                    for c in steps {
+                        self.batch.control(c);
+                    }
+                }
+                Err(NotEmptied::ReadInSnapshot) => {}
+                Err(NotEmptied::StreamedPast(_)) => tracing::warn!(
+                    connector = %self.ctx.connector,
+                    "DuckDB sink: snapshot {generation} read table '{}' without a row, but changes streamed after it were written first; its rows are kept (any the source no longer has stay until its next snapshot)",
+                    target.table
+                ),
+            }
+        }
     }
 
     async fn write(&mut self) -> anyhow::Result<()> {
@@ -714,6 +826,14 @@ impl DuckDbSinkTask {
                 "DuckDB sink: records at or below the stored positions were already written; not written again"
             );
             self.skipped = 0;
+        }
+        if self.stale_reads > 0 {
+            tracing::info!(
+                connector = %self.ctx.connector,
+                stale = self.stale_reads,
+                "DuckDB sink: reads of an earlier snapshot than the table's latest complete one arrived late; not written"
+            );
+            self.stale_reads = 0;
         }
         if self.tombstones > 0 {
             tracing::debug!(

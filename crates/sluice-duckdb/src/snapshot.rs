@@ -41,6 +41,9 @@ pub(crate) enum Control {
     /// The snapshot did not complete but changes stream: its rows are
     /// upserted into the table, nothing is removed.
     Merge { table: String, generation: i64 },
+    /// The complete snapshot read the table's source without a row (the
+    /// snapshot's final record says so): every row the table has is gone.
+    Empty { table: String, generation: i64 },
 }
 
 impl Control {
@@ -49,7 +52,8 @@ impl Control {
             Control::Open { table, .. }
             | Control::Complete { table, .. }
             | Control::Abandon { table, .. }
-            | Control::Merge { table, .. } => table,
+            | Control::Merge { table, .. }
+            | Control::Empty { table, .. } => table,
         }
     }
 }
@@ -90,6 +94,19 @@ pub(crate) struct Steps {
     pub before: Vec<Control>,
     /// After it.
     pub after: Vec<Control>,
+    /// A read of a snapshot older than one the table completed since (it
+    /// arrived late, through another partition): its row is stale and is
+    /// not written.
+    pub stale: bool,
+}
+
+/// Why an emptied table is not emptied.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NotEmptied {
+    /// Reads of it in this very snapshot arrived: not empty after all.
+    ReadInSnapshot,
+    /// A change streamed after the snapshot was already written to it.
+    StreamedPast(i64),
 }
 
 /// The snapshots in progress, per table.
@@ -99,6 +116,11 @@ pub(crate) struct Tracker {
     /// (table, generation) seen from its middle or from several partitions:
     /// written without reconciliation.
     unreconciled: HashSet<(String, i64)>,
+    /// Per table, the latest snapshot it completed: reads of older ones
+    /// are stale.
+    completed: HashMap<String, i64>,
+    /// Per table, the highest LSN of a streamed change written.
+    streamed: HashMap<String, i64>,
 }
 
 /// Whether a `source.snapshot` value marks a snapshot read.
@@ -110,9 +132,13 @@ fn is_snapshot_marker(m: &str) -> bool {
 }
 
 impl Tracker {
-    /// Resumes the snapshots stored as open.
-    pub(crate) fn resume(stored: &[OpenSnapshot]) -> Tracker {
-        let mut t = Tracker::default();
+    /// Resumes the snapshots stored as open, with each table's latest
+    /// complete one.
+    pub(crate) fn resume(stored: &[OpenSnapshot], completed: &[(String, i64)]) -> Tracker {
+        let mut t = Tracker {
+            completed: completed.iter().cloned().collect(),
+            ..Tracker::default()
+        };
         for s in stored {
             t.open.insert(
                 s.table.clone(),
@@ -147,7 +173,17 @@ impl Tracker {
             (Some("r"), Some(m), Some(g)) if is_snapshot_marker(m) => Some((m, g)),
             _ => None,
         };
+        if let Some((_, g)) = read {
+            if self.completed.get(table).is_some_and(|done| g < *done) {
+                steps.stale = true;
+                return steps;
+            }
+        }
         let Some((marker, generation)) = read else {
+            if let Some(lsn) = generation {
+                let top = self.streamed.entry(table.to_owned()).or_insert(lsn);
+                *top = (*top).max(lsn);
+            }
             // A streamed change: the table's snapshot is over. One that
             // began with the snapshot's first record and got no other
             // had that row only; any other did not complete.
@@ -222,6 +258,7 @@ impl Tracker {
         }
         if matches!(marker, "last_in_data_collection" | "last") && self.open.remove(table).is_some()
         {
+            self.completed.insert(table.to_owned(), generation);
             steps.after.push(Control::Complete {
                 table: table.to_owned(),
                 generation,
@@ -240,6 +277,9 @@ impl Tracker {
             ended.sort_by(|a, b| a.0.cmp(&b.0));
             for (t, o) in ended {
                 self.open.remove(&t);
+                if o.generation == generation {
+                    self.completed.insert(t.clone(), generation);
+                }
                 steps.after.push(if o.generation == generation {
                     Control::Complete {
                         table: t,
@@ -255,6 +295,40 @@ impl Tracker {
             self.unreconciled.retain(|(_, g)| *g == generation);
         }
         steps
+    }
+
+    /// The steps for `table`, which the complete snapshot `generation` read
+    /// without a row (its final record said so), or why there is none.
+    pub(crate) fn emptied(
+        &mut self,
+        table: &str,
+        generation: i64,
+    ) -> Result<Vec<Control>, NotEmptied> {
+        if self.completed.get(table) == Some(&generation)
+            || self
+                .open
+                .get(table)
+                .is_some_and(|o| o.generation == generation)
+        {
+            return Err(NotEmptied::ReadInSnapshot);
+        }
+        if let Some(lsn) = self.streamed.get(table).filter(|l| **l > generation) {
+            return Err(NotEmptied::StreamedPast(*lsn));
+        }
+        let mut steps = Vec::new();
+        if let Some(o) = self.open.remove(table) {
+            // An older snapshot of it, still open, never completed.
+            steps.push(Control::Abandon {
+                table: table.to_owned(),
+                generation: o.generation,
+            });
+        }
+        self.completed.insert(table.to_owned(), generation);
+        steps.push(Control::Empty {
+            table: table.to_owned(),
+            generation,
+        });
+        Ok(steps)
     }
 }
 
@@ -297,6 +371,7 @@ mod tests {
                 Control::Complete { table, .. } => format!("complete {table}"),
                 Control::Abandon { table, .. } => format!("abandon {table}"),
                 Control::Merge { table, .. } => format!("merge {table}"),
+                Control::Empty { table, .. } => format!("empty {table}"),
             })
             .collect()
     }
@@ -360,5 +435,38 @@ mod tests {
         let mut tr = Tracker::default();
         assert!(names(&read(&mut tr, "a", "true", 100).before).is_empty());
         assert!(names(&read(&mut tr, "a", "last", 100).after).is_empty());
+    }
+
+    #[test]
+    fn a_table_the_snapshot_found_empty_is_emptied_unless_read_or_streamed_past() {
+        let mut tr = Tracker::default();
+        read(&mut tr, "a", "first", 100);
+        read(&mut tr, "a", "last", 100);
+        assert_eq!(names(&tr.emptied("e", 100).unwrap()), ["empty e"]);
+        // Read in this snapshot after all: not empty.
+        assert_eq!(tr.emptied("a", 100), Err(NotEmptied::ReadInSnapshot));
+        // A change past the snapshot was written first: kept.
+        let mut tr = Tracker::default();
+        stream(&mut tr, "e");
+        assert_eq!(tr.emptied("e", 100), Err(NotEmptied::StreamedPast(900)));
+        // An older snapshot of it still open is abandoned first.
+        let mut tr = Tracker::default();
+        read(&mut tr, "e", "first", 50);
+        assert_eq!(
+            names(&tr.emptied("e", 100).unwrap()),
+            ["abandon e", "empty e"]
+        );
+    }
+
+    #[test]
+    fn reads_of_a_snapshot_older_than_the_tables_complete_one_are_stale() {
+        let mut tr = Tracker::resume(&[], &[("e".to_string(), 100)]);
+        assert!(read(&mut tr, "e", "first", 50).stale);
+        assert!(read(&mut tr, "e", "true", 50).stale);
+        assert!(!read(&mut tr, "e", "first", 200).stale);
+        let mut tr = Tracker::default();
+        tr.emptied("e", 100).unwrap();
+        assert!(read(&mut tr, "e", "last", 60).stale);
+        assert!(stream(&mut tr, "e").before.is_empty());
     }
 }

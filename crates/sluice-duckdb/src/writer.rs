@@ -441,6 +441,17 @@ impl Writer {
         Ok(out)
     }
 
+    /// Per table, the latest snapshot of this connector that completed.
+    pub(crate) fn completed_snapshots(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT table_name, max(generation) FROM {SNAPSHOTS} WHERE connector = ? AND state = 'complete' GROUP BY table_name"
+        ))?;
+        let rows = stmt.query_map(params![self.connector], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// This connector's snapshots that have begun and not ended.
     pub(crate) fn open_snapshots(&self) -> anyhow::Result<Vec<OpenSnapshot>> {
         let mut stmt = self.conn.prepare(&format!(
@@ -691,6 +702,24 @@ impl Writer {
                         Method::Direct | Method::Append => format!("its {} rows stay in the table", p.rows),
                     }
                 );
+            }
+            Control::Empty { table, generation } => {
+                let removed = if self.columns(table)?.is_some() {
+                    self.conn
+                        .execute(&format!("DELETE FROM {}", ident(table)), [])?
+                        as u64
+                } else {
+                    0
+                };
+                self.conn.execute(
+                    &format!("INSERT OR REPLACE INTO {SNAPSHOTS} VALUES (?, ?, ?, NULL, NULL, 'upsert', 'empty', NULL, 'complete', 0, ?, now()::TIMESTAMP, now()::TIMESTAMP)"),
+                    params![self.connector, table, generation, removed as i64],
+                )?;
+                tracing::info!(
+                    connector = %self.connector,
+                    "DuckDB sink: snapshot {generation} read table '{table}' without a row: {removed} rows that the source no longer has were removed"
+                );
+                report.completed.push((table.clone(), 0, removed));
             }
             Control::Merge { table, generation } => {
                 let Some(p) = snapshots.remove(table.as_str()) else {

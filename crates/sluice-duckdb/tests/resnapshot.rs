@@ -320,6 +320,76 @@ async fn a_snapshot_taken_again_after_a_kill_removes_rows_deleted_meanwhile() {
     );
 }
 
+/// A table emptied at the source while the worker was down has no record
+/// in the next snapshot: the snapshot's last record names it, and its
+/// DuckDB table is emptied in the same transaction, while a change
+/// streamed into it after the snapshot stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_emptied_while_down_is_emptied_by_the_next_snapshot() {
+    let c = sluice_testkit::shared();
+    let db = c.create_database("emptied").await.expect("create database");
+    let mut pg = c.connect(&db).await.expect("connect");
+    pg.batch_execute(
+        "CREATE TABLE a (id int4 PRIMARY KEY, v text);
+         INSERT INTO a SELECT g, 'a' || g FROM generate_series(1, 50) g;
+         CREATE TABLE gone (id int4 PRIMARY KEY, v text);
+         INSERT INTO gone SELECT g, 'g' || g FROM generate_series(1, 40) g;
+         CREATE TABLE never (id int4 PRIMARY KEY, v text);",
+    )
+    .await
+    .expect("schema");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let duck = d.join("sink.duckdb");
+    configure(d, &db, c.port(), &duck, json!({}));
+    let w = start(d);
+    assert!(
+        wait_duck(&duck, "SELECT count(*)::VARCHAR FROM gone", "40").await,
+        "the first snapshot never reached DuckDB: {}",
+        state(d, &duck)
+    );
+    commit(&mut pg, "INSERT INTO gone VALUES (41, 'streamed');").await;
+    assert!(wait_duck(&duck, "SELECT count(*)::VARCHAR FROM gone", "41").await);
+    w.kill();
+
+    // While the worker is down: the table emptied, one row of the other
+    // deleted; the restart takes a new snapshot.
+    pg.batch_execute("DELETE FROM gone; DELETE FROM a WHERE id = 7;")
+        .await
+        .expect("changes while down");
+    let source = d.join("source.json");
+    let mut cfg: Json =
+        serde_json::from_slice(&std::fs::read(&source).expect("read")).expect("json");
+    cfg["config"]["snapshot.mode"] = json!("always");
+    std::fs::write(&source, cfg.to_string()).expect("write");
+    let w = start(d);
+    let emptied = wait_duck(&duck, "SELECT count(*)::VARCHAR FROM gone", "0").await;
+    commit(&mut pg, "INSERT INTO gone VALUES (100, 'after');").await;
+    commit(&mut pg, "INSERT INTO a VALUES (1000, 'after');").await;
+    assert!(emptied, "the emptied table never was: {}", state(d, &duck));
+    let caught_up = wait_duck(&duck, "SELECT v FROM a WHERE id = 1000", "after").await;
+    w.kill();
+    assert!(
+        caught_up,
+        "the change after the snapshot never reached DuckDB: {}",
+        state(d, &duck)
+    );
+    for table in ["a", "gone"] {
+        assert_eq!(
+            duck_rows(&duck, table),
+            pg_rows(&pg, table).await,
+            "rows of {table}; {}",
+            state(d, &duck)
+        );
+    }
+    assert_eq!(duck_rows(&duck, "gone"), ["100|after"]);
+    let emptied = strings(
+        &duck,
+        "SELECT method || ' ' || state || ' ' || removed FROM __sluice_snapshots WHERE table_name = 'gone' AND method = 'empty'",
+    );
+    assert_eq!(emptied, ["empty complete 41"], "{}", state(d, &duck));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_widened_column_takes_values_the_old_type_could_not_hold() {
     let c = sluice_testkit::shared();

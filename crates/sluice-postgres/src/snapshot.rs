@@ -146,6 +146,8 @@ pub async fn run(
     // known when its readers finish, and the record that completes the
     // snapshot (offset `last_snapshot_record`) only at the very end.
     let mut held: Option<SourceRecord> = None;
+    // Tables read without a row: the final record names their topics.
+    let mut empty_topics: Vec<String> = Vec::new();
     let lsn = job.lsn;
     let table_count = job.tables.len();
     let streaming = job.streaming.clone();
@@ -250,6 +252,9 @@ pub async fn run(
             held = Some(last);
         }
         tracing::info!("snapshot of {}: {table_rows} rows", table.id);
+        if table_rows == 0 {
+            empty_topics.push(table.topic.to_string());
+        }
         stats.rows += table_rows;
         stats.tables += 1;
     }
@@ -262,6 +267,12 @@ pub async fn run(
             .find(|t| t.topic == h.topic)
             .and_then(|t| snapshot_field(t));
         mark(&mut h, idx, "last");
+        if !empty_topics.is_empty() {
+            h.headers.push(sluice_core::record::Header {
+                key: sluice_core::record::SNAPSHOT_EMPTY_TOPICS_HEADER.to_string(),
+                value: Some(empty_topics.join(",").into_bytes()),
+            });
+        }
         h.offset = Some(offset(true));
         sender.send(vec![h]).await?;
     } else {
