@@ -20,16 +20,25 @@ pub const BODY_PREFIX: usize = 12;
 /// Appends the frame of `payload` (holding `count` records from
 /// `base_offset` on) to `out`.
 pub fn encode(out: &mut Vec<u8>, base_offset: i64, count: u32, payload: &[u8]) {
-    let body_len = BODY_PREFIX + payload.len();
-    out.reserve(HEADER + body_len);
-    let start = out.len();
-    out.extend_from_slice(&(body_len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&base_offset.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
+    out.reserve(HEADER + BODY_PREFIX + payload.len());
+    out.extend_from_slice(&head(base_offset, count, payload));
     out.extend_from_slice(payload);
-    let crc = crc32fast::hash(&out[start + HEADER..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The bytes of the frame of `payload` before the payload itself (its
+/// checksum covers the payload), so that a large payload can be written
+/// after them without being copied into one buffer.
+pub fn head(base_offset: i64, count: u32, payload: &[u8]) -> [u8; HEADER + BODY_PREFIX] {
+    let body_len = BODY_PREFIX + payload.len();
+    let mut h = [0u8; HEADER + BODY_PREFIX];
+    h[0..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+    h[8..16].copy_from_slice(&base_offset.to_le_bytes());
+    h[16..20].copy_from_slice(&count.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&h[HEADER..]);
+    crc.update(payload);
+    h[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+    h
 }
 
 /// The largest payload a frame can hold.
@@ -131,7 +140,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("s.log");
         let mut bytes = Vec::new();
+        let mut split = head(10, 2, b"hello").to_vec();
+        split.extend_from_slice(b"hello");
         encode(&mut bytes, 10, 2, b"hello");
+        assert_eq!(bytes, split, "a frame written as head then payload");
         encode(&mut bytes, 12, 1, b"world!");
         let whole = bytes.len() as u64;
         std::fs::File::create(&path)

@@ -19,6 +19,11 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use crate::partition::{segment_name, PartitionState, SegmentMeta};
 use crate::{frame, sync_dir, Inner, LogError};
 
+/// Payloads up to this size are copied behind their frame's head and
+/// written in one call; larger ones are written after it from where they
+/// are.
+const COPY_PAYLOAD_BELOW: usize = 1 << 20;
+
 /// Requests waiting for the writer.
 const QUEUE: usize = 1024;
 /// Bytes of payload waiting for the writer.
@@ -248,19 +253,32 @@ impl Writer {
         buf.clear();
         let a = active(&self.inner, &mut self.active, &r.topic, r.partition)?;
         let base_offset = a.next;
-        frame::encode(&mut buf, base_offset, r.count, &r.payload);
-        if let Err(e) = a.file.write_all_at(&buf, a.len) {
-            // Whatever part of the frame reached the file is cut again.
-            let _ = a.file.set_len(a.len);
-            let path = a.path.clone();
-            self.buf = buf;
-            return Err(LogError::io(&path, "writing", e));
-        }
-        a.len += buf.len() as u64;
+        // A large payload is written after its frame's head, not copied
+        // next to it: a value of hundreds of MB costs no second copy, and
+        // the buffer kept between writes stays small.
+        let written = if r.payload.len() <= COPY_PAYLOAD_BELOW {
+            frame::encode(&mut buf, base_offset, r.count, &r.payload);
+            a.file.write_all_at(&buf, a.len).map(|()| buf.len())
+        } else {
+            let head = frame::head(base_offset, r.count, &r.payload);
+            a.file
+                .write_all_at(&head, a.len)
+                .and_then(|()| a.file.write_all_at(&r.payload, a.len + head.len() as u64))
+                .map(|()| head.len() + r.payload.len())
+        };
+        let len = match written {
+            Ok(len) => len,
+            Err(e) => {
+                // Whatever part of the frame reached the file is cut again.
+                let _ = a.file.set_len(a.len);
+                let path = a.path.clone();
+                self.buf = buf;
+                return Err(LogError::io(&path, "writing", e));
+            }
+        };
+        a.len += len as u64;
         a.next += i64::from(r.count);
-        self.inner
-            .used
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.inner.used.fetch_add(len as u64, Ordering::Relaxed);
         self.buf = buf;
         Ok(Appended {
             base_offset,

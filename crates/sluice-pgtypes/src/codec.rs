@@ -566,9 +566,12 @@ pub(crate) fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
             _ => None,
         }
     }
-    hex.chunks_exact(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
+    // Sized once: a value of hundreds of MB is not grown by doubling.
+    let mut out = Vec::with_capacity(hex.len() / 2);
+    for p in hex.chunks_exact(2) {
+        out.push(nibble(p[0])? << 4 | nibble(p[1])?);
+    }
+    Some(out)
 }
 
 fn encode_hex(bytes: &[u8]) -> String {
