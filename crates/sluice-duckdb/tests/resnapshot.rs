@@ -105,6 +105,26 @@ fn configure(dir: &Path, db: &str, port: u16, duck: &Path, extra_sink: Json) {
     .expect("write");
 }
 
+/// A database with `schema` applied, and a directory configured for a
+/// worker that streams it into `sink.duckdb` (`extra_sink` added to the
+/// sink's config).
+struct Setup {
+    pg: tokio_postgres::Client,
+    dir: tempfile::TempDir,
+    duck: std::path::PathBuf,
+}
+
+async fn setup(name: &str, schema: &str, extra_sink: Json) -> Setup {
+    let c = sluice_testkit::shared();
+    let db = c.create_database(name).await.expect("create database");
+    let pg = c.connect(&db).await.expect("connect");
+    pg.batch_execute(schema).await.expect("schema");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let duck = dir.path().join("sink.duckdb");
+    configure(dir.path(), &db, c.port(), &duck, extra_sink);
+    Setup { pg, dir, duck }
+}
+
 /// Opens the DuckDB file read-only (the sink's connection may be open).
 fn read_only(db: &Path) -> Option<Connection> {
     let config = duckdb::Config::default()
@@ -227,23 +247,20 @@ async fn a_snapshot_taken_again_after_a_kill_removes_rows_deleted_meanwhile() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let c = sluice_testkit::shared();
-    let db = c.create_database("resnap").await.expect("create database");
-    let mut pg = c.connect(&db).await.expect("connect");
-    pg.batch_execute(&format!(
-        "CREATE TABLE big (id int4 PRIMARY KEY, v text);
-         INSERT INTO big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, {rows}) g;
-         CREATE TABLE one (id int4 PRIMARY KEY, v text); INSERT INTO one VALUES (1, 'only');
-         CREATE TABLE small (id int4 PRIMARY KEY, v text);
-         INSERT INTO small SELECT g, 's' || g FROM generate_series(1, 300) g;"
-    ))
-    .await
-    .expect("schema");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let Setup { mut pg, dir, duck } = setup(
+        "resnap",
+        &format!(
+            "CREATE TABLE big (id int4 PRIMARY KEY, v text);
+             INSERT INTO big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, {rows}) g;
+             CREATE TABLE one (id int4 PRIMARY KEY, v text); INSERT INTO one VALUES (1, 'only');
+             CREATE TABLE small (id int4 PRIMARY KEY, v text);
+             INSERT INTO small SELECT g, 's' || g FROM generate_series(1, 300) g;"
+        ),
+        json!({}),
+    )
+    .await;
     let d = dir.path();
-    let duck = d.join("sink.duckdb");
     let offsets = d.join("offsets.json");
-    configure(d, &db, c.port(), &duck, json!({}));
 
     // Killed early in the initial snapshot: the first rows in DuckDB come
     // long before the source has read the whole table.
@@ -326,22 +343,17 @@ async fn a_snapshot_taken_again_after_a_kill_removes_rows_deleted_meanwhile() {
 /// streamed into it after the snapshot stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_emptied_while_down_is_emptied_by_the_next_snapshot() {
-    let c = sluice_testkit::shared();
-    let db = c.create_database("emptied").await.expect("create database");
-    let mut pg = c.connect(&db).await.expect("connect");
-    pg.batch_execute(
+    let Setup { mut pg, dir, duck } = setup(
+        "emptied",
         "CREATE TABLE a (id int4 PRIMARY KEY, v text);
          INSERT INTO a SELECT g, 'a' || g FROM generate_series(1, 50) g;
          CREATE TABLE gone (id int4 PRIMARY KEY, v text);
          INSERT INTO gone SELECT g, 'g' || g FROM generate_series(1, 40) g;
          CREATE TABLE never (id int4 PRIMARY KEY, v text);",
+        json!({}),
     )
-    .await
-    .expect("schema");
-    let dir = tempfile::tempdir().expect("tempdir");
+    .await;
     let d = dir.path();
-    let duck = d.join("sink.duckdb");
-    configure(d, &db, c.port(), &duck, json!({}));
     let w = start(d);
     assert!(
         wait_duck(&duck, "SELECT count(*)::VARCHAR FROM gone", "40").await,
@@ -392,28 +404,17 @@ async fn a_table_emptied_while_down_is_emptied_by_the_next_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_widened_column_takes_values_the_old_type_could_not_hold() {
-    let c = sluice_testkit::shared();
-    let db = c.create_database("widen").await.expect("create database");
-    let mut pg = c.connect(&db).await.expect("connect");
-    pg.batch_execute(
+    // date → int below is incompatible: without the sink's setting the
+    // task stops (see the sink tests).
+    let Setup { mut pg, dir, duck } = setup(
+        "widen",
         "CREATE TABLE w (id int4 PRIMARY KEY, n int4, p numeric(6,2), f float4, vc varchar(5),
                          ts timestamp, d date, v text);
          INSERT INTO w VALUES (1, 5, 1234.56, 1.5, 'abc', '2024-01-02 03:04:05', '2024-01-02', 'x');",
-    )
-    .await
-    .expect("schema");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let duck = d.join("sink.duckdb");
-    // date → int below is incompatible: without this the task stops (see
-    // the sink tests).
-    configure(
-        d,
-        &db,
-        c.port(),
-        &duck,
         json!({"duckdb.type.incompatible": "varchar"}),
-    );
+    )
+    .await;
+    let d = dir.path();
     let w = start(d);
     commit(&mut pg, "INSERT INTO w (id, n) VALUES (2, 6);").await;
     assert!(
@@ -481,16 +482,13 @@ async fn large_values_flow_through() {
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![20, 100]);
-    let c = sluice_testkit::shared();
-    let db = c.create_database("bigval").await.expect("create database");
-    let mut pg = c.connect(&db).await.expect("connect");
-    pg.batch_execute("CREATE TABLE b (id int4 PRIMARY KEY, v text, raw bytea);")
-        .await
-        .expect("schema");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let Setup { mut pg, dir, duck } = setup(
+        "bigval",
+        "CREATE TABLE b (id int4 PRIMARY KEY, v text, raw bytea);",
+        json!({}),
+    )
+    .await;
     let d = dir.path();
-    let duck = d.join("sink.duckdb");
-    configure(d, &db, c.port(), &duck, json!({}));
     let w = start(d);
     let mut expected = Vec::new();
     for (i, mb) in sizes.iter().enumerate() {
