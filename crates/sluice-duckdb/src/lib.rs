@@ -106,8 +106,9 @@
 //! is stale and not written.
 //!
 //! Limits: a snapshot in which no table has a row has no record to carry
-//! that header, so its tables keep the rows they had. Records unwrapped by `ExtractNewRecordState` carry no snapshot markers
-//! and are upserted as before. A table whose snapshot arrives through
+//! that header, so its tables keep the rows they had. Records unwrapped
+//! by `ExtractNewRecordState` carry no snapshot markers and are upserted
+//! as before. A table whose snapshot arrives through
 //! several partitions (a topic with more than one) cannot tell its end
 //! from the order of its records: it is upserted, with a warning, and
 //! nothing is removed.
