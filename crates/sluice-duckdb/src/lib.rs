@@ -41,8 +41,11 @@
 //!
 //! `upsert` keeps each key's current row (primary key = the record key's
 //! fields): creates, updates and snapshot reads upsert, deletes delete, and
-//! tombstones (null values) are counted and ignored because the delete
-//! event before them already removed the row. `append` writes one row per
+//! so does a null value that keeps the row's schema (the delete as
+//! `ExtractNewRecordState` writes it by default,
+//! `delete.tombstone.handling.mode=tombstone`). Tombstones (null values
+//! without a schema) are counted and ignored because the delete event
+//! before them already removed the row. `append` writes one row per
 //! change event with the row's columns (the `after` image, or `before` for
 //! a delete) and `__op`, `__lsn`, `__source_ts_ms`, `__deleted`. Debezium
 //! envelopes (`before`/`after`/`op`/`source`) are read directly; records
@@ -105,13 +108,19 @@
 //! of an older snapshot that arrives after the table's newer one completed
 //! is stale and not written.
 //!
+//! Records unwrapped by `ExtractNewRecordState` are reconciled the same
+//! way when they carry the snapshot markers and the LSN
+//! (`add.fields=op,lsn,snapshot`, read from `__op`, `__lsn` and
+//! `__snapshot`, or their `source.`-prefixed names); without them they are
+//! upserted and nothing is removed.
+//!
 //! Limits: a snapshot in which no table has a row has no record to carry
-//! that header, so its tables keep the rows they had. Records unwrapped
-//! by `ExtractNewRecordState` carry no snapshot markers and are upserted
-//! as before. A table whose snapshot arrives through
-//! several partitions (a topic with more than one) cannot tell its end
-//! from the order of its records: it is upserted, with a warning, and
-//! nothing is removed.
+//! that header, so its tables keep the rows they had. A table whose
+//! snapshot arrives through several partitions (a topic with more than
+//! one) cannot tell its end from the order of its records: it is upserted,
+//! with a warning, and nothing is removed. Incremental snapshots (by
+//! signal) upsert their reads and remove nothing: their reads carry
+//! neither the snapshot's LSN nor its end.
 //!
 //! # Exactly once
 //!
@@ -130,7 +139,10 @@
 //!   source re-sends what it had not seen acknowledged with the same LSNs,
 //!   and a transport re-delivers what the sink had written but not yet
 //!   committed as read. A record without a source position fails the task,
-//!   naming it.
+//!   naming it; a delete that came as a null value takes the place right
+//!   after the record before it, and after a restart is known written when
+//!   its transport offset is at or below that of the last stored position
+//!   (stored with it).
 //! - `offset`: transport offsets per topic-partition (Kafka's, or the
 //!   in-process log's, which survive restarts too), for non-Debezium data.
 //! - `none`: at least once.
@@ -272,6 +284,7 @@ impl ConnectorPlugin for DuckDbSink {
             buffered: 0,
             oldest: None,
             committed: HashMap::new(),
+            committed_offsets: HashMap::new(),
             seen: HashMap::new(),
             skipped: 0,
             stale_reads: 0,
@@ -449,6 +462,9 @@ struct DuckDbSinkTask {
     oldest: Option<Instant>,
     /// Positions durably written (read at start, advanced by each flush).
     committed: HashMap<PartitionKey, Position>,
+    /// The transport offset of each committed source position's record,
+    /// where it was stored.
+    committed_offsets: HashMap<PartitionKey, i64>,
     /// The last position seen per partition (for ordinals), written or not.
     seen: HashMap<PartitionKey, Position>,
     skipped: u64,
@@ -535,9 +551,12 @@ impl DuckDbSinkTask {
         .await
         .context("DuckDB writer thread")?
         .map_err(classify)?;
-        for (topic, partition, pos) in positions {
-            self.committed
-                .insert((Arc::from(topic.as_str()), partition), pos);
+        for (topic, partition, pos, offset) in positions {
+            let key: PartitionKey = (Arc::from(topic.as_str()), partition);
+            if let Some(o) = offset {
+                self.committed_offsets.insert(key.clone(), o);
+            }
+            self.committed.insert(key, pos);
         }
         for s in &open {
             tracing::info!(
@@ -632,6 +651,12 @@ impl DuckDbSinkTask {
     fn add(&mut self, r: &SinkRecord) -> anyhow::Result<()> {
         let (schema, value) = (r.value_schema.as_ref(), r.value.as_ref());
         if value.is_none() {
+            if schema.is_some() && self.settings.mapping.target(&r.topic).mode == Mode::Upsert {
+                // A null value with the row's schema: a delete that
+                // ExtractNewRecordState turned into a null value (its
+                // default, `delete.tombstone.handling.mode=tombstone`).
+                return self.add_null_delete(r);
+            }
             // Tombstones follow deletes, which already carry the change.
             self.tombstones += 1;
             return Ok(());
@@ -755,6 +780,109 @@ impl DuckDbSinkTask {
             }
         }
         if let Some(pos) = position {
+            self.batch.offsets.insert(pkey.clone(), r.offset);
+            self.batch.positions.insert(pkey, pos);
+        }
+        self.buffered += 1;
+        self.oldest.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// A delete that came as a null value with the row's schema: the key's
+    /// row is deleted. Such a record carries no source position: in
+    /// `source` dedup it takes the place right after the record before it
+    /// on its partition, and after a restart, a record at or below the
+    /// transport offset of the last position written was written already.
+    fn add_null_delete(&mut self, r: &SinkRecord) -> anyhow::Result<()> {
+        let pkey: PartitionKey = (Arc::clone(&r.topic), r.partition);
+        let position = match self.settings.dedup {
+            Dedup::None => None,
+            Dedup::Offset => Some(Position::Offset(r.offset)),
+            Dedup::Source => {
+                let previous = match self.seen.get(&pkey) {
+                    Some(p) => Some(p),
+                    None => {
+                        if self
+                            .committed_offsets
+                            .get(&pkey)
+                            .is_some_and(|o| r.offset <= *o)
+                        {
+                            self.skipped += 1;
+                            return Ok(());
+                        }
+                        self.committed.get(&pkey)
+                    }
+                };
+                Some(match previous {
+                    Some(Position::Source(c, l, p, o)) => {
+                        Position::Source(*c, *l, (*p).max(1), o + 1)
+                    }
+                    _ => Position::Source(0, 0, 1, r.offset),
+                })
+            }
+        };
+        if let Some(pos) = &position {
+            self.seen.insert(pkey.clone(), pos.clone());
+            if let Some(done) = self.committed.get(&pkey) {
+                if pos.le(done) {
+                    self.skipped += 1;
+                    return Ok(());
+                }
+            }
+        }
+        let target = self.settings.mapping.target(&r.topic);
+        let (Some(kschema), Some(Value::Struct(kfields)), Some(rschema)) =
+            (&r.key_schema, &r.key, &r.value_schema)
+        else {
+            bail!(
+                "{}: a delete (a null value) in upsert mode needs a struct key with a schema (table '{}'); use mode 'append' for keyless topics",
+                at(r),
+                target.table
+            );
+        };
+        let mut cells = Vec::with_capacity(kfields.len() + rschema.fields.len());
+        for (f, v) in kschema.fields.iter().zip(kfields) {
+            let c = types::cell(&f.schema, v)
+                .with_context(|| format!("{}: key field '{}'", at(r), f.name))?;
+            if c.is_null() {
+                bail!("{}: key field '{}' is null", at(r), f.name);
+            }
+            cells.push(c);
+        }
+        for f in &rschema.fields {
+            if !META_FIELDS.contains(&f.name.as_str()) {
+                cells.push(Cell::Null);
+            }
+        }
+        let layout = self.layout(Some(kschema), Some(rschema), false, true);
+        let steps = self.tracker.record(
+            &target.table,
+            target.mode,
+            &r.topic,
+            r.partition,
+            Some("d"),
+            None,
+            None,
+        );
+        for c in steps.before {
+            self.batch.control(c);
+        }
+        self.batch.push(
+            &target.table,
+            target.mode,
+            Row {
+                kind: RowKind::Delete,
+                layout,
+                cells,
+                origin: Origin {
+                    topic: Arc::clone(&r.topic),
+                    partition: r.partition,
+                    offset: r.offset,
+                },
+            },
+        );
+        if let Some(pos) = position {
+            self.batch.offsets.insert(pkey.clone(), r.offset);
             self.batch.positions.insert(pkey, pos);
         }
         self.buffered += 1;
@@ -898,6 +1026,7 @@ impl DuckDbSinkTask {
             }
         }
         self.committed.extend(batch.positions);
+        self.committed_offsets.extend(batch.offsets);
         Ok(())
     }
 }
@@ -1000,9 +1129,19 @@ fn read_event<'a>(schema: &'a SchemaRef, value: &'a Value) -> anyhow::Result<Eve
         if let Some((_, v)) = field(schema, value, "__op") {
             meta.op = v.as_str().map(str::to_owned);
         }
-        if let Some((_, v)) = field(schema, value, "__lsn") {
+        // `add.fields=lsn,snapshot` names them `__lsn` and `__snapshot`;
+        // `source.lsn,source.snapshot`, `__source_lsn` and
+        // `__source_snapshot`.
+        if let Some((_, v)) =
+            field(schema, value, "__lsn").or_else(|| field(schema, value, "__source_lsn"))
+        {
             meta.lsn = v.as_i64();
             meta.source_position = meta.lsn.map(|l| (l, l));
+        }
+        if let Some((_, v)) =
+            field(schema, value, "__snapshot").or_else(|| field(schema, value, "__source_snapshot"))
+        {
+            meta.snapshot = v.as_str().map(str::to_owned);
         }
         if let Some((_, v)) = field(schema, value, "__source_ts_ms") {
             meta.source_ts_ms = v.as_i64();

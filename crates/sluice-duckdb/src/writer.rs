@@ -31,6 +31,10 @@ pub(crate) fn staging_name(table: &str) -> String {
     format!("__sluice_snapshot_{table}")
 }
 
+/// A stored position: topic, partition, position and the transport offset
+/// of its record (where it was stored).
+pub(crate) type StoredPosition = (String, i32, Position, Option<i64>);
+
 /// How far a topic-partition has been written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Position {
@@ -174,6 +178,10 @@ pub(crate) struct Batch {
     /// that table closes it).
     open: HashMap<String, usize>,
     pub positions: HashMap<(Arc<str>, i32), Position>,
+    /// The transport offset of the record each source position belongs
+    /// to: it tells whether a record without a position of its own (a
+    /// delete turned into a null value) was written.
+    pub offsets: HashMap<(Arc<str>, i32), i64>,
     /// Bytes the rows hold (for the size trigger).
     pub bytes: usize,
 }
@@ -412,8 +420,9 @@ impl Writer {
         Ok(w)
     }
 
-    /// The stored positions of this connector.
-    pub(crate) fn positions(&self) -> anyhow::Result<Vec<(String, i32, Position)>> {
+    /// The stored positions of this connector, each with the transport
+    /// offset of its record where it was stored.
+    pub(crate) fn positions(&self) -> anyhow::Result<Vec<StoredPosition>> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT topic, kafka_partition, kafka_offset, lsn_commit, lsn, phase, ordinal FROM {POSITIONS} WHERE connector = ?"
         ))?;
@@ -427,16 +436,16 @@ impl Writer {
         let mut out = Vec::new();
         for row in rows {
             let (topic, partition, offset, source) = row?;
-            let pos = match (offset, source) {
-                (Some(o), _) => Position::Offset(o),
-                (None, [Some(c), Some(l), Some(p), Some(o)]) => Position::Source(c, l, p, o),
+            let pos = match (source, offset) {
+                ([Some(c), Some(l), Some(p), Some(o)], _) => Position::Source(c, l, p, o),
+                (_, Some(o)) => Position::Offset(o),
                 _ => {
                     return Err(anyhow!(
                         "{POSITIONS}: row for topic '{topic}' partition {partition} has neither an offset nor a full source position"
                     ))
                 }
             };
-            out.push((topic, partition, pos));
+            out.push((topic, partition, pos, offset));
         }
         Ok(out)
     }
@@ -571,10 +580,17 @@ impl Writer {
         let mut stmt = self.conn.prepare(&format!(
             "INSERT OR REPLACE INTO {POSITIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         ))?;
-        for ((topic, partition), pos) in &batch.positions {
+        for (key, pos) in &batch.positions {
+            let (topic, partition) = key;
             let (o, c, l, p, n) = match pos {
                 Position::Offset(o) => (Some(*o), None, None, None, None),
-                Position::Source(c, l, p, n) => (None, Some(*c), Some(*l), Some(*p), Some(*n)),
+                Position::Source(c, l, p, n) => (
+                    batch.offsets.get(key).copied(),
+                    Some(*c),
+                    Some(*l),
+                    Some(*p),
+                    Some(*n),
+                ),
             };
             stmt.execute(params![
                 self.connector,

@@ -402,6 +402,72 @@ async fn a_table_emptied_while_down_is_emptied_by_the_next_snapshot() {
     assert_eq!(emptied, ["empty complete 41"], "{}", state(d, &duck));
 }
 
+/// Records unwrapped by ExtractNewRecordState with its default delete
+/// handling (a delete becomes a null value) and `add.fields=op,lsn,snapshot`:
+/// streamed deletes delete, and a snapshot taken again removes the rows
+/// deleted while the worker was down, as it does for envelopes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwrapped_records_delete_and_reconcile() {
+    let Setup { mut pg, dir, duck } = setup(
+        "unwrapped",
+        "CREATE TABLE a (id int4 PRIMARY KEY, v text);
+         INSERT INTO a SELECT g, 'a' || g FROM generate_series(1, 500) g;",
+        json!({
+            "transforms": "unwrap",
+            "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
+            "transforms.unwrap.add.fields": "op,lsn,snapshot",
+        }),
+    )
+    .await;
+    let d = dir.path();
+    let w = start(d);
+    assert!(
+        wait_duck(&duck, "SELECT count(*)::VARCHAR FROM a", "500").await,
+        "the first snapshot never reached DuckDB: {}",
+        state(d, &duck)
+    );
+    commit(&mut pg, "DELETE FROM a WHERE id <= 10;").await;
+    let deleted = wait_duck(&duck, "SELECT count(*)::VARCHAR FROM a", "490").await;
+    w.kill();
+    assert!(
+        deleted,
+        "streamed deletes were not applied: {}",
+        state(d, &duck)
+    );
+
+    // While the worker is down: every 7th row deleted; the restart takes a
+    // new snapshot.
+    pg.batch_execute("DELETE FROM a WHERE id % 7 = 0;")
+        .await
+        .expect("changes while down");
+    let source = d.join("source.json");
+    let mut cfg: Json =
+        serde_json::from_slice(&std::fs::read(&source).expect("read")).expect("json");
+    cfg["config"]["snapshot.mode"] = json!("always");
+    std::fs::write(&source, cfg.to_string()).expect("write");
+    let w = start(d);
+    commit(&mut pg, "INSERT INTO a VALUES (1000, 'after');").await;
+    let caught_up = wait_duck(&duck, "SELECT v FROM a WHERE id = 1000", "after").await;
+    w.kill();
+    assert!(
+        caught_up,
+        "the change after the snapshot never reached DuckDB: {}",
+        state(d, &duck)
+    );
+    assert_eq!(
+        duck_rows(&duck, "a"),
+        pg_rows(&pg, "a").await,
+        "{}",
+        state(d, &duck)
+    );
+    let removed = strings(
+        &duck,
+        "SELECT coalesce(sum(removed), 0)::VARCHAR FROM __sluice_snapshots WHERE table_name = 'a' AND state = 'complete'",
+    );
+    // Rows 11..=500 that are multiples of 7.
+    assert_eq!(removed, ["70"], "{}", state(d, &duck));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_widened_column_takes_values_the_old_type_could_not_hold() {
     // date → int below is incompatible: without the sink's setting the

@@ -585,6 +585,105 @@ async fn unwrapped_records_and_errors_that_name_the_record() {
     );
 }
 
+/// ExtractNewRecordState's default (`delete.tombstone.handling.mode=tombstone`)
+/// turns a delete into a null value with the row's schema: it deletes the
+/// key's row, and a restart that replays it after the key came back does
+/// not delete the row again.
+#[tokio::test]
+async fn a_delete_unwrapped_to_a_null_value_deletes_its_row_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sink.duckdb");
+    let conv = converter();
+    // add.fields=op,lsn
+    let schema = SchemaBuilder::structure()
+        .name("myserver.public.items.Value")
+        .field("id", SchemaBuilder::new(SchemaType::Int32).build())
+        .field("name", opt(SchemaType::String))
+        .field("__op", opt(SchemaType::String))
+        .field("__lsn", opt(SchemaType::Int64))
+        .build();
+    // A delete's null value has the envelope's optional `after` schema.
+    let after = SchemaBuilder::structure()
+        .name("myserver.public.items.Value")
+        .field("id", SchemaBuilder::new(SchemaType::Int32).build())
+        .field("name", opt(SchemaType::String))
+        .optional()
+        .build();
+    let record = |offset: i64, id: i32, row: Option<(&str, &str, i64)>| {
+        let value = row.map(|(name, op, lsn)| {
+            Value::Struct(vec![
+                Value::Int32(id),
+                Value::String(name.into()),
+                Value::String(op.into()),
+                Value::Int64(lsn),
+            ])
+        });
+        read(Record {
+            topic: Arc::from(TOPIC),
+            partition: 0,
+            offset,
+            timestamp_ms: 0,
+            key: conv
+                .from_connect(
+                    TOPIC,
+                    Some(&key_schema()),
+                    Some(&Value::Struct(vec![Value::Int32(id)])),
+                )
+                .expect("key"),
+            value: conv
+                .from_connect(
+                    TOPIC,
+                    Some(if value.is_some() { &schema } else { &after }),
+                    value.as_ref(),
+                )
+                .expect("value"),
+            headers: Vec::new(),
+        })
+    };
+    let delete = record(2, 2, None);
+    assert!(
+        delete.value.is_none() && delete.value_schema.is_some(),
+        "a null value that keeps its schema"
+    );
+    // Read with the task dropped: its connection may hold the last write.
+    let rows = || query_strings(&db, "SELECT id || ':' || name FROM items ORDER BY id");
+    let run = |records: Vec<SinkRecord>| {
+        let db = db.clone();
+        async move {
+            let mut t = task(&db, &[]);
+            t.put(&records).await.expect("put");
+            t.flush().await.expect("flush");
+        }
+    };
+
+    run(vec![
+        record(0, 1, Some(("a", "c", 10))),
+        record(1, 2, Some(("b", "c", 20))),
+        delete.clone(),
+    ])
+    .await;
+    assert_eq!(rows(), ["1:a"]);
+    let after = || {
+        vec![
+            record(3, 2, Some(("b again", "c", 40))),
+            record(4, 3, Some(("c", "c", 50))),
+        ]
+    };
+    run(after()).await;
+    assert_eq!(rows(), ["1:a", "2:b again", "3:c"]);
+    // Restarted, the transport delivers the delete and what followed it
+    // again: all of it was written, so the delete is not applied again
+    // (which would leave key 2 deleted: its insert is at or below the
+    // stored position and is skipped).
+    let mut replay = vec![delete];
+    replay.extend(after());
+    run(replay).await;
+    assert_eq!(rows(), ["1:a", "2:b again", "3:c"]);
+    // A delete not written yet is the first record after a restart.
+    run(vec![record(5, 1, None)]).await;
+    assert_eq!(rows(), ["2:b again", "3:c"]);
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let props: Props = [
