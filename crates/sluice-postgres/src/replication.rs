@@ -97,6 +97,10 @@ fn parse_error_fields(mut body: Bytes) -> PgError {
     e
 }
 
+/// Messages above this size do not leave their allocation to the read
+/// buffer.
+const LARGE_MESSAGE: usize = 4 << 20;
+
 async fn read_msg(
     io: &mut (impl AsyncRead + Unpin + ?Sized),
     buf: &mut BytesMut,
@@ -111,6 +115,13 @@ async fn read_msg(
                 let tag = buf[0];
                 let mut frame = buf.split_to(len + 1).freeze();
                 frame.advance(5);
+                if len > LARGE_MESSAGE {
+                    // The frame shares `buf`'s allocation: moving the few
+                    // bytes after it to a buffer of their own lets the
+                    // allocation go with the frame, instead of keeping the
+                    // buffer as large as the largest value for good.
+                    *buf = BytesMut::from(&buf[..]);
+                }
                 return Ok(BackendMsg { tag, body: frame });
             }
             buf.reserve(len + 1 - buf.len());
