@@ -622,6 +622,13 @@ struct SchemaCache {
     capacity: usize,
 }
 
+/// Schemas read by [`JsonConverter::to_connect`], by their JSON's bytes
+/// (`None` for `"schema": null`).
+struct ReadCache {
+    entries: HashMap<Box<[u8]>, Option<SchemaRef>>,
+    capacity: usize,
+}
+
 fn same_child(a: &SchemaRef, b: &SchemaRef) -> bool {
     Arc::ptr_eq(a, b) || **a == **b
 }
@@ -1039,6 +1046,9 @@ fn to_schema(j: &Json, cfg: &JsonConverterConfig) -> Result<Option<SchemaRef>, P
 pub struct JsonConverter {
     config: JsonConverterConfig,
     cache: Mutex<SchemaCache>,
+    /// Schemas read, by the bytes of their JSON: a record whose schema is
+    /// one seen before has only its payload parsed, and shares the schema.
+    read_cache: Mutex<ReadCache>,
     /// Size of the last record written: the next record's buffer starts at
     /// about that size, so a typical record is written without the buffer
     /// growing (and being copied) on the way.
@@ -1061,6 +1071,10 @@ impl JsonConverter {
         JsonConverter {
             config,
             cache: Mutex::new(SchemaCache {
+                entries: HashMap::new(),
+                capacity,
+            }),
+            read_cache: Mutex::new(ReadCache {
                 entries: HashMap::new(),
                 capacity,
             }),
@@ -1177,6 +1191,52 @@ impl Converter for JsonConverter {
         let Some(data) = data else {
             return Ok((None, None));
         };
+        let spans = if self.config.schemas_enable {
+            json_tree::envelope_spans(data)
+        } else {
+            None
+        };
+        if let Some((schema_span, payload_span)) = &spans {
+            let cached = self
+                .read_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entries
+                .get(&data[schema_span.clone()])
+                .cloned();
+            if let Some(schema) = cached {
+                // Any error is left to the full reading below, which words
+                // it as Kafka Connect does.
+                let value = json_tree::parse_at(&data[payload_span.clone()], 1)
+                    .ok()
+                    .and_then(|p| to_value(schema.as_deref(), Some(&p), &self.config).ok());
+                if let Some(value) = value {
+                    return Ok((schema, (!value.is_null()).then_some(value)));
+                }
+            }
+        }
+        let (schema, value) = self.read_whole(topic, data)?;
+        if let Some((schema_span, _)) = spans {
+            let mut cache = self.read_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.entries.len() >= cache.capacity {
+                // Schemas are per table, so a full cache means churn.
+                cache.entries.clear();
+            }
+            cache
+                .entries
+                .insert(data[schema_span].into(), schema.clone());
+        }
+        Ok((schema, value))
+    }
+}
+
+impl JsonConverter {
+    /// Reads a whole record: its JSON tree, then schema and value.
+    fn read_whole(
+        &self,
+        topic: &str,
+        data: &[u8],
+    ) -> Result<(Option<SchemaRef>, Option<Value>), ConvertError> {
         let root = json_tree::parse(data).map_err(|e| ConvertError {
             topic: topic.to_string(),
             message: format!(

@@ -184,6 +184,110 @@ pub(crate) fn parse(input: &[u8]) -> Result<Option<Json>, String> {
     p.value(0).map(Some)
 }
 
+/// Parses the first JSON value of `input` as if it were nested `depth`
+/// levels deep (a member of an enclosing object counts its levels).
+pub(crate) fn parse_at(input: &[u8], depth: usize) -> Result<Json, String> {
+    let mut p = Parser { s: input, i: 0 };
+    p.skip_ws();
+    p.value(depth)
+}
+
+/// Where the schema's and the payload's values lie in `input` when it is
+/// exactly `{"schema": <value>, "payload": <value>}` (whitespace allowed,
+/// anything after the closing brace ignored, as [`parse`] ignores it);
+/// None for any other shape. Values are skipped, not validated: only
+/// strings (with their escapes) and brackets are followed, so a span is
+/// exact for valid JSON and the caller parses what it has not seen before.
+pub(crate) fn envelope_spans(
+    input: &[u8],
+) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let ws = |i: &mut usize| {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = input.get(*i) {
+            *i += 1;
+        }
+    };
+    let lit = |i: &mut usize, word: &[u8]| -> Option<()> {
+        input.get(*i..)?.starts_with(word).then(|| *i += word.len())
+    };
+    let mut i = 0;
+    ws(&mut i);
+    lit(&mut i, b"{")?;
+    ws(&mut i);
+    lit(&mut i, b"\"schema\"")?;
+    ws(&mut i);
+    lit(&mut i, b":")?;
+    ws(&mut i);
+    let schema = i..skip_value(input, i)?;
+    i = schema.end;
+    ws(&mut i);
+    lit(&mut i, b",")?;
+    ws(&mut i);
+    lit(&mut i, b"\"payload\"")?;
+    ws(&mut i);
+    lit(&mut i, b":")?;
+    ws(&mut i);
+    let payload = i..skip_value(input, i)?;
+    i = payload.end;
+    ws(&mut i);
+    lit(&mut i, b"}")?;
+    Some((schema, payload))
+}
+
+/// The end of the JSON value starting at `i` (see [`envelope_spans`]).
+fn skip_value(s: &[u8], mut i: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    loop {
+        match *s.get(i)? {
+            b'"' => {
+                i += 1;
+                loop {
+                    match *s.get(i)? {
+                        b'"' => break,
+                        b'\\' => i += 2,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                i += 1;
+            }
+            b',' | b':' if depth > 0 => i += 1,
+            b' ' | b'\t' | b'\n' | b'\r' if depth > 0 => i += 1,
+            b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' => return Some(i),
+            _ => {
+                // A scalar: up to the next delimiter.
+                while let Some(c) = s.get(i) {
+                    if matches!(
+                        c,
+                        b',' | b':'
+                            | b'}'
+                            | b']'
+                            | b' '
+                            | b'\t'
+                            | b'\n'
+                            | b'\r'
+                            | b'"'
+                            | b'{'
+                            | b'['
+                    ) {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+        }
+        if depth == 0 {
+            return Some(i);
+        }
+    }
+}
+
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
