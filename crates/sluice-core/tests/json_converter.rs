@@ -628,7 +628,13 @@ proptest! {
         let s2 = s2.expect("schema");
         prop_assert_eq!(&*s2, &*schema);
         let want = expected(&schema, &value, replace);
-        prop_assert_eq!(v2.unwrap_or(Value::Null), want);
+        prop_assert_eq!(v2.clone().unwrap_or(Value::Null), want);
+        // Read again, the schema is known by its bytes: the same reading,
+        // sharing the schema.
+        let (s3, v3) = c.to_connect("t", Some(&bytes)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let s3 = s3.expect("schema");
+        prop_assert!(Arc::ptr_eq(&s2, &s3));
+        prop_assert_eq!(v3, v2);
         // Writing what we read gives the same bytes (through a fresh Arc,
         // so the schema cache is exercised on a different address).
         let again = c.from_connect("t", Some(&s2), Some(&expected(&schema, &value, replace)))
@@ -657,11 +663,19 @@ proptest! {
     ) {
         let c = conv(true, DecimalFormat::Numeric, true);
         if let Ok(Some(mut bytes)) = c.from_connect("t", Some(&schema), Some(&value)) {
+            // Its schema known, a corrupted record reads as it reads fresh.
+            let _ = c.to_connect("t", Some(&bytes));
             for (at, b) in flips {
                 let i = at.index(bytes.len());
                 bytes[i] = b;
             }
-            let _ = c.to_connect("t", Some(&bytes));
+            let warm = c.to_connect("t", Some(&bytes));
+            let fresh = conv(true, DecimalFormat::Numeric, true).to_connect("t", Some(&bytes));
+            match (warm, fresh) {
+                (Ok(w), Ok(f)) => prop_assert_eq!(w, f),
+                (Err(w), Err(f)) => prop_assert_eq!(w.message, f.message),
+                (w, f) => prop_assert!(false, "warm {:?}, fresh {:?}", w, f),
+            }
             let _ = conv(false, DecimalFormat::Base64, false).to_connect("t", Some(&bytes));
         }
     }

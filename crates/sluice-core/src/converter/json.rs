@@ -625,8 +625,11 @@ struct SchemaCache {
 /// Schemas read by [`JsonConverter::to_connect`], by their JSON's bytes
 /// (`None` for `"schema": null`).
 struct ReadCache {
-    entries: HashMap<Box<[u8]>, Option<SchemaRef>>,
+    entries: HashMap<Arc<[u8]>, Option<SchemaRef>>,
     capacity: usize,
+    /// The last schema read: consecutive records mostly share one, and a
+    /// byte comparison finds it without scanning or hashing.
+    last: Option<(Arc<[u8]>, Option<SchemaRef>)>,
 }
 
 fn same_child(a: &SchemaRef, b: &SchemaRef) -> bool {
@@ -1077,6 +1080,7 @@ impl JsonConverter {
             read_cache: Mutex::new(ReadCache {
                 entries: HashMap::new(),
                 capacity,
+                last: None,
             }),
             size_hint: std::sync::atomic::AtomicUsize::new(size_hint),
         }
@@ -1191,46 +1195,73 @@ impl Converter for JsonConverter {
         let Some(data) = data else {
             return Ok((None, None));
         };
-        let spans = if self.config.schemas_enable {
-            json_tree::envelope_spans(data)
+        let start = if self.config.schemas_enable {
+            json_tree::envelope_schema_start(data)
         } else {
             None
         };
-        if let Some((schema_span, payload_span)) = &spans {
-            let cached = self
-                .read_cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entries
-                .get(&data[schema_span.clone()])
-                .cloned();
-            if let Some(schema) = cached {
-                // Any error is left to the full reading below, which words
-                // it as Kafka Connect does.
-                let value = json_tree::parse_at(&data[payload_span.clone()], 1)
-                    .ok()
-                    .and_then(|p| to_value(schema.as_deref(), Some(&p), &self.config).ok());
-                if let Some(value) = value {
-                    return Ok((schema, (!value.is_null()).then_some(value)));
-                }
+        if let Some(start) = start {
+            if let Some(read) = self.read_known_schema(data, start) {
+                return Ok(read);
             }
         }
         let (schema, value) = self.read_whole(topic, data)?;
-        if let Some((schema_span, _)) = spans {
+        let span = start.and_then(|_| json_tree::envelope_spans(data));
+        if let Some((schema_span, _)) = span {
             let mut cache = self.read_cache.lock().unwrap_or_else(|p| p.into_inner());
             if cache.entries.len() >= cache.capacity {
                 // Schemas are per table, so a full cache means churn.
                 cache.entries.clear();
             }
-            cache
-                .entries
-                .insert(data[schema_span].into(), schema.clone());
+            let bytes: Arc<[u8]> = data[schema_span].into();
+            cache.entries.insert(Arc::clone(&bytes), schema.clone());
+            cache.last = Some((bytes, schema.clone()));
         }
         Ok((schema, value))
     }
 }
 
 impl JsonConverter {
+    /// Reads a record in the envelope's usual shape whose schema (from
+    /// `start`) was read before: only its payload is parsed. None when the
+    /// schema is new, the shape differs, or anything fails (the full
+    /// reading then words the error as Kafka Connect does).
+    fn read_known_schema(
+        &self,
+        data: &[u8],
+        start: usize,
+    ) -> Option<(Option<SchemaRef>, Option<Value>)> {
+        let (len, schema) = {
+            let mut cache = self.read_cache.lock().unwrap_or_else(|p| p.into_inner());
+            match &cache.last {
+                // A complete JSON value followed by the envelope's next
+                // member ends where the cached bytes end.
+                Some((bytes, schema))
+                    if data[start..].starts_with(bytes)
+                        && json_tree::envelope_payload_start(data, start + bytes.len())
+                            .is_some() =>
+                {
+                    (bytes.len(), schema.clone())
+                }
+                _ => {
+                    let (span, _) = json_tree::envelope_spans(data)?;
+                    let (bytes, schema) = cache.entries.get_key_value(&data[span])?;
+                    let (bytes, schema) = (Arc::clone(bytes), schema.clone());
+                    let len = bytes.len();
+                    cache.last = Some((bytes, schema.clone()));
+                    (len, schema)
+                }
+            }
+        };
+        let p = json_tree::envelope_payload_start(data, start + len)?;
+        let (payload, used) = json_tree::parse_at(&data[p..], 1).ok()?;
+        if !json_tree::envelope_closes(data, p + used) {
+            return None;
+        }
+        let value = to_value(schema.as_deref(), Some(&payload), &self.config).ok()?;
+        Some((schema, (!value.is_null()).then_some(value)))
+    }
+
     /// Reads a whole record: its JSON tree, then schema and value.
     fn read_whole(
         &self,

@@ -186,10 +186,56 @@ pub(crate) fn parse(input: &[u8]) -> Result<Option<Json>, String> {
 
 /// Parses the first JSON value of `input` as if it were nested `depth`
 /// levels deep (a member of an enclosing object counts its levels).
-pub(crate) fn parse_at(input: &[u8], depth: usize) -> Result<Json, String> {
+/// Also returns where the value ends.
+pub(crate) fn parse_at(input: &[u8], depth: usize) -> Result<(Json, usize), String> {
     let mut p = Parser { s: input, i: 0 };
     p.skip_ws();
-    p.value(depth)
+    let v = p.value(depth)?;
+    Ok((v, p.i))
+}
+
+/// Where the schema's value starts when `input` opens as the envelope
+/// `{"schema": ...` (whitespace allowed).
+pub(crate) fn envelope_schema_start(input: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    ws(input, &mut i);
+    lit(input, &mut i, b"{")?;
+    ws(input, &mut i);
+    lit(input, &mut i, b"\"schema\"")?;
+    ws(input, &mut i);
+    lit(input, &mut i, b":")?;
+    ws(input, &mut i);
+    Some(i)
+}
+
+/// Where the payload's value starts when `input[i..]` goes on from the
+/// schema's value as the envelope does: `, "payload":`.
+pub(crate) fn envelope_payload_start(input: &[u8], mut i: usize) -> Option<usize> {
+    ws(input, &mut i);
+    lit(input, &mut i, b",")?;
+    ws(input, &mut i);
+    lit(input, &mut i, b"\"payload\"")?;
+    ws(input, &mut i);
+    lit(input, &mut i, b":")?;
+    ws(input, &mut i);
+    Some(i)
+}
+
+/// Whether the envelope closes at `i`: only its closing brace is left
+/// (what follows it is ignored, as [`parse`] ignores it).
+pub(crate) fn envelope_closes(input: &[u8], mut i: usize) -> bool {
+    ws(input, &mut i);
+    input.get(i) == Some(&b'}')
+}
+
+fn ws(input: &[u8], i: &mut usize) {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = input.get(*i) {
+        *i += 1;
+    }
+}
+
+fn lit(input: &[u8], i: &mut usize, word: &[u8]) -> Option<()> {
+    input.get(*i..)?.starts_with(word).then(|| *i += word.len())
 }
 
 /// Where the schema's and the payload's values lie in `input` when it is
@@ -201,36 +247,11 @@ pub(crate) fn parse_at(input: &[u8], depth: usize) -> Result<Json, String> {
 pub(crate) fn envelope_spans(
     input: &[u8],
 ) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
-    let ws = |i: &mut usize| {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = input.get(*i) {
-            *i += 1;
-        }
-    };
-    let lit = |i: &mut usize, word: &[u8]| -> Option<()> {
-        input.get(*i..)?.starts_with(word).then(|| *i += word.len())
-    };
-    let mut i = 0;
-    ws(&mut i);
-    lit(&mut i, b"{")?;
-    ws(&mut i);
-    lit(&mut i, b"\"schema\"")?;
-    ws(&mut i);
-    lit(&mut i, b":")?;
-    ws(&mut i);
-    let schema = i..skip_value(input, i)?;
-    i = schema.end;
-    ws(&mut i);
-    lit(&mut i, b",")?;
-    ws(&mut i);
-    lit(&mut i, b"\"payload\"")?;
-    ws(&mut i);
-    lit(&mut i, b":")?;
-    ws(&mut i);
-    let payload = i..skip_value(input, i)?;
-    i = payload.end;
-    ws(&mut i);
-    lit(&mut i, b"}")?;
-    Some((schema, payload))
+    let s = envelope_schema_start(input)?;
+    let schema = s..skip_value(input, s)?;
+    let p = envelope_payload_start(input, schema.end)?;
+    let payload = p..skip_value(input, p)?;
+    envelope_closes(input, payload.end).then_some((schema, payload))
 }
 
 /// The end of the JSON value starting at `i` (see [`envelope_spans`]).
@@ -241,11 +262,11 @@ fn skip_value(s: &[u8], mut i: usize) -> Option<usize> {
             b'"' => {
                 i += 1;
                 loop {
-                    match *s.get(i)? {
-                        b'"' => break,
-                        b'\\' => i += 2,
-                        _ => i += 1,
+                    i += memchr::memchr2(b'"', b'\\', s.get(i..)?)?;
+                    if s[i] == b'"' {
+                        break;
                     }
+                    i += 2;
                 }
                 i += 1;
             }
