@@ -670,14 +670,8 @@ impl DuckDbSinkTask {
         let event = read_event(schema, value).with_context(|| at(r))?;
         let position = self.position(r, &event.meta)?;
         let pkey = (Arc::clone(&r.topic), r.partition);
-        if let Some(pos) = &position {
-            self.seen.insert(pkey.clone(), pos.clone());
-            if let Some(done) = self.committed.get(&pkey) {
-                if pos.le(done) {
-                    self.skipped += 1;
-                    return Ok(());
-                }
-            }
+        if self.written_before(&pkey, position.as_ref()) {
+            return Ok(());
         }
         let target = self.settings.mapping.target(&r.topic);
         let append = target.mode == Mode::Append;
@@ -692,14 +686,7 @@ impl DuckDbSinkTask {
                     target.table
                 );
             };
-            for (f, v) in kschema.fields.iter().zip(kfields) {
-                let c = types::cell(&f.schema, v)
-                    .with_context(|| format!("{}: key field '{}'", at(r), f.name))?;
-                if c.is_null() {
-                    bail!("{}: key field '{}' is null", at(r), f.name);
-                }
-                cells.push(c);
-            }
+            push_key_cells(r, kschema, kfields, &mut cells)?;
             Some(kschema)
         };
         let row_schema = event.row.map(|(s, _)| s);
@@ -779,13 +766,33 @@ impl DuckDbSinkTask {
                 self.empty_tables(r, generation);
             }
         }
+        self.buffered_up_to(pkey, position, r.offset);
+        Ok(())
+    }
+
+    /// Notes the record's position as seen; whether it is at or below the
+    /// partition's stored position (written before; then counted).
+    fn written_before(&mut self, pkey: &PartitionKey, position: Option<&Position>) -> bool {
+        let Some(pos) = position else {
+            return false;
+        };
+        self.seen.insert(pkey.clone(), pos.clone());
+        let done = self.committed.get(pkey).is_some_and(|done| pos.le(done));
+        if done {
+            self.skipped += 1;
+        }
+        done
+    }
+
+    /// A record is in the batch: its position (and transport offset) is
+    /// what the batch reaches on its partition.
+    fn buffered_up_to(&mut self, pkey: PartitionKey, position: Option<Position>, offset: i64) {
         if let Some(pos) = position {
-            self.batch.offsets.insert(pkey.clone(), r.offset);
+            self.batch.offsets.insert(pkey.clone(), offset);
             self.batch.positions.insert(pkey, pos);
         }
         self.buffered += 1;
         self.oldest.get_or_insert_with(Instant::now);
-        Ok(())
     }
 
     /// A delete that came as a null value with the row's schema: the key's
@@ -821,14 +828,8 @@ impl DuckDbSinkTask {
                 })
             }
         };
-        if let Some(pos) = &position {
-            self.seen.insert(pkey.clone(), pos.clone());
-            if let Some(done) = self.committed.get(&pkey) {
-                if pos.le(done) {
-                    self.skipped += 1;
-                    return Ok(());
-                }
-            }
+        if self.written_before(&pkey, position.as_ref()) {
+            return Ok(());
         }
         let target = self.settings.mapping.target(&r.topic);
         let (Some(kschema), Some(Value::Struct(kfields)), Some(rschema)) =
@@ -841,14 +842,7 @@ impl DuckDbSinkTask {
             );
         };
         let mut cells = Vec::with_capacity(kfields.len() + rschema.fields.len());
-        for (f, v) in kschema.fields.iter().zip(kfields) {
-            let c = types::cell(&f.schema, v)
-                .with_context(|| format!("{}: key field '{}'", at(r), f.name))?;
-            if c.is_null() {
-                bail!("{}: key field '{}' is null", at(r), f.name);
-            }
-            cells.push(c);
-        }
+        push_key_cells(r, kschema, kfields, &mut cells)?;
         for f in &rschema.fields {
             if !META_FIELDS.contains(&f.name.as_str()) {
                 cells.push(Cell::Null);
@@ -881,12 +875,7 @@ impl DuckDbSinkTask {
                 },
             },
         );
-        if let Some(pos) = position {
-            self.batch.offsets.insert(pkey.clone(), r.offset);
-            self.batch.positions.insert(pkey, pos);
-        }
-        self.buffered += 1;
-        self.oldest.get_or_insert_with(Instant::now);
+        self.buffered_up_to(pkey, position, r.offset);
         Ok(())
     }
 
@@ -1084,6 +1073,24 @@ fn classify(e: anyhow::Error) -> anyhow::Error {
     } else {
         e
     }
+}
+
+/// The key's fields as cells; a null one is an error naming the record.
+fn push_key_cells(
+    r: &SinkRecord,
+    schema: &Schema,
+    fields: &[Value],
+    cells: &mut Vec<Cell>,
+) -> anyhow::Result<()> {
+    for (f, v) in schema.fields.iter().zip(fields) {
+        let c = types::cell(&f.schema, v)
+            .with_context(|| format!("{}: key field '{}'", at(r), f.name))?;
+        if c.is_null() {
+            bail!("{}: key field '{}' is null", at(r), f.name);
+        }
+        cells.push(c);
+    }
+    Ok(())
 }
 
 /// ExtractNewRecordState's added fields read as metadata, not columns.

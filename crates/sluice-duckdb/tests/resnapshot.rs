@@ -125,6 +125,15 @@ async fn setup(name: &str, schema: &str, extra_sink: Json) -> Setup {
     Setup { pg, dir, duck }
 }
 
+/// The source takes a new snapshot at its next start.
+fn snapshot_always(dir: &Path) {
+    let source = dir.join("source.json");
+    let mut cfg: Json =
+        serde_json::from_slice(&std::fs::read(&source).expect("read")).expect("json");
+    cfg["config"]["snapshot.mode"] = json!("always");
+    std::fs::write(&source, cfg.to_string()).expect("write");
+}
+
 /// Opens the DuckDB file read-only (the sink's connection may be open).
 fn read_only(db: &Path) -> Option<Connection> {
     let config = duckdb::Config::default()
@@ -369,11 +378,7 @@ async fn a_table_emptied_while_down_is_emptied_by_the_next_snapshot() {
     pg.batch_execute("DELETE FROM gone; DELETE FROM a WHERE id = 7;")
         .await
         .expect("changes while down");
-    let source = d.join("source.json");
-    let mut cfg: Json =
-        serde_json::from_slice(&std::fs::read(&source).expect("read")).expect("json");
-    cfg["config"]["snapshot.mode"] = json!("always");
-    std::fs::write(&source, cfg.to_string()).expect("write");
+    snapshot_always(d);
     let w = start(d);
     let emptied = wait_duck(&duck, "SELECT count(*)::VARCHAR FROM gone", "0").await;
     commit(&mut pg, "INSERT INTO gone VALUES (100, 'after');").await;
@@ -440,11 +445,7 @@ async fn unwrapped_records_delete_and_reconcile() {
     pg.batch_execute("DELETE FROM a WHERE id % 7 = 0;")
         .await
         .expect("changes while down");
-    let source = d.join("source.json");
-    let mut cfg: Json =
-        serde_json::from_slice(&std::fs::read(&source).expect("read")).expect("json");
-    cfg["config"]["snapshot.mode"] = json!("always");
-    std::fs::write(&source, cfg.to_string()).expect("write");
+    snapshot_always(d);
     let w = start(d);
     commit(&mut pg, "INSERT INTO a VALUES (1000, 'after');").await;
     let caught_up = wait_duck(&duck, "SELECT v FROM a WHERE id = 1000", "after").await;

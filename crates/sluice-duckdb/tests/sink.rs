@@ -248,6 +248,34 @@ impl Events {
     }
 }
 
+/// A record of `TOPIC` partition 0 keyed by `id` (key_schema), its value
+/// converted with `schema`, as the worker reads it back.
+fn keyed(
+    conv: &Arc<dyn Converter>,
+    offset: i64,
+    id: i32,
+    schema: &SchemaRef,
+    value: Option<&Value>,
+) -> SinkRecord {
+    read(Record {
+        topic: Arc::from(TOPIC),
+        partition: 0,
+        offset,
+        timestamp_ms: 0,
+        key: conv
+            .from_connect(
+                TOPIC,
+                Some(&key_schema()),
+                Some(&Value::Struct(vec![Value::Int32(id)])),
+            )
+            .expect("key"),
+        value: conv
+            .from_connect(TOPIC, Some(schema), value)
+            .expect("value"),
+        headers: Vec::new(),
+    })
+}
+
 fn query_strings(db: &std::path::Path, sql: &str) -> Vec<String> {
     let conn = Connection::open(db).expect("open duckdb");
     let mut stmt = conn.prepare(sql).expect("prepare");
@@ -511,23 +539,7 @@ async fn unwrapped_records_and_errors_that_name_the_record() {
             Value::Int64(lsn),
             Value::String((op == "d").to_string()),
         ]);
-        read(Record {
-            topic: Arc::from(TOPIC),
-            partition: 0,
-            offset,
-            timestamp_ms: 0,
-            key: conv
-                .from_connect(
-                    TOPIC,
-                    Some(&key_schema()),
-                    Some(&Value::Struct(vec![Value::Int32(id)])),
-                )
-                .expect("key"),
-            value: conv
-                .from_connect(TOPIC, Some(&schema), Some(&value))
-                .expect("value"),
-            headers: Vec::new(),
-        })
+        keyed(&conv, offset, id, &schema, Some(&value))
     };
     let mut t = task(&db, &[]);
     t.put(&[
@@ -618,27 +630,13 @@ async fn a_delete_unwrapped_to_a_null_value_deletes_its_row_once() {
                 Value::Int64(lsn),
             ])
         });
-        read(Record {
-            topic: Arc::from(TOPIC),
-            partition: 0,
+        keyed(
+            &conv,
             offset,
-            timestamp_ms: 0,
-            key: conv
-                .from_connect(
-                    TOPIC,
-                    Some(&key_schema()),
-                    Some(&Value::Struct(vec![Value::Int32(id)])),
-                )
-                .expect("key"),
-            value: conv
-                .from_connect(
-                    TOPIC,
-                    Some(if value.is_some() { &schema } else { &after }),
-                    value.as_ref(),
-                )
-                .expect("value"),
-            headers: Vec::new(),
-        })
+            id,
+            if value.is_some() { &schema } else { &after },
+            value.as_ref(),
+        )
     };
     let delete = record(2, 2, None);
     assert!(
