@@ -744,27 +744,13 @@ fn typed(offset: i64, id: i32, n: SchemaRef, value: Value) -> SinkRecord {
         .field("id", SchemaBuilder::new(SchemaType::Int32).build())
         .field("n", n)
         .build();
-    read(Record {
-        topic: Arc::from(TOPIC),
-        partition: 0,
+    keyed(
+        &conv,
         offset,
-        timestamp_ms: 0,
-        key: conv
-            .from_connect(
-                TOPIC,
-                Some(&key_schema()),
-                Some(&Value::Struct(vec![Value::Int32(id)])),
-            )
-            .expect("key"),
-        value: conv
-            .from_connect(
-                TOPIC,
-                Some(&schema),
-                Some(&Value::Struct(vec![Value::Int32(id), value])),
-            )
-            .expect("value"),
-        headers: Vec::new(),
-    })
+        id,
+        &schema,
+        Some(&Value::Struct(vec![Value::Int32(id), value])),
+    )
 }
 
 /// Writes `r` with a task of its own (closed before the file is read: two
