@@ -47,7 +47,8 @@ pub struct JsonConverterConfig {
     /// `replace.null.with.default` (default true): write a field's default
     /// instead of null, and read null as the default.
     pub replace_null_with_default: bool,
-    /// `schemas.cache.size` (default 1000): schemas whose JSON is kept.
+    /// `schemas.cache.size` (default 1000): schemas kept with their JSON,
+    /// each way (writing renders a schema once; reading builds it once).
     pub schemas_cache_size: usize,
 }
 
