@@ -741,26 +741,7 @@ impl DuckDbSinkTask {
             self.stale_reads += 1;
             return Ok(());
         }
-        for c in steps.before {
-            self.batch.control(c);
-        }
-        self.batch.push(
-            &target.table,
-            target.mode,
-            Row {
-                kind,
-                layout,
-                cells,
-                origin: Origin {
-                    topic: Arc::clone(&r.topic),
-                    partition: r.partition,
-                    offset: r.offset,
-                },
-            },
-        );
-        for c in steps.after {
-            self.batch.control(c);
-        }
+        self.push_row(r, &target, steps, kind, layout, cells);
         if event.meta.snapshot.as_deref() == Some("last") {
             if let Some(generation) = event.meta.lsn {
                 self.empty_tables(r, generation);
@@ -782,6 +763,39 @@ impl DuckDbSinkTask {
             self.skipped += 1;
         }
         done
+    }
+
+    /// The record's row into the batch, between its snapshot steps.
+    fn push_row(
+        &mut self,
+        r: &SinkRecord,
+        target: &mapping::Target,
+        steps: snapshot::Steps,
+        kind: RowKind,
+        layout: Arc<Layout>,
+        cells: Vec<Cell>,
+    ) {
+        for c in steps.before {
+            self.batch.control(c);
+        }
+        let origin = Origin {
+            topic: Arc::clone(&r.topic),
+            partition: r.partition,
+            offset: r.offset,
+        };
+        self.batch.push(
+            &target.table,
+            target.mode,
+            Row {
+                kind,
+                layout,
+                cells,
+                origin,
+            },
+        );
+        for c in steps.after {
+            self.batch.control(c);
+        }
     }
 
     /// A record is in the batch: its position (and transport offset) is
@@ -858,23 +872,7 @@ impl DuckDbSinkTask {
             None,
             None,
         );
-        for c in steps.before {
-            self.batch.control(c);
-        }
-        self.batch.push(
-            &target.table,
-            target.mode,
-            Row {
-                kind: RowKind::Delete,
-                layout,
-                cells,
-                origin: Origin {
-                    topic: Arc::clone(&r.topic),
-                    partition: r.partition,
-                    offset: r.offset,
-                },
-            },
-        );
+        self.push_row(r, &target, steps, RowKind::Delete, layout, cells);
         self.buffered_up_to(pkey, position, r.offset);
         Ok(())
     }
