@@ -11,6 +11,7 @@ pub mod connector;
 pub mod converter;
 pub mod debezium;
 pub mod error;
+pub mod generation;
 pub mod record;
 pub mod schema;
 pub mod signal;

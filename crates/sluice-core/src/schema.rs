@@ -134,6 +134,19 @@ impl Schema {
         self.fields.iter().enumerate().find(|(_, f)| f.name == name)
     }
 
+    /// Field `name` of `value`, a struct of this schema: the field's
+    /// schema and its value (None when there is no such field, or `value`
+    /// is no struct).
+    pub fn field_value<'a>(
+        &'a self,
+        value: &'a Value,
+        name: &str,
+    ) -> Option<(&'a SchemaRef, &'a Value)> {
+        let (i, f) = self.field(name)?;
+        let v = value.as_struct()?.get(i)?;
+        Some((&f.schema, v))
+    }
+
     /// The value of a parameter.
     pub fn parameter(&self, key: &str) -> Option<&str> {
         self.parameters

@@ -1117,9 +1117,7 @@ fn field<'a>(
     value: &'a Value,
     name: &str,
 ) -> Option<(&'a SchemaRef, &'a Value)> {
-    let (i, f) = schema.field(name)?;
-    let v = value.as_struct()?.get(i)?;
-    Some((&f.schema, v))
+    schema.field_value(value, name)
 }
 
 fn read_event<'a>(schema: &'a SchemaRef, value: &'a Value) -> anyhow::Result<Event<'a>> {

@@ -15,6 +15,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use sluice_core::generation::{ends_table, is_snapshot_marker};
+
 use crate::mapping::Mode;
 use crate::writer::Method;
 
@@ -121,14 +123,6 @@ pub(crate) struct Tracker {
     completed: HashMap<String, i64>,
     /// Per table, the highest LSN of a streamed change written.
     streamed: HashMap<String, i64>,
-}
-
-/// Whether a `source.snapshot` value marks a snapshot read.
-fn is_snapshot_marker(m: &str) -> bool {
-    matches!(
-        m,
-        "first" | "first_in_data_collection" | "true" | "last_in_data_collection" | "last"
-    )
 }
 
 impl Tracker {
@@ -256,8 +250,7 @@ impl Tracker {
         if let Some(o) = self.open.get_mut(table) {
             o.rows += 1;
         }
-        if matches!(marker, "last_in_data_collection" | "last") && self.open.remove(table).is_some()
-        {
+        if ends_table(marker) && self.open.remove(table).is_some() {
             self.completed.insert(table.to_owned(), generation);
             steps.after.push(Control::Complete {
                 table: table.to_owned(),
