@@ -17,8 +17,11 @@
 //!   `.show table T ingestion <kind> mappings`, `.show version`,
 //!   `.create table T (c:type, ...)`, `.create-merge table`,
 //!   `.alter-merge table`, `.create[-or-alter] table T ingestion json
-//!   mapping 'name' '<json>'`, and `.alter table|database X policy
-//!   streamingingestion enable|disable`. Anything else is a 400
+//!   mapping 'name' '<json>'`, `.alter table|database X policy
+//!   streamingingestion enable|disable`, `.show table T extents [where
+//!   tags has|contains|!has|!contains 'X' [and ...]]` (ExtentId,
+//!   DatabaseName, TableName, RowCount, and Tags separated by CR LF) and
+//!   `.drop extents (id, ...) from T`. Anything else is a 400
 //!   `BadRequest_SyntaxError`.
 //! - `POST /v2/rest/query`: `T`, `T | count`, `T | take N` (`limit N`),
 //!   each optionally ending in `| render <kind>`, answered as v2 frames
@@ -1299,6 +1302,9 @@ fn mgmt(s: &Shared, principal: &str, db: &str, csl: &str) -> Response {
         if w(3, "cslschema") && toks.len() == 4 {
             return schema_row(db, &table, &columns);
         }
+        if w(3, "extents") {
+            return show_extents(st, db, &table, &toks[4..]);
+        }
         if w(3, "ingestion") && w(5, "mappings") && toks.len() == 6 {
             let kind = name_of(toks.get(4))
                 .unwrap_or_default()
@@ -1329,6 +1335,10 @@ fn mgmt(s: &Shared, principal: &str, db: &str, csl: &str) -> Response {
             return v1(MAPPING_COLUMNS, rows);
         }
         return syntax_error(&format!("unsupported command: .{command}"));
+    }
+    // .drop extents (id, ...) from T
+    if w(0, "drop") && w(1, "extents") {
+        return drop_extents(s, principal, db, &toks[2..]);
     }
     let create = w(0, "create");
     let create_merge = w(0, "create-merge");
@@ -1421,6 +1431,140 @@ fn mgmt(s: &Shared, principal: &str, db: &str, csl: &str) -> Response {
         );
     }
     syntax_error(&format!("unsupported command: .{command}"))
+}
+
+/// `.show table T extents [where tags (has|contains|!has|!contains) 'X'
+/// [and tags ...]]`: `rest` is what follows `extents`.
+fn show_extents(st: &Store, db: &str, table: &str, rest: &[Tok]) -> Response {
+    let mut filters: Vec<(bool, bool, String)> = Vec::new();
+    if !rest.is_empty() {
+        if !word_is(rest.first(), "where") {
+            return syntax_error("expected 'where tags ...' after '.show table T extents'");
+        }
+        let mut i = 1;
+        loop {
+            if !word_is(rest.get(i), "tags") {
+                return syntax_error("expected 'tags' in the extents filter");
+            }
+            i += 1;
+            let negated = matches!(rest.get(i), Some(Tok::Punct('!')));
+            if negated {
+                i += 1;
+            }
+            let exact = if word_is(rest.get(i), "has") {
+                true
+            } else if word_is(rest.get(i), "contains") {
+                false
+            } else {
+                return syntax_error("expected has, contains, !has or !contains after 'tags'");
+            };
+            let Some(Tok::Str(tag)) = rest.get(i + 1) else {
+                return syntax_error("expected a string literal naming a tag");
+            };
+            filters.push((negated, exact, tag.to_ascii_lowercase()));
+            i += 2;
+            if i == rest.len() {
+                break;
+            }
+            if !word_is(rest.get(i), "and") {
+                return syntax_error("expected 'and' between extents filters");
+            }
+            i += 1;
+        }
+    }
+    let Some(extents) = st.extent_infos(db, table) else {
+        return entity_not_found("Table", table);
+    };
+    let rows = extents
+        .into_iter()
+        .filter(|e| {
+            filters.iter().all(|(negated, exact, want)| {
+                let hit = e.tags.iter().any(|t| {
+                    let t = t.to_ascii_lowercase();
+                    if *exact {
+                        t == *want
+                    } else {
+                        t.contains(want.as_str())
+                    }
+                });
+                hit != *negated
+            })
+        })
+        .map(|e| {
+            vec![
+                json!(e.id),
+                json!(db),
+                json!(table),
+                json!(e.rows),
+                json!(e.tags.join("\r\n")),
+            ]
+        })
+        .collect();
+    v1(
+        &[
+            ("ExtentId", "string"),
+            ("DatabaseName", "string"),
+            ("TableName", "string"),
+            ("RowCount", "long"),
+            ("Tags", "string"),
+        ],
+        rows,
+    )
+}
+
+/// `.drop extents (id, ...) from T`: `rest` is what follows `extents`.
+fn drop_extents(s: &Shared, principal: &str, db: &str, rest: &[Tok]) -> Response {
+    if !matches!(rest.first(), Some(Tok::Punct('('))) {
+        return syntax_error("expected '(' and extent ids after '.drop extents' (the test server supports no other form)");
+    }
+    let mut ids = Vec::new();
+    let mut i = 1;
+    loop {
+        match rest.get(i) {
+            Some(Tok::Word(id)) | Some(Tok::Str(id)) => ids.push(id.clone()),
+            _ => return syntax_error("expected an extent id"),
+        }
+        i += 1;
+        match rest.get(i) {
+            Some(Tok::Punct(',')) => i += 1,
+            Some(Tok::Punct(')')) => {
+                i += 1;
+                break;
+            }
+            _ => return syntax_error("expected ',' or ')' in the extent ids"),
+        }
+    }
+    if !word_is(rest.get(i), "from") {
+        return syntax_error("expected 'from T' after the extent ids");
+    }
+    let Some(table) = name_of(rest.get(i + 1)) else {
+        return syntax_error("expected a table name after 'from'");
+    };
+    if let Err(e) = expect_end(rest, i + 2) {
+        return syntax_error(&e);
+    }
+    if s.store.is_denied(principal, db) {
+        return forbidden(principal, &s.tenant, db, "drop extents of");
+    }
+    match s.store.drop_extents(db, &table, &ids) {
+        Ok(dropped) => v1(
+            &[
+                ("ExtentId", "string"),
+                ("TableName", "string"),
+                ("CreatedOn", "datetime"),
+            ],
+            dropped
+                .into_iter()
+                .map(|id| vec![json!(id), json!(table), json!("2024-01-01T00:00:00Z")])
+                .collect(),
+        ),
+        Err(e) if e.contains("was not found") => entity_not_found("Table", &table),
+        Err(e) => bad_request(
+            "BadRequest_InvalidArgument",
+            "Kusto.Data.Exceptions.BadRequestException",
+            &e,
+        ),
+    }
 }
 
 fn create_mapping(

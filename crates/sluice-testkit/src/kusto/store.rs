@@ -122,8 +122,20 @@ struct Table {
 
 #[derive(Clone, Default)]
 struct Extent {
+    id: String,
     tags: Vec<String>,
     rows: Vec<Map<String, Value>>,
+}
+
+/// One extent as `.show table T extents` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtentInfo {
+    /// The extent's id (a GUID).
+    pub id: String,
+    /// Its tags, in the order given at ingestion.
+    pub tags: Vec<String>,
+    /// How many rows it holds.
+    pub rows: usize,
 }
 
 #[derive(Default)]
@@ -135,6 +147,8 @@ struct Database {
 #[derive(Default)]
 struct State {
     dbs: BTreeMap<String, Database>,
+    /// Extents made so far: the next extent's id derives from it.
+    extents_made: u64,
     /// (principal, database) pairs refused access.
     denied: BTreeSet<(String, String)>,
 }
@@ -333,6 +347,50 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// The table's extents, oldest first (None when the table does not
+    /// exist).
+    pub fn extent_infos(&self, db: &str, table: &str) -> Option<Vec<ExtentInfo>> {
+        let s = self.state();
+        let t = s.dbs.get(db)?.tables.get(table)?;
+        Some(
+            t.extents
+                .iter()
+                .map(|e| ExtentInfo {
+                    id: e.id.clone(),
+                    tags: e.tags.clone(),
+                    rows: e.rows.len(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Drops the table's extents with these ids (ids it does not have are
+    /// passed over, as Kusto does) and returns the ids dropped.
+    pub fn drop_extents(
+        &self,
+        db: &str,
+        table: &str,
+        ids: &[String],
+    ) -> Result<Vec<String>, String> {
+        let mut s = self.state();
+        let t = s
+            .dbs
+            .get_mut(db)
+            .ok_or_else(|| db_not_found(db))?
+            .tables
+            .get_mut(table)
+            .ok_or_else(|| table_not_found(db, table))?;
+        let mut dropped = Vec::new();
+        t.extents.retain(|e| {
+            let hit = ids.iter().any(|id| id.eq_ignore_ascii_case(&e.id));
+            if hit {
+                dropped.push(e.id.clone());
+            }
+            !hit
+        });
+        Ok(dropped)
+    }
+
     /// Refuses `principal` (an application id, or `*` for everyone) access
     /// to database `db`: the engine answers 403.
     pub fn deny(&self, principal: &str, db: &str) {
@@ -442,12 +500,36 @@ impl Store {
             return Ok(IngestOutcome::Skipped);
         }
         let n = rows.len();
+        let id = extent_id(&into.db, &into.table, s.extents_made);
+        s.extents_made += 1;
+        let t = s
+            .dbs
+            .get_mut(&into.db)
+            .and_then(|d| d.tables.get_mut(&into.table))
+            .ok_or_else(|| table_not_found(&into.db, &into.table))?;
         t.extents.push(Extent {
+            id,
             tags: into.tags.clone(),
             rows,
         });
         Ok(IngestOutcome::Ingested { rows: n })
     }
+}
+
+/// A GUID-shaped extent id, distinct per extent made.
+fn extent_id(db: &str, table: &str, n: u64) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in db.bytes().chain([0]).chain(table.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        (h >> 32) as u32,
+        (h >> 16) as u16,
+        (h as u16) & 0xfff,
+        ((n >> 48) as u16) & 0xfff,
+        n & 0xffff_ffff_ffff
+    )
 }
 
 fn has_ingest_by(t: &Table, values: &[String]) -> bool {
