@@ -56,6 +56,9 @@ pub const DEDUP: &str = "kusto.ingestion.dedup";
 pub const TABLES_CREATE: &str = "kusto.tables.create";
 /// Sluice: follow each queued ingestion to its outcome.
 pub const STATUS_CHECK: &str = "kusto.ingestion.status.check";
+/// Sluice: drop a topic partition's older snapshot generations once a
+/// new snapshot is complete in the table.
+pub const SNAPSHOT_RECONCILE: &str = "kusto.snapshot.reconcile";
 /// Records that fail conversion.
 pub const ERRORS_DLQ_PREFIX: &str = "errors.deadletterqueue.";
 /// Batches that fail for network, ADX or temporary-file reasons.
@@ -215,6 +218,8 @@ pub struct KustoConfig {
     pub create_tables: bool,
     /// Follow queued ingestions to their outcome.
     pub status_check: bool,
+    /// Drop older snapshot generations when a snapshot completes.
+    pub reconcile: bool,
 }
 
 impl std::fmt::Debug for KustoConfig {
@@ -242,6 +247,7 @@ impl std::fmt::Debug for KustoConfig {
             .field("dedup", &self.dedup)
             .field("create_tables", &self.create_tables)
             .field("status_check", &self.status_check)
+            .field("reconcile", &self.reconcile)
             .finish()
     }
 }
@@ -612,6 +618,28 @@ impl KustoConfig {
         let dedup = r.bool(DEDUP, false);
         let create_tables = r.bool(TABLES_CREATE, false);
         let status_check = r.bool(STATUS_CHECK, false);
+        let reconcile = r.bool(SNAPSHOT_RECONCILE, false);
+        if reconcile && !status_check {
+            r.err(
+                SNAPSHOT_RECONCILE,
+                Some("true"),
+                format!(
+                    "dropping older snapshot generations is safe only once ADX has confirmed every batch before: set {STATUS_CHECK}=true too"
+                ),
+            );
+        }
+        if reconcile {
+            for m in mappings.iter().filter(|m| m.streaming) {
+                r.err(
+                    SNAPSHOT_RECONCILE,
+                    Some("true"),
+                    format!(
+                        "topic '{}' uses streaming ingestion, whose extents carry no tags, so its older snapshot generations cannot be told apart: set 'streaming': false for it, or {SNAPSHOT_RECONCILE}=false",
+                        m.topic
+                    ),
+                );
+            }
+        }
 
         if !r.errors.is_empty() {
             return Err(ConfigErrors(r.errors));
@@ -639,6 +667,7 @@ impl KustoConfig {
                 dedup,
                 create_tables,
                 status_check,
+                reconcile,
             }),
             // Unreachable in practice: a missing URL was reported above.
             _ => Err(ConfigErrors(vec![ConfigError::missing(INGESTION_URL)])),
@@ -693,6 +722,8 @@ pub fn config_def() -> ConfigDef {
             .default("false"),
         ConfigKey::new(TABLES_CREATE, ConfigType::Bool, "Create missing tables.").default("false"),
         ConfigKey::new(STATUS_CHECK, ConfigType::Bool, "Follow each queued ingestion to its outcome before its offsets are committed.")
+            .default("false"),
+        ConfigKey::new(SNAPSHOT_RECONCILE, ConfigType::Bool, "When a snapshot of a table is complete in ADX, drop the extents its topic partition wrote before that snapshot, so the table holds the snapshot and what streamed after it (needs kusto.ingestion.status.check=true).")
             .default("false"),
     ])
 }
@@ -1147,6 +1178,7 @@ mod tests {
             DEDUP,
             TABLES_CREATE,
             STATUS_CHECK,
+            SNAPSHOT_RECONCILE,
         ] {
             assert!(def.key(key).is_some(), "{key} is not declared");
         }

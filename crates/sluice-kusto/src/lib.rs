@@ -16,6 +16,9 @@
 //! - [`sink`]: the task (batches per topic partition, retries,
 //!   `behavior.on.error`, dead-letter queues ([`dlq`]), deduplication
 //!   ([`journal`]), table creation and start-up checks ([`tables`])).
+//! - [`generations`]: each batch tagged with its snapshot generation, and
+//!   older generations dropped once a snapshot is complete
+//!   (`kusto.snapshot.reconcile`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +32,7 @@ pub mod client;
 pub mod config;
 pub mod dlq;
 pub mod format;
+pub mod generations;
 pub mod journal;
 pub mod metrics;
 pub mod queued;

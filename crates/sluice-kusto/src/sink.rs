@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::Rng;
 use sluice_core::connector::{PartitionOffset, SinkContext, SinkTask};
+use sluice_core::generation::{self as snapshot_generation, Place};
 use sluice_core::record::{Record, SinkRecord};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -39,6 +40,7 @@ use crate::config::{
 };
 use crate::dlq::DeadLetters;
 use crate::format::BatchEncoder;
+use crate::generations::{self, Generations};
 use crate::journal::Journal;
 use crate::queued::{IngestionStatus, QueuedBatch, QueuedIngestor};
 use crate::streaming;
@@ -61,6 +63,10 @@ struct Batch {
     records: Vec<SinkRecord>,
     /// With dedup: the journaled range a replayed batch must cover exactly.
     replay: Option<(i64, i64)>,
+    /// The snapshot generation of its records (see [`generations`]).
+    generation: Option<i64>,
+    /// The generation whose table snapshot its last read ends.
+    ends_snapshot: Option<i64>,
 }
 
 /// The outcome of the start-up checks, shared with the task.
@@ -87,6 +93,7 @@ pub struct KustoSinkTask {
     misc_dlq: Option<DeadLetters>,
     dlq_ready: bool,
     tables: TableMaker,
+    generations: Generations,
     checks: Checks,
     checked: bool,
 }
@@ -154,6 +161,7 @@ impl KustoSinkTask {
             misc_dlq: None,
             dlq_ready: false,
             tables: TableMaker::default(),
+            generations: Generations::default(),
             checks: rx,
             checked: false,
         })
@@ -248,7 +256,13 @@ impl KustoSinkTask {
         }
     }
 
-    fn new_batch(&mut self, mapping: &TopicMapping, tp: &Tp, offset: i64) -> Result<Batch> {
+    fn new_batch(
+        &mut self,
+        mapping: &TopicMapping,
+        tp: &Tp,
+        offset: i64,
+        generation: Option<i64>,
+    ) -> Result<Batch> {
         let replay = match &mut self.journal {
             Some(j) => j.range_of(&tp.0, tp.1, offset)?,
             None => None,
@@ -267,7 +281,138 @@ impl KustoSinkTask {
             opened: Instant::now(),
             records: Vec::new(),
             replay,
+            generation,
+            ends_snapshot: None,
         })
+    }
+
+    /// The snapshot generation `r` belongs to, for a queued mapping: a
+    /// read names it; a change streamed first after a start learns it
+    /// from the table's extents. A new generation closes the partition's
+    /// open batch first, so a batch holds one generation.
+    async fn generation_of(
+        &mut self,
+        r: &SinkRecord,
+        tp: &Tp,
+        mapping: &TopicMapping,
+        place: Option<Place<'_>>,
+    ) -> Result<Option<i64>> {
+        if mapping.streaming {
+            return Ok(None);
+        }
+        match place {
+            Some(Place::Read { generation, .. })
+                if self.generations.current(tp) != Some(generation) =>
+            {
+                tracing::info!(
+                    "sink connector '{}': snapshot {generation} of topic '{}' partition {} begins (offset {}); its batches are tagged '{}'",
+                    self.ctx.connector,
+                    tp.0,
+                    tp.1,
+                    r.offset,
+                    generations::tag(&tp.0, tp.1, generation)
+                );
+                self.generations.set(tp, Some(generation));
+            }
+            Some(Place::Streamed { .. }) if !self.generations.asked(tp) => {
+                let known =
+                    generations::extents(&self.engine, &mapping.db, &mapping.table, &tp.0, tp.1)
+                        .await;
+                match known {
+                    Ok(found) => {
+                        let g = found.iter().map(|(_, g)| *g).max().unwrap_or(0);
+                        self.generations.set(tp, Some(g));
+                    }
+                    Err(e) if self.cfg.reconcile => {
+                        return Err(anyhow!(e).context(format!(
+                            "{}: reading the snapshot generation of topic '{}' partition {} from the extents of table '{}' in database '{}'. Fix: grant the principal viewer rights on the database, or set {}=false",
+                            crate::config::SNAPSHOT_RECONCILE,
+                            tp.0,
+                            tp.1,
+                            mapping.table,
+                            mapping.db,
+                            crate::config::SNAPSHOT_RECONCILE
+                        )))
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "sink connector '{}': the snapshot generation of topic '{}' partition {} could not be read from table '{}' ({e}); its batches are not tagged with one until its next snapshot",
+                            self.ctx.connector,
+                            tp.0,
+                            tp.1,
+                            mapping.table
+                        );
+                        self.generations.set(tp, None);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let generation = self.generations.current(tp);
+        if self
+            .batches
+            .get(tp)
+            .is_some_and(|b| b.first.is_some() && b.generation != generation)
+        {
+            self.ingest(tp).await?;
+        }
+        Ok(generation)
+    }
+
+    /// A record that belongs to `tp`'s current generation is not in the
+    /// table: that generation's snapshot can no longer reconcile it.
+    fn lost_from_generation(&mut self, tp: &Tp) {
+        if let Some(g) = self.generations.current(tp) {
+            self.generations.mark_incomplete(tp, g);
+        }
+    }
+
+    /// After the batch that ends `generation`'s snapshot of `tp` is in
+    /// the table: drops the partition's older generations.
+    async fn reconcile(&mut self, tp: &Tp, mapping: &TopicMapping, generation: i64) -> Result<()> {
+        if self.generations.is_incomplete(tp, generation) {
+            tracing::warn!(
+                "sink connector '{}': snapshot {generation} of topic '{}' partition {} is complete, but some of its records did not reach table '{}' (behavior.on.error or a dead-letter queue); older generations are kept ({})",
+                self.ctx.connector,
+                tp.0,
+                tp.1,
+                mapping.table,
+                crate::config::SNAPSHOT_RECONCILE
+            );
+            return Ok(());
+        }
+        let dropped = generations::drop_older(
+            &self.engine,
+            &mapping.db,
+            &mapping.table,
+            &tp.0,
+            tp.1,
+            generation,
+        )
+        .await
+        .map_err(|e| {
+            anyhow!(e).context(format!(
+                "{}: dropping the extents of topic '{}' partition {} older than snapshot {generation} from table '{}' in database '{}' (the principal needs table admin rights)",
+                crate::config::SNAPSHOT_RECONCILE,
+                tp.0,
+                tp.1,
+                mapping.table,
+                mapping.db
+            ))
+        })?;
+        self.ctx.telemetry.plugin.add(
+            "kusto_reconcile_dropped_extents",
+            "Extents of older snapshot generations dropped (kusto.snapshot.reconcile)",
+            dropped as f64,
+        );
+        tracing::info!(
+            "sink connector '{}': snapshot {generation} of topic '{}' partition {} is complete in table '{}': {dropped} extent(s) of older generations dropped",
+            self.ctx.connector,
+            tp.0,
+            tp.1,
+            mapping.table
+        );
+        Ok(())
     }
 
     async fn put_one(&mut self, r: &SinkRecord) -> Result<()> {
@@ -285,6 +430,11 @@ impl KustoSinkTask {
                 self.tables.ensure(&self.engine, &mapping, &schema).await?;
             }
         }
+        let place = match (&r.value_schema, &r.value) {
+            (Some(s), Some(v)) => snapshot_generation::place(s, v),
+            _ => None,
+        };
+        let generation = self.generation_of(r, &tp, &mapping, place).await?;
         // A replayed batch ends exactly where the journal says; a record
         // past it starts the next batch.
         if let Some(b) = self.batches.get(&tp) {
@@ -293,7 +443,7 @@ impl KustoSinkTask {
             }
         }
         if !self.batches.contains_key(&tp) {
-            let b = self.new_batch(&mapping, &tp, r.offset)?;
+            let b = self.new_batch(&mapping, &tp, r.offset, generation)?;
             self.batches.insert(tp.clone(), b);
         }
         let keep = self.misc_dlq.is_some();
@@ -302,9 +452,15 @@ impl KustoSinkTask {
             b.encoder.push(r)
         };
         if let Err(e) = pushed {
+            self.lost_from_generation(&tp);
             return self.reject(r, e.to_string()).await;
         }
         let b = self.batches.get_mut(&tp).context("batch vanished")?;
+        if let Some(Place::Read { generation, marker }) = place {
+            if snapshot_generation::ends_table(marker) {
+                b.ends_snapshot = Some(generation);
+            }
+        }
         if b.first.is_none() {
             b.first = Some(r.offset);
             b.opened = Instant::now();
@@ -367,10 +523,15 @@ impl KustoSinkTask {
             mapping: m.mapping.clone(),
             gzipped: Bytes::from(gz),
             raw_size: raw_size as u64,
-            tags: if self.cfg.dedup {
-                vec![format!("ingest-by:{dedup_value}")]
-            } else {
-                Vec::new()
+            tags: {
+                let mut tags = Vec::new();
+                if self.cfg.dedup {
+                    tags.push(format!("ingest-by:{dedup_value}"));
+                }
+                if let Some(g) = b.generation {
+                    tags.push(generations::tag(&tp.0, tp.1, g));
+                }
+                tags
             },
             ingest_if_not_exists: if self.cfg.dedup {
                 vec![dedup_value.clone()]
@@ -414,9 +575,17 @@ impl KustoSinkTask {
                     "Bytes sent for the batches ADX accepted (gzip)",
                     queued_batch.gzipped.len() as f64,
                 );
-                Ok(())
+                match b.ends_snapshot {
+                    Some(g) if self.cfg.reconcile && !streamed => {
+                        self.reconcile(tp, &b.mapping, g).await
+                    }
+                    _ => Ok(()),
+                }
             }
             Err(e) => {
+                if let Some(g) = b.generation {
+                    self.generations.mark_incomplete(tp, g);
+                }
                 let outcome = self.batch_failed(&what, e, &mut b.records).await;
                 if outcome.is_err() {
                     let f = self.failed.entry(tp.clone()).or_insert(first);

@@ -896,3 +896,167 @@ async fn bench_queued_ingestion_of_the_scenario_rows() {
         n as f64 / took
     );
 }
+
+/// Order `id` unwrapped with `add.fields=op,lsn,snapshot`: a snapshot read
+/// when `snapshot` is a marker, else a change streamed at `lsn`.
+fn cdc_order(offset: i64, id: i64, op: &str, lsn: i64, snapshot: &str) -> SinkRecord {
+    let mut r = order_bytes(offset, id, "Austin");
+    let mut v: Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("json");
+    let fields = v["schema"]["fields"].as_array_mut().expect("fields");
+    fields.push(json!({"field": "__op", "type": "string", "optional": true}));
+    fields.push(json!({"field": "__lsn", "type": "int64", "optional": true}));
+    fields.push(json!({"field": "__snapshot", "type": "string", "optional": true}));
+    v["payload"]["__op"] = json!(op);
+    v["payload"]["__lsn"] = json!(lsn);
+    v["payload"]["__snapshot"] = json!(snapshot);
+    r.value = Some(serde_json::to_vec(&v).expect("json"));
+    read(r)
+}
+
+/// The order ids in the table, sorted.
+fn ids_in(adx: &Adx) -> Vec<String> {
+    let mut ids: Vec<String> = adx
+        .store()
+        .rows(DB, TABLE)
+        .iter()
+        .map(|r| r["orderid"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The generation tags of the table's extents, oldest first.
+fn generation_tags(adx: &Adx) -> Vec<String> {
+    adx.store()
+        .extents(DB, TABLE)
+        .into_iter()
+        .flatten()
+        .filter(|t| t.starts_with("drop-by:sluice/"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_complete_snapshot_drops_the_partitions_older_generations() {
+    let adx = Adx::start().await;
+    let props = adx.props(
+        &scenario_mapping(""),
+        &[
+            ("kusto.ingestion.status.check", "true"),
+            ("kusto.snapshot.reconcile", "true"),
+            ("behavior.on.error", "log"),
+            ("flush.interval.ms", "60000"),
+        ],
+    );
+    let g1 = format!("drop-by:sluice/{TOPIC}/0/100");
+    // Snapshot 100 of ids 1..5, then a change streamed after it.
+    let (mut t, telemetry) = watched_task(&props, "reconcile");
+    let snapshot: Vec<SinkRecord> = [
+        (1, "first"),
+        (2, "true"),
+        (3, "true"),
+        (4, "true"),
+        (5, "last"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (id, m))| cdc_order(i as i64, *id, "r", 100, m))
+    .collect();
+    t.put(&snapshot).await.expect("put");
+    t.put(&[cdc_order(5, 6, "c", 150, "false")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(ids_in(&adx), ["1", "2", "3", "4", "5", "6"]);
+    assert_eq!(generation_tags(&adx), vec![g1.clone()]);
+    // Nothing older than the first snapshot: nothing dropped.
+    assert_eq!(metric(&telemetry, "kusto_reconcile_dropped_extents"), 0.0);
+
+    // A restart: a streamed change first learns its generation from the
+    // table's extents.
+    drop(t);
+    let (mut t, telemetry) = watched_task(&props, "reconcile");
+    t.put(&[cdc_order(6, 7, "c", 160, "false")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(generation_tags(&adx), vec![g1.clone(), g1.clone()]);
+
+    // Snapshot 200 after ids 4..7 were deleted unseen: until it is
+    // complete, nothing is dropped.
+    t.put(&[
+        cdc_order(7, 1, "r", 200, "first"),
+        cdc_order(8, 2, "r", 200, "true"),
+    ])
+    .await
+    .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(ids_in(&adx).len(), 9, "{:?}", ids_in(&adx));
+    t.put(&[cdc_order(9, 3, "r", 200, "last")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(ids_in(&adx), ["1", "2", "3"]);
+    assert_eq!(metric(&telemetry, "kusto_reconcile_dropped_extents"), 2.0);
+    let g2 = format!("drop-by:sluice/{TOPIC}/0/200");
+    assert!(generation_tags(&adx).iter().all(|t| *t == g2));
+    t.put(&[cdc_order(10, 8, "c", 250, "false")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(ids_in(&adx), ["1", "2", "3", "8"]);
+
+    // Snapshot 300 with a record that was skipped (behavior.on.error=log):
+    // incomplete, so the older generation stays.
+    t.put(&[
+        cdc_order(11, 1, "r", 300, "first"),
+        unwritable(12, 2),
+        cdc_order(13, 3, "r", 300, "last"),
+    ])
+    .await
+    .expect("skipped");
+    t.flush().await.expect("flush");
+    assert_eq!(ids_in(&adx), ["1", "1", "2", "3", "3", "8"]);
+    assert_eq!(metric(&telemetry, "kusto_reconcile_dropped_extents"), 2.0);
+    adx.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_needs_the_status_check_and_queued_ingestion() {
+    let adx = Adx::start().await;
+    let plugin = sluice_kusto::plugin();
+    let props = adx.props(
+        &scenario_mapping(""),
+        &[("kusto.snapshot.reconcile", "true")],
+    );
+    let err = plugin.validate(&props).expect_err("refused").to_string();
+    assert!(
+        err.contains("kusto.snapshot.reconcile")
+            && err.contains("kusto.ingestion.status.check=true"),
+        "{err}"
+    );
+    let props = adx.props(
+        &scenario_mapping(", 'streaming': true"),
+        &[
+            ("kusto.snapshot.reconcile", "true"),
+            ("kusto.ingestion.status.check", "true"),
+        ],
+    );
+    let err = plugin.validate(&props).expect_err("refused").to_string();
+    assert!(
+        err.contains(TOPIC) && err.contains("'streaming': false"),
+        "{err}"
+    );
+    // Without reconcile, the batches still carry their generation.
+    let props = adx.props(&scenario_mapping(""), &[]);
+    let mut t = task(&props, "marker");
+    t.put(&[cdc_order(0, 1, "r", 42, "last")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    adx.wait_rows(1).await;
+    assert_eq!(
+        generation_tags(&adx),
+        vec![format!("drop-by:sluice/{TOPIC}/0/42")]
+    );
+    adx.assert_no_violations();
+}
