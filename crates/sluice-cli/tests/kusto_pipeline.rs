@@ -171,13 +171,7 @@ async fn the_scenarios_configs_posted_over_http_fill_the_adx_table() {
     .expect("rows");
 
     let store = scenario_store();
-    let engine = FakeEngine::start(store.clone()).await.expect("engine");
-    let azurite = Azurite::start().expect("azurite");
-    let dm = FakeDm::start(store.clone(), &azurite, engine.token_validator())
-        .await
-        .expect("dm");
-    let front = start_front(&engine, &dm).await;
-    engine.accept_audience(&front);
+    let (engine, _azurite, dm, front) = start_adx(&store).await;
 
     let dir = tempfile::tempdir().expect("temp");
     let rest = sluice_testkit::free_port().expect("port");
@@ -284,6 +278,19 @@ async fn the_scenarios_configs_posted_over_http_fill_the_adx_table() {
     drop(pg);
 }
 
+/// The ADX stand-ins over `store`, and the one cluster URL in front of
+/// them.
+async fn start_adx(store: &Store) -> (FakeEngine, Azurite, FakeDm, String) {
+    let engine = FakeEngine::start(store.clone()).await.expect("engine");
+    let azurite = Azurite::start().expect("azurite");
+    let dm = FakeDm::start(store.clone(), &azurite, engine.token_validator())
+        .await
+        .expect("dm");
+    let front = start_front(&engine, &dm).await;
+    engine.accept_audience(&front);
+    (engine, azurite, dm, front)
+}
+
 /// Starts `sluice connect` with `files`, logging to `log`, with Azure AD at
 /// `authority` (`AZURE_AUTHORITY_HOST`).
 fn spawn_worker(files: &[&std::path::Path], log: &std::path::Path, authority: &str) -> Killed {
@@ -318,13 +325,7 @@ async fn over_kafka_with_dedup_a_sink_killed_mid_batch_leaves_no_duplicates() {
     .await
     .expect("rows");
     let store = scenario_store();
-    let engine = FakeEngine::start(store.clone()).await.expect("engine");
-    let azurite = Azurite::start().expect("azurite");
-    let dm = FakeDm::start(store.clone(), &azurite, engine.token_validator())
-        .await
-        .expect("dm");
-    let front = start_front(&engine, &dm).await;
-    engine.accept_audience(&front);
+    let (engine, _azurite, dm, front) = start_adx(&store).await;
     // Queue messages wait: a killed sink's last batches are posted but not
     // ingested, so the replay meets them in flight.
     dm.pause_ingestion();
@@ -445,4 +446,124 @@ async fn over_kafka_with_dedup_a_sink_killed_mid_batch_leaves_no_duplicates() {
     assert_eq!(engine.violations(), Vec::<String>::new());
     assert_eq!(dm.violations(), Vec::<String>::new());
     drop(sink_worker);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_snapshot_with_reconcile_leaves_adx_with_only_what_postgres_has() {
+    let (db, pg) = fresh_db("kustoresnap").await;
+    pg.batch_execute(ORDERS).await.expect("schema");
+    pg.batch_execute(
+        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
+         SELECT 300 + g, 100 + g, 'Austin', '2020-10-09 07:23:10' FROM generate_series(1, 60) g",
+    )
+    .await
+    .expect("rows");
+    let store = scenario_store();
+    let (engine, _azurite, dm, front) = start_adx(&store).await;
+
+    let dir = tempfile::tempdir().expect("temp");
+    let path = |f: &str| dir.path().join(f);
+    std::fs::write(
+        path("worker.properties"),
+        format!(
+            "offset.storage.file.filename={}\noffset.flush.interval.ms=500\n",
+            path("offsets.json").display()
+        ),
+    )
+    .expect("write");
+    // Every start snapshots again, as after a lost slot.
+    let source = json!({"name": "pg-orders-source",
+     "config": {
+       "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+       "database.hostname": "127.0.0.1", "database.port": cluster().port().to_string(),
+       "database.user": "postgres", "database.dbname": db,
+       "database.server.name": "myserver", "slot.name": "kusto_resnap",
+       "snapshot.mode": "always",
+       "table.include.list": "retail.orders_info"}});
+    let sink = json!({"name": "adx-orders-sink",
+     "config": {
+       "connector.class": "com.microsoft.azure.kusto.kafka.connect.sink.KustoSinkConnector",
+       "flush.size.bytes": 4000, "flush.interval.ms": 500, "tasks.max": 1,
+       "topics": "myserver.retail.orders_info",
+       "kusto.tables.topics.mapping": "[{'topic': 'myserver.retail.orders_info','db': 'retail', 'table': 'Orders','format': 'json', 'mapping':'OrdersEventMapping'}]",
+       "kusto.ingestion.url": front,
+       "kusto.ingestion.status.check": true,
+       "kusto.snapshot.reconcile": true,
+       "aad.auth.authority": engine.tenant(),
+       "aad.auth.appid": engine.app_id(), "aad.auth.appkey": engine.app_key(),
+       "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+       "transforms": "unwrap",
+       "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
+       "transforms.unwrap.add.fields": "op,lsn,snapshot"}});
+    std::fs::write(path("source.json"), source.to_string()).expect("write");
+    std::fs::write(path("sink.json"), sink.to_string()).expect("write");
+    let files = [
+        path("worker.properties"),
+        path("source.json"),
+        path("sink.json"),
+    ];
+    let files: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    let authority = engine.url();
+    let log = path("sluice.log");
+    let orders = || {
+        let mut ids: Vec<String> = store
+            .rows("retail", "Orders")
+            .iter()
+            .filter_map(|r| r["orderid"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort_by_key(|id| id.parse::<i64>().unwrap_or(-1));
+        ids
+    };
+    let wait_for = |want: Vec<String>, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while orders() != want {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the table has {:?}; log:\n{}",
+                orders(),
+                tail(&std::fs::read_to_string(&log).unwrap_or_default(), 40)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let all: Vec<String> = (1..=60).map(|i| i.to_string()).collect();
+    let worker = spawn_worker(&files, &log, &authority);
+    wait_for(all.clone(), "the first snapshot");
+    drop(worker);
+
+    // Rows deleted while nothing ran: no delete event will ever say so.
+    pg.batch_execute("DELETE FROM retail.orders_info WHERE orderid % 7 = 0")
+        .await
+        .expect("deletes");
+    let kept: Vec<String> = (1..=60)
+        .filter(|i| i % 7 != 0)
+        .map(|i| i.to_string())
+        .collect();
+    let _worker = spawn_worker(&files, &log, &authority);
+    wait_for(kept.clone(), "the second snapshot, reconciled");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("extent(s) of older generations dropped"),
+        "{}",
+        tail(&text, 40)
+    );
+    // Streaming goes on in the new generation.
+    pg.batch_execute(
+        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
+         VALUES (999, 999, 'Seattle', '2020-10-09 09:00:00')",
+    )
+    .await
+    .expect("insert");
+    let mut more = kept;
+    more.push("61".into());
+    wait_for(more, "a change streamed after the second snapshot");
+    let tags: std::collections::BTreeSet<String> = store
+        .extents("retail", "Orders")
+        .into_iter()
+        .flatten()
+        .filter(|t| t.starts_with("drop-by:sluice/"))
+        .collect();
+    assert_eq!(tags.len(), 1, "one generation left: {tags:?}");
+    assert_eq!(engine.violations(), Vec::<String>::new());
+    assert_eq!(dm.violations(), Vec::<String>::new());
 }
