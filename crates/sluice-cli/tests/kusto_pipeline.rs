@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use common::{cluster, fresh_db, sluice_bin, tail};
+use common::{cluster, fresh_db, insert_orders, sluice_bin, tail};
 use serde_json::{json, Value as Json};
 use sluice_testkit::kusto::azurite::Azurite;
 use sluice_testkit::kusto::dm::FakeDm;
@@ -291,6 +291,50 @@ async fn start_adx(store: &Store) -> (FakeEngine, Azurite, FakeDm, String) {
     (engine, azurite, dm, front)
 }
 
+/// A fresh database with the scenario's table and `n` orders.
+async fn orders_db(name: &str, n: i64) -> (String, tokio_postgres::Client) {
+    let (db, pg) = fresh_db(name).await;
+    pg.batch_execute(ORDERS).await.expect("schema");
+    insert_orders(&pg, n).await;
+    (db, pg)
+}
+
+/// The scenario's source connector on `db`, with `extra` settings.
+fn pg_source(db: &str, slot: &str, extra: Json) -> Json {
+    let mut config = json!({
+       "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+       "database.hostname": "127.0.0.1", "database.port": cluster().port().to_string(),
+       "database.user": "postgres", "database.dbname": db,
+       "database.server.name": "myserver", "slot.name": slot,
+       "table.include.list": "retail.orders_info"});
+    merge(&mut config, extra);
+    json!({"name": "pg-orders-source", "config": config})
+}
+
+/// The scenario's ADX sink (unwrapped records into `Orders`) through
+/// `front`, with `extra` settings.
+fn adx_sink(engine: &FakeEngine, front: &str, extra: Json) -> Json {
+    let mut config = json!({
+       "connector.class": "com.microsoft.azure.kusto.kafka.connect.sink.KustoSinkConnector",
+       "tasks.max": 1,
+       "topics": "myserver.retail.orders_info",
+       "kusto.tables.topics.mapping": "[{'topic': 'myserver.retail.orders_info','db': 'retail', 'table': 'Orders','format': 'json', 'mapping':'OrdersEventMapping'}]",
+       "kusto.ingestion.url": front,
+       "aad.auth.authority": engine.tenant(),
+       "aad.auth.appid": engine.app_id(), "aad.auth.appkey": engine.app_key(),
+       "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+       "transforms": "unwrap",
+       "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState"});
+    merge(&mut config, extra);
+    json!({"name": "adx-orders-sink", "config": config})
+}
+
+fn merge(into: &mut Json, extra: Json) {
+    if let (Some(into), Json::Object(extra)) = (into.as_object_mut(), extra) {
+        into.extend(extra);
+    }
+}
+
 /// Starts `sluice connect` with `files`, logging to `log`, with Azure AD at
 /// `authority` (`AZURE_AUTHORITY_HOST`).
 fn spawn_worker(files: &[&std::path::Path], log: &std::path::Path, authority: &str) -> Killed {
@@ -316,14 +360,7 @@ fn spawn_worker(files: &[&std::path::Path], log: &std::path::Path, authority: &s
 #[tokio::test(flavor = "multi_thread")]
 async fn over_kafka_with_dedup_a_sink_killed_mid_batch_leaves_no_duplicates() {
     let tansu = sluice_testkit::tansu::Tansu::start();
-    let (db, pg) = fresh_db("kustodedup").await;
-    pg.batch_execute(ORDERS).await.expect("schema");
-    pg.batch_execute(
-        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
-         SELECT 300 + g, 100 + g, 'Austin', '2020-10-09 07:23:10' FROM generate_series(1, 120) g",
-    )
-    .await
-    .expect("rows");
+    let (db, pg) = orders_db("kustodedup", 120).await;
     let store = scenario_store();
     let (engine, _azurite, dm, front) = start_adx(&store).await;
     // Queue messages wait: a killed sink's last batches are posted but not
@@ -342,27 +379,14 @@ async fn over_kafka_with_dedup_a_sink_killed_mid_batch_leaves_no_duplicates() {
     };
     std::fs::write(path("source-worker.properties"), worker("source")).expect("write");
     std::fs::write(path("sink-worker.properties"), worker("sink")).expect("write");
-    let source = json!({"name": "pg-orders-source",
-     "config": {
-       "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-       "database.hostname": "127.0.0.1", "database.port": cluster().port().to_string(),
-       "database.user": "postgres", "database.dbname": db,
-       "database.server.name": "myserver", "slot.name": "kusto_dedup",
-       "table.include.list": "retail.orders_info"}});
-    let sink = json!({"name": "adx-orders-sink",
-     "config": {
-       "connector.class": "com.microsoft.azure.kusto.kafka.connect.sink.KustoSinkConnector",
-       "flush.size.bytes": 2000, "flush.interval.ms": 1000, "tasks.max": 1,
-       "topics": "myserver.retail.orders_info",
-       "kusto.tables.topics.mapping": "[{'topic': 'myserver.retail.orders_info','db': 'retail', 'table': 'Orders','format': 'json', 'mapping':'OrdersEventMapping'}]",
-       "kusto.ingestion.url": front,
-       "kusto.ingestion.dedup": true,
-       "tempdir.path": path("kusto-tmp").display().to_string(),
-       "aad.auth.authority": engine.tenant(),
-       "aad.auth.appid": engine.app_id(), "aad.auth.appkey": engine.app_key(),
-       "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-       "transforms": "unwrap",
-       "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState"}});
+    let source = pg_source(&db, "kusto_dedup", json!({}));
+    let sink = adx_sink(
+        &engine,
+        &front,
+        json!({"flush.size.bytes": 2000, "flush.interval.ms": 1000,
+               "kusto.ingestion.dedup": true,
+               "tempdir.path": path("kusto-tmp").display().to_string()}),
+    );
     std::fs::write(path("source.json"), source.to_string()).expect("write");
     std::fs::write(path("sink.json"), sink.to_string()).expect("write");
     let authority = engine.url();
@@ -450,14 +474,7 @@ async fn over_kafka_with_dedup_a_sink_killed_mid_batch_leaves_no_duplicates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_snapshot_with_reconcile_leaves_adx_with_only_what_postgres_has() {
-    let (db, pg) = fresh_db("kustoresnap").await;
-    pg.batch_execute(ORDERS).await.expect("schema");
-    pg.batch_execute(
-        "INSERT INTO retail.orders_info (custid, amount, city, purchase_time)
-         SELECT 300 + g, 100 + g, 'Austin', '2020-10-09 07:23:10' FROM generate_series(1, 60) g",
-    )
-    .await
-    .expect("rows");
+    let (db, pg) = orders_db("kustoresnap", 60).await;
     let store = scenario_store();
     let (engine, _azurite, dm, front) = start_adx(&store).await;
 
@@ -472,29 +489,15 @@ async fn a_new_snapshot_with_reconcile_leaves_adx_with_only_what_postgres_has() 
     )
     .expect("write");
     // Every start snapshots again, as after a lost slot.
-    let source = json!({"name": "pg-orders-source",
-     "config": {
-       "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-       "database.hostname": "127.0.0.1", "database.port": cluster().port().to_string(),
-       "database.user": "postgres", "database.dbname": db,
-       "database.server.name": "myserver", "slot.name": "kusto_resnap",
-       "snapshot.mode": "always",
-       "table.include.list": "retail.orders_info"}});
-    let sink = json!({"name": "adx-orders-sink",
-     "config": {
-       "connector.class": "com.microsoft.azure.kusto.kafka.connect.sink.KustoSinkConnector",
-       "flush.size.bytes": 4000, "flush.interval.ms": 500, "tasks.max": 1,
-       "topics": "myserver.retail.orders_info",
-       "kusto.tables.topics.mapping": "[{'topic': 'myserver.retail.orders_info','db': 'retail', 'table': 'Orders','format': 'json', 'mapping':'OrdersEventMapping'}]",
-       "kusto.ingestion.url": front,
-       "kusto.ingestion.status.check": true,
-       "kusto.snapshot.reconcile": true,
-       "aad.auth.authority": engine.tenant(),
-       "aad.auth.appid": engine.app_id(), "aad.auth.appkey": engine.app_key(),
-       "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-       "transforms": "unwrap",
-       "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
-       "transforms.unwrap.add.fields": "op,lsn,snapshot"}});
+    let source = pg_source(&db, "kusto_resnap", json!({"snapshot.mode": "always"}));
+    let sink = adx_sink(
+        &engine,
+        &front,
+        json!({"flush.size.bytes": 4000, "flush.interval.ms": 500,
+               "kusto.ingestion.status.check": true,
+               "kusto.snapshot.reconcile": true,
+               "transforms.unwrap.add.fields": "op,lsn,snapshot"}),
+    );
     std::fs::write(path("source.json"), source.to_string()).expect("write");
     std::fs::write(path("sink.json"), sink.to_string()).expect("write");
     let files = [
