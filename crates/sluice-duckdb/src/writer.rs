@@ -4,9 +4,9 @@
 //! A flush's rows go through DuckDB's Appender in their native types
 //! ([`Cell`]): straight into the table when nothing needs merging (append
 //! mode; snapshot reads into a table the snapshot fills), else into a
-//! temporary staging table of the target's column types, merged set-wise
-//! (one `DELETE ... USING` for keys whose last event is a delete, one
-//! `INSERT ... ON CONFLICT DO UPDATE` for the rest).
+//! temporary staging table of the target's column types, merged set-wise:
+//! one `DELETE ... USING` of every staged key's row, one `INSERT ...
+//! SELECT` of the keys whose last event is an upsert.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -1266,39 +1266,28 @@ impl Writer {
                     ))?;
                     LATEST
                 };
-                if !all_upserts {
-                    let matches: Vec<String> = key_idx
-                        .iter()
-                        .map(|&i| format!("{table}.{} = l.s{i}", cols[i]))
-                        .collect();
-                    self.conn
-                        .execute_batch(&format!(
-                            "DELETE FROM {table} USING {source} l WHERE l.kind = 1 AND {}",
-                            matches.join(" AND ")
-                        ))
-                        .context("deleting rows")?;
-                }
-                let updates: Vec<String> = cols
+                // Every staged key's row goes, then the keys whose last
+                // event is an upsert come back with their new row. DuckDB
+                // runs this about 4x faster than `INSERT ... ON CONFLICT DO
+                // UPDATE`, and holds a large value fewer times over.
+                let matches: Vec<String> = key_idx
                     .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !key_idx.contains(i))
-                    .map(|(_, n)| format!("{n} = excluded.{n}"))
+                    .map(|&i| format!("{table}.{} = l.s{i}", cols[i]))
                     .collect();
-                let on_conflict = if updates.is_empty() {
-                    "DO NOTHING".to_owned()
-                } else {
-                    format!("DO UPDATE SET {}", updates.join(", "))
-                };
-                let pk: Vec<String> = key_idx.iter().map(|&i| cols[i].clone()).collect();
+                self.conn
+                    .execute_batch(&format!(
+                        "DELETE FROM {table} USING {source} l WHERE {}",
+                        matches.join(" AND ")
+                    ))
+                    .context("deleting the rows of the staged keys")?;
                 let filter = if all_upserts { "" } else { " WHERE kind = 0" };
                 self.conn
                     .execute_batch(&format!(
-                        "INSERT INTO {table} ({}) SELECT {} FROM {source}{filter} ON CONFLICT ({}) {on_conflict}",
+                        "INSERT INTO {table} ({}) SELECT {} FROM {source}{filter}",
                         cols.join(", "),
-                        exprs.join(", "),
-                        pk.join(", ")
+                        exprs.join(", ")
                     ))
-                    .context("upserting rows")?;
+                    .context("inserting the upserted rows")?;
             }
         }
         Ok(())
