@@ -293,6 +293,7 @@ impl ConnectorPlugin for DuckDbSink {
             layouts: HashMap::new(),
             tracker: Tracker::default(),
             failed: None,
+            inflight: None,
         }))
     }
 }
@@ -478,7 +479,14 @@ struct DuckDbSinkTask {
     /// Set when a write failed: the state in memory may be ahead of the
     /// database, so the task must be started again.
     failed: Option<String>,
+    /// The flush DuckDB is writing while the next one is built, and when
+    /// it began.
+    inflight: Option<(InflightWrite, Instant)>,
 }
+
+/// A flush being written on the blocking pool: its batch comes back with
+/// the outcome.
+type InflightWrite = tokio::task::JoinHandle<(writer::Batch, anyhow::Result<writer::Report>)>;
 
 /// Record coordinates for error messages.
 fn at(r: &SinkRecord) -> String {
@@ -928,7 +936,18 @@ impl DuckDbSinkTask {
         }
     }
 
+    /// Writes everything buffered and waits until DuckDB has it.
     async fn write(&mut self) -> anyhow::Result<()> {
+        self.start_write().await?;
+        self.finish_write().await
+    }
+
+    /// Hands the buffered rows to DuckDB's thread and returns while it
+    /// writes them, once the flush before has been written: decoding the
+    /// next records overlaps DuckDB's work, and at most one flush is in
+    /// flight (the driver's flush waits for it before offsets commit).
+    async fn start_write(&mut self) -> anyhow::Result<()> {
+        self.finish_write().await?;
         if let Some(why) = &self.failed {
             return Err(transient(anyhow!(
                 "an earlier DuckDB write of this task failed ({why}); the task starts again to read its state from the database"
@@ -961,22 +980,22 @@ impl DuckDbSinkTask {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let mut batch = std::mem::take(&mut self.batch);
+        let batch = std::mem::take(&mut self.batch);
         self.buffered = 0;
         self.oldest = None;
-        let started = Instant::now();
+        self.inflight = Some((spawn_write(writer, batch), Instant::now()));
+        Ok(())
+    }
+
+    /// Waits for the flush in flight, if any, and settles its outcome: a
+    /// row DuckDB refused is set aside under `errors.tolerance=all` and
+    /// the rest written again; anything else fails the task.
+    async fn finish_write(&mut self) -> anyhow::Result<()> {
+        let Some((handle, started)) = self.inflight.take() else {
+            return Ok(());
+        };
+        let (mut batch, mut result) = handle.await.context("DuckDB writer thread")?;
         loop {
-            let w = Arc::clone(&writer);
-            let (back, result) = tokio::task::spawn_blocking(move || {
-                let result = match w.lock() {
-                    Ok(mut w) => w.write(&batch),
-                    Err(_) => Err(anyhow!("DuckDB writer poisoned by an earlier failure")),
-                };
-                (batch, result)
-            })
-            .await
-            .context("DuckDB writer thread")?;
-            batch = back;
             let e = match result {
                 Ok(report) => {
                     self.note_flush(&batch, &report, started.elapsed());
@@ -1011,6 +1030,10 @@ impl DuckDbSinkTask {
                     return Err(classify(e));
                 }
             }
+            let writer = self.writer().await?;
+            (batch, result) = spawn_write(writer, batch)
+                .await
+                .context("DuckDB writer thread")?;
         }
         self.committed.extend(batch.positions);
         self.committed_offsets.extend(batch.offsets);
@@ -1060,6 +1083,18 @@ impl DuckDbSinkTask {
             );
         }
     }
+}
+
+/// Writes `batch` in one transaction on the blocking pool; the batch comes
+/// back with the outcome.
+fn spawn_write(writer: Arc<Mutex<Writer>>, batch: writer::Batch) -> InflightWrite {
+    tokio::task::spawn_blocking(move || {
+        let result = match writer.lock() {
+            Ok(mut w) => w.write(&batch),
+            Err(_) => Err(anyhow!("DuckDB writer poisoned by an earlier failure")),
+        };
+        (batch, result)
+    })
 }
 
 /// DuckDB's I/O errors (a full disk, a file another process holds) may
@@ -1218,19 +1253,26 @@ impl SinkTask for DuckDbSinkTask {
         for r in records {
             self.add(r)?;
             if self.buffered >= self.settings.flush_size || self.batch.bytes >= FLUSH_BYTES {
-                self.write().await?;
+                self.start_write().await?;
             }
         }
         if self
             .oldest
             .is_some_and(|t| t.elapsed() >= self.settings.flush_interval)
         {
-            self.write().await?;
+            self.start_write().await?;
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> anyhow::Result<()> {
         self.write().await
+    }
+
+    /// A flush already handed to DuckDB is finished; rows still buffered
+    /// are not written (their records were not committed, and are read
+    /// again).
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        self.finish_write().await
     }
 }

@@ -717,10 +717,12 @@ async fn flush_size_and_interval_write_before_the_workers_flush() {
     let records: Vec<SinkRecord> = (1..=5)
         .map(|i| ev.record(Op::Create, i, "n", 100 * i64::from(i)))
         .collect();
-    // Two full batches of two are written during put; the fifth record waits
-    // for a flush that never comes (the task is dropped, as in a crash).
+    // Two full batches of two are handed to DuckDB during put (the second
+    // may still be being written when put returns; stopping the task
+    // finishes it); the fifth record waits for a flush that never comes.
     let mut t = task(&db, &[("flush.size.records", "2")]);
     t.put(&records).await.expect("put");
+    t.stop().await.expect("stop");
     drop(t);
     assert_eq!(
         query_strings(&db, "SELECT id::VARCHAR FROM items ORDER BY id"),
@@ -729,6 +731,7 @@ async fn flush_size_and_interval_write_before_the_workers_flush() {
     // An interval of 0 writes whatever a put buffered at its end.
     let mut t = task(&db, &[("flush.interval.ms", "0")]);
     t.put(&records[4..]).await.expect("put");
+    t.stop().await.expect("stop");
     drop(t);
     assert_eq!(
         query_strings(&db, "SELECT count(*)::VARCHAR FROM items"),
