@@ -1147,14 +1147,6 @@ struct Event<'a> {
     unwrapped: bool,
 }
 
-fn field<'a>(
-    schema: &'a Schema,
-    value: &'a Value,
-    name: &str,
-) -> Option<(&'a SchemaRef, &'a Value)> {
-    schema.field_value(value, name)
-}
-
 fn read_event<'a>(schema: &'a SchemaRef, value: &'a Value) -> anyhow::Result<Event<'a>> {
     if schema.ty != SchemaType::Struct {
         bail!("the value is not a struct (schema type {:?})", schema.ty);
@@ -1164,27 +1156,29 @@ fn read_event<'a>(schema: &'a SchemaRef, value: &'a Value) -> anyhow::Result<Eve
         && (schema.field("after").is_some() || schema.field("before").is_some());
     if !is_envelope {
         let mut meta = Meta::default();
-        if let Some((_, v)) = field(schema, value, "__op") {
+        if let Some((_, v)) = schema.field_value(value, "__op") {
             meta.op = v.as_str().map(str::to_owned);
         }
         // `add.fields=lsn,snapshot` names them `__lsn` and `__snapshot`;
         // `source.lsn,source.snapshot`, `__source_lsn` and
         // `__source_snapshot`.
-        if let Some((_, v)) =
-            field(schema, value, "__lsn").or_else(|| field(schema, value, "__source_lsn"))
+        if let Some((_, v)) = schema
+            .field_value(value, "__lsn")
+            .or_else(|| schema.field_value(value, "__source_lsn"))
         {
             meta.lsn = v.as_i64();
             meta.source_position = meta.lsn.map(|l| (l, l));
         }
-        if let Some((_, v)) =
-            field(schema, value, "__snapshot").or_else(|| field(schema, value, "__source_snapshot"))
+        if let Some((_, v)) = schema
+            .field_value(value, "__snapshot")
+            .or_else(|| schema.field_value(value, "__source_snapshot"))
         {
             meta.snapshot = v.as_str().map(str::to_owned);
         }
-        if let Some((_, v)) = field(schema, value, "__source_ts_ms") {
+        if let Some((_, v)) = schema.field_value(value, "__source_ts_ms") {
             meta.source_ts_ms = v.as_i64();
         }
-        meta.deleted = match field(schema, value, "__deleted") {
+        meta.deleted = match schema.field_value(value, "__deleted") {
             Some((_, Value::Bool(b))) => *b,
             Some((_, Value::String(s))) => s == "true",
             _ => false,
@@ -1195,7 +1189,8 @@ fn read_event<'a>(schema: &'a SchemaRef, value: &'a Value) -> anyhow::Result<Eve
             unwrapped: true,
         });
     }
-    let op = field(schema, value, "op")
+    let op = schema
+        .field_value(value, "op")
         .and_then(|(_, v)| v.as_str())
         .ok_or_else(|| anyhow!("Debezium envelope without an 'op' string"))?
         .to_owned();
@@ -1203,13 +1198,15 @@ fn read_event<'a>(schema: &'a SchemaRef, value: &'a Value) -> anyhow::Result<Eve
         deleted: op == "d",
         ..Meta::default()
     };
-    if let Some((ss, sv)) = field(schema, value, "source") {
-        meta.lsn = field(ss, sv, "lsn").and_then(|(_, v)| v.as_i64());
-        meta.source_ts_ms = field(ss, sv, "ts_ms").and_then(|(_, v)| v.as_i64());
-        meta.snapshot = field(ss, sv, "snapshot")
+    if let Some((ss, sv)) = schema.field_value(value, "source") {
+        meta.lsn = ss.field_value(sv, "lsn").and_then(|(_, v)| v.as_i64());
+        meta.source_ts_ms = ss.field_value(sv, "ts_ms").and_then(|(_, v)| v.as_i64());
+        meta.snapshot = ss
+            .field_value(sv, "snapshot")
             .and_then(|(_, v)| v.as_str())
             .map(str::to_owned);
-        let sequence = field(ss, sv, "sequence")
+        let sequence = ss
+            .field_value(sv, "sequence")
             .and_then(|(_, v)| v.as_str())
             .and_then(|s| serde_json::from_str::<Vec<Option<String>>>(s).ok());
         let lsn = meta.lsn;
@@ -1226,8 +1223,8 @@ fn read_event<'a>(schema: &'a SchemaRef, value: &'a Value) -> anyhow::Result<Eve
         };
     }
     let row = match op.as_str() {
-        "c" | "u" | "r" => field(schema, value, "after"),
-        "d" => field(schema, value, "before"),
+        "c" | "u" | "r" => schema.field_value(value, "after"),
+        "d" => schema.field_value(value, "before"),
         "t" => bail!("truncate events (op 't') cannot be applied by the DuckDB sink; exclude them at the source (skipped.operations=t)"),
         other => bail!("unknown Debezium op '{other}'"),
     };
