@@ -723,7 +723,7 @@ pub fn config_def() -> ConfigDef {
         ConfigKey::new(TABLES_CREATE, ConfigType::Bool, "Create missing tables.").default("false"),
         ConfigKey::new(STATUS_CHECK, ConfigType::Bool, "Follow each queued ingestion to its outcome before its offsets are committed.")
             .default("false"),
-        ConfigKey::new(SNAPSHOT_RECONCILE, ConfigType::Bool, "When a snapshot of a table is complete in ADX, drop the extents its topic partition wrote before that snapshot, so the table holds the snapshot and what streamed after it (needs kusto.ingestion.status.check=true).")
+        ConfigKey::new(SNAPSHOT_RECONCILE, ConfigType::Bool, "When a snapshot of a table is complete in ADX, drop the extents its topic partition wrote before that snapshot, so the table holds the snapshot and what streamed after it; the extents of tables the snapshot read without a row are dropped too, but for those tagged with a change made after the snapshot (needs kusto.ingestion.status.check=true).")
             .default("false"),
     ])
 }

@@ -67,6 +67,11 @@ struct Batch {
     generation: Option<i64>,
     /// The generation whose table snapshot its last read ends.
     ends_snapshot: Option<i64>,
+    /// The topics whose tables that snapshot read without a row (the
+    /// header of the snapshot's final record).
+    empty_topics: Vec<String>,
+    /// The highest LSN of its streamed changes.
+    streamed_lsn: Option<i64>,
 }
 
 /// The outcome of the start-up checks, shared with the task.
@@ -283,6 +288,8 @@ impl KustoSinkTask {
             replay,
             generation,
             ends_snapshot: None,
+            empty_topics: Vec::new(),
+            streamed_lsn: None,
         })
     }
 
@@ -320,7 +327,12 @@ impl KustoSinkTask {
                         .await;
                 match known {
                     Ok(found) => {
-                        let g = found.iter().map(|(_, g)| *g).max().unwrap_or(0);
+                        let g = found
+                            .iter()
+                            .map(|(_, g)| *g)
+                            .chain(self.generations.floor(&tp.0))
+                            .max()
+                            .unwrap_or(0);
                         self.generations.set(tp, Some(g));
                     }
                     Err(e) if self.cfg.reconcile => {
@@ -348,6 +360,9 @@ impl KustoSinkTask {
             }
             _ => {}
         }
+        if let Some(Place::Streamed { lsn }) = place {
+            self.generations.note_streamed(tp, lsn);
+        }
         let generation = self.generations.current(tp);
         if self
             .batches
@@ -368,8 +383,15 @@ impl KustoSinkTask {
     }
 
     /// After the batch that ends `generation`'s snapshot of `tp` is in
-    /// the table: drops the partition's older generations.
-    async fn reconcile(&mut self, tp: &Tp, mapping: &TopicMapping, generation: i64) -> Result<()> {
+    /// the table: drops the partition's older generations, and those of
+    /// the topics the snapshot read without a row.
+    async fn reconcile(
+        &mut self,
+        tp: &Tp,
+        mapping: &TopicMapping,
+        generation: i64,
+        empty_topics: &[String],
+    ) -> Result<()> {
         if self.generations.is_incomplete(tp, generation) {
             tracing::warn!(
                 "sink connector '{}': snapshot {generation} of topic '{}' partition {} is complete, but some of its records did not reach table '{}' (behavior.on.error or a dead-letter queue); older generations are kept ({})",
@@ -379,6 +401,9 @@ impl KustoSinkTask {
                 mapping.table,
                 crate::config::SNAPSHOT_RECONCILE
             );
+            for topic in empty_topics {
+                self.generations.advance(topic, generation);
+            }
             return Ok(());
         }
         let dropped = generations::drop_older(
@@ -412,7 +437,115 @@ impl KustoSinkTask {
             tp.1,
             mapping.table
         );
+        self.empty(generation, empty_topics).await
+    }
+
+    /// Snapshot `generation` read the tables of `topics` without a row:
+    /// drops their older generations, one command per table.
+    async fn empty(&mut self, generation: i64, topics: &[String]) -> Result<()> {
+        // (db, table) -> topics, in the order first named.
+        let mut tables: Vec<((String, String), Vec<String>)> = Vec::new();
+        for topic in topics {
+            let Some(mapping) = self.cfg.mapping_for(topic).cloned() else {
+                tracing::debug!(
+                    "sink connector '{}': snapshot {generation} read topic '{topic}' without a row; this connector maps no table to it",
+                    self.ctx.connector
+                );
+                continue;
+            };
+            if mapping.streaming {
+                continue;
+            }
+            match self.generations.emptied(topic, generation) {
+                generations::Emptied::Drop => {}
+                generations::Emptied::Read {
+                    partition,
+                    generation: g,
+                } => {
+                    tracing::info!(
+                        "sink connector '{}': snapshot {generation} read topic '{topic}' without a row, but its partition {partition} is already in generation {g}; nothing of table '{}' is dropped for it",
+                        self.ctx.connector,
+                        mapping.table
+                    );
+                    continue;
+                }
+                generations::Emptied::StreamedPast { partition, lsn } => {
+                    tracing::warn!(
+                        "sink connector '{}': snapshot {generation} read topic '{topic}' without a row, but a change streamed after it (LSN {lsn}, partition {partition}) was already taken under an older generation; the older generations of table '{}' are kept, rows the source no longer has included, until the topic's next snapshot ({})",
+                        self.ctx.connector,
+                        mapping.table,
+                        crate::config::SNAPSHOT_RECONCILE
+                    );
+                    self.generations.advance(topic, generation);
+                    continue;
+                }
+            }
+            // An open batch of an older generation would land after the
+            // drop and keep rows the snapshot says are gone.
+            let open: Vec<Tp> = self
+                .batches
+                .keys()
+                .filter(|(t, _)| t.as_ref() == topic.as_str())
+                .cloned()
+                .collect();
+            for open_tp in open {
+                self.ingest_boxed(&open_tp).await?;
+            }
+            self.generations.advance(topic, generation);
+            let key = (mapping.db.clone(), mapping.table.clone());
+            match tables.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, ts)) => ts.push(topic.clone()),
+                None => tables.push((key, vec![topic.clone()])),
+            }
+        }
+        for ((db, table), topics) in tables {
+            let what = || {
+                format!(
+                    "{}: dropping the extents of topic(s) '{}' older than snapshot {generation}, which read them without a row, from table '{table}' in database '{db}' (the principal needs table admin rights)",
+                    crate::config::SNAPSHOT_RECONCILE,
+                    topics.join("', '")
+                )
+            };
+            let mut ids = Vec::new();
+            for topic in &topics {
+                let found = generations::topic_extents(&self.engine, &db, &table, topic)
+                    .await
+                    .map_err(|e| anyhow!(e).context(what()))?;
+                let (older, kept) = generations::split_emptied(found, generation);
+                ids.extend(older);
+                if let Some(lsn) = kept.iter().filter_map(|e| e.lsn).max() {
+                    tracing::warn!(
+                        "sink connector '{}': snapshot {generation} read topic '{topic}' without a row, but {} extent(s) of its older generations in table '{table}' hold changes streamed after it (up to LSN {lsn}); they are kept, with any rows of theirs the source no longer has, until the topic's next snapshot ({})",
+                        self.ctx.connector,
+                        kept.len(),
+                        crate::config::SNAPSHOT_RECONCILE
+                    );
+                }
+            }
+            let dropped = generations::drop_extents(&self.engine, &db, &table, &ids)
+                .await
+                .map_err(|e| anyhow!(e).context(what()))?;
+            self.ctx.telemetry.plugin.add(
+                "kusto_reconcile_dropped_extents",
+                "Extents of older snapshot generations dropped (kusto.snapshot.reconcile)",
+                dropped as f64,
+            );
+            tracing::info!(
+                "sink connector '{}': snapshot {generation} read topic(s) '{}' without a row: {dropped} extent(s) of their older generations dropped from table '{table}'",
+                self.ctx.connector,
+                topics.join("', '")
+            );
+        }
         Ok(())
+    }
+
+    /// [`Self::ingest`] behind a pointer: the drops after one batch may
+    /// ingest another first.
+    fn ingest_boxed<'a>(
+        &'a mut self,
+        tp: &'a Tp,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(self.ingest(tp))
     }
 
     async fn put_one(&mut self, r: &SinkRecord) -> Result<()> {
@@ -456,10 +589,17 @@ impl KustoSinkTask {
             return self.reject(r, e.to_string()).await;
         }
         let b = self.batches.get_mut(&tp).context("batch vanished")?;
-        if let Some(Place::Read { generation, marker }) = place {
-            if snapshot_generation::ends_table(marker) {
+        match place {
+            Some(Place::Read { generation, marker }) if snapshot_generation::ends_table(marker) => {
                 b.ends_snapshot = Some(generation);
+                if let Some(topics) = generations::empty_topics(r) {
+                    b.empty_topics = topics;
+                }
             }
+            Some(Place::Streamed { lsn }) => {
+                b.streamed_lsn = Some(b.streamed_lsn.map_or(lsn, |l| l.max(lsn)));
+            }
+            _ => {}
         }
         if b.first.is_none() {
             b.first = Some(r.offset);
@@ -531,6 +671,14 @@ impl KustoSinkTask {
                 if let Some(g) = b.generation {
                     tags.push(generations::tag(&tp.0, tp.1, g));
                 }
+                // Kept in ADX, the LSN outlives this task: a snapshot that
+                // read the table empty spares the extent when the change is
+                // younger than the snapshot, whoever ingested it and when.
+                // Only with reconcile on: every such tag is extent metadata
+                // that merged extents carry along.
+                if let Some(lsn) = b.streamed_lsn.filter(|_| self.cfg.reconcile) {
+                    tags.push(generations::lsn_tag(lsn));
+                }
                 tags
             },
             ingest_if_not_exists: if self.cfg.dedup {
@@ -577,7 +725,7 @@ impl KustoSinkTask {
                 );
                 match b.ends_snapshot {
                     Some(g) if self.cfg.reconcile && !streamed => {
-                        self.reconcile(tp, &b.mapping, g).await
+                        self.reconcile(tp, &b.mapping, g, &b.empty_topics).await
                     }
                     _ => Ok(()),
                 }

@@ -24,6 +24,13 @@ const DB: &str = "retail";
 const TABLE: &str = "Orders";
 const TOPIC: &str = "myserver.retail.orders_info";
 const MAPPING: &str = "OrdersEventMapping";
+const COLUMNS: &[(&str, &str)] = &[
+    ("orderid", "string"),
+    ("custid", "string"),
+    ("city", "string"),
+    ("amount", "int"),
+    ("purchase_time", "datetime"),
+];
 const MAPPING_JSON: &str = r#"[{"column":"orderid","Properties":{"path":"$.orderid"}},{"column":"custid","Properties":{"path":"$.custid"}},{"column":"city","Properties":{"path":"$.city"}},{"column":"amount","Properties":{"path":"$.amount"}},{"column":"purchase_time","Properties":{"path":"$.purchase_time"}}]"#;
 
 /// A local ADX: engine, data management and storage.
@@ -39,17 +46,7 @@ impl Adx {
     async fn start() -> Adx {
         let store = Store::new();
         store.create_database(DB);
-        store.create_table(
-            DB,
-            TABLE,
-            &[
-                ("orderid", "string"),
-                ("custid", "string"),
-                ("city", "string"),
-                ("amount", "int"),
-                ("purchase_time", "datetime"),
-            ],
-        );
+        store.create_table(DB, TABLE, COLUMNS);
         store
             .create_json_mapping(DB, TABLE, MAPPING, MAPPING_JSON)
             .expect("mapping");
@@ -1057,6 +1054,256 @@ async fn reconcile_needs_the_status_check_and_queued_ingestion() {
     assert_eq!(
         generation_tags(&adx),
         vec![format!("drop-by:sluice/{TOPIC}/0/42")]
+    );
+    adx.assert_no_violations();
+}
+
+const TABLE_B: &str = "Returns";
+const TOPIC_B: &str = "myserver.retail.returns_info";
+
+/// The scenario's table, and a second one like it for [`TOPIC_B`].
+async fn two_tables() -> Adx {
+    let adx = Adx::start().await;
+    adx.store().create_table(DB, TABLE_B, COLUMNS);
+    adx.store()
+        .create_json_mapping(DB, TABLE_B, MAPPING, MAPPING_JSON)
+        .expect("mapping");
+    adx
+}
+
+fn two_tables_mapping() -> String {
+    format!(
+        "[{{'topic': '{TOPIC}','db': '{DB}', 'table': '{TABLE}','format': 'json', 'mapping':'{MAPPING}'}},{{'topic': '{TOPIC_B}','db': '{DB}', 'table': '{TABLE_B}','format': 'json', 'mapping':'{MAPPING}'}}]"
+    )
+}
+
+/// [`cdc_order`] of [`TOPIC_B`].
+fn cdc_return(offset: i64, id: i64, op: &str, lsn: i64, snapshot: &str) -> SinkRecord {
+    let mut r = cdc_order(offset, id, op, lsn, snapshot);
+    r.topic = Arc::from(TOPIC_B);
+    r
+}
+
+/// `r` naming `topics` as read without a row, as a snapshot's final
+/// record does.
+fn naming_empty(mut r: SinkRecord, topics: &[&str]) -> SinkRecord {
+    r.headers.push(sluice_core::record::Header {
+        key: sluice_core::record::SNAPSHOT_EMPTY_TOPICS_HEADER.to_string(),
+        value: Some(topics.join(",").into_bytes()),
+    });
+    r
+}
+
+fn ids_of(adx: &Adx, table: &str) -> Vec<String> {
+    let mut ids: Vec<String> = adx
+        .store()
+        .rows(DB, table)
+        .iter()
+        .map(|r| r["orderid"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn generation_tags_of(adx: &Adx, table: &str) -> Vec<String> {
+    adx.store()
+        .extents(DB, table)
+        .into_iter()
+        .flatten()
+        .filter(|t| t.starts_with("drop-by:sluice/"))
+        .collect()
+}
+
+/// Snapshot 100 of both tables (orders 1 and 2, returns 11 and 12), then
+/// return 13 streamed at LSN 150.
+async fn first_snapshot_of_both(t: &mut Box<dyn SinkTask>) {
+    t.put(&[
+        cdc_order(0, 1, "r", 100, "first"),
+        cdc_order(1, 2, "r", 100, "last_in_data_collection"),
+        cdc_return(0, 11, "r", 100, "first_in_data_collection"),
+        cdc_return(1, 12, "r", 100, "last"),
+        cdc_return(2, 13, "c", 150, "false"),
+    ])
+    .await
+    .expect("put");
+    t.flush().await.expect("flush");
+}
+
+fn reconcile_two_tables(adx: &Adx) -> sluice_core::config::Props {
+    adx.props(
+        &two_tables_mapping(),
+        &[
+            ("kusto.ingestion.status.check", "true"),
+            ("kusto.snapshot.reconcile", "true"),
+            ("behavior.on.error", "log"),
+            ("flush.interval.ms", "60000"),
+            // One record stays open in its batch; two close it.
+            ("flush.size.bytes", "200"),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_that_read_a_table_without_a_row_empties_it() {
+    let adx = two_tables().await;
+    let props = reconcile_two_tables(&adx);
+    let (mut t, _) = watched_task(&props, "empty");
+    first_snapshot_of_both(&mut t).await;
+    assert_eq!(ids_of(&adx, TABLE), ["1", "2"]);
+    assert_eq!(ids_of(&adx, TABLE_B), ["11", "12", "13"]);
+    let b100 = format!("drop-by:sluice/{TOPIC_B}/0/100");
+    assert_eq!(generation_tags_of(&adx, TABLE_B), vec![b100.clone(), b100]);
+
+    // A restart, then snapshot 200 after every return was deleted: it
+    // reads only orders. A change of returns from before it (LSN 180) is
+    // still open in its batch when the snapshot's final record is ingested.
+    drop(t);
+    let (mut t, telemetry) = watched_task(&props, "empty");
+    t.put(&[cdc_return(3, 11, "d", 180, "false")])
+        .await
+        .expect("put");
+    t.put(&[
+        cdc_order(2, 1, "r", 200, "first"),
+        naming_empty(
+            cdc_order(3, 2, "r", 200, "last"),
+            &[TOPIC_B, "myserver.retail.unmapped"],
+        ),
+    ])
+    .await
+    .expect("put");
+    assert_eq!(ids_of(&adx, TABLE), ["1", "2"]);
+    let a200 = format!("drop-by:sluice/{TOPIC}/0/200");
+    assert_eq!(generation_tags_of(&adx, TABLE), vec![a200]);
+    assert_eq!(ids_of(&adx, TABLE_B), Vec::<String>::new());
+    // Orders' one extent of snapshot 100; returns' two, and the batch
+    // that was open.
+    assert_eq!(metric(&telemetry, "kusto_reconcile_dropped_extents"), 4.0);
+
+    // Returns go on in generation 200, in a partition not seen before
+    // too.
+    let mut other_partition = cdc_return(0, 15, "c", 260, "false");
+    other_partition.partition = 1;
+    t.put(&[cdc_return(4, 14, "c", 250, "false"), other_partition])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(ids_of(&adx, TABLE_B), ["14", "15"]);
+    let mut tags = generation_tags_of(&adx, TABLE_B);
+    tags.sort();
+    assert_eq!(
+        tags,
+        vec![
+            format!("drop-by:sluice/{TOPIC_B}/0/200"),
+            format!("drop-by:sluice/{TOPIC_B}/1/200")
+        ]
+    );
+
+    // Snapshot 300, reading returns empty again, lost an order
+    // (behavior.on.error=log): incomplete, so returns keep their rows.
+    t.put(&[
+        cdc_order(4, 1, "r", 300, "first"),
+        unwritable(5, 2),
+        naming_empty(cdc_order(6, 3, "r", 300, "last"), &[TOPIC_B]),
+    ])
+    .await
+    .expect("skipped");
+    t.flush().await.expect("flush");
+    assert_eq!(ids_of(&adx, TABLE_B), ["14", "15"]);
+    assert_eq!(metric(&telemetry, "kusto_reconcile_dropped_extents"), 4.0);
+    adx.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_read_keeps_a_change_streamed_after_it() {
+    let adx = two_tables().await;
+    let props = reconcile_two_tables(&adx);
+    let (mut t, telemetry) = watched_task(&props, "streamed-past");
+    first_snapshot_of_both(&mut t).await;
+    // Return 14 is inserted after snapshot 200 read returns empty, and its
+    // partition is taken before the orders' partition reaches the end of
+    // the snapshot.
+    t.put(&[cdc_return(3, 14, "c", 250, "false")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    t.put(&[
+        cdc_order(2, 1, "r", 200, "first"),
+        naming_empty(cdc_order(3, 2, "r", 200, "last"), &[TOPIC_B]),
+    ])
+    .await
+    .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(ids_of(&adx, TABLE), ["1", "2"]);
+    assert_eq!(ids_of(&adx, TABLE_B), ["11", "12", "13", "14"]);
+    assert_eq!(metric(&telemetry, "kusto_reconcile_dropped_extents"), 1.0);
+    // Later changes are tagged with the snapshot, which a later one weighs.
+    t.put(&[cdc_return(4, 15, "c", 260, "false")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(
+        generation_tags_of(&adx, TABLE_B).last(),
+        Some(&format!("drop-by:sluice/{TOPIC_B}/0/200"))
+    );
+    adx.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_read_after_a_restart_keeps_what_streamed_after_it() {
+    let adx = two_tables().await;
+    let props = reconcile_two_tables(&adx);
+    let (mut t, _) = watched_task(&props, "restart-lsn");
+    first_snapshot_of_both(&mut t).await;
+    // Return 14 is inserted after snapshot 200 read returns empty; its
+    // partition is ingested under generation 100 before the task stops,
+    // without having seen the end of snapshot 200.
+    t.put(&[cdc_return(3, 14, "c", 250, "false")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    t.stop().await.expect("stop");
+    drop(t);
+    let b100 = format!("drop-by:sluice/{TOPIC_B}/0/100");
+    assert_eq!(
+        adx.store().extents(DB, TABLE_B),
+        vec![
+            vec![b100.clone()],
+            vec![b100.clone(), "sluice-lsn:150".to_owned()],
+            vec![b100.clone(), "sluice-lsn:250".to_owned()],
+        ]
+    );
+
+    // A new task knows nothing of return 14 when it is given the end of
+    // snapshot 200.
+    let (mut t, telemetry) = watched_task(&props, "restart-lsn");
+    t.put(&[
+        cdc_order(2, 1, "r", 200, "first"),
+        naming_empty(cdc_order(3, 2, "r", 200, "last"), &[TOPIC_B]),
+    ])
+    .await
+    .expect("put");
+    assert_eq!(ids_of(&adx, TABLE), ["1", "2"]);
+    // Returns 11 to 13 are gone with generation 100; return 14 is not.
+    assert_eq!(ids_of(&adx, TABLE_B), ["14"]);
+    assert_eq!(
+        adx.store().extents(DB, TABLE_B),
+        vec![vec![b100, "sluice-lsn:250".to_owned()]]
+    );
+    // Orders' extent of snapshot 100, and returns' two.
+    assert_eq!(metric(&telemetry, "kusto_reconcile_dropped_extents"), 3.0);
+
+    // Returns go on in generation 200.
+    t.put(&[cdc_return(4, 15, "c", 260, "false")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(ids_of(&adx, TABLE_B), ["14", "15"]);
+    assert_eq!(
+        adx.store().extents(DB, TABLE_B).last(),
+        Some(&vec![
+            format!("drop-by:sluice/{TOPIC_B}/0/200"),
+            "sluice-lsn:260".to_owned()
+        ])
     );
     adx.assert_no_violations();
 }
