@@ -38,7 +38,7 @@ mod writer;
 
 pub use groups::{GroupStore, Positions};
 pub use reader::{Frame, PartitionReader};
-pub use writer::{Appended, Appender, ProducerId};
+pub use writer::{Appended, Appender, Placed, ProducerId};
 
 use partition::PartitionState;
 

@@ -48,12 +48,16 @@ pub struct Appended {
 
 type Done = Box<dyn FnOnce(Result<Appended, LogError>) + Send>;
 
+/// Told where a frame was written, before it is synced or readable.
+pub type Placed = Box<dyn FnOnce(Appended) + Send>;
+
 struct Request {
     topic: Arc<str>,
     partition: u32,
     payload: Vec<u8>,
     count: u32,
     producer: ProducerId,
+    placed: Option<Placed>,
     done: Done,
     _room: OwnedSemaphorePermit,
 }
@@ -91,6 +95,25 @@ impl Appender {
         count: u32,
         done: impl FnOnce(Result<Appended, LogError>) + Send + 'static,
     ) -> Result<(), LogError> {
+        self.append_placed(producer, topic, partition, payload, count, None, done)
+            .await
+    }
+
+    /// As [`Appender::append`], and `placed` is told where the frame was
+    /// written before any reader can see it (then `done` once it is synced;
+    /// a frame whose sync failed is cut again and its offsets reused, which
+    /// `done`'s error says).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append_placed(
+        &self,
+        producer: ProducerId,
+        topic: Arc<str>,
+        partition: u32,
+        payload: Vec<u8>,
+        count: u32,
+        placed: Option<Placed>,
+        done: impl FnOnce(Result<Appended, LogError>) + Send + 'static,
+    ) -> Result<(), LogError> {
         if payload.len() > frame::MAX_PAYLOAD {
             return Err(LogError::Stopped(format!(
                 "a batch of {} bytes for topic '{topic}' exceeds the largest frame ({} bytes)",
@@ -110,6 +133,7 @@ impl Appender {
                 payload,
                 count,
                 producer,
+                placed,
                 done: Box::new(done),
                 _room: room,
             })
@@ -292,7 +316,7 @@ impl Writer {
         // Completed after the appends before them, so that a producer
         // hears of its appends in order.
         let mut refused: Vec<(Done, LogError)> = Vec::new();
-        for r in group {
+        for mut r in group {
             if let Some(why) = self.failed.get(&r.producer) {
                 let why = why.clone();
                 refused.push((
@@ -303,6 +327,9 @@ impl Writer {
             }
             match self.write(&r) {
                 Ok(a) => {
+                    if let Some(placed) = r.placed.take() {
+                        placed(a);
+                    }
                     let key = (Arc::clone(&r.topic), r.partition);
                     if !touched.contains(&key) {
                         touched.push(key);
