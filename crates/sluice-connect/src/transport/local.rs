@@ -14,8 +14,11 @@
 //! - Retention never deletes what an existing sink connector has not read.
 //! - Topics get `topic.creation.default.partitions` partitions (default
 //!   1); records are spread over them by their key.
+//! - A sink reading at the log's tail takes the records the source just
+//!   wrote as they were, without decoding their bytes ([`super::tail`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,11 +26,12 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use sluice_core::error::{definite, transient};
 use sluice_core::record::SinkRecord;
-use sluice_log::{Log, LogConfig, LogError, PartitionReader, Positions, ProducerId};
+use sluice_log::{Appended, Log, LogConfig, LogError, PartitionReader, Positions, ProducerId};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::codec::{Decoder, Encoder, SchemaRegistry};
+use super::tail::{Tail, TAIL_BYTES};
 use super::{
     InRecord, OutRecord, Outgoing, Polled, RecordForm, SinkInput, SinkInputSpec, SourceOutput,
     SourceOutputSpec, TopicPartition, Transport,
@@ -78,6 +82,15 @@ impl Groups {
             })
             .min()
     }
+
+    /// Sink connectors that read `topic`.
+    fn readers_of(&self, topic: &str) -> Vec<Arc<str>> {
+        self.live
+            .iter()
+            .filter(|(_, sub)| sub.matches(topic))
+            .map(|(name, _)| Arc::from(name.as_str()))
+            .collect()
+    }
 }
 
 /// The in-process transport over a local log.
@@ -85,6 +98,18 @@ pub struct LocalTransport {
     log: Log,
     schemas: Arc<SchemaRegistry>,
     groups: Arc<Mutex<Groups>>,
+    tail: Arc<Tail>,
+}
+
+impl Drop for LocalTransport {
+    fn drop(&mut self) {
+        let (taken, missed) = (self.tail.taken(), self.tail.missed());
+        if taken + missed > 0 {
+            tracing::info!(
+                "local log: sinks took {taken} frame(s) as their source wrote them, decoded {missed}"
+            );
+        }
+    }
 }
 
 impl std::fmt::Debug for LocalTransport {
@@ -113,12 +138,18 @@ impl LocalTransport {
             log,
             schemas,
             groups,
+            tail: Arc::new(Tail::new(TAIL_BYTES)),
         })
     }
 
     /// The log (for tools and tests).
     pub fn log(&self) -> &Log {
         &self.log
+    }
+
+    /// The log's structured tail (for tests).
+    pub fn tail(&self) -> &Tail {
+        &self.tail
     }
 }
 
@@ -139,6 +170,8 @@ impl Transport for LocalTransport {
             acks: Mutex::new(Some(acks)),
             acker: tokio::sync::Mutex::new(Some(acker)),
             encoder: Mutex::new(Encoder::new(Arc::clone(&self.schemas))),
+            tail: Arc::clone(&self.tail),
+            groups: Arc::clone(&self.groups),
             partitions,
             topics: Mutex::new(HashMap::new()),
         }))
@@ -150,6 +183,7 @@ impl Transport for LocalTransport {
             log: self.log.clone(),
             groups: Arc::clone(&self.groups),
             decoder: Some(Decoder::new(Arc::clone(&self.schemas))),
+            tail: Arc::clone(&self.tail),
             readers: BTreeMap::new(),
             topics_rx: self.log.topic_changes(),
             synced_rx: self.log.sync_changes(),
@@ -218,6 +252,8 @@ struct LocalOutput {
     acks: Mutex<Option<InOrderAcks>>,
     acker: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     encoder: Mutex<Encoder>,
+    tail: Arc<Tail>,
+    groups: Arc<Mutex<Groups>>,
     partitions: u32,
     /// Partition counts of the topics written so far.
     topics: Mutex<HashMap<Arc<str>, u32>>,
@@ -247,7 +283,7 @@ impl SourceOutput for LocalOutput {
     async fn send(&self, batch: Vec<Outgoing>) -> anyhow::Result<()> {
         // Frames of this batch, one per topic partition, in the order the
         // partitions first appear.
-        let mut frames: Vec<(Arc<str>, u32, Vec<u8>, u32)> = Vec::new();
+        let mut frames: Vec<PendingFrame> = Vec::new();
         let mut last_seq = 0;
         {
             let mut encoder = self.encoder.lock().unwrap_or_else(PoisonError::into_inner);
@@ -277,19 +313,33 @@ impl SourceOutput for LocalOutput {
                 // The partition's last frame, unless it is full.
                 let i = match frames
                     .iter()
-                    .rposition(|(t, p, _, _)| *p == partition && *t == r.topic)
+                    .rposition(|f| f.partition == partition && f.topic == r.topic)
                 {
-                    Some(i) if frames[i].2.len() < FRAME_BYTES => i,
+                    Some(i) if frames[i].payload.len() < FRAME_BYTES => i,
                     _ => {
-                        frames.push((Arc::clone(&r.topic), partition, Vec::new(), 0));
+                        let readers = self
+                            .groups
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .readers_of(&r.topic);
+                        let takers = self.tail.keeping_up(readers);
+                        frames.push(PendingFrame {
+                            topic: Arc::clone(&r.topic),
+                            partition,
+                            payload: Vec::new(),
+                            count: 0,
+                            records: (!takers.is_empty()).then(Vec::new),
+                            takers,
+                        });
                         frames.len() - 1
                     }
                 };
                 let frame = &mut frames[i];
+                let timestamp_ms = r.timestamp_ms.unwrap_or_else(now_ms);
                 encoder
                     .encode(
-                        &mut frame.2,
-                        r.timestamp_ms.unwrap_or_else(now_ms),
+                        &mut frame.payload,
+                        timestamp_ms,
                         r.key_schema.as_ref(),
                         r.key.as_ref(),
                         r.value_schema.as_ref(),
@@ -299,23 +349,70 @@ impl SourceOutput for LocalOutput {
                     .map_err(|e| {
                         definite(e.context(format!("encoding a record for topic '{}'", r.topic)))
                     })?;
-                frame.3 += 1;
+                frame.count += 1;
+                if !self.tail.fits(frame.payload.len()) {
+                    // Too large to keep: its records go now, not after the
+                    // write (a value of hundreds of MB is not held twice).
+                    frame.records = None;
+                }
+                if let Some(records) = frame.records.as_mut() {
+                    records.push(SinkRecord {
+                        topic: r.topic,
+                        partition: 0,
+                        offset: 0,
+                        timestamp_ms,
+                        key_schema: r.key_schema,
+                        key: r.key,
+                        value_schema: r.value_schema,
+                        value: r.value,
+                        headers: r.headers,
+                    });
+                }
             }
         }
         // The writer completes one producer's appends in order and refuses
         // the rest after a failure: the last frame's outcome is the batch's.
         let mut last: Option<oneshot::Receiver<Result<(), LogError>>> = None;
-        for (topic, partition, payload, count) in frames {
+        for f in frames {
             let (tx, rx) = oneshot::channel();
+            let (placed, forget) = match f.records {
+                Some(records) => {
+                    // The sinks reading at the tail take what they are
+                    // about to read before the source runs further ahead.
+                    self.tail.room(f.payload.len()).await;
+                    let at = Arc::new(AtomicI64::new(-1));
+                    let (tail, topic, takers, bytes) = (
+                        Arc::clone(&self.tail),
+                        Arc::clone(&f.topic),
+                        f.takers.clone(),
+                        f.payload.len(),
+                    );
+                    let at_placed = Arc::clone(&at);
+                    let placed: sluice_log::Placed = Box::new(move |a: Appended| {
+                        at_placed.store(a.base_offset, Ordering::Release);
+                        tail.put(&topic, f.partition, a.base_offset, records, takers, bytes);
+                    });
+                    (Some(placed), Some((Arc::clone(&self.tail), at)))
+                }
+                None => (None, None),
+            };
+            let (topic, partition) = (Arc::clone(&f.topic), f.partition);
             self.log
                 .appender()
-                .append(
+                .append_placed(
                     self.producer,
-                    topic,
-                    partition,
-                    payload,
-                    count,
+                    f.topic,
+                    f.partition,
+                    f.payload,
+                    f.count,
+                    placed,
                     move |res| {
+                        if let (Err(_), Some((tail, at))) = (&res, forget) {
+                            let base = at.load(Ordering::Acquire);
+                            if base >= 0 {
+                                tail.forget(&topic, partition, base);
+                            }
+                        }
                         let _ = tx.send(res.map(|_| ()));
                     },
                 )
@@ -363,6 +460,18 @@ impl SourceOutput for LocalOutput {
     }
 }
 
+/// A frame being filled for one topic partition.
+struct PendingFrame {
+    topic: Arc<str>,
+    partition: u32,
+    payload: Vec<u8>,
+    count: u32,
+    /// Sink connectors reading the topic.
+    takers: Vec<Arc<str>>,
+    /// Its records, for the log's structured tail (None: not kept).
+    records: Option<Vec<SinkRecord>>,
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -382,6 +491,7 @@ struct LocalInput {
     groups: Arc<Mutex<Groups>>,
     /// Moved into the blocking reader and back.
     decoder: Option<Decoder>,
+    tail: Arc<Tail>,
     readers: BTreeMap<TopicPartition, PartitionReader>,
     topics_rx: watch::Receiver<u64>,
     synced_rx: watch::Receiver<u64>,
@@ -447,8 +557,10 @@ impl LocalInput {
                 .take()
                 .context("the local input's decoder is gone")?;
             let per_reader = POLL_BYTES / readers.len().max(1);
+            let tail = Arc::clone(&self.tail);
+            let group = self.spec.connector.clone();
             self.inflight = Some(tokio::task::spawn_blocking(move || {
-                let result = read_frames(&mut readers, &mut decoder, per_reader);
+                let result = read_frames(&mut readers, &mut decoder, &tail, &group, per_reader);
                 (readers, decoder, result)
             }));
         }
@@ -482,10 +594,13 @@ type ReadState = (
     ReadResult,
 );
 
-/// Reads and decodes what every reader has, up to `per_reader` bytes each.
+/// Reads what every reader has, up to `per_reader` bytes each: the
+/// records the tail kept, the others decoded.
 fn read_frames(
     readers: &mut BTreeMap<TopicPartition, PartitionReader>,
     decoder: &mut Decoder,
+    tail: &Tail,
+    group: &str,
     per_reader: usize,
 ) -> ReadResult {
     let mut out: Vec<SinkRecord> = Vec::new();
@@ -494,6 +609,16 @@ fn read_frames(
         let frames = reader.read(per_reader).map_err(task_error)?;
         more |= frames.iter().map(|f| f.payload.len()).sum::<usize>() >= per_reader;
         for f in frames {
+            if let Some(records) = tail.take(
+                group,
+                &tp.topic,
+                tp.partition as u32,
+                f.base_offset,
+                f.count,
+            ) {
+                out.extend(records.into_iter().skip(f.skip as usize));
+                continue;
+            }
             decoder
                 .decode(&tp.topic, tp.partition, &f, &mut out)
                 .map_err(|e| {

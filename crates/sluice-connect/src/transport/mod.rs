@@ -29,6 +29,7 @@ use crate::delivery::DeliveryTracker;
 pub mod codec;
 pub mod kafka;
 pub mod local;
+pub mod tail;
 
 /// The form a transport carries records in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
