@@ -356,6 +356,59 @@ async fn a_blocking_snapshot_under_load_leaves_duckdb_equal_to_postgres() {
     eprintln!("blocking snapshot under load: {statements} statements, {rows} rows equal");
 }
 
+/// A snapshot of one table by signal (`type` `blocking`) reconciles it:
+/// rows DuckDB holds that PostgreSQL no longer has (deleted while nobody
+/// streamed them, as after a lost slot) are gone at its end, and a row
+/// that went wrong is read again. (An incremental snapshot merges its
+/// reads into the stream, as Debezium's does, and removes nothing.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blocking_snapshot_by_signal_removes_rows_the_source_no_longer_has() {
+    let (db, pg) = fresh_db("increcon").await;
+    pg.batch_execute(common::ORDERS).await.expect("schema");
+    pg.batch_execute(SIGNAL_TABLE).await.expect("signal table");
+    insert(&pg, 2_000).await;
+    let mut w = Worker::new("");
+    let mut src = source(&db, "inc_recon", 1024);
+    src["config"]["snapshot.mode"] = json!("initial");
+    let (files, duck) = start_with_duckdb(&mut w, &src).await;
+    let rows = converge(&mut w, &files, &pg, &duck).await;
+    assert_eq!(rows, 2_000);
+
+    // While the worker is down, DuckDB gets what PostgreSQL does not have.
+    {
+        let conn = duckdb::Connection::open(&duck).expect("open DuckDB");
+        conn.execute_batch(
+            "INSERT INTO orders (orderid, custid, amount, city, purchase_time) \
+               SELECT orderid + 1000000, custid, amount, city, purchase_time \
+               FROM orders WHERE orderid <= 25;
+             UPDATE orders SET amount = -1, city = 'nowhere' WHERE orderid = 7;",
+        )
+        .expect("stale rows");
+    }
+    assert_eq!(duck_rows(&duck, "orders").map(|r| r.len()), Some(2_025));
+
+    let started = w.log().matches("streaming changes").count();
+    w.start(&files).await;
+    wait_log(&w, "streaming changes", started + 1).await;
+    pg.batch_execute(
+        "INSERT INTO retail.debezium_signal VALUES ('recon-1', 'execute-snapshot', \
+         '{\"data-collections\": [\"retail.orders_info\"], \"type\": \"blocking\"}')",
+    )
+    .await
+    .expect("signal");
+    wait_log(&w, "signal recon-1: blocking snapshot done", 1).await;
+    wait_log(
+        &w,
+        "25 rows that the snapshot no longer has were removed",
+        1,
+    )
+    .await;
+    // A change after it still streams in.
+    insert(&pg, 1).await;
+    let rows = converge(&mut w, &files, &pg, &duck).await;
+    assert_eq!(rows, 2_001, "DuckDB equals PostgreSQL, its stale rows gone");
+}
+
 /// A table added to `table.include.list` of a running connector (a config
 /// PUT, with a filtered publication) and then signalled: just that table is
 /// read, while the other keeps streaming.
