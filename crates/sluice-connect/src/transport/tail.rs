@@ -21,10 +21,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_core::record::SinkRecord;
 use tokio::sync::Notify;
+// The runtime's clock, so that tests may pause it.
+use tokio::time::Instant;
 
 /// Most encoded bytes of frames the tail keeps.
 pub const TAIL_BYTES: usize = 2 << 20;
@@ -69,6 +71,18 @@ impl Frames {
             self.order.pop_front();
         }
         None
+    }
+
+    /// Forgets the order of frames taken since: behind a frame left for a
+    /// connector that stopped reading, they would pile up for as long as it
+    /// is kept.
+    fn compact(&mut self) {
+        let kept: usize = self.parts.values().map(BTreeMap::len).sum();
+        if self.order.len() > 2 * kept + 64 {
+            let parts = &self.parts;
+            self.order
+                .retain(|(tp, base)| parts.get(tp).is_some_and(|p| p.contains_key(base)));
+        }
     }
 
     /// Pushes out the oldest frames until `bytes` more fit in `budget`.
@@ -216,6 +230,7 @@ impl Tail {
         }
         frames.bytes += bytes;
         frames.order.push_back((tp.clone(), base));
+        frames.compact();
         frames.parts.entry(tp).or_default().insert(
             base,
             Entry {
@@ -390,6 +405,20 @@ mod tests {
         assert!(tail.take("b", &t, 0, 0, 1).is_some());
         assert!(tail.take("b", &t, 0, 1, 1).is_some());
         assert_eq!(tail.bytes(), 0);
+    }
+
+    #[test]
+    fn a_frame_left_for_a_stopped_reader_does_not_pile_up_the_others() {
+        let tail = Tail::new(1 << 20);
+        let t: Arc<str> = Arc::from("t");
+        tail.put(&t, 0, 0, records(1), groups(&["stopped"]), 10);
+        for base in 1..10_000 {
+            tail.put(&t, 1, base, records(1), groups(&["a"]), 10);
+            assert!(tail.take("a", &t, 1, base, 1).is_some());
+        }
+        let frames = tail.lock();
+        assert!(frames.order.len() <= 2 + 64, "{}", frames.order.len());
+        assert_eq!(frames.bytes, 10);
     }
 
     #[tokio::test(start_paused = true)]
