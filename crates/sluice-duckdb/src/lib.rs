@@ -154,11 +154,12 @@
 //! times. Append-mode rows, and snapshot reads into a table the snapshot
 //! fills, are appended to the table itself; other upsert rows go to a
 //! temporary staging table of the target's types and are merged set-wise:
-//! one `DELETE ... USING` for keys whose last event in the flush is a
-//! delete, one `INSERT ... ON CONFLICT DO UPDATE` for the rest. One
-//! transaction per flush; a put writes without waiting for the worker's
-//! flush after `flush.size.records` records or 64 MiB of values. DuckDB
-//! calls run on `spawn_blocking`.
+//! one `DELETE ... USING` removes every staged key's row, one `INSERT ...
+//! SELECT` puts back the keys whose last event in the flush is an upsert.
+//! One transaction per flush; a put writes without waiting for the
+//! worker's flush after `flush.size.records` records or 64 MiB of
+//! values. DuckDB calls run on `spawn_blocking`, one flush at a time,
+//! while the next one is buffered.
 //!
 //! # Values DuckDB refuses
 //!

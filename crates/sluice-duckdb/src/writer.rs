@@ -8,6 +8,7 @@
 //! one `DELETE ... USING` of every staged key's row, one `INSERT ...
 //! SELECT` of the keys whose last event is an upsert.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -306,6 +307,9 @@ pub(crate) struct Report {
     pub altered: Vec<(String, String, String, String)>,
 }
 
+/// A table's columns: (name, canonical type), in order.
+type Columns = Vec<(String, String)>;
+
 pub(crate) struct Writer {
     conn: Connection,
     connector: String,
@@ -316,6 +320,13 @@ pub(crate) struct Writer {
     snapshots: HashMap<String, Physical>,
     /// The file registered for the worker's read-only queries.
     _held: crate::stores::Held,
+    /// Each table's columns as last read from the catalog (None: no such
+    /// table). Reading `duckdb_columns()` on every flush cost as much CPU
+    /// as appending its rows. Every DDL statement here forgets the tables
+    /// it touches, a rollback all of them; a flush that fails after using
+    /// the cache (another task of the connector may have changed a table)
+    /// is tried once more with the catalog read again.
+    columns: RefCell<HashMap<String, Option<Columns>>>,
 }
 
 fn ident(name: &str) -> String {
@@ -405,6 +416,7 @@ impl Writer {
             connector: connector.to_owned(),
             incompatible_to_text,
             snapshots: HashMap::new(),
+            columns: RefCell::new(HashMap::new()),
         };
         for s in w.open_snapshots()? {
             w.snapshots.insert(
@@ -500,7 +512,9 @@ impl Writer {
     /// refuses comes back as a [`RowRejected`] in the error chain.
     pub(crate) fn write(&mut self, batch: &Batch) -> anyhow::Result<Report> {
         let mut direct = true;
+        let mut catalog_reread = false;
         loop {
+            let cached = !self.columns.get_mut().is_empty();
             let mut snapshots = self.snapshots.clone();
             let mut report = Report::default();
             self.conn.execute_batch("BEGIN TRANSACTION")?;
@@ -520,6 +534,8 @@ impl Writer {
                 },
                 Err(f) => f,
             };
+            // The rollback undoes the attempt's DDL too.
+            self.columns.get_mut().clear();
             if let Err(r) = self.conn.execute_batch("ROLLBACK") {
                 tracing::debug!(error = %r, "DuckDB rollback after a failed flush");
             }
@@ -528,6 +544,13 @@ impl Writer {
                 // primary key): the same rows again, merged.
                 Failed::Conflict if direct => direct = false,
                 Failed::Conflict => return Err(anyhow!("a key conflict in a merged write")),
+                // Another task of the connector may have changed a table
+                // since this writer read its columns: once more, with
+                // every table's columns read again.
+                Failed::Error(e) if cached && !catalog_reread => {
+                    tracing::debug!(error = %format!("{e:#}"), "DuckDB flush failed; retrying with the catalog read again");
+                    catalog_reread = true;
+                }
                 Failed::Error(e) => return Err(e),
             }
         }
@@ -704,6 +727,7 @@ impl Writer {
                     return Ok(());
                 };
                 if p.method == Method::Staging {
+                    self.forget(&[&staging_name(table)]);
                     self.conn.execute_batch(&format!(
                         "DROP TABLE IF EXISTS {}",
                         ident(&staging_name(table))
@@ -811,6 +835,7 @@ impl Writer {
             let pk: Vec<String> = pk.iter().map(|k| ident(k)).collect();
             defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
         }
+        self.forget(&[&staging_name(table)]);
         self.conn
             .execute_batch(&format!(
                 "DROP TABLE IF EXISTS {staging}; CREATE TABLE {staging} ({})",
@@ -843,6 +868,7 @@ impl Writer {
                 |r| r.get(0),
             )?
         };
+        self.forget(&[table, &staging]);
         self.conn
             .execute_batch(&format!(
                 "DROP TABLE {t}; ALTER TABLE {s} RENAME TO {t}",
@@ -859,7 +885,9 @@ impl Writer {
         let target = self
             .columns(table)?
             .ok_or_else(|| anyhow!("table vanished"))?;
-        for (n, ty) in self.columns(&staging)?.unwrap_or_default() {
+        let staged = self.columns(&staging)?.unwrap_or_default();
+        self.forget(&[table, &staging]);
+        for (n, ty) in staged {
             if !target.iter().any(|(e, _)| e.eq_ignore_ascii_case(&n)) {
                 self.conn.execute_batch(&format!(
                     "ALTER TABLE {} ADD COLUMN {} {ty}",
@@ -879,6 +907,27 @@ impl Writer {
     /// Existing columns (name, canonical type) in order; None when the
     /// table does not exist.
     fn columns(&self, table: &str) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        if let Some(known) = self.columns.borrow().get(table) {
+            return Ok(known.clone());
+        }
+        let read = self.read_columns(table)?;
+        self.columns
+            .borrow_mut()
+            .insert(table.to_owned(), read.clone());
+        Ok(read)
+    }
+
+    /// Forgets what [`Writer::columns`] knows of these tables: called
+    /// before every DDL statement on them.
+    fn forget(&self, tables: &[&str]) {
+        // DuckDB's names are case-insensitive.
+        self.columns
+            .borrow_mut()
+            .retain(|k, _| !tables.iter().any(|t| k.eq_ignore_ascii_case(t)));
+    }
+
+    /// `columns` read from DuckDB's catalog.
+    fn read_columns(&self, table: &str) -> anyhow::Result<Option<Vec<(String, String)>>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
         )?;
@@ -905,6 +954,7 @@ impl Writer {
         let c = ident(col);
         let pk = self.primary_key(table)?;
         let using = evolution::using(&c, from, to);
+        self.forget(&[table]);
         // DuckDB cannot change the type of a column an index depends on (a
         // key column). And its write-ahead log keeps an ALTER's USING
         // expression, evaluated again when the log is replayed: one with a
@@ -996,6 +1046,7 @@ impl Writer {
                     let pk: Vec<String> = keys.iter().map(|k| ident(k)).collect();
                     defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
                 }
+                self.forget(&[physical]);
                 self.conn
                     .execute_batch(&format!("CREATE TABLE {table} ({})", defs.join(", ")))
                     .context("creating the table")?;
@@ -1007,6 +1058,7 @@ impl Writer {
         for (n, ty) in wanted {
             match existing.iter().find(|(e, _)| e.eq_ignore_ascii_case(n)) {
                 None => {
+                    self.forget(&[physical]);
                     self.conn
                         .execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {} {ty}", ident(n)))
                         .with_context(|| format!("adding column '{n}' ({ty})"))?;
