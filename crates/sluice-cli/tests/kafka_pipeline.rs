@@ -403,6 +403,138 @@ async fn bench_streaming_through_kafka() {
     p.stop();
 }
 
+/// A pipeline over the Kafka at `bootstrap` whose worker properties are
+/// `over_kafka`'s with `edit` applied, running and past its snapshot and a
+/// streamed row.
+async fn takeover_pipeline(
+    bootstrap: &str,
+    hint: &str,
+    edit: impl Fn(String) -> String,
+) -> (Pipeline, tokio_postgres::Client) {
+    let (db, pg) = fresh_db(hint).await;
+    pg.batch_execute(ORDERS).await.unwrap();
+    insert(&pg, 3).await;
+    let mut p = Pipeline::new(&db, &[]);
+    over_kafka(&p, bootstrap, free_port());
+    let worker = p.path("worker.properties");
+    let w = edit(std::fs::read_to_string(&worker).unwrap());
+    std::fs::write(worker, w).unwrap();
+    p.start();
+    p.wait_until("the snapshot via Kafka", LONG, |r| events(r).len() >= 3);
+    insert(&pg, 1).await;
+    p.wait_until("a streamed row", LONG, |r| events(r).len() >= 4);
+    (p, pg)
+}
+
+/// kill -9 of the worker, an immediate restart and a row inserted then:
+/// the time from the kill to that row in the sink, i.e. how long the
+/// restarted sink waited for its partitions (plus the restart itself).
+async fn kill9_takeover_gap(p: &mut Pipeline, pg: &tokio_postgres::Client) -> Duration {
+    // The new row is the one with a higher id than any so far (records
+    // delivered again after the kill do not count).
+    let last = events(&p.records()).iter().map(|e| e.0).max().unwrap_or(0);
+    p.kill9();
+    let killed = Instant::now();
+    p.start();
+    insert(pg, 1).await;
+    p.wait_until("the row inserted after the restart", LONG, |r| {
+        events(r).iter().any(|(id, _, _)| *id > last)
+    });
+    killed.elapsed()
+}
+
+/// Worker properties with `consumer.session.timeout.ms` and
+/// `consumer.heartbeat.interval.ms` set to `session` and `heartbeat`
+/// (empty: Sluice's defaults), plus `extra` lines.
+fn session_and(session: &str, heartbeat: &str, extra: &str) -> impl Fn(String) -> String {
+    let (session, heartbeat, extra) = (
+        session.to_string(),
+        heartbeat.to_string(),
+        extra.to_string(),
+    );
+    move |w: String| {
+        let mut out: Vec<String> = w
+            .lines()
+            .filter(|l| {
+                !l.starts_with("consumer.session.timeout.ms=")
+                    && !l.starts_with("consumer.heartbeat.interval.ms=")
+            })
+            .map(str::to_string)
+            .collect();
+        if !session.is_empty() {
+            out.push(format!("consumer.session.timeout.ms={session}"));
+        }
+        if !heartbeat.is_empty() {
+            out.push(format!("consumer.heartbeat.interval.ms={heartbeat}"));
+        }
+        out.extend(extra.lines().map(str::to_string));
+        out.join("\n") + "\n"
+    }
+}
+
+/// The member ids of consumer group `group` as the broker at `bootstrap`
+/// (its own group coordinator) describes them, with a DescribeGroups v0
+/// request. A static member's id starts with its `group.instance.id`, a
+/// dynamic member's with its `client.id`.
+fn group_member_ids(bootstrap: &str, group: &str) -> Vec<String> {
+    use std::io::{Read as _, Write as _};
+    fn string(b: &mut Vec<u8>, s: &str) {
+        b.extend((s.len() as i16).to_be_bytes());
+        b.extend(s.as_bytes());
+    }
+    let mut req = Vec::new();
+    req.extend(15i16.to_be_bytes()); // DescribeGroups
+    req.extend(0i16.to_be_bytes()); // version 0
+    req.extend(1i32.to_be_bytes()); // correlation id
+    string(&mut req, "sluice-test");
+    req.extend(1i32.to_be_bytes());
+    string(&mut req, group);
+    let mut conn = TcpStream::connect(bootstrap).expect("broker");
+    conn.write_all(&(req.len() as i32).to_be_bytes()).unwrap();
+    conn.write_all(&req).unwrap();
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).unwrap();
+    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+    conn.read_exact(&mut resp).unwrap();
+    /// Reads the answer in order.
+    struct Answer(Vec<u8>, usize);
+    impl Answer {
+        fn take(&mut self, n: usize) -> &[u8] {
+            self.1 += n;
+            &self.0[self.1 - n..self.1]
+        }
+        fn int(&mut self, n: usize) -> i64 {
+            self.take(n)
+                .iter()
+                .fold(0i64, |v, b| v << 8 | i64::from(*b))
+        }
+        fn text(&mut self) -> String {
+            let n = self.int(2).max(0) as usize;
+            String::from_utf8_lossy(self.take(n)).into_owned()
+        }
+    }
+    let mut a = Answer(resp, 4); // after the correlation id
+    assert_eq!(a.int(4), 1, "one group described");
+    assert_eq!(a.int(2), 0, "DescribeGroups error for '{group}'");
+    for _group_state_protocol in 0..4 {
+        a.text();
+    }
+    let members = a.int(4);
+    (0..members)
+        .map(|_| {
+            let id = a.text();
+            for _client_id_and_host in 0..2 {
+                a.text();
+            }
+            for _metadata_and_assignment in 0..2 {
+                let n = a.int(4).max(0) as usize;
+                a.take(n);
+            }
+            id
+        })
+        .collect()
+}
+
 /// After a kill -9, a worker with `consumer.group.instance.id` set (static
 /// membership) restarts and its sink consumer takes its partitions back
 /// at once, as the same member, not after the dead member's session times
@@ -413,42 +545,268 @@ async fn bench_streaming_through_kafka() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_worker_reads_its_sink_partitions_at_once() {
     let tansu = Tansu::start();
-    let (db, pg) = fresh_db("kafkatakeover").await;
-    pg.batch_execute(ORDERS).await.unwrap();
-    insert(&pg, 3).await;
-    let mut p = Pipeline::new(&db, &[]);
-    let rest = free_port();
-    over_kafka(&p, &tansu.bootstrap(), rest);
-    let worker = p.path("worker.properties");
-    let w = std::fs::read_to_string(&worker)
-        .unwrap()
-        .replace(
-            "consumer.session.timeout.ms=6000",
-            "consumer.session.timeout.ms=40000",
-        )
-        .replace(
-            "consumer.heartbeat.interval.ms=500",
-            "consumer.heartbeat.interval.ms=3000\nconsumer.group.instance.id=worker-a\n",
-        );
-    std::fs::write(worker, w).unwrap();
-    p.start();
-    p.wait_until("the snapshot via Kafka", LONG, |r| events(r).len() >= 3);
-    insert(&pg, 1).await;
-    p.wait_until("a streamed row", LONG, |r| events(r).len() >= 4);
-
-    p.kill9();
-    let killed = Instant::now();
-    p.start();
-    insert(&pg, 1).await;
-    p.wait_until("the row inserted after the restart", LONG, |r| {
-        events(r).iter().any(|(id, _, _)| *id == 5)
-    });
-    let gap = killed.elapsed();
-    eprintln!("takeover gap after kill -9 (restart to the sink's next record): {gap:?}");
+    let (mut p, pg) = takeover_pipeline(
+        &tansu.bootstrap(),
+        "kafkatakeover",
+        session_and("40000", "3000", "consumer.group.instance.id=worker-a"),
+    )
+    .await;
+    let gap = kill9_takeover_gap(&mut p, &pg).await;
+    eprintln!("takeover gap after kill -9 (static member, session 40 s): {gap:?}");
     assert!(
         gap < Duration::from_secs(40),
         "the restarted sink waited {gap:?} for its partitions (session timeout 40 s)\n{}",
         tail(&p.log_text(), 40)
+    );
+    // The broker knows one member, the static one: the restarted
+    // consumer took the dead one's place.
+    let members = group_member_ids(&tansu.bootstrap(), "connect-file-sink");
+    assert!(
+        members.len() == 1 && members[0].starts_with("worker-a-connect-file-sink-0-"),
+        "{members:?}"
+    );
+    let log = p.log_text();
+    assert!(
+        log.contains(
+            "joining consumer group 'connect-file-sink' as static member 'worker-a-connect-file-sink-0'"
+        ),
+        "{}",
+        tail(&log, 40)
+    );
+    // A static member does not leave its group when it stops: its
+    // partitions wait for it until its session times out.
+    assert!(p.stop().is_some());
+    assert_eq!(
+        group_member_ids(&tansu.bootstrap(), "connect-file-sink"),
+        members
+    );
+}
+
+/// Without `consumer.group.instance.id`, or with it empty, sink consumers
+/// are dynamic members of their group, which leave it when they stop: a
+/// worker stopped for good never holds partitions, whatever the broker.
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_consumers_are_dynamic_members_unless_told_otherwise() {
+    let tansu = Tansu::start();
+    for extra in ["consumer.group.instance.id=", ""] {
+        let (mut p, _pg) = takeover_pipeline(
+            &tansu.bootstrap(),
+            "kafkadynamic",
+            session_and("", "", extra),
+        )
+        .await;
+        let members = group_member_ids(&tansu.bootstrap(), "connect-file-sink");
+        assert!(
+            members.len() == 1 && !members[0].contains("connect-file-sink-0"),
+            "{extra:?}: {members:?}"
+        );
+        let log = p.log_text();
+        assert!(
+            !log.contains("as static member"),
+            "{extra:?}: {}",
+            tail(&log, 40)
+        );
+        assert!(p.stop().is_some(), "{}", tail(&p.log_text(), 40));
+        assert_eq!(
+            group_member_ids(&tansu.bootstrap(), "connect-file-sink"),
+            Vec::<String>::new(),
+            "{extra:?}: the stopped sink left its group"
+        );
+    }
+}
+
+/// Answers an ApiVersions request with JoinGroup capped at version 4, as a
+/// broker older than Kafka 2.3 (no static membership) would: `resp` is the
+/// response frame (after its size) to a request of `version`.
+fn cap_join_group(resp: &mut [u8], version: i16) {
+    // Correlation id, error code.
+    let mut at = 4;
+    if resp.len() < at + 2 || resp[at..at + 2] != [0, 0] {
+        return;
+    }
+    at += 2;
+    let flexible = version >= 3;
+    let count = if flexible {
+        // An unsigned varint of count + 1 (a small one: one byte).
+        at += 1;
+        usize::from(resp[at - 1]).saturating_sub(1)
+    } else {
+        at += 4;
+        i32::from_be_bytes([resp[at - 4], resp[at - 3], resp[at - 2], resp[at - 1]]) as usize
+    };
+    let entry = if flexible { 7 } else { 6 };
+    for _ in 0..count {
+        if resp.len() < at + entry || flexible && resp[at + 6] != 0 {
+            return;
+        }
+        if resp[at..at + 2] == 11i16.to_be_bytes() {
+            resp[at + 4..at + 6].copy_from_slice(&4i16.to_be_bytes());
+        }
+        at += entry;
+    }
+}
+
+/// A TCP proxy on `listener` in front of the broker on `broker_port`, which
+/// shows its clients a broker without JoinGroup v5 (see `cap_join_group`).
+fn old_broker_proxy(listener: TcpListener, broker_port: u16) {
+    use std::io::{Read, Write};
+    fn frame(from: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        from.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+        from.read_exact(&mut body).ok()?;
+        Some(body)
+    }
+    fn send(to: &mut TcpStream, body: &[u8]) -> Option<()> {
+        to.write_all(&(body.len() as i32).to_be_bytes()).ok()?;
+        to.write_all(body).ok()
+    }
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let (Ok(mut client), Ok(mut broker)) =
+                (client, TcpStream::connect(("127.0.0.1", broker_port)))
+            else {
+                continue;
+            };
+            let (Ok(mut client_w), Ok(mut broker_r)) = (client.try_clone(), broker.try_clone())
+            else {
+                continue;
+            };
+            // Answers come in the order of the requests.
+            let (asked, answered) = std::sync::mpsc::channel::<(i16, i16)>();
+            std::thread::spawn(move || {
+                while let Some(req) = frame(&mut client) {
+                    let key = i16::from_be_bytes([req[0], req[1]]);
+                    let version = i16::from_be_bytes([req[2], req[3]]);
+                    if asked.send((key, version)).is_err() || send(&mut broker, &req).is_none() {
+                        break;
+                    }
+                }
+                let _ = broker.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                while let Some(mut resp) = frame(&mut broker_r) {
+                    match answered.recv() {
+                        Ok((18, version)) => cap_join_group(&mut resp, version),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                    if send(&mut client_w, &resp).is_none() {
+                        break;
+                    }
+                }
+                let _ = client_w.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+}
+
+/// A tansu broker that its clients reach through `old_broker_proxy`.
+struct OldBroker {
+    child: std::process::Child,
+    bootstrap: String,
+}
+
+impl OldBroker {
+    fn start() -> OldBroker {
+        let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_port = proxy.local_addr().unwrap().port();
+        let port = free_port();
+        let url = |p: u16| format!("tcp://127.0.0.1:{p}");
+        let child = Command::new(sluice_testkit::tansu::tansu_bin().unwrap())
+            .args(["broker", "--listener-url", &url(port)])
+            // Metadata sends the clients to the proxy too.
+            .args(["--advertised-listener-url", &url(proxy_port)])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env_remove("CLUSTER_ID")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "tansu did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        old_broker_proxy(proxy, port);
+        OldBroker {
+            child,
+            bootstrap: format!("127.0.0.1:{proxy_port}"),
+        }
+    }
+}
+
+impl Drop for OldBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A worker asking for static membership of a broker without it (tansu
+/// behind a proxy that hides JoinGroup v5) says so once and its sink
+/// consumers join dynamically: they leave their group when they stop,
+/// which a static member configured on such a broker would not do.
+#[tokio::test(flavor = "multi_thread")]
+async fn static_membership_falls_back_to_dynamic_on_an_older_broker() {
+    let broker = OldBroker::start();
+    let (mut p, pg) = takeover_pipeline(
+        &broker.bootstrap,
+        "kafkaoldbroker",
+        session_and("", "", "consumer.group.instance.id=worker-a"),
+    )
+    .await;
+    insert(&pg, 1).await;
+    p.wait_until("a row after the join", LONG, |r| events(r).len() >= 5);
+    let members = group_member_ids(&broker.bootstrap, "connect-file-sink");
+    assert!(
+        members.len() == 1 && !members[0].starts_with("worker-a"),
+        "{members:?}\n{}",
+        tail(&p.log_text(), 40)
+    );
+    let log = p.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("consumer.group.instance.id is ignored"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", tail(&log, 40));
+    eprintln!("{}", warnings[0]);
+    assert!(!log.contains("as static member"), "{}", tail(&log, 40));
+    assert!(p.stop().is_some(), "{}", tail(&p.log_text(), 40));
+    assert_eq!(
+        group_member_ids(&broker.bootstrap, "connect-file-sink"),
+        Vec::<String>::new(),
+        "the stopped sink left its group"
+    );
+}
+
+/// The takeover gap after a kill -9 with Sluice's default consumer
+/// settings; `SLUICE_TAKEOVER_PROPS` adds worker property lines (e.g.
+/// `consumer.group.instance.id=w1`) to compare. Run with
+/// `cargo test -p sluice-cli --test kafka_pipeline takeover_gap -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement"]
+async fn takeover_gap_after_kill_9_with_default_settings() {
+    let extra = std::env::var("SLUICE_TAKEOVER_PROPS").unwrap_or_default();
+    let tansu = Tansu::start();
+    let (mut p, pg) =
+        takeover_pipeline(&tansu.bootstrap(), "kafkagap", session_and("", "", &extra)).await;
+    let gap = kill9_takeover_gap(&mut p, &pg).await;
+    println!(
+        "takeover gap after kill -9 with default settings{}: {:.1} s",
+        if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" and {:?}", extra.trim())
+        },
+        gap.as_secs_f64()
     );
     assert!(p.stop().is_some());
 }

@@ -740,6 +740,9 @@ mod tests {
         let off =
             KafkaConfig::from_worker_props(&props(&[("consumer.group.instance.id", "")])).unwrap();
         assert_eq!(static_member_id(&off, "connect-s-1"), None);
+        let blank = KafkaConfig::from_worker_props(&props(&[("consumer.group.instance.id", "  ")]))
+            .unwrap();
+        assert_eq!(static_member_id(&blank, "connect-s-1"), None);
         assert_eq!(static_member_id(&on, &"x".repeat(250)), None);
     }
 

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -52,9 +52,14 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
 /// A static member that restarts rejoins as the same member and gets its
 /// partitions back at once; a dynamic one waits until the coordinator
 /// times out the member it replaces (`session.timeout.ms`). The price: a
-/// member stopped for good keeps its partitions until that timeout, and
-/// the broker must expire static members (Kafka does; not every
-/// Kafka-compatible broker does), which is why it is not the default.
+/// static member does not leave the group when it stops, so a member
+/// stopped for good keeps its partitions until that timeout, and only if
+/// the broker expires static members at all. Kafka does; not every
+/// Kafka-compatible broker does (tansu 0.6 expires a silent member only
+/// when a dynamic member of its group calls, so in a group of static
+/// members a dead worker would hold its partitions for ever), which is why
+/// it is not the default. [`Consumer::join`] also falls back to dynamic
+/// membership when the brokers lack static membership altogether.
 pub fn static_member_id(cfg: &KafkaConfig, name: &str) -> Option<String> {
     let prefix = cfg
         .override_value(ClientRole::Consumer, "group.instance.id")
@@ -72,7 +77,131 @@ pub fn static_member_id(cfg: &KafkaConfig, name: &str) -> Option<String> {
             }
         })
         .collect();
-    (id.len() <= 249).then_some(id)
+    if id.len() > 249 {
+        // Cutting it short could give two members one id, and the broker
+        // would fence one of them.
+        tracing::warn!(
+            "consumer.group.instance.id: the member id '{id}' is longer than Kafka's 249 characters; this member joins dynamically"
+        );
+        return None;
+    }
+    Some(id)
+}
+
+/// The first JoinGroup version with `group.instance.id` (KIP-345, Kafka
+/// 2.3).
+const STATIC_MEMBERSHIP_JOIN_GROUP: i16 = 5;
+
+/// Whether the brokers at each `bootstrap.servers` support static
+/// membership, as probed once per process (brokers are not expected to
+/// lose it while a worker runs).
+static STATIC_SUPPORT: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
+
+/// The highest JoinGroup version in a librdkafka `feature` debug line of
+/// the ApiVersions answer (`ApiKey JoinGroup (11) Versions 0..9`).
+fn join_group_max_version(line: &str) -> Option<i16> {
+    let versions = line.split("ApiKey JoinGroup (11) Versions ").nth(1)?;
+    let max = versions.split("..").nth(1)?;
+    let digits: String = max.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Context of the client that asks the brokers for their API versions:
+/// librdkafka does not expose them, but logs them with `debug=feature`.
+struct ApiVersionProbe {
+    base: SluiceContext,
+    /// The lowest JoinGroup maximum of the brokers that answered.
+    join_group: Mutex<Option<i16>>,
+}
+
+impl ClientContext for ApiVersionProbe {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if let Some(v) = join_group_max_version(message) {
+            let mut seen = self.join_group.lock().unwrap_or_else(|e| e.into_inner());
+            *seen = Some(seen.map_or(v, |s| s.min(v)));
+        } else if !matches!(level, RDKafkaLogLevel::Debug) {
+            // The debug lines asked for are not worth showing; warnings
+            // and connection failures are.
+            self.base.log(level, fac, message);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.base.error(error, reason)
+    }
+}
+
+impl ConsumerContext for ApiVersionProbe {}
+
+/// The JoinGroup version the brokers of `cfg` support (the lowest among
+/// those that answered), None when librdkafka did not ask them (with
+/// `api.version.request=false` and a `broker.version.fallback` before
+/// 0.10 it assumes the API of that old version).
+fn probe_join_group_version(cfg: &KafkaConfig) -> Result<Option<i16>> {
+    let mut config = cfg.client_config(ClientRole::Consumer, &[], &[("debug", "feature")]);
+    // A group-less client: it joins nothing, it only connects.
+    config.remove("group.instance.id");
+    config.set_log_level(RDKafkaLogLevel::Debug);
+    let client: BaseConsumer<ApiVersionProbe> = config
+        .create_with_context(ApiVersionProbe {
+            base: SluiceContext::default(),
+            join_group: Mutex::new(None),
+        })
+        .map_err(Error::kafka("consumer creation"))?;
+    let ctx = client.context().clone();
+    probe(
+        |t| {
+            let _ = client.poll(Duration::ZERO);
+            client.fetch_metadata(None, t)
+        },
+        &ctx.base,
+        cfg.bootstrap(),
+        cfg.connect_timeout,
+    )?;
+    // The ApiVersions answer came before the metadata; the log lines about
+    // it may still wait in the client's queue.
+    let _ = client.poll(Duration::from_millis(100));
+    let seen = *ctx.join_group.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(seen)
+}
+
+/// Whether the brokers of `cfg` support static membership (JoinGroup v5).
+/// When they do not, librdkafka would drop `group.instance.id` from its
+/// requests yet still skip the LeaveGroup of a static member on close, so
+/// a cleanly stopped member would hold its partitions until its session
+/// times out: such a member had better be dynamic. Says so once, in one
+/// line.
+async fn static_membership_supported(cfg: &KafkaConfig) -> Result<bool> {
+    let cache = STATIC_SUPPORT.get_or_init(|| Mutex::new(HashMap::new()));
+    let known = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(cfg.bootstrap())
+        .copied();
+    if let Some(known) = known {
+        return Ok(known);
+    }
+    let probe_cfg = cfg.clone();
+    let version = tokio::task::spawn_blocking(move || probe_join_group_version(&probe_cfg))
+        .await
+        .map_err(|_| Error::Closed("connect"))??;
+    let supported = version.is_some_and(|v| v >= STATIC_MEMBERSHIP_JOIN_GROUP);
+    let first = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(cfg.bootstrap().to_string(), supported)
+        .is_none();
+    if !supported && first {
+        let seen = version.map_or_else(
+            || "did not tell their API versions".to_string(),
+            |v| format!("support JoinGroup up to v{v}"),
+        );
+        tracing::warn!(
+            "consumer.group.instance.id is ignored: the brokers at {} {seen}, and static membership needs v{STATIC_MEMBERSHIP_JOIN_GROUP} (Kafka 2.3+); consumers join their groups dynamically",
+            cfg.bootstrap()
+        );
+    }
+    Ok(supported)
 }
 
 /// A topic partition.
@@ -388,16 +517,34 @@ impl Consumer {
 
     /// Joins consumer group `group` and subscribes (what
     /// [`Consumer::subscribe`] does for a sink's group).
+    ///
+    /// With a `group.instance.id` among `options.settings` the consumer is
+    /// a static member, unless the brokers lack static membership: it then
+    /// joins dynamically (see [`static_member_id`]).
     pub async fn join(
         cfg: &KafkaConfig,
         group: &str,
         subscription: Subscription,
-        options: ConsumerOptions,
+        mut options: ConsumerOptions,
     ) -> Result<Consumer> {
         let group = group.to_string();
         let patterns = subscription.patterns();
         if patterns.is_empty() || patterns.iter().any(String::is_empty) {
             return Err(Error::config("topics", "no topic to consume"));
+        }
+        if let Some(at) = options
+            .settings
+            .iter()
+            .position(|(k, _)| k == "group.instance.id")
+        {
+            if static_membership_supported(cfg).await? {
+                tracing::info!(
+                    "joining consumer group '{group}' as static member '{}'",
+                    options.settings[at].1
+                );
+            } else {
+                options.settings.remove(at);
+            }
         }
         let (tx, events) = mpsc::channel(options.buffered_events.max(1));
         let base = SluiceContext::default();
@@ -582,4 +729,25 @@ fn poll_loop(
     // do not wait.
     drop(ctx);
     drop(consumer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_group_version_from_the_api_versions_log() {
+        for (line, want) in [
+            ("  ApiKey JoinGroup (11) Versions 0..9", Some(9)),
+            (
+                "[thrd:127.0.0.1:9092/bootstrap]: 127.0.0.1:9092/bootstrap:   ApiKey JoinGroup (11) Versions 0..4",
+                Some(4),
+            ),
+            ("  ApiKey SyncGroup (14) Versions 0..5", None),
+            ("Broker API support:", None),
+            ("  ApiKey JoinGroup (11) Versions 0..", None),
+        ] {
+            assert_eq!(join_group_max_version(line), want, "{line}");
+        }
+    }
 }

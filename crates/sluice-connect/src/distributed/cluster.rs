@@ -95,7 +95,10 @@ impl Distributed {
         };
         // With `consumer.group.instance.id` set, a static member per worker:
         // one restarted after a crash takes its tasks back at once instead
-        // of after the dead member's session.
+        // of after the dead member's session. Opt-in, since a worker gone
+        // for good then keeps its tasks until the broker expires it, which
+        // not every Kafka-compatible broker does; on brokers without static
+        // membership `Consumer::join` joins dynamically instead.
         if let Some(id) =
             sluice_kafka::static_member_id(&kafka, &format!("{}-{worker_id}", d.group_id))
         {
@@ -307,7 +310,9 @@ impl Cluster for Distributed {
     async fn close(&mut self) {
         if let Some(m) = self.membership.take() {
             // Leaving the group hands this worker's tasks to the others,
-            // now that they are stopped and their offsets committed.
+            // now that they are stopped and their offsets committed. A
+            // static member does not leave: its tasks wait for it to come
+            // back, or move once its session times out.
             m.close().await;
         }
     }

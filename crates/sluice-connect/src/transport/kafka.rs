@@ -236,7 +236,9 @@ impl Transport for KafkaTransport {
         let config = client_overrides(&self.clients.config, &spec.props, ClientRole::Consumer)
             .map_err(definite)?;
         // With `consumer.group.instance.id` set, a static member per task:
-        // a worker restarted after a crash reads its partitions at once.
+        // a worker restarted after a crash reads its partitions at once
+        // (`Consumer::join` falls back to dynamic membership on brokers
+        // without it). Not the default: see `static_member_id`.
         let member = format!("connect-{}-{}", spec.connector, spec.task_id);
         let options = ConsumerOptions {
             settings: static_member_id(&config, &member)
