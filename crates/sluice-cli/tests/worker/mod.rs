@@ -219,6 +219,32 @@ pub fn duck_rows(path: &Path, table: &str) -> Option<Vec<String>> {
     rows.collect::<Result<Vec<_>, _>>().ok()
 }
 
+/// Copies the worker's directory (its log, offsets and local log) and the
+/// DuckDB file out of the temporary directory that a failed test removes;
+/// where they went, for the failure message.
+fn keep_for_diagnosis(w: &Worker, duck: &Path) -> String {
+    let to = std::env::temp_dir().join(format!(
+        "sluice-converge-failed-{}-{}",
+        std::process::id(),
+        w.port
+    ));
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(w.dir.path())
+        .arg(&to)
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::fs::copy(duck, to.join("kept.duckdb")).is_ok();
+    if copied {
+        format!(
+            "; the worker's files and the DuckDB file are kept in {}",
+            to.display()
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// Stops the worker until DuckDB's table equals PostgreSQL's (the file is
 /// the worker's while it runs), starting it again in between; the rows.
 pub async fn converge(
@@ -236,9 +262,14 @@ pub async fn converge(
         if got == want {
             return got.len();
         }
+        let kept = if Instant::now() < deadline {
+            String::new()
+        } else {
+            keep_for_diagnosis(w, duck)
+        };
         assert!(
             Instant::now() < deadline,
-            "DuckDB has {} rows, PostgreSQL {}; first difference: {:?}\n{}",
+            "DuckDB has {} rows, PostgreSQL {}; first difference: {:?}{kept}\n{}",
             got.len(),
             want.len(),
             got.iter().zip(&want).find(|(a, b)| a != b),
