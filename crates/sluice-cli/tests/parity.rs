@@ -453,15 +453,27 @@ async fn debezium_parity() {
     let sides = ["dbz", Flavor::V36.tag(), Flavor::V27.tag()];
     loop {
         let active = active_slots(&control).await;
+        let sluice_logs: Vec<(Flavor, String)> = [Flavor::V36, Flavor::V27]
+            .into_iter()
+            .map(|f| {
+                let log = work.as_path().join(format!("{}.log", f.tag()));
+                (f, std::fs::read_to_string(log).unwrap_or_default())
+            })
+            .collect();
         for r in runs.iter_mut() {
             // Debezium holds its slot while it snapshots: its snapshot is done
-            // once it wrote the record that completes it. Sluice streams from
-            // its slot only after its snapshot.
+            // once it wrote the record that completes it. Sluice's slot is
+            // active from its creation on, while the creation still waits
+            // for running transactions (a change made then is before the
+            // slot's consistent point, so in the snapshot): Sluice is ready
+            // once it says it streams from the slot.
             let dbz_ready =
                 Path::new(&format!("{}.snapshot-done", r.out("dbz").display())).exists();
-            let sluice_ready = [Flavor::V36, Flavor::V27]
-                .iter()
-                .all(|f| active.contains(&r.slot(f.tag())));
+            let sluice_ready = sluice_logs.iter().all(|(f, log)| {
+                let slot = r.slot(f.tag());
+                active.contains(&slot)
+                    && log.contains(&format!("streaming changes from slot {slot} "))
+            });
             if !r.changed && dbz_ready && sluice_ready {
                 r.changed = true;
                 let pg = cluster.connect(&r.db).await.expect("connect");
