@@ -15,6 +15,17 @@ use crate::value::Value;
 /// could not tell that the rows it still has for them are gone.
 pub const SNAPSHOT_EMPTY_TOPICS_HEADER: &str = "sluice.snapshot.empty.topics";
 
+/// The header that marks where an incremental snapshot of a table begins
+/// and ends, for sinks that reconcile a table with it: comma-separated
+/// marks `begin:<generation>` (changes of the table from this record on
+/// count as seen), `end:<generation>` (the table was read whole: after
+/// this record, rows neither read nor changed since its begin are gone
+/// from the source) and `stop:<generation>` (the snapshot of the table was
+/// stopped or could not be read: nothing is to be removed). A mark rides
+/// on the table's next record, so it may come late, never early. The
+/// generation is the stream position at which the snapshot was asked for.
+pub const INCREMENTAL_SNAPSHOT_HEADER: &str = "sluice.snapshot.incremental";
+
 /// A record header (`org.apache.kafka.connect.header.Header`), already
 /// serialized.
 #[derive(Debug, Clone, PartialEq)]

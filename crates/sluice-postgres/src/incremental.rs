@@ -54,6 +54,11 @@ pub struct Target {
     /// `surrogate-key`: the column chunks are ordered by instead of the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surrogate_key: Option<String>,
+    /// The stream position at which the table's snapshot was asked for,
+    /// which names it for sinks that reconcile the table with it; None
+    /// when it reads part of the table (`additional-conditions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// What is kept in the offsets.
@@ -77,10 +82,10 @@ pub struct Progress {
 
 impl Progress {
     /// Passes on to the next table.
-    fn next_table(&mut self) {
-        self.tables.pop_front();
+    fn next_table(&mut self) -> Option<Target> {
         self.last_key = None;
         self.max_key = None;
+        self.tables.pop_front()
     }
 
     /// The progress stored in an offset, if any.
@@ -195,6 +200,9 @@ pub struct Emit {
     pub schema: Arc<TableSchema>,
     /// Key and row of each row no streamed change replaced.
     pub rows: Vec<(Option<Value>, Value)>,
+    /// The table's snapshot ends with this chunk: the generation its last
+    /// row's `end` mark names.
+    pub end: Option<u64>,
 }
 
 /// The running incremental snapshot of a stream.
@@ -203,19 +211,78 @@ pub struct Incremental {
     /// None while no incremental snapshot runs.
     pub progress: Option<Progress>,
     window: Option<Window>,
+    /// Marks for sinks (see [`INCREMENTAL_SNAPSHOT_HEADER`]) waiting for
+    /// their table's next record: (`schema.table`, mark).
+    marks: Vec<(String, String)>,
+    /// The last generation given, so that two snapshots asked for at one
+    /// stream position are told apart.
+    last_generation: u64,
 }
+
+pub use sluice_core::record::INCREMENTAL_SNAPSHOT_HEADER;
 
 fn key_text(key: &Option<Value>) -> Option<String> {
     key.as_ref().map(|k| format!("{k:?}"))
 }
 
 impl Incremental {
-    /// Resumes the progress stored in the offsets.
+    /// Resumes the progress stored in the offsets. Each table's `begin`
+    /// mark is given again: the records that carried it may not have been
+    /// delivered, and a sink that has the snapshot open already goes on.
     pub fn resume(progress: Option<Progress>) -> Self {
-        Incremental {
+        let mut inc = Incremental {
             progress,
-            window: None,
+            ..Incremental::default()
+        };
+        let begun: Vec<(String, u64)> = inc
+            .progress
+            .iter()
+            .flat_map(|p| p.tables.iter())
+            .filter_map(|t| Some((t.table.clone(), t.generation?)))
+            .collect();
+        for (table, g) in begun {
+            inc.last_generation = inc.last_generation.max(g);
+            inc.mark(&table, "begin", g);
         }
+        inc
+    }
+
+    fn mark(&mut self, table: &str, what: &str, generation: u64) {
+        self.marks
+            .push((table.to_owned(), format!("{what}:{generation}")));
+    }
+
+    /// A table's snapshot is over without an `end` mark (stopped, or the
+    /// table could not be read).
+    fn stopped(&mut self, t: &Target) {
+        if let Some(g) = t.generation {
+            self.mark(&t.table, "stop", g);
+        }
+    }
+
+    /// The marks waiting for `table`'s next record, as the value of the
+    /// [`INCREMENTAL_SNAPSHOT_HEADER`] header, or None.
+    pub fn take_marks(&mut self, table: &TableId) -> Option<String> {
+        if self.marks.is_empty() {
+            return None;
+        }
+        let name = table.to_string();
+        let mut taken = Vec::new();
+        self.marks.retain(|(t, m)| {
+            if *t == name {
+                taken.push(m.clone());
+                false
+            } else {
+                true
+            }
+        });
+        (!taken.is_empty()).then(|| taken.join(","))
+    }
+
+    /// Gives `table`'s `end` mark to its next record (its last chunk had
+    /// no row left to carry it).
+    pub fn end_later(&mut self, table: &TableId, generation: u64) {
+        self.mark(&table.to_string(), "end", generation);
     }
 
     /// Whether a chunk should be read now (a snapshot runs, is not paused,
@@ -274,9 +341,10 @@ impl Incremental {
     pub fn close(&mut self) -> Option<Emit> {
         let w = self.window.take()?;
         let p = self.progress.as_mut()?;
+        let mut end = None;
         if w.last_chunk {
             tracing::info!("incremental snapshot {}: table {} done", p.id, w.schema.id);
-            p.next_table();
+            end = p.next_table().and_then(|t| t.generation);
         } else {
             p.last_key = w.last_key;
         }
@@ -288,6 +356,7 @@ impl Incremental {
         Some(Emit {
             schema: w.schema,
             rows,
+            end,
         })
     }
 
@@ -312,6 +381,7 @@ impl Incremental {
             };
             let Some(schema) = load_schema(cfg, control, registry, &target.table).await? else {
                 p.next_table();
+                self.stopped(&target);
                 continue;
             };
             let key_cols = match chunk_key(&schema, &target) {
@@ -323,6 +393,7 @@ impl Incremental {
                         target.table
                     );
                     p.next_table();
+                    self.stopped(&target);
                     continue;
                 }
             };
@@ -335,6 +406,11 @@ impl Incremental {
                         target.table
                     );
                     p.next_table();
+                    // Read whole, without a row: what a sink still has
+                    // of it and no change touched since is gone.
+                    if let Some(g) = target.generation {
+                        self.mark(&target.table, "end", g);
+                    }
                     continue;
                 }
                 tracing::info!("incremental snapshot {}: reading {}", p.id, target.table);
@@ -419,9 +495,15 @@ impl Incremental {
         }
     }
 
-    /// Acts on a signal. A blocking snapshot is not this type's to take:
-    /// its tables are returned for the stream to read while it pauses.
-    pub fn signal(&mut self, sig: &Signal, captured: &[TableId]) -> Result<Option<Vec<Target>>> {
+    /// Acts on a signal handled at stream position `at` (between
+    /// transactions). A blocking snapshot is not this type's to take: its
+    /// tables are returned for the stream to read while it pauses.
+    pub fn signal(
+        &mut self,
+        sig: &Signal,
+        captured: &[TableId],
+        at: u64,
+    ) -> Result<Option<Vec<Target>>> {
         let data = match &sig.data {
             Json::String(s) if !s.trim().is_empty() => serde_json::from_str(s)
                 .with_context(|| format!("signal {}: its data is not JSON: {s}", sig.id))?,
@@ -445,7 +527,7 @@ impl Incremental {
                         sig.id
                     ));
                 }
-                let targets = targets(&data, captured, &sig.id)?;
+                let mut targets = targets(&data, captured, &sig.id)?;
                 if targets.is_empty() {
                     return Err(anyhow!(
                         "signal {}: execute-snapshot names no captured table in data-collections ({}); \
@@ -463,14 +545,19 @@ impl Incremental {
                     sig.id,
                     names.join(", ")
                 );
+                if let Some(p) = &self.progress {
+                    targets.retain(|t| !p.tables.iter().any(|q| q.table == t.table));
+                }
+                // A table read whole is named by a generation from here on:
+                // its changes count as seen by the snapshot.
+                for t in targets.iter_mut().filter(|t| t.filter.is_none()) {
+                    let g = at.max(self.last_generation + 1);
+                    self.last_generation = g;
+                    t.generation = Some(g);
+                    self.marks.push((t.table.clone(), format!("begin:{g}")));
+                }
                 match self.progress.as_mut() {
-                    Some(p) => {
-                        for t in targets {
-                            if !p.tables.iter().any(|q| q.table == t.table) {
-                                p.tables.push_back(t);
-                            }
-                        }
-                    }
+                    Some(p) => p.tables.extend(targets),
                     None => {
                         self.progress = Some(Progress {
                             id: sig.id.clone(),
@@ -491,15 +578,19 @@ impl Incremental {
                     .unwrap_or_default();
                 if named.is_empty() {
                     tracing::info!("signal {}: incremental snapshot {} stopped", sig.id, p.id);
+                    let left = std::mem::take(&mut p.tables);
                     self.progress = None;
                     self.window = None;
+                    left.iter().for_each(|t| self.stopped(t));
                     return Ok(None);
                 }
                 let matchers = matchers(&named)?;
                 let before = p.tables.len();
                 let current = p.tables.front().map(|t| t.table.clone());
-                p.tables
-                    .retain(|t| !matchers.iter().any(|m| m.is_match(&t.table)));
+                let (removed, kept): (Vec<Target>, Vec<Target>) = std::mem::take(&mut p.tables)
+                    .into_iter()
+                    .partition(|t| matchers.iter().any(|m| m.is_match(&t.table)));
+                p.tables = kept.into();
                 if current.as_ref() != p.tables.front().map(|t| &t.table) {
                     p.last_key = None;
                     p.max_key = None;
@@ -514,6 +605,7 @@ impl Incremental {
                 if p.tables.is_empty() {
                     self.progress = None;
                 }
+                removed.iter().for_each(|t| self.stopped(t));
             }
             // Debezium's own watermark rows, when a Debezium connector
             // shares the signal table.
@@ -625,6 +717,7 @@ fn targets(data: &Json, captured: &[TableId], id: &str) -> Result<Vec<Target>> {
                 .find(|(re, _)| re.is_match(&t))
                 .map(|(_, f)| f.clone()),
             surrogate_key: surrogate.clone(),
+            generation: None,
             table: t,
         })
         .collect())
@@ -894,6 +987,7 @@ mod tests {
                 ),
             ),
             &captured,
+            500,
         )
         .expect("signal");
         let p = inc.progress.clone().expect("running");
@@ -902,10 +996,10 @@ mod tests {
         assert_eq!(p.tables[0].filter.as_deref(), Some("id > 5"));
         assert_eq!(p.tables[1].filter, None);
         assert!(inc.wants_chunk());
-        inc.signal(&sig("pause-snapshot", Json::Null), &captured)
+        inc.signal(&sig("pause-snapshot", Json::Null), &captured, 500)
             .expect("pause");
         assert!(!inc.wants_chunk());
-        inc.signal(&sig("resume-snapshot", Json::Null), &captured)
+        inc.signal(&sig("resume-snapshot", Json::Null), &captured, 500)
             .expect("resume");
         assert!(inc.wants_chunk());
         inc.signal(
@@ -914,6 +1008,7 @@ mod tests {
                 serde_json::json!({"data-collections": ["public.b"]}),
             ),
             &captured,
+            500,
         )
         .expect("stop");
         let names: Vec<_> = inc
@@ -922,9 +1017,77 @@ mod tests {
             .map(|p| p.tables.iter().map(|t| t.table.clone()).collect())
             .unwrap_or_default();
         assert_eq!(names, ["inv.c"]);
-        inc.signal(&sig("stop-snapshot", Json::Null), &captured)
+        inc.signal(&sig("stop-snapshot", Json::Null), &captured, 500)
             .expect("stop all");
         assert!(inc.progress.is_none());
+    }
+
+    fn table(name: &str) -> TableId {
+        ids(&[name]).remove(0)
+    }
+
+    #[test]
+    fn tables_read_whole_are_marked_for_sinks_where_their_snapshot_begins_and_stops() {
+        let captured = ids(&["public.a", "public.b", "public.c"]);
+        let mut inc = Incremental::default();
+        inc.signal(
+            &sig(
+                "execute-snapshot",
+                serde_json::json!({"data-collections": ["public.a", "public.b", "public.c"],
+                    "additional-conditions": [{"data-collection": "public.c", "filter": "id > 5"}]}),
+            ),
+            &captured,
+            500,
+        )
+        .expect("signal");
+        // Each table read whole has a generation of its own, from the
+        // stream position; a filtered one has none and no marks.
+        let p = inc.progress.clone().expect("running");
+        let gens: Vec<_> = p.tables.iter().map(|t| t.generation).collect();
+        assert_eq!(gens, [Some(500), Some(501), None]);
+        assert_eq!(
+            inc.take_marks(&table("public.a")).as_deref(),
+            Some("begin:500")
+        );
+        assert_eq!(inc.take_marks(&table("public.a")), None, "taken once");
+        assert_eq!(inc.take_marks(&table("public.c")), None);
+        // Asked again while running: not added twice, no new mark.
+        inc.signal(
+            &sig(
+                "execute-snapshot",
+                serde_json::json!({"data-collections": ["public.a"]}),
+            ),
+            &captured,
+            900,
+        )
+        .expect("again");
+        assert_eq!(inc.take_marks(&table("public.a")), None);
+        // Stopped: its begin and stop ride together on its next record.
+        inc.signal(
+            &sig(
+                "stop-snapshot",
+                serde_json::json!({"data-collections": ["public.b"]}),
+            ),
+            &captured,
+            950,
+        )
+        .expect("stop");
+        assert_eq!(
+            inc.take_marks(&table("public.b")).as_deref(),
+            Some("begin:501,stop:501")
+        );
+        // A restart gives the begin marks again, generations kept.
+        let resumed = Incremental::resume(inc.progress.clone());
+        let mut resumed = resumed;
+        assert_eq!(
+            resumed.take_marks(&table("public.a")).as_deref(),
+            Some("begin:500")
+        );
+        resumed.end_later(&table("public.a"), 500);
+        assert_eq!(
+            resumed.take_marks(&table("public.a")).as_deref(),
+            Some("end:500")
+        );
     }
 
     #[test]
@@ -938,6 +1101,7 @@ mod tests {
                     serde_json::json!({"data-collections": ["public.x"]}),
                 ),
                 &captured,
+                500,
             )
             .expect_err("nothing captured");
         assert!(e.to_string().contains("table.include.list"), "{e}");
@@ -948,6 +1112,7 @@ mod tests {
                     serde_json::json!({"data-collections": ["public.a"], "type": "BLOCKING"}),
                 ),
                 &captured,
+                500,
             )
             .expect("blocking");
         assert_eq!(blocking.map(|t| t.len()), Some(1));
@@ -962,6 +1127,7 @@ mod tests {
                     serde_json::json!({"data-collections": ["public.a"], "type": "later"}),
                 ),
                 &captured,
+                500,
             )
             .expect_err("unknown type");
         assert!(
@@ -969,13 +1135,14 @@ mod tests {
             "{e}"
         );
         let e = inc
-            .signal(&sig("snapshot-now", Json::Null), &captured)
+            .signal(&sig("snapshot-now", Json::Null), &captured, 500)
             .expect_err("unknown");
         assert!(e.to_string().contains("unknown type 'snapshot-now'"), "{e}");
         let e = inc
             .signal(
                 &sig("execute-snapshot", Json::String("{not json".into())),
                 &captured,
+                500,
             )
             .expect_err("bad data");
         assert!(e.to_string().contains("not JSON"), "{e}");
@@ -1002,6 +1169,7 @@ mod tests {
                 table: "public.a".into(),
                 filter: None,
                 surrogate_key: None,
+                generation: Some(7),
             }]
             .into(),
             last_key: Some(vec!["10".into()]),

@@ -177,7 +177,10 @@ impl ChangeStream {
         if !self.signals_due.is_empty() {
             let captured = catalog::discover_tables(&self.control, &self.cfg).await?;
             for sig in std::mem::take(&mut self.signals_due) {
-                match self.incremental.signal(&sig, &captured) {
+                match self
+                    .incremental
+                    .signal(&sig, &captured, self.last_commit_end)
+                {
                     Ok(Some(tables)) => self.blocking_snapshot(&sig.id, tables).await?,
                     Ok(None) => {}
                     Err(e) => tracing::warn!("{e:#}"),
@@ -523,7 +526,7 @@ impl ChangeStream {
             origin: None,
         };
         let mut batch = Vec::with_capacity(chunk.rows.len() + 1);
-        chunk_events(&self.events, chunk, &pos, &mut batch);
+        chunk_events(&self.events, &mut self.incremental, chunk, &pos, &mut batch);
         let off = self.resume_offset();
         match batch.last_mut() {
             Some(last) => last.offset = Some(off),
@@ -773,13 +776,25 @@ impl ChangeStream {
         before: Option<Value>,
         after: Option<Value>,
         lsn: u64,
-        headers: Vec<Header>,
+        mut headers: Vec<Header>,
     ) -> Result<()> {
         // A change streamed while a chunk is between its watermarks is
         // newer than (or as new as) the chunk's row of the same key.
         let xid = self.txn.as_ref().map_or(0, |t| t.xid);
         self.incremental
             .streamed(&t.id, &key, op == Op::Truncate, xid);
+        // A truncate event carries no headers: its marks wait for the next.
+        let marks = if op == Op::Truncate {
+            None
+        } else {
+            self.incremental.take_marks(&t.id)
+        };
+        if let Some(marks) = marks {
+            headers.push(Header {
+                key: incremental::INCREMENTAL_SNAPSHOT_HEADER.into(),
+                value: Some(marks.into_bytes()),
+            });
+        }
         self.begin_metadata(lsn);
         let Some(txn) = self.txn.as_mut() else {
             return Err(anyhow!(
@@ -966,7 +981,13 @@ impl ChangeStream {
             snapshot: "incremental",
             origin: None,
         };
-        chunk_events(&self.events, chunk, &pos, &mut self.pending);
+        chunk_events(
+            &self.events,
+            &mut self.incremental,
+            chunk,
+            &pos,
+            &mut self.pending,
+        );
         if let Some(txn) = self.txn.as_mut() {
             txn.last_lsn = Some(lsn);
         }
@@ -1043,14 +1064,39 @@ impl ChangeStream {
     }
 }
 
-/// An incremental snapshot chunk's rows as `r` events at `pos`.
+/// An incremental snapshot chunk's rows as `r` events at `pos`. The
+/// table's waiting marks ride on the first, the `end` of its snapshot on
+/// the last (or on the table's next record when no row is left).
 fn chunk_events(
     events: &EventFactory,
+    inc: &mut incremental::Incremental,
     chunk: incremental::Emit,
     pos: &Position,
     out: &mut Vec<SourceRecord>,
 ) {
-    for (key, after) in chunk.rows {
+    let n = chunk.rows.len();
+    if n == 0 {
+        if let Some(g) = chunk.end {
+            inc.end_later(&chunk.schema.id, g);
+        }
+        return;
+    }
+    for (i, (key, after)) in chunk.rows.into_iter().enumerate() {
+        let mut marks: Vec<String> = Vec::new();
+        if i == 0 {
+            marks.extend(inc.take_marks(&chunk.schema.id));
+        }
+        if i + 1 == n {
+            marks.extend(chunk.end.map(|g| format!("end:{g}")));
+        }
+        let headers = if marks.is_empty() {
+            Vec::new()
+        } else {
+            vec![Header {
+                key: incremental::INCREMENTAL_SNAPSHOT_HEADER.into(),
+                value: Some(marks.join(",").into_bytes()),
+            }]
+        };
         events.change(
             out,
             &chunk.schema,
@@ -1060,7 +1106,7 @@ fn chunk_events(
             Some(after),
             pos,
             None,
-            Vec::new(),
+            headers,
         );
     }
 }

@@ -193,10 +193,13 @@ pub fn normalize(rec: &mut Rec) {
         }
     }
     normalize_message_collections(&mut rec.value);
-    // Sluice's one documented addition: a snapshot's last record names the
-    // topics of tables it read without a row, for sinks that reconcile.
-    rec.headers
-        .retain(|(k, _)| k != sluice_core::record::SNAPSHOT_EMPTY_TOPICS_HEADER);
+    // Sluice's documented additions, for sinks that reconcile: a
+    // snapshot's last record names the topics of tables it read without a
+    // row; an incremental snapshot marks where each table's begins and ends.
+    rec.headers.retain(|(k, _)| {
+        k != sluice_core::record::SNAPSHOT_EMPTY_TOPICS_HEADER
+            && k != sluice_core::record::INCREMENTAL_SNAPSHOT_HEADER
+    });
     for (k, v) in rec.headers.iter_mut() {
         let per_process = k == "__debezium.context.runId"
             || matches!(k.as_str(), "__ts_ms" | "__ts_us" | "__ts_ns")
