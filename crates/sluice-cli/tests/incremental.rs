@@ -94,11 +94,27 @@ fn load(
     (stop, task)
 }
 
+/// Rows DuckDB has and PostgreSQL does not (as after deletes nobody
+/// streamed: a lost slot), written while the worker is stopped: order ids
+/// above a million, and one row with wrong values.
+fn stale_rows(duck: &std::path::Path, n: i64) {
+    let conn = duckdb::Connection::open(duck).expect("open DuckDB");
+    conn.execute_batch(&format!(
+        "INSERT INTO orders (orderid, custid, amount, city, purchase_time) \
+           SELECT orderid + 1000000, custid, amount, city, purchase_time \
+           FROM orders ORDER BY orderid LIMIT {n};
+         UPDATE orders SET amount = -1, city = 'nowhere' WHERE orderid = (SELECT min(orderid) FROM orders);"
+    ))
+    .expect("stale rows");
+}
+
 /// The watermark algorithm under load: a table of 100,000 rows read in
 /// chunks while inserts, updates and deletes hit it, the worker killed
 /// twice in the middle: DuckDB ends equal to PostgreSQL row by row (a read
 /// that came after a streamed change of its key would bring back an old
-/// row; a lost chunk would leave rows out).
+/// row; a lost chunk would leave rows out; a row the reconciliation at its
+/// end removed although a change wrote it would be missing). DuckDB also
+/// held rows PostgreSQL no longer has before it began: they are gone.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_incremental_snapshot_under_load_and_kill_9_leaves_duckdb_equal_to_postgres() {
     let (db, pg) = fresh_db("incload").await;
@@ -109,6 +125,14 @@ async fn an_incremental_snapshot_under_load_and_kill_9_leaves_duckdb_equal_to_po
     let (files, duck) = start_with_duckdb(&mut w, &source(&db, "inc_load", 200)).await;
     wait_log(&w, "streaming changes", 1).await;
     let (stop_load, load) = load(&db);
+    // The streamed changes create DuckDB's table; stale rows join them
+    // while the worker is stopped.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.stop(), Some(0), "clean stop\n{}", tail(&w.log(), 40));
+    stale_rows(&duck, 30);
+    let started = w.log().matches("streaming changes").count();
+    w.start(&files).await;
+    wait_log(&w, "streaming changes", started + 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     pg.batch_execute(
         "INSERT INTO retail.debezium_signal VALUES ('inc-1', 'execute-snapshot', \
@@ -359,8 +383,7 @@ async fn a_blocking_snapshot_under_load_leaves_duckdb_equal_to_postgres() {
 /// A snapshot of one table by signal (`type` `blocking`) reconciles it:
 /// rows DuckDB holds that PostgreSQL no longer has (deleted while nobody
 /// streamed them, as after a lost slot) are gone at its end, and a row
-/// that went wrong is read again. (An incremental snapshot merges its
-/// reads into the stream, as Debezium's does, and removes nothing.)
+/// that went wrong is read again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blocking_snapshot_by_signal_removes_rows_the_source_no_longer_has() {
     let (db, pg) = fresh_db("increcon").await;
@@ -407,6 +430,93 @@ async fn a_blocking_snapshot_by_signal_removes_rows_the_source_no_longer_has() {
     insert(&pg, 1).await;
     let rows = converge(&mut w, &files, &pg, &duck).await;
     assert_eq!(rows, 2_001, "DuckDB equals PostgreSQL, its stale rows gone");
+}
+
+/// An incremental snapshot by signal reconciles the table as a blocking
+/// one does, without pausing the stream: rows DuckDB holds that PostgreSQL
+/// no longer has are gone at its end, a wrong row is read again, and the
+/// bookkeeping says how many went. A table PostgreSQL has no row of is
+/// reconciled at its next change (there is no read to carry the end).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_snapshot_by_signal_removes_rows_the_source_no_longer_has() {
+    let (db, pg) = fresh_db("incstale").await;
+    pg.batch_execute(common::ORDERS).await.expect("schema");
+    pg.batch_execute(SIGNAL_TABLE).await.expect("signal table");
+    insert(&pg, 2_000).await;
+    let mut w = Worker::new("");
+    let mut src = source(&db, "inc_stale", 300);
+    src["config"]["snapshot.mode"] = json!("initial");
+    let (files, duck) = start_with_duckdb(&mut w, &src).await;
+    assert_eq!(converge(&mut w, &files, &pg, &duck).await, 2_000);
+    stale_rows(&duck, 25);
+    assert_eq!(duck_rows(&duck, "orders").map(|r| r.len()), Some(2_025));
+
+    let started = w.log().matches("streaming changes").count();
+    w.start(&files).await;
+    wait_log(&w, "streaming changes", started + 1).await;
+    pg.batch_execute(
+        "INSERT INTO retail.debezium_signal VALUES ('stale-1', 'execute-snapshot', \
+         '{\"data-collections\": [\"retail.orders_info\"]}')",
+    )
+    .await
+    .expect("signal");
+    wait_log(
+        &w,
+        "complete: 25 rows that the source no longer has were removed",
+        1,
+    )
+    .await;
+    insert(&pg, 1).await;
+    assert_eq!(converge(&mut w, &files, &pg, &duck).await, 2_001);
+    {
+        let conn = duckdb::Connection::open(&duck).expect("open DuckDB");
+        let (state, removed): (String, i64) = conn
+            .query_row(
+                "SELECT state, removed FROM __sluice_snapshots WHERE method = 'incremental'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the incremental snapshot's bookkeeping");
+        assert_eq!((state.as_str(), removed), ("complete", 25));
+        let seen: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM duckdb_tables() WHERE starts_with(table_name, '__sluice_seen_')",
+                [],
+                |r| r.get(0),
+            )
+            .expect("tables");
+        assert_eq!(seen, 0, "the keys it saw are dropped at its end");
+    }
+
+    // PostgreSQL's table emptied (streamed), DuckDB's with stale rows: the
+    // snapshot finds no row, and the table's next change carries its end.
+    stale_rows(&duck, 10);
+    let started = w.log().matches("streaming changes").count();
+    w.start(&files).await;
+    wait_log(&w, "streaming changes", started + 1).await;
+    pg.batch_execute("DELETE FROM retail.orders_info")
+        .await
+        .expect("delete");
+    pg.batch_execute(
+        "INSERT INTO retail.debezium_signal VALUES ('stale-2', 'execute-snapshot', \
+         '{\"data-collections\": [\"retail.orders_info\"]}')",
+    )
+    .await
+    .expect("signal");
+    wait_log(
+        &w,
+        "incremental snapshot stale-2: table retail.orders_info is empty",
+        1,
+    )
+    .await;
+    insert(&pg, 3).await;
+    wait_log(
+        &w,
+        "complete: 10 rows that the source no longer has were removed",
+        1,
+    )
+    .await;
+    assert_eq!(converge(&mut w, &files, &pg, &duck).await, 3);
 }
 
 /// A table added to `table.include.list` of a running connector (a config

@@ -118,9 +118,20 @@
 //! that header, so its tables keep the rows they had. A table whose
 //! snapshot arrives through several partitions (a topic with more than
 //! one) cannot tell its end from the order of its records: it is upserted,
-//! with a warning, and nothing is removed. Incremental snapshots (by
-//! signal) upsert their reads and remove nothing: their reads carry
-//! neither the snapshot's LSN nor its end.
+//! with a warning, and nothing is removed.
+//!
+//! Incremental snapshots (by signal) are merged into the stream: their
+//! reads carry neither a snapshot LSN nor an end. Sluice's source marks
+//! them in the header [`INCREMENTAL_SNAPSHOT_HEADER`] of the table's
+//! records instead: at `begin`, an upsert table gets
+//! `__sluice_seen_<table>` (its key columns), and every flush appends the
+//! keys it writes to the table there; at `end` (the table was read whole),
+//! the rows whose key is not there are deleted in the same transaction,
+//! and the keys dropped. Every row the source has at the end was read by a
+//! chunk or written by a change after the begin, so nothing the source
+//! has is removed. `stop`, a snapshot of the whole table, another begin, or
+//! records from another partition end it without removing anything
+//! (`method` `incremental`, `state` `incomplete` in `__sluice_snapshots`).
 //!
 //! # Exactly once
 //!
@@ -186,7 +197,7 @@ use async_trait::async_trait;
 use sluice_core::config::{ConfigDef, ConfigError, ConfigErrors, ConfigKey, ConfigType, Props};
 use sluice_core::connector::{ConnectorKind, ConnectorPlugin, SinkContext, SinkTask};
 use sluice_core::error::{definite, transient};
-use sluice_core::record::{SinkRecord, SNAPSHOT_EMPTY_TOPICS_HEADER};
+use sluice_core::record::{SinkRecord, INCREMENTAL_SNAPSHOT_HEADER, SNAPSHOT_EMPTY_TOPICS_HEADER};
 use sluice_core::schema::{Schema, SchemaRef, SchemaType};
 use sluice_core::value::Value;
 
@@ -735,7 +746,7 @@ impl DuckDbSinkTask {
             (Mode::Upsert, true) => RowKind::Delete,
             (Mode::Upsert, false) => RowKind::Upsert,
         };
-        let steps = self.tracker.record(
+        let mut steps = self.tracker.record(
             &target.table,
             target.mode,
             &r.topic,
@@ -744,6 +755,7 @@ impl DuckDbSinkTask {
             event.meta.snapshot.as_deref(),
             event.meta.lsn,
         );
+        self.incremental_marks(r, &target, &mut steps);
         if steps.stale {
             // A read of an older snapshot than the table's latest complete
             // one, arriving late: the newer snapshot superseded it.
@@ -872,7 +884,7 @@ impl DuckDbSinkTask {
             }
         }
         let layout = self.layout(Some(kschema), Some(rschema), false, true);
-        let steps = self.tracker.record(
+        let mut steps = self.tracker.record(
             &target.table,
             target.mode,
             &r.topic,
@@ -881,9 +893,37 @@ impl DuckDbSinkTask {
             None,
             None,
         );
+        self.incremental_marks(r, &target, &mut steps);
         self.push_row(r, &target, steps, RowKind::Delete, layout, cells);
         self.buffered_up_to(pkey, position, r.offset);
         Ok(())
+    }
+
+    /// The steps the record's incremental snapshot marks ask for, if it
+    /// has any.
+    fn incremental_marks(
+        &mut self,
+        r: &SinkRecord,
+        target: &mapping::Target,
+        steps: &mut snapshot::Steps,
+    ) {
+        let Some(marks) = r
+            .headers
+            .iter()
+            .find(|h| h.key == INCREMENTAL_SNAPSHOT_HEADER)
+            .and_then(|h| h.value.as_deref())
+            .and_then(|v| std::str::from_utf8(v).ok())
+        else {
+            return;
+        };
+        self.tracker.marks(
+            &target.table,
+            target.mode,
+            &r.topic,
+            r.partition,
+            marks,
+            steps,
+        );
     }
 
     /// The snapshot `generation` ends with `r`, whose header names the

@@ -11,6 +11,15 @@
 //! without rows has no record at all. Every read of one snapshot carries
 //! the LSN of its consistent point (`source.lsn`), which tells snapshots
 //! apart.
+//!
+//! An incremental snapshot's reads are merged into the stream and carry
+//! none of that; its records carry Sluice's own marks instead (header
+//! [`INCREMENTAL_SNAPSHOT_HEADER`]): from its `begin` on, every key written
+//! to the table is kept in a side table, and at its `end` the rows whose
+//! key is not there are removed: the snapshot read every row the source
+//! had (or a change since its begin wrote it), so those rows are gone.
+//!
+//! [`INCREMENTAL_SNAPSHOT_HEADER`]: sluice_core::record::INCREMENTAL_SNAPSHOT_HEADER
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -46,6 +55,24 @@ pub(crate) enum Control {
     /// The complete snapshot read the table's source without a row (the
     /// snapshot's final record says so): every row the table has is gone.
     Empty { table: String, generation: i64 },
+    /// An incremental snapshot of `table` begins: from here on, the keys
+    /// of every row written to it are kept.
+    Track {
+        table: String,
+        generation: i64,
+        topic: Arc<str>,
+        partition: i32,
+    },
+    /// The incremental snapshot read the whole table: rows whose key was
+    /// neither read nor written since its begin are removed.
+    Reconcile { table: String, generation: i64 },
+    /// The incremental snapshot of `table` ends without reading it whole:
+    /// nothing is removed.
+    Untrack {
+        table: String,
+        generation: i64,
+        why: &'static str,
+    },
 }
 
 impl Control {
@@ -55,7 +82,10 @@ impl Control {
             | Control::Complete { table, .. }
             | Control::Abandon { table, .. }
             | Control::Merge { table, .. }
-            | Control::Empty { table, .. } => table,
+            | Control::Empty { table, .. }
+            | Control::Track { table, .. }
+            | Control::Reconcile { table, .. }
+            | Control::Untrack { table, .. } => table,
         }
     }
 }
@@ -111,10 +141,20 @@ pub(crate) enum NotEmptied {
     StreamedPast(i64),
 }
 
+/// An incremental snapshot being tracked: where its marks come from.
+#[derive(Debug, Clone)]
+struct Tracked {
+    generation: i64,
+    topic: Arc<str>,
+    partition: i32,
+}
+
 /// The snapshots in progress, per table.
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
     open: HashMap<String, Open>,
+    /// Incremental snapshots between their begin and end, per table.
+    tracked: HashMap<String, Tracked>,
     /// (table, generation) seen from its middle or from several partitions:
     /// written without reconciliation.
     unreconciled: HashSet<(String, i64)>,
@@ -134,6 +174,17 @@ impl Tracker {
             ..Tracker::default()
         };
         for s in stored {
+            if s.method == Method::Incremental {
+                t.tracked.insert(
+                    s.table.clone(),
+                    Tracked {
+                        generation: s.generation,
+                        topic: Arc::clone(&s.topic),
+                        partition: s.partition,
+                    },
+                );
+                continue;
+            }
             t.open.insert(
                 s.table.clone(),
                 Open {
@@ -163,6 +214,21 @@ impl Tracker {
         generation: Option<i64>,
     ) -> Steps {
         let mut steps = Steps::default();
+        if let Some(t) = self.tracked.get(table) {
+            if t.partition != partition || t.topic != *topic {
+                tracing::warn!(
+                    "DuckDB sink: the incremental snapshot of table '{table}' arrives through several partitions ({}-{} and {topic}-{partition}); no row is removed at its end",
+                    t.topic,
+                    t.partition
+                );
+                steps.before.push(Control::Untrack {
+                    table: table.to_owned(),
+                    generation: t.generation,
+                    why: "its records come through several partitions",
+                });
+                self.tracked.remove(table);
+            }
+        }
         let read = match (op, marker, generation) {
             (Some("r"), Some(m), Some(g)) if is_snapshot_marker(m) => Some((m, g)),
             _ => None,
@@ -227,6 +293,9 @@ impl Tracker {
                 );
                 self.unreconciled.insert(key);
             } else {
+                // A snapshot of the whole table supersedes an incremental
+                // one (the writer drops its keys).
+                self.tracked.remove(table);
                 steps.before.push(Control::Open {
                     table: table.to_owned(),
                     mode,
@@ -288,6 +357,74 @@ impl Tracker {
             self.unreconciled.retain(|(_, g)| *g == generation);
         }
         steps
+    }
+
+    /// The steps an incremental snapshot's marks (the header's value) ask
+    /// for, added to `steps`: `begin` before the record's row, `end` after
+    /// it. Append tables keep every event and are not reconciled.
+    pub(crate) fn marks(
+        &mut self,
+        table: &str,
+        mode: Mode,
+        topic: &Arc<str>,
+        partition: i32,
+        marks: &str,
+        steps: &mut Steps,
+    ) {
+        if mode != Mode::Upsert {
+            return;
+        }
+        for mark in marks.split(',') {
+            let Some((what, g)) = mark.trim().split_once(':') else {
+                continue;
+            };
+            let Ok(generation) = g.parse::<i64>() else {
+                continue;
+            };
+            let current = self.tracked.get(table).map(|t| t.generation);
+            match what {
+                "begin" if current == Some(generation) => {}
+                "begin" => {
+                    if let Some(old) = current {
+                        steps.before.push(Control::Untrack {
+                            table: table.to_owned(),
+                            generation: old,
+                            why: "another incremental snapshot of the table began",
+                        });
+                    }
+                    steps.before.push(Control::Track {
+                        table: table.to_owned(),
+                        generation,
+                        topic: Arc::clone(topic),
+                        partition,
+                    });
+                    self.tracked.insert(
+                        table.to_owned(),
+                        Tracked {
+                            generation,
+                            topic: Arc::clone(topic),
+                            partition,
+                        },
+                    );
+                }
+                "end" if current == Some(generation) => {
+                    self.tracked.remove(table);
+                    steps.after.push(Control::Reconcile {
+                        table: table.to_owned(),
+                        generation,
+                    });
+                }
+                "stop" if current == Some(generation) => {
+                    self.tracked.remove(table);
+                    steps.before.push(Control::Untrack {
+                        table: table.to_owned(),
+                        generation,
+                        why: "it was stopped before reading the whole table",
+                    });
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The steps for `table`, which the complete snapshot `generation` read
@@ -365,6 +502,9 @@ mod tests {
                 Control::Abandon { table, .. } => format!("abandon {table}"),
                 Control::Merge { table, .. } => format!("merge {table}"),
                 Control::Empty { table, .. } => format!("empty {table}"),
+                Control::Track { table, .. } => format!("track {table}"),
+                Control::Reconcile { table, .. } => format!("reconcile {table}"),
+                Control::Untrack { table, .. } => format!("untrack {table}"),
             })
             .collect()
     }
@@ -449,6 +589,57 @@ mod tests {
             names(&tr.emptied("e", 100).unwrap()),
             ["abandon e", "empty e"]
         );
+    }
+
+    fn marks(tr: &mut Tracker, table: &str, partition: i32, m: &str) -> (Vec<String>, Vec<String>) {
+        let mut steps = tr.record(
+            table,
+            Mode::Upsert,
+            &topic(table),
+            partition,
+            Some("r"),
+            Some("incremental"),
+            Some(900),
+        );
+        tr.marks(table, Mode::Upsert, &topic(table), partition, m, &mut steps);
+        (names(&steps.before), names(&steps.after))
+    }
+
+    #[test]
+    fn incremental_marks_track_a_table_from_its_begin_and_reconcile_it_at_its_end() {
+        let mut tr = Tracker::default();
+        assert_eq!(marks(&mut tr, "a", 0, "begin:7").0, ["track a"]);
+        // Given again after a restart: goes on.
+        assert!(marks(&mut tr, "a", 0, "begin:7").0.is_empty());
+        // Another generation's end is not this one's.
+        assert!(marks(&mut tr, "a", 0, "end:6").1.is_empty());
+        assert_eq!(marks(&mut tr, "a", 0, "end:7").1, ["reconcile a"]);
+        assert!(marks(&mut tr, "a", 0, "end:7").1.is_empty(), "once");
+        // Begin and end on one record: around its row.
+        let (b, a) = marks(&mut tr, "b", 0, "begin:8,end:8");
+        assert_eq!(
+            (b, a),
+            (vec!["track b".to_string()], vec!["reconcile b".to_string()])
+        );
+        // A new begin replaces an open one; a stop removes nothing.
+        marks(&mut tr, "c", 0, "begin:1");
+        assert_eq!(
+            marks(&mut tr, "c", 0, "begin:2").0,
+            ["untrack c", "track c"]
+        );
+        assert_eq!(marks(&mut tr, "c", 0, "stop:2").0, ["untrack c"]);
+        // Records of the table from another partition: untracked.
+        marks(&mut tr, "d", 0, "begin:3");
+        assert_eq!(marks(&mut tr, "d", 1, "").0, ["untrack d"]);
+        assert!(marks(&mut tr, "d", 0, "end:3").1.is_empty());
+        // A snapshot of the whole table supersedes it.
+        marks(&mut tr, "e", 0, "begin:4");
+        read(&mut tr, "e", "first", 100);
+        assert!(marks(&mut tr, "e", 0, "end:4").1.is_empty());
+        // Append tables are not reconciled.
+        let mut steps = Steps::default();
+        tr.marks("f", Mode::Append, &topic("f"), 0, "begin:5", &mut steps);
+        assert!(steps.before.is_empty());
     }
 
     #[test]

@@ -32,6 +32,12 @@ pub(crate) fn staging_name(table: &str) -> String {
     format!("__sluice_snapshot_{table}")
 }
 
+/// The table that keeps the keys written to `table` while an incremental
+/// snapshot of it runs.
+pub(crate) fn seen_name(table: &str) -> String {
+    format!("__sluice_seen_{table}")
+}
+
 /// A stored position: topic, partition, position and the transport offset
 /// of its record (where it was stored).
 pub(crate) type StoredPosition = (String, i32, Position, Option<i64>);
@@ -269,6 +275,9 @@ pub(crate) enum Method {
     Direct,
     /// Append mode: the snapshot's events are appended.
     Append,
+    /// An incremental snapshot: rows go to the table, their keys to the
+    /// table's seen-keys table.
+    Incremental,
 }
 
 impl Method {
@@ -277,6 +286,7 @@ impl Method {
             Method::Staging => "staging",
             Method::Direct => "direct",
             Method::Append => "append",
+            Method::Incremental => "incremental",
         }
     }
     fn parse(s: &str) -> Option<Method> {
@@ -284,6 +294,7 @@ impl Method {
             "staging" => Method::Staging,
             "direct" => Method::Direct,
             "append" => Method::Append,
+            "incremental" => Method::Incremental,
             _ => return None,
         })
     }
@@ -465,7 +476,7 @@ impl Writer {
     /// Per table, the latest snapshot of this connector that completed.
     pub(crate) fn completed_snapshots(&self) -> anyhow::Result<Vec<(String, i64)>> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT table_name, max(generation) FROM {SNAPSHOTS} WHERE connector = ? AND state = 'complete' GROUP BY table_name"
+            "SELECT table_name, max(generation) FROM {SNAPSHOTS} WHERE connector = ? AND state = 'complete' AND method IS DISTINCT FROM 'incremental' GROUP BY table_name"
         ))?;
         let rows = stmt.query_map(params![self.connector], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
@@ -567,6 +578,7 @@ impl Writer {
         for (si, step) in batch.steps.iter().enumerate() {
             match step {
                 Step::Rows(t) => {
+                    let mut seen = None;
                     let (physical, fresh) = match snapshots.get_mut(&t.table) {
                         Some(p) => {
                             p.rows += t.rows.len() as u64;
@@ -575,11 +587,15 @@ impl Writer {
                                 Method::Staging => (staging_name(&t.table), true),
                                 Method::Direct => (t.table.clone(), true),
                                 Method::Append => (t.table.clone(), false),
+                                Method::Incremental => {
+                                    seen = Some(seen_name(&t.table));
+                                    (t.table.clone(), false)
+                                }
                             }
                         }
                         None => (t.table.clone(), false),
                     };
-                    self.write_rows(si, t, &physical, fresh && direct, report)
+                    self.write_rows(si, t, &physical, fresh && direct, seen.as_deref(), report)
                         .map_err(|f| match f {
                             Failed::Error(e) => Failed::Error(
                                 e.context(format!("writing DuckDB table '{physical}'")),
@@ -587,7 +603,7 @@ impl Writer {
                             c => c,
                         })?;
                 }
-                Step::Control(c) => self.control(c, snapshots, report).map_err(|e| {
+                Step::Control(c) => self.control(c, batch, snapshots, report).map_err(|e| {
                     Failed::Error(e.context(format!("snapshot of table '{}'", c.table())))
                 })?,
             }
@@ -636,6 +652,7 @@ impl Writer {
     fn control(
         &self,
         c: &Control,
+        batch: &Batch,
         snapshots: &mut HashMap<String, Physical>,
         report: &mut Report,
     ) -> anyhow::Result<()> {
@@ -649,6 +666,9 @@ impl Writer {
                 opened_by,
             } => {
                 if let Some(old) = snapshots.remove(table.as_str()) {
+                    if old.method == Method::Incremental {
+                        self.drop_seen(table)?;
+                    }
                     self.end(table, &old, "abandoned", None)?;
                 }
                 let method = match mode {
@@ -685,6 +705,7 @@ impl Writer {
                         Method::Staging => "read into a staging table that replaces the table when the snapshot of it is complete",
                         Method::Direct => "the table is empty: read into it directly",
                         Method::Append => "append mode: its events are appended",
+                        Method::Incremental => "",
                     }
                 );
                 snapshots.insert(
@@ -707,7 +728,7 @@ impl Writer {
                 }
                 let removed = match p.method {
                     Method::Staging => Some(self.swap(table)?),
-                    Method::Direct | Method::Append => None,
+                    Method::Direct | Method::Append | Method::Incremental => None,
                 };
                 self.end(table, &p, "complete", removed)?;
                 tracing::info!(
@@ -733,13 +754,16 @@ impl Writer {
                         ident(&staging_name(table))
                     ))?;
                 }
+                if p.method == Method::Incremental {
+                    self.drop_seen(table)?;
+                }
                 self.end(table, &p, "abandoned", None)?;
                 tracing::warn!(
                     connector = %self.connector,
                     "DuckDB sink: snapshot {generation} of table '{table}' never completed (a later snapshot began, or the snapshot ended without it); {} and nothing was removed: the next complete snapshot of the table reconciles it",
                     match p.method {
                         Method::Staging => format!("its {} rows were dropped with its staging table", p.rows),
-                        Method::Direct | Method::Append => format!("its {} rows stay in the table", p.rows),
+                        Method::Direct | Method::Append | Method::Incremental => format!("its {} rows stay in the table", p.rows),
                     }
                 );
             }
@@ -761,12 +785,69 @@ impl Writer {
                 );
                 report.completed.push((table.clone(), 0, removed));
             }
+            Control::Track {
+                table,
+                generation,
+                topic,
+                partition,
+            } => self.track(table, *generation, topic, *partition, snapshots)?,
+            Control::Reconcile { table, generation } => {
+                let Some(p) = snapshots.remove(table.as_str()) else {
+                    return Ok(());
+                };
+                if p.generation != *generation || p.method != Method::Incremental {
+                    snapshots.insert(table.clone(), p);
+                    return Ok(());
+                }
+                let removed = self.reconcile(table, batch)?;
+                self.drop_seen(table)?;
+                match removed {
+                    Some(removed) => {
+                        self.end(table, &p, "complete", Some(removed))?;
+                        tracing::info!(
+                            connector = %self.connector,
+                            "DuckDB sink: incremental snapshot {generation} of table '{table}' complete: {removed} rows that the source no longer has were removed ({} rows written while it ran)",
+                            p.rows
+                        );
+                        report.completed.push((table.clone(), p.rows, removed));
+                    }
+                    None => {
+                        self.end(table, &p, "incomplete", None)?;
+                        tracing::warn!(
+                            connector = %self.connector,
+                            "DuckDB sink: incremental snapshot {generation} of table '{table}' complete, but the table's topic has records in several partitions, whose order against each other is unknown: no row was removed"
+                        );
+                    }
+                }
+            }
+            Control::Untrack {
+                table,
+                generation,
+                why,
+            } => {
+                let Some(p) = snapshots.remove(table.as_str()) else {
+                    return Ok(());
+                };
+                if p.generation != *generation || p.method != Method::Incremental {
+                    snapshots.insert(table.clone(), p);
+                    return Ok(());
+                }
+                self.drop_seen(table)?;
+                self.end(table, &p, "incomplete", None)?;
+                tracing::warn!(
+                    connector = %self.connector,
+                    "DuckDB sink: incremental snapshot {generation} of table '{table}' ends unreconciled ({why}); no row was removed"
+                );
+            }
             Control::Merge { table, generation } => {
                 let Some(p) = snapshots.remove(table.as_str()) else {
                     return Ok(());
                 };
                 if p.method == Method::Staging {
                     self.merge_staging(table)?;
+                }
+                if p.method == Method::Incremental {
+                    self.drop_seen(table)?;
                 }
                 self.end(table, &p, "incomplete", None)?;
                 tracing::warn!(
@@ -797,6 +878,143 @@ impl Writer {
                 p.generation
             ],
         )?;
+        Ok(())
+    }
+
+    /// An incremental snapshot of `table` begins: a table for the keys
+    /// written from now on, with the table's key columns.
+    fn track(
+        &self,
+        table: &str,
+        generation: i64,
+        topic: &Arc<str>,
+        partition: i32,
+        snapshots: &mut HashMap<String, Physical>,
+    ) -> anyhow::Result<()> {
+        let known: Option<String> = {
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT state FROM {SNAPSHOTS} WHERE connector = ? AND table_name = ? AND generation = ?"
+            ))?;
+            let mut rows = stmt.query(params![self.connector, table, generation])?;
+            match rows.next()? {
+                Some(r) => Some(r.get(0)?),
+                None => None,
+            }
+        };
+        if known.is_some() {
+            // Its begin came again (the source restarted): it goes on, or
+            // it ended already.
+            return Ok(());
+        }
+        if let Some(old) = snapshots.remove(table) {
+            if old.method == Method::Incremental {
+                self.drop_seen(table)?;
+            }
+            self.end(table, &old, "abandoned", None)?;
+        }
+        let Some(cols) = self.columns(table)? else {
+            tracing::info!(
+                connector = %self.connector,
+                "DuckDB sink: incremental snapshot {generation} of table '{table}' begins; the table does not exist yet, so it has no row to reconcile"
+            );
+            return Ok(());
+        };
+        let pk = self.primary_key(table)?;
+        if pk.is_empty() {
+            tracing::warn!(
+                connector = %self.connector,
+                "DuckDB sink: incremental snapshot {generation} of table '{table}' begins, but the table has no primary key: it is upserted and not reconciled"
+            );
+            return Ok(());
+        }
+        let defs = pk
+            .iter()
+            .map(|k| {
+                let ty = cols
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, ty)| ty.as_str())
+                    .ok_or_else(|| anyhow!("key column '{k}' missing"))?;
+                Ok(format!("{} {ty}", ident(k)))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let seen = seen_name(table);
+        self.forget(&[&seen]);
+        self.conn
+            .execute_batch(&format!(
+                "DROP TABLE IF EXISTS {s}; CREATE TABLE {s} ({})",
+                defs.join(", "),
+                s = ident(&seen)
+            ))
+            .context("creating the table of the keys the incremental snapshot sees")?;
+        self.conn.execute(
+            &format!("INSERT INTO {SNAPSHOTS} VALUES (?, ?, ?, ?, ?, 'upsert', 'incremental', 'begin', 'open', 0, NULL, now()::TIMESTAMP, NULL)"),
+            params![self.connector, table, generation, topic.as_ref(), partition],
+        )?;
+        tracing::info!(
+            connector = %self.connector,
+            "DuckDB sink: incremental snapshot {generation} of table '{table}' begins: the keys written to it are kept in {seen} until it ends"
+        );
+        snapshots.insert(
+            table.to_owned(),
+            Physical {
+                generation,
+                method: Method::Incremental,
+                rows: 0,
+                dirty: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes the rows of `table` whose key the incremental snapshot did
+    /// not see, and counts them; None when the table's topic has records
+    /// in more than one partition (their relative order is unknown, so a
+    /// key may have been written before the snapshot's begin was).
+    fn reconcile(&self, table: &str, batch: &Batch) -> anyhow::Result<Option<u64>> {
+        let topic: Option<String> = self.conn.query_row(
+            &format!("SELECT topic FROM {SNAPSHOTS} WHERE connector = ? AND table_name = ? AND state = 'open' AND method = 'incremental'"),
+            params![self.connector, table],
+            |r| r.get(0),
+        )?;
+        let topic = topic.unwrap_or_default();
+        let mut partitions: HashSet<i32> = batch
+            .positions
+            .keys()
+            .filter(|(t, _)| t.as_ref() == topic)
+            .map(|(_, p)| *p)
+            .collect();
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT DISTINCT kafka_partition FROM {POSITIONS} WHERE connector = ? AND topic = ?"
+        ))?;
+        for p in stmt.query_map(params![self.connector, topic], |r| r.get::<_, i32>(0))? {
+            partitions.insert(p?);
+        }
+        if partitions.len() > 1 {
+            return Ok(None);
+        }
+        let pk = self.primary_key(table)?;
+        let on: Vec<String> = pk
+            .iter()
+            .map(|k| format!("s.{k} = t.{k}", k = ident(k)))
+            .collect();
+        let removed = self.conn.execute(
+            &format!(
+                "DELETE FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE {})",
+                ident(table),
+                ident(&seen_name(table)),
+                on.join(" AND ")
+            ),
+            [],
+        )?;
+        Ok(Some(removed as u64))
+    }
+
+    fn drop_seen(&self, table: &str) -> anyhow::Result<()> {
+        let seen = seen_name(table);
+        self.forget(&[&seen]);
+        self.conn
+            .execute_batch(&format!("DROP TABLE IF EXISTS {}", ident(&seen)))?;
         Ok(())
     }
 
@@ -1198,6 +1416,7 @@ impl Writer {
         t: &TableRows,
         physical: &str,
         fresh: bool,
+        seen: Option<&str>,
         report: &mut Report,
     ) -> Result<(), Failed> {
         if t.rows.is_empty() {
@@ -1340,6 +1559,18 @@ impl Writer {
                         exprs.join(", ")
                     ))
                     .context("inserting the upserted rows")?;
+                if let Some(seen) = seen {
+                    let kc: Vec<&str> = key_idx.iter().map(|&i| cols[i].as_str()).collect();
+                    let ke: Vec<&str> = key_idx.iter().map(|&i| exprs[i].as_str()).collect();
+                    self.conn
+                        .execute_batch(&format!(
+                            "INSERT INTO {} ({}) SELECT {} FROM {source}",
+                            ident(seen),
+                            kc.join(", "),
+                            ke.join(", ")
+                        ))
+                        .context("keeping the keys the incremental snapshot sees")?;
+                }
             }
         }
         Ok(())
