@@ -703,7 +703,8 @@ fn old_broker_proxy(listener: TcpListener, broker_port: u16) {
 
 /// A tansu broker that its clients reach through `old_broker_proxy`.
 struct OldBroker {
-    child: std::process::Child,
+    /// Kept for its Drop, which kills the broker.
+    _tansu: Tansu,
     bootstrap: String,
 }
 
@@ -711,42 +712,13 @@ impl OldBroker {
     fn start() -> OldBroker {
         let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
         let proxy_port = proxy.local_addr().unwrap().port();
-        let port = free_port();
-        let url = |p: u16| format!("tcp://127.0.0.1:{p}");
-        let child = Command::new(sluice_testkit::tansu::tansu_bin().unwrap())
-            .args(["broker", "--listener-url", &url(port)])
-            // Metadata sends the clients to the proxy too.
-            .args(["--advertised-listener-url", &url(proxy_port)])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env_remove("CLUSTER_ID")
-            .env_remove("LISTENER_URL")
-            .env_remove("ADVERTISED_LISTENER_URL")
-            .env_remove("STORAGE_ENGINE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "tansu did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        old_broker_proxy(proxy, port);
+        // Metadata sends the clients to the proxy too.
+        let tansu = Tansu::start_advertising(proxy_port);
+        old_broker_proxy(proxy, tansu.port);
         OldBroker {
-            child,
+            _tansu: tansu,
             bootstrap: format!("127.0.0.1:{proxy_port}"),
         }
-    }
-}
-
-impl Drop for OldBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -44,21 +44,40 @@ impl Tansu {
         }
     }
 
+    /// Starts a broker on a free port that advertises `advertised_port`
+    /// on 127.0.0.1 in its metadata instead, for tests that put something
+    /// (e.g. a proxy) in front of it: clients come back through that port
+    /// after bootstrapping. `port` and `bootstrap()` stay the port it
+    /// listens on.
+    pub fn start_advertising(advertised_port: u16) -> Tansu {
+        match Tansu::spawn(Some(advertised_port)) {
+            Ok(t) => t,
+            Err(e) => panic!("cannot start the test broker: {e:#}"),
+        }
+    }
+
     fn try_start() -> Result<Tansu> {
+        Tansu::spawn(None)
+    }
+
+    /// Starts a broker listening on a free port, advertising
+    /// `advertised_port` (default: that same port), and waits until it
+    /// listens.
+    fn spawn(advertised_port: Option<u16>) -> Result<Tansu> {
         let bin = tansu_bin()?;
         if !bin.exists() {
             bail!("tansu binary {} does not exist", bin.display());
         }
         let port = crate::free_port()?;
         // Advertise 127.0.0.1: librdkafka may resolve localhost to ::1.
-        let url = format!("tcp://127.0.0.1:{port}");
+        let url = |p: u16| format!("tcp://127.0.0.1:{p}");
         let child = Command::new(&bin)
             .args([
                 "broker",
                 "--listener-url",
-                &url,
+                &url(port),
                 "--advertised-listener-url",
-                &url,
+                &url(advertised_port.unwrap_or(port)),
                 "--storage-engine",
                 "memory://tansu/",
             ])
