@@ -26,6 +26,13 @@ pub const SNAPSHOT_EMPTY_TOPICS_HEADER: &str = "sluice.snapshot.empty.topics";
 /// generation is the stream position at which the snapshot was asked for.
 pub const INCREMENTAL_SNAPSHOT_HEADER: &str = "sluice.snapshot.incremental";
 
+/// The header on the first change of a table after a snapshot that read it
+/// without a row: the snapshot's LSN (its generation). The snapshot's last
+/// record names such tables' topics already ([`SNAPSHOT_EMPTY_TOPICS_HEADER`]),
+/// but there is no last record when no table had a row, and a sink that
+/// reads only the empty table's topic never sees it.
+pub const SNAPSHOT_EMPTY_HEADER: &str = "sluice.snapshot.empty";
+
 /// A record header (`org.apache.kafka.connect.header.Header`), already
 /// serialized.
 #[derive(Debug, Clone, PartialEq)]

@@ -104,9 +104,14 @@
 //! in the header [`SNAPSHOT_EMPTY_TOPICS_HEADER`], and its upsert table
 //! is emptied in the same transaction (`method` `empty` in
 //! `__sluice_snapshots`), unless a change streamed after the snapshot was
-//! already written to it (its rows are then kept, with a warning). A read
-//! of an older snapshot that arrives after the table's newer one completed
-//! is stale and not written.
+//! already written to it (its rows are then kept, with a warning). The
+//! table's first change after the snapshot carries the snapshot's LSN in
+//! the header [`SNAPSHOT_EMPTY_HEADER`]: the table is emptied before that
+//! change's row, unless the snapshot's end did it already. That covers a
+//! snapshot in which no table had a row (it has no last record) and a sink
+//! that reads only the empty table's topic. A read of an older snapshot
+//! that arrives after the table's newer one completed is stale and not
+//! written.
 //!
 //! Records unwrapped by `ExtractNewRecordState` are reconciled the same
 //! way when they carry the snapshot markers and the LSN
@@ -114,8 +119,7 @@
 //! `__snapshot`, or their `source.`-prefixed names); without them they are
 //! upserted and nothing is removed.
 //!
-//! Limits: a snapshot in which no table has a row has no record to carry
-//! that header, so its tables keep the rows they had. A table whose
+//! Limits: a table whose
 //! snapshot arrives through several partitions (a topic with more than
 //! one) cannot tell its end from the order of its records: it is upserted,
 //! with a warning, and nothing is removed.
@@ -197,7 +201,9 @@ use async_trait::async_trait;
 use sluice_core::config::{ConfigDef, ConfigError, ConfigErrors, ConfigKey, ConfigType, Props};
 use sluice_core::connector::{ConnectorKind, ConnectorPlugin, SinkContext, SinkTask};
 use sluice_core::error::{definite, transient};
-use sluice_core::record::{SinkRecord, INCREMENTAL_SNAPSHOT_HEADER, SNAPSHOT_EMPTY_TOPICS_HEADER};
+use sluice_core::record::{
+    SinkRecord, INCREMENTAL_SNAPSHOT_HEADER, SNAPSHOT_EMPTY_HEADER, SNAPSHOT_EMPTY_TOPICS_HEADER,
+};
 use sluice_core::schema::{Schema, SchemaRef, SchemaType};
 use sluice_core::value::Value;
 
@@ -746,6 +752,7 @@ impl DuckDbSinkTask {
             (Mode::Upsert, true) => RowKind::Delete,
             (Mode::Upsert, false) => RowKind::Upsert,
         };
+        self.empty_before(r, &target);
         let mut steps = self.tracker.record(
             &target.table,
             target.mode,
@@ -897,6 +904,38 @@ impl DuckDbSinkTask {
         self.push_row(r, &target, steps, RowKind::Delete, layout, cells);
         self.buffered_up_to(pkey, position, r.offset);
         Ok(())
+    }
+
+    /// The first change of a table since a snapshot that read it without
+    /// a row says so (header [`SNAPSHOT_EMPTY_HEADER`]): the upsert table is
+    /// emptied before its row, unless that snapshot's end did it already.
+    fn empty_before(&mut self, r: &SinkRecord, target: &mapping::Target) {
+        if target.mode != Mode::Upsert {
+            return;
+        }
+        let Some(generation) = r
+            .headers
+            .iter()
+            .find(|h| h.key == SNAPSHOT_EMPTY_HEADER)
+            .and_then(|h| h.value.as_deref())
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+        else {
+            return;
+        };
+        match self.tracker.emptied(&target.table, generation) {
+            Ok(steps) => {
+                for c in steps {
+                    self.batch.control(c);
+                }
+            }
+            Err(NotEmptied::ReadInSnapshot) => {}
+            Err(NotEmptied::StreamedPast(_)) => tracing::warn!(
+                connector = %self.ctx.connector,
+                "DuckDB sink: snapshot {generation} read table '{}' without a row, but changes streamed after it were written first; its rows are kept (any the source no longer has stay until its next snapshot)",
+                target.table
+            ),
+        }
     }
 
     /// The steps the record's incremental snapshot marks ask for, if it

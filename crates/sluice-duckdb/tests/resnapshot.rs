@@ -407,6 +407,72 @@ async fn a_table_emptied_while_down_is_emptied_by_the_next_snapshot() {
     assert_eq!(emptied, ["empty complete 41"], "{}", state(d, &duck));
 }
 
+/// A snapshot that reads no row at all has no record to carry its end:
+/// the first change of each table it found empty says so instead (and the
+/// offsets keep that until it is sent), so the DuckDB table is emptied
+/// before that change's row, and rows deleted while nobody streamed them
+/// do not stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_without_any_row_empties_tables_at_their_next_change() {
+    let Setup { mut pg, dir, duck } = setup(
+        "allempty",
+        "CREATE TABLE gone (id int4 PRIMARY KEY, v text);
+         INSERT INTO gone SELECT g, 'g' || g FROM generate_series(1, 40) g;",
+        json!({}),
+    )
+    .await;
+    let d = dir.path();
+    let w = start(d);
+    assert!(
+        wait_duck(&duck, "SELECT count(*)::VARCHAR FROM gone", "40").await,
+        "the first snapshot never reached DuckDB: {}",
+        state(d, &duck)
+    );
+    w.kill();
+
+    pg.batch_execute("DELETE FROM gone;")
+        .await
+        .expect("changes while down");
+    snapshot_always(d);
+    let w = start(d);
+    // The new snapshot is complete once its offset names the empty table.
+    let offsets = d.join("offsets.json");
+    let stored = sluice_testkit::eventually(Duration::from_secs(120), || {
+        let offsets = offsets.clone();
+        async move {
+            std::fs::read_to_string(&offsets)
+                .ok()
+                .filter(|t| t.contains("sluice_snapshot_empty") && t.contains("public.gone"))
+                .map(|_| ())
+        }
+    })
+    .await;
+    assert!(
+        stored.is_some(),
+        "the snapshot never completed: {}",
+        state(d, &duck)
+    );
+    assert_eq!(
+        count(&duck, "gone"),
+        40,
+        "no record came, nothing changed yet"
+    );
+    commit(&mut pg, "INSERT INTO gone VALUES (100, 'after');").await;
+    commit(&mut pg, "INSERT INTO gone VALUES (101, 'after');").await;
+    let caught_up = wait_duck(&duck, "SELECT count(*)::VARCHAR FROM gone", "2").await;
+    w.kill();
+    assert!(caught_up, "the table was not emptied: {}", state(d, &duck));
+    assert_eq!(duck_rows(&duck, "gone"), ["100|after", "101|after"]);
+    let emptied = strings(
+        &duck,
+        "SELECT method || ' ' || state || ' ' || removed FROM __sluice_snapshots WHERE table_name = 'gone' AND method = 'empty'",
+    );
+    assert_eq!(emptied, ["empty complete 40"], "{}", state(d, &duck));
+    // The offsets no longer hold it: a restart does not empty it again.
+    let text = std::fs::read_to_string(&offsets).expect("offsets");
+    assert!(!text.contains("public.gone"), "{text}");
+}
+
 /// Records unwrapped by ExtractNewRecordState with its default delete
 /// handling (a delete becomes a null value) and `add.fields=op,lsn,snapshot`:
 /// streamed deletes delete, and a snapshot taken again removes the rows

@@ -43,13 +43,75 @@ pub struct SnapshotJob {
     pub streaming: Option<(Arc<sluice_core::SourceOffset>, Option<u64>)>,
 }
 
+/// The offset key of the tables snapshots read without a row whose first
+/// change since has not been sent yet.
+pub const EMPTY_OFFSET_KEY: &str = "sluice_snapshot_empty";
+
+/// Tables a snapshot read without a row, each until its first change since
+/// carries [`SNAPSHOT_EMPTY_HEADER`](sluice_core::record::SNAPSHOT_EMPTY_HEADER)
+/// (kept in the offsets until then).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EmptyTables {
+    /// (`schema.table`, the snapshot's LSN).
+    pub tables: Vec<(String, u64)>,
+}
+
+impl EmptyTables {
+    /// The tables stored in an offset, if any.
+    pub fn from_offset(o: &serde_json::Map<String, serde_json::Value>) -> Option<EmptyTables> {
+        let v = o.get(EMPTY_OFFSET_KEY)?;
+        match serde_json::from_value(v.clone()) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!("ignoring unreadable {EMPTY_OFFSET_KEY} in the offsets ({e}): {v}");
+                None
+            }
+        }
+    }
+
+    /// Adds a snapshot's empty tables; an older snapshot's entry for one
+    /// of them is replaced.
+    pub fn add(&mut self, tables: &[String], lsn: u64) {
+        self.tables.retain(|(t, _)| !tables.contains(t));
+        self.tables.extend(tables.iter().map(|t| (t.clone(), lsn)));
+    }
+
+    /// Takes `table`'s entry: the snapshot's LSN.
+    pub fn take(&mut self, table: &str) -> Option<u64> {
+        let i = self.tables.iter().position(|(t, _)| t == table)?;
+        Some(self.tables.remove(i).1)
+    }
+
+    /// Whether no table waits.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// `off` with these tables, when any wait.
+    pub fn into_offset(
+        &self,
+        off: Arc<sluice_core::SourceOffset>,
+    ) -> Arc<sluice_core::SourceOffset> {
+        if self.is_empty() {
+            return off;
+        }
+        let mut off = Arc::unwrap_or_clone(off);
+        if let Ok(v) = serde_json::to_value(self) {
+            off.offset.insert(EMPTY_OFFSET_KEY.into(), v);
+        }
+        Arc::new(off)
+    }
+}
+
 /// Totals of a finished snapshot.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct SnapshotStats {
     /// Rows read.
     pub rows: u64,
     /// Tables read.
     pub tables: usize,
+    /// Tables read without a row (`schema.table`).
+    pub empty: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -254,10 +316,16 @@ pub async fn run(
         tracing::info!("snapshot of {}: {table_rows} rows", table.id);
         if table_rows == 0 {
             empty_topics.push(table.topic.to_string());
+            stats.empty.push(table.id.to_string());
         }
         stats.rows += table_rows;
         stats.tables += 1;
     }
+    // The empty tables' first changes say so too: the final record may be
+    // none, or on a topic a sink does not read.
+    let mut empty = EmptyTables::default();
+    empty.add(&stats.empty, lsn);
+    let offset = |last: bool| empty.into_offset(offset(last));
     if let Some(mut h) = held.take() {
         // As Debezium: the final record is always "last", even when it comes
         // from a table before an empty last table.
@@ -406,4 +474,32 @@ async fn read_chunk(
         let _ = tx.send(Ok(batch)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_tables_wait_in_the_offsets_until_their_first_change_takes_them() {
+        let mut e = EmptyTables::default();
+        let base = Arc::new(sluice_core::SourceOffset {
+            partition: serde_json::Map::new(),
+            offset: serde_json::Map::new(),
+        });
+        assert!(e.into_offset(Arc::clone(&base)).offset.is_empty());
+        e.add(&["public.a".into(), "public.b".into()], 100);
+        // A later snapshot that finds one of them empty again replaces it.
+        e.add(&["public.b".into()], 200);
+        let off = e.into_offset(base);
+        let back = EmptyTables::from_offset(&off.offset).expect("stored");
+        assert_eq!(back, e);
+        assert_eq!(e.take("public.b"), Some(200));
+        assert_eq!(e.take("public.b"), None, "taken once");
+        assert_eq!(e.take("public.a"), Some(100));
+        assert!(e.is_empty());
+        let mut bad = serde_json::Map::new();
+        bad.insert(EMPTY_OFFSET_KEY.into(), serde_json::json!("nonsense"));
+        assert_eq!(EmptyTables::from_offset(&bad), None);
+    }
 }

@@ -45,6 +45,9 @@ struct RunState {
     has_offsets: bool,
     /// The incremental snapshot under way, as the offsets keep it.
     incremental: Option<crate::incremental::Progress>,
+    /// Tables a snapshot read without a row whose first change since is
+    /// still to say so.
+    empty: crate::snapshot::EmptyTables,
 }
 
 fn slot_busy(slot: &str, pid: i32) -> anyhow::Error {
@@ -98,6 +101,14 @@ impl SourceTask for PostgresSourceTask {
                 stored
                     .as_ref()
                     .and_then(crate::incremental::Progress::from_offset)
+            },
+            empty: if snapshot_pending {
+                crate::snapshot::EmptyTables::default()
+            } else {
+                stored
+                    .as_ref()
+                    .and_then(crate::snapshot::EmptyTables::from_offset)
+                    .unwrap_or_default()
             },
         };
         match self.session(&ctx, &mut state).await {
@@ -424,6 +435,8 @@ impl PostgresSourceTask {
                 stats.rows as f64 / secs.max(1e-9)
             );
             state.snapshot_pending = false;
+            state.empty = crate::snapshot::EmptyTables::default();
+            state.empty.add(&stats.empty, created.consistent_point);
             state.last_commit_end = created.consistent_point;
             state.resume = Some(Resume {
                 snapshot_completed: None,
@@ -485,6 +498,7 @@ impl PostgresSourceTask {
             state.last_commit_end,
         );
         changes.resume_incremental(state.incremental.take());
+        changes.resume_empty(std::mem::take(&mut state.empty));
         changes.set_shutdown(ctx.shutdown.clone());
         let mut signals = sluice_core::signal::register(&cfg.name);
         // A resumed incremental snapshot goes on with its next chunk.
@@ -585,6 +599,7 @@ impl PostgresSourceTask {
         state.last_commit_end = changes.last_commit_end;
         state.resume = Some(changes.resume_point());
         state.incremental = changes.incremental_progress();
+        state.empty = changes.empty_tables();
         changes.reset_connection_state();
         stream.close().await;
         if let Err(e) = result {

@@ -84,6 +84,8 @@ pub struct ChangeStream {
     tx_map_capacity: usize,
     /// The running incremental snapshot, if any.
     incremental: Incremental,
+    /// Tables snapshots read without a row, until their next change.
+    empty: crate::snapshot::EmptyTables,
     /// Signals to act on once the open transaction is handled.
     signals_due: Vec<sluice_core::signal::Signal>,
     /// The signal table's relation id, once its RELATION message came.
@@ -138,6 +140,7 @@ impl ChangeStream {
             last_commit_ts: crate::events::now_micros(),
             tx_map_capacity: debezium::java_hash_map_capacity(0),
             incremental: Incremental::default(),
+            empty: crate::snapshot::EmptyTables::default(),
             signals_due: Vec::new(),
             signal_rel: None,
             shutdown: tokio_util::sync::CancellationToken::new(),
@@ -152,6 +155,17 @@ impl ChangeStream {
     /// Goes on with the incremental snapshot stored in the offsets.
     pub fn resume_incremental(&mut self, progress: Option<incremental::Progress>) {
         self.incremental = Incremental::resume(progress);
+    }
+
+    /// Goes on with the tables snapshots read without a row whose next
+    /// change is still to say so (stored in the offsets).
+    pub fn resume_empty(&mut self, empty: crate::snapshot::EmptyTables) {
+        self.empty = empty;
+    }
+
+    /// Those tables, for a reconnect.
+    pub fn empty_tables(&self) -> crate::snapshot::EmptyTables {
+        self.empty.clone()
     }
 
     /// The incremental snapshot's progress, for a reconnect.
@@ -260,6 +274,7 @@ impl ChangeStream {
         .await
         .with_context(|| format!("blocking snapshot of signal {id}"))?;
         let _ = holder.batch_execute("COMMIT").await;
+        self.empty.add(&stats.empty, at);
         tracing::info!(
             "signal {id}: blocking snapshot done: {} rows from {} tables in {:.1}s; streaming resumes",
             stats.rows,
@@ -285,8 +300,10 @@ impl ChangeStream {
         ))
     }
 
-    /// An offset with the incremental snapshot's progress, when one runs.
+    /// An offset with the incremental snapshot's progress, when one runs,
+    /// and the empty tables still to be told.
     fn with_progress(&self, off: Arc<sluice_core::SourceOffset>) -> Arc<sluice_core::SourceOffset> {
+        let off = self.empty.into_offset(off);
         let Some(p) = &self.incremental.progress else {
             return off;
         };
@@ -794,6 +811,14 @@ impl ChangeStream {
                 key: incremental::INCREMENTAL_SNAPSHOT_HEADER.into(),
                 value: Some(marks.into_bytes()),
             });
+        }
+        if op != Op::Truncate && !self.empty.is_empty() {
+            if let Some(lsn) = self.empty.take(&t.id.to_string()) {
+                headers.push(Header {
+                    key: sluice_core::record::SNAPSHOT_EMPTY_HEADER.into(),
+                    value: Some(lsn.to_string().into_bytes()),
+                });
+            }
         }
         self.begin_metadata(lsn);
         let Some(txn) = self.txn.as_mut() else {

@@ -195,9 +195,11 @@ pub fn normalize(rec: &mut Rec) {
     normalize_message_collections(&mut rec.value);
     // Sluice's documented additions, for sinks that reconcile: a
     // snapshot's last record names the topics of tables it read without a
-    // row; an incremental snapshot marks where each table's begins and ends.
+    // row, and so does that table's next change; an incremental snapshot
+    // marks where each table's begins and ends.
     rec.headers.retain(|(k, _)| {
         k != sluice_core::record::SNAPSHOT_EMPTY_TOPICS_HEADER
+            && k != sluice_core::record::SNAPSHOT_EMPTY_HEADER
             && k != sluice_core::record::INCREMENTAL_SNAPSHOT_HEADER
     });
     for (k, v) in rec.headers.iter_mut() {
