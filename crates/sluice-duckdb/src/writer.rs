@@ -802,7 +802,7 @@ impl Writer {
                 let removed = self.reconcile(table, batch)?;
                 self.drop_seen(table)?;
                 match removed {
-                    Some(removed) => {
+                    Ok(removed) => {
                         self.end(table, &p, "complete", Some(removed))?;
                         tracing::info!(
                             connector = %self.connector,
@@ -811,11 +811,11 @@ impl Writer {
                         );
                         report.completed.push((table.clone(), p.rows, removed));
                     }
-                    None => {
+                    Err(why) => {
                         self.end(table, &p, "incomplete", None)?;
                         tracing::warn!(
                             connector = %self.connector,
-                            "DuckDB sink: incremental snapshot {generation} of table '{table}' complete, but the table's topic has records in several partitions, whose order against each other is unknown: no row was removed"
+                            "DuckDB sink: incremental snapshot {generation} of table '{table}' complete, but {why}: no row was removed"
                         );
                     }
                 }
@@ -971,7 +971,10 @@ impl Writer {
     /// not see, and counts them; None when the table's topic has records
     /// in more than one partition (their relative order is unknown, so a
     /// key may have been written before the snapshot's begin was).
-    fn reconcile(&self, table: &str, batch: &Batch) -> anyhow::Result<Option<u64>> {
+    fn reconcile(&self, table: &str, batch: &Batch) -> anyhow::Result<Result<u64, &'static str>> {
+        if self.columns(&seen_name(table))?.is_none() {
+            return Ok(Err("its records are not keyed by the table's primary key"));
+        }
         let topic: Option<String> = self.conn.query_row(
             &format!("SELECT topic FROM {SNAPSHOTS} WHERE connector = ? AND table_name = ? AND state = 'open' AND method = 'incremental'"),
             params![self.connector, table],
@@ -991,7 +994,9 @@ impl Writer {
             partitions.insert(p?);
         }
         if partitions.len() > 1 {
-            return Ok(None);
+            return Ok(Err(
+                "the table's topic has records in several partitions, whose order against each other is unknown",
+            ));
         }
         let pk = self.primary_key(table)?;
         let on: Vec<String> = pk
@@ -1007,7 +1012,51 @@ impl Writer {
             ),
             [],
         )?;
-        Ok(Some(removed as u64))
+        Ok(Ok(removed as u64))
+    }
+
+    /// Appends the staged keys to `seen`. Records keyed otherwise than the
+    /// table (a table made by hand with another primary key) cannot be
+    /// told apart by it: the keys table is dropped, and the snapshot ends
+    /// without removing anything.
+    fn track_keys(
+        &self,
+        seen: &str,
+        keys: &[String],
+        key_idx: &[usize],
+        cols: &[String],
+        exprs: &[String],
+        source: &str,
+    ) -> anyhow::Result<()> {
+        let Some(have) = self.columns(seen)? else {
+            return Ok(());
+        };
+        let same = have.len() == keys.len()
+            && keys
+                .iter()
+                .all(|k| have.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)));
+        if !same {
+            tracing::warn!(
+                connector = %self.connector,
+                "DuckDB sink: records of '{seen}' are keyed by ({}), not by the table's primary key; the incremental snapshot will not remove rows",
+                keys.join(", ")
+            );
+            self.forget(&[seen]);
+            self.conn
+                .execute_batch(&format!("DROP TABLE {}", ident(seen)))?;
+            return Ok(());
+        }
+        let kc: Vec<&str> = key_idx.iter().map(|&i| cols[i].as_str()).collect();
+        let ke: Vec<&str> = key_idx.iter().map(|&i| exprs[i].as_str()).collect();
+        self.conn
+            .execute_batch(&format!(
+                "INSERT INTO {} ({}) SELECT {} FROM {source}",
+                ident(seen),
+                kc.join(", "),
+                ke.join(", ")
+            ))
+            .context("keeping the keys the incremental snapshot sees")?;
+        Ok(())
     }
 
     fn drop_seen(&self, table: &str) -> anyhow::Result<()> {
@@ -1560,16 +1609,7 @@ impl Writer {
                     ))
                     .context("inserting the upserted rows")?;
                 if let Some(seen) = seen {
-                    let kc: Vec<&str> = key_idx.iter().map(|&i| cols[i].as_str()).collect();
-                    let ke: Vec<&str> = key_idx.iter().map(|&i| exprs[i].as_str()).collect();
-                    self.conn
-                        .execute_batch(&format!(
-                            "INSERT INTO {} ({}) SELECT {} FROM {source}",
-                            ident(seen),
-                            kc.join(", "),
-                            ke.join(", ")
-                        ))
-                        .context("keeping the keys the incremental snapshot sees")?;
+                    self.track_keys(seen, &keys, &key_idx, &cols, &exprs, source)?;
                 }
             }
         }
