@@ -67,7 +67,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use sluice_core::record::{SinkRecord, SNAPSHOT_EMPTY_TOPICS_HEADER};
+use sluice_core::record::{SinkRecord, SNAPSHOT_EMPTY_HEADER, SNAPSHOT_EMPTY_TOPICS_HEADER};
 
 use crate::client::{quote_name, quote_string, ErrorKind, KustoClient, KustoError};
 
@@ -103,6 +103,18 @@ pub fn empty_topics(r: &SinkRecord) -> Option<Vec<String>> {
     topics.sort();
     topics.dedup();
     Some(topics)
+}
+
+/// The snapshot that read `r`'s table without a row, when `r` is the
+/// table's first change since (header `sluice.snapshot.empty`).
+pub fn empty_generation(r: &SinkRecord) -> Option<i64> {
+    let value = r
+        .headers
+        .iter()
+        .find(|h| h.key == SNAPSHOT_EMPTY_HEADER)?
+        .value
+        .as_deref()?;
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 /// The tag of one generation of a topic partition.

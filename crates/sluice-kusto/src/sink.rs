@@ -567,6 +567,14 @@ impl KustoSinkTask {
             (Some(s), Some(v)) => snapshot_generation::place(s, v),
             _ => None,
         };
+        if self.cfg.reconcile && !matches!(place, Some(Place::Read { .. })) {
+            // The table's first change since a snapshot that read it
+            // without a row: that snapshot may have had no last record, or
+            // it went to a topic this task does not read.
+            if let Some(g) = generations::empty_generation(r) {
+                self.empty(g, &[r.topic.to_string()]).await?;
+            }
+        }
         let generation = self.generation_of(r, &tp, &mapping, place).await?;
         // A replayed batch ends exactly where the journal says; a record
         // past it starts the next batch.

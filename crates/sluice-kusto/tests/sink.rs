@@ -1213,6 +1213,44 @@ async fn a_snapshot_that_read_a_table_without_a_row_empties_it() {
     adx.assert_no_violations();
 }
 
+/// A snapshot that read returns without a row, with no record of its own
+/// for this task (no row at all, or its last record on a topic this task
+/// does not read): the first change of returns after it says so, and the
+/// older generations of returns are dropped before that change lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_change_after_a_snapshot_that_read_the_table_empty_empties_it() {
+    let adx = two_tables().await;
+    let props = reconcile_two_tables(&adx);
+    let (mut t, _) = watched_task(&props, "empty-change");
+    first_snapshot_of_both(&mut t).await;
+    drop(t);
+    let (mut t, telemetry) = watched_task(&props, "empty-change");
+    let mut first = cdc_return(3, 14, "c", 250, "false");
+    first.headers.push(sluice_core::record::Header {
+        key: sluice_core::record::SNAPSHOT_EMPTY_HEADER.to_string(),
+        value: Some(b"200".to_vec()),
+    });
+    t.put(&[first, cdc_return(4, 15, "c", 260, "false")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(ids_of(&adx, TABLE_B), ["14", "15"]);
+    assert_eq!(ids_of(&adx, TABLE), ["1", "2"], "orders untouched");
+    assert_eq!(metric(&telemetry, "kusto_reconcile_dropped_extents"), 2.0);
+    assert_eq!(
+        generation_tags_of(&adx, TABLE_B),
+        vec![format!("drop-by:sluice/{TOPIC_B}/0/200")]
+    );
+    // A later change of returns goes on in generation 200.
+    t.put(&[cdc_return(5, 16, "c", 270, "false")])
+        .await
+        .expect("put");
+    t.flush().await.expect("flush");
+    assert_eq!(ids_of(&adx, TABLE_B), ["14", "15", "16"]);
+    assert_eq!(metric(&telemetry, "kusto_reconcile_dropped_extents"), 2.0);
+    adx.assert_no_violations();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_read_keeps_a_change_streamed_after_it() {
     let adx = two_tables().await;
