@@ -110,7 +110,7 @@ fn stale_rows(duck: &std::path::Path, n: i64) {
 
 /// The watermark algorithm under load: a table of 100,000 rows read in
 /// chunks while inserts, updates and deletes hit it, the worker killed
-/// twice in the middle: DuckDB ends equal to PostgreSQL row by row (a read
+/// twice in the middle and its replication connection dropped twice: DuckDB ends equal to PostgreSQL row by row (a read
 /// that came after a streamed change of its key would bring back an old
 /// row; a lost chunk would leave rows out; a row the reconciliation at its
 /// end removed although a change wrote it would be missing). DuckDB also
@@ -156,6 +156,17 @@ async fn an_incremental_snapshot_under_load_and_kill_9_leaves_duckdb_equal_to_po
         );
         w.kill9();
         w.start(&files).await;
+    }
+    // Its replication connection dropped twice while it reads: the source
+    // connects again, and a chunk not yet sent is read again.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        pg.batch_execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+             WHERE slot_name = 'inc_load' AND active_pid IS NOT NULL",
+        )
+        .await
+        .expect("terminate the walsender");
     }
     wait_log(&w, "incremental snapshot inc-1 completed", 1).await;
     stop_load.cancel();

@@ -596,11 +596,11 @@ impl PostgresSourceTask {
             }
         }
         .await;
+        changes.reset_connection_state();
         state.last_commit_end = changes.last_commit_end;
         state.resume = Some(changes.resume_point());
         state.incremental = changes.incremental_progress();
         state.empty = changes.empty_tables();
-        changes.reset_connection_state();
         stream.close().await;
         if let Err(e) = result {
             // PostgreSQL ends the stream of a slot it invalidates: the next

@@ -86,6 +86,13 @@ pub struct ChangeStream {
     incremental: Incremental,
     /// Tables snapshots read without a row, until their next change.
     empty: crate::snapshot::EmptyTables,
+    /// The incremental snapshot's progress from before a chunk was put in
+    /// `pending`, while it waits there: a new connection replays the
+    /// chunk's transaction, whose watermarks no longer open a window, so
+    /// the chunk is read again from here.
+    unsent_chunk: Option<Option<incremental::Progress>>,
+    /// The empty tables whose marks records in `pending` took.
+    unsent_empty: Vec<(String, u64)>,
     /// Signals to act on once the open transaction is handled.
     signals_due: Vec<sluice_core::signal::Signal>,
     /// The signal table's relation id, once its RELATION message came.
@@ -141,6 +148,8 @@ impl ChangeStream {
             tx_map_capacity: debezium::java_hash_map_capacity(0),
             incremental: Incremental::default(),
             empty: crate::snapshot::EmptyTables::default(),
+            unsent_chunk: None,
+            unsent_empty: Vec::new(),
             signals_due: Vec::new(),
             signal_rel: None,
             shutdown: tokio_util::sync::CancellationToken::new(),
@@ -335,10 +344,18 @@ impl ChangeStream {
         }
     }
 
-    /// Forgets per-connection state before a reconnect.
+    /// Forgets per-connection state before a reconnect. What records never
+    /// sent had taken is given back: a chunk is read again, a table's
+    /// empty mark waits for its next record again.
     pub fn reset_connection_state(&mut self) {
         self.txn = None;
         self.pending.clear();
+        if let Some(progress) = self.unsent_chunk.take() {
+            self.incremental = Incremental::resume(progress);
+        }
+        for (table, lsn) in std::mem::take(&mut self.unsent_empty) {
+            self.empty.add(&[table], lsn);
+        }
         self.resume = self.resume_point();
     }
 
@@ -629,7 +646,10 @@ impl ChangeStream {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
-        self.sender.send(batch).await
+        self.sender.send(batch).await?;
+        self.unsent_chunk = None;
+        self.unsent_empty.clear();
+        Ok(())
     }
 
     async fn relation(&mut self, rel: Relation) -> Result<()> {
@@ -813,7 +833,9 @@ impl ChangeStream {
             });
         }
         if op != Op::Truncate && !self.empty.is_empty() {
-            if let Some(lsn) = self.empty.take(&t.id.to_string()) {
+            let name = t.id.to_string();
+            if let Some(lsn) = self.empty.take(&name) {
+                self.unsent_empty.push((name, lsn));
                 headers.push(Header {
                     key: sluice_core::record::SNAPSHOT_EMPTY_HEADER.into(),
                     value: Some(lsn.to_string().into_bytes()),
@@ -995,9 +1017,11 @@ impl ChangeStream {
         if self.incremental.watermark(content) != Mark::Close {
             return Ok(());
         }
+        let before = self.incremental.progress.clone();
         let Some(chunk) = self.incremental.close() else {
             return Ok(());
         };
+        self.unsent_chunk.get_or_insert(before);
         let pos = Position {
             ts_us: crate::events::now_micros(),
             tx_id: Some(i64::from(txn.xid)),
