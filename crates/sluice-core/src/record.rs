@@ -146,6 +146,12 @@ pub struct SinkRecord {
 }
 
 impl SinkRecord {
+    /// The text of the first header named `key`, when it has a UTF-8 value.
+    pub fn header_str(&self, key: &str) -> Option<&str> {
+        let h = self.headers.iter().find(|h| h.key == key)?;
+        std::str::from_utf8(h.value.as_deref()?).ok()
+    }
+
     /// "topic 't' partition p offset o", for messages.
     pub fn position(&self) -> String {
         format!(

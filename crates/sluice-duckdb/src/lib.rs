@@ -914,16 +914,23 @@ impl DuckDbSinkTask {
             return;
         }
         let Some(generation) = r
-            .headers
-            .iter()
-            .find(|h| h.key == SNAPSHOT_EMPTY_HEADER)
-            .and_then(|h| h.value.as_deref())
-            .and_then(|v| std::str::from_utf8(v).ok())
+            .header_str(SNAPSHOT_EMPTY_HEADER)
             .and_then(|v| v.trim().parse::<i64>().ok())
         else {
             return;
         };
-        match self.tracker.emptied(&target.table, generation) {
+        let steps = self.tracker.emptied(&target.table, generation);
+        self.empty_steps(&target.table, generation, steps);
+    }
+
+    /// Carries out what emptying `table` for snapshot `generation` came to.
+    fn empty_steps(
+        &mut self,
+        table: &str,
+        generation: i64,
+        steps: Result<Vec<snapshot::Control>, NotEmptied>,
+    ) {
+        match steps {
             Ok(steps) => {
                 for c in steps {
                     self.batch.control(c);
@@ -932,8 +939,7 @@ impl DuckDbSinkTask {
             Err(NotEmptied::ReadInSnapshot) => {}
             Err(NotEmptied::StreamedPast(_)) => tracing::warn!(
                 connector = %self.ctx.connector,
-                "DuckDB sink: snapshot {generation} read table '{}' without a row, but changes streamed after it were written first; its rows are kept (any the source no longer has stay until its next snapshot)",
-                target.table
+                "DuckDB sink: snapshot {generation} read table '{table}' without a row, but changes streamed after it were written first; its rows are kept (any the source no longer has stay until its next snapshot)"
             ),
         }
     }
@@ -946,13 +952,7 @@ impl DuckDbSinkTask {
         target: &mapping::Target,
         steps: &mut snapshot::Steps,
     ) {
-        let Some(marks) = r
-            .headers
-            .iter()
-            .find(|h| h.key == INCREMENTAL_SNAPSHOT_HEADER)
-            .and_then(|h| h.value.as_deref())
-            .and_then(|v| std::str::from_utf8(v).ok())
-        else {
+        let Some(marks) = r.header_str(INCREMENTAL_SNAPSHOT_HEADER) else {
             return;
         };
         self.tracker.marks(
@@ -971,13 +971,7 @@ impl DuckDbSinkTask {
     /// snapshot was already written to one (then its rows are kept, with
     /// a warning: which of them the source still has cannot be told).
     fn empty_tables(&mut self, r: &SinkRecord, generation: i64) {
-        let Some(topics) = r
-            .headers
-            .iter()
-            .find(|h| h.key == SNAPSHOT_EMPTY_TOPICS_HEADER)
-            .and_then(|h| h.value.as_deref())
-            .and_then(|v| std::str::from_utf8(v).ok())
-        else {
+        let Some(topics) = r.header_str(SNAPSHOT_EMPTY_TOPICS_HEADER) else {
             return;
         };
         for topic in topics.split(',').filter(|t| !t.is_empty()) {
@@ -1000,19 +994,7 @@ impl DuckDbSinkTask {
             } else {
                 self.tracker.emptied(&target.table, generation)
             };
-            match steps {
-                Ok(steps) => {
-                    for c in steps {
-                        self.batch.control(c);
-                    }
-                }
-                Err(NotEmptied::ReadInSnapshot) => {}
-                Err(NotEmptied::StreamedPast(_)) => tracing::warn!(
-                    connector = %self.ctx.connector,
-                    "DuckDB sink: snapshot {generation} read table '{}' without a row, but changes streamed after it were written first; its rows are kept (any the source no longer has stay until its next snapshot)",
-                    target.table
-                ),
-            }
+            self.empty_steps(&target.table, generation, steps);
         }
     }
 

@@ -87,14 +87,8 @@ pub fn partition_prefix(topic: &str, partition: i32) -> String {
 /// The topic names of the header `sluice.snapshot.empty.topics`, when
 /// `r` carries it.
 pub fn empty_topics(r: &SinkRecord) -> Option<Vec<String>> {
-    let value = r
-        .headers
-        .iter()
-        .find(|h| h.key == SNAPSHOT_EMPTY_TOPICS_HEADER)?
-        .value
-        .as_deref()?;
-    let mut topics: Vec<String> = std::str::from_utf8(value)
-        .ok()?
+    let mut topics: Vec<String> = r
+        .header_str(SNAPSHOT_EMPTY_TOPICS_HEADER)?
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -108,13 +102,7 @@ pub fn empty_topics(r: &SinkRecord) -> Option<Vec<String>> {
 /// The snapshot that read `r`'s table without a row, when `r` is the
 /// table's first change since (header `sluice.snapshot.empty`).
 pub fn empty_generation(r: &SinkRecord) -> Option<i64> {
-    let value = r
-        .headers
-        .iter()
-        .find(|h| h.key == SNAPSHOT_EMPTY_HEADER)?
-        .value
-        .as_deref()?;
-    std::str::from_utf8(value).ok()?.trim().parse().ok()
+    r.header_str(SNAPSHOT_EMPTY_HEADER)?.trim().parse().ok()
 }
 
 /// The tag of one generation of a topic partition.
